@@ -1,0 +1,32 @@
+/* Per-connection access control (SPEC §2): rules with claim conditions and {sub} /
+ * {claim.NAME} templates, plus the token's own permissions claim. Deny unless granted.
+ * Compiled once per connection (and after a token refresh or reload), checked per request. */
+#ifndef WSB_AUTH_ACL_H
+#define WSB_AUTH_ACL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <jansson.h>
+
+#include "config/config.h"
+
+enum wsb_acl_action { WSB_ACL_SUBSCRIBE, WSB_ACL_PUBLISH };
+
+struct wsb_acl;
+
+/** Compiles the grants for one identity: every rule whose `when` holds for `claims`,
+ * templates resolved from `claims` (a template value that is not one valid segment drops
+ * that pattern), plus claims[permissions_claim] {"subscribe": [...], "publish": [...]}
+ * when permissions_claim is non-NULL (those patterns take no templates).
+ * `claims` may be NULL (anonymous): only rules without `when` and without templates apply.
+ * Returns NULL only on allocation failure. The caller owns the result. */
+struct wsb_acl *wsb_acl_compile(const struct wsb_acl_rule *rules, size_t nrules,
+                                const json_t *claims, const char *permissions_claim);
+void wsb_acl_free(struct wsb_acl *acl);
+
+/** True when `action` on `channel` is granted. The channel must be a valid channel name. */
+bool wsb_acl_check(const struct wsb_acl *acl, enum wsb_acl_action action, const char *channel,
+                   size_t len);
+
+#endif

@@ -1,0 +1,30 @@
+/* The admin listener: /healthz, /readyz, /metrics on its own thread and event base
+ * (libevent evhttp), so a scrape never competes with the WebSocket loops. */
+#ifndef WSB_BRIDGE_ADMIN_H
+#define WSB_BRIDGE_ADMIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "util/err.h"
+
+struct wsb_admin_hooks {
+    void *ctx;
+    /** True while every event loop answers. @locality admin thread */
+    bool (*healthy)(void *ctx);
+    /** True when every connector is ready and the bridge is not draining; otherwise writes a
+     * JSON object into reason ({"draining":true} or {"connectors":{"events":"..."}}). */
+    bool (*ready)(void *ctx, char *reason, size_t reasonlen);
+    /** The metrics text, malloc'd (the admin frees it). */
+    char *(*metrics)(void *ctx, size_t *len);
+};
+
+struct wsb_admin;
+
+/** Binds `listen` ("host:port") and starts the admin thread. */
+enum wsb_err wsb_admin_start(const char *listen, const struct wsb_admin_hooks *hooks,
+                             struct wsb_admin **out, char *err, size_t errlen);
+/** Stops the thread and frees everything. */
+void wsb_admin_stop(struct wsb_admin *a);
+
+#endif

@@ -1,0 +1,211 @@
+/* The one interface between the core and a broker. The core knows no broker; a connector
+ * knows no WebSocket. A connector owns its broker client and its thread(s); it talks to the
+ * core only through the sink it is given at creation, and the core talks to it only through
+ * the non-blocking calls below (they enqueue commands for the connector's thread). */
+#ifndef WSB_CONNECTORS_CONNECTOR_H
+#define WSB_CONNECTORS_CONNECTOR_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "util/err.h"
+
+/* ---- Broker messages ------------------------------------------------------------------ */
+
+struct wsb_header {
+    const char *name; /* NUL-terminated */
+    const uint8_t *value;
+    size_t value_len;
+};
+
+/** One broker message, immutable after creation, shared by reference between threads.
+ * Created by a connector with wsb_msg_new (one allocation holding every byte). */
+struct wsb_msg {
+    atomic_int refs;
+    uint64_t source_id;   /* the source this message belongs to */
+    int32_t partition;    /* Kafka partition, -1 when none */
+    int64_t offset;       /* Kafka offset, -1 when none */
+    int64_t timestamp_ms; /* broker timestamp, -1 when unknown */
+    uint64_t ack_token;   /* non-zero on `delivery: ack` sources: pass back to ack() */
+    const uint8_t *key;   /* NULL when the message has no key */
+    size_t key_len;
+    const uint8_t *payload;
+    size_t payload_len;
+    size_t nheaders;
+    const struct wsb_header *headers;
+};
+
+/** Allocates a message and copies key, payload and headers into it. refs = 1.
+ * Returns NULL on allocation failure. @locality any */
+struct wsb_msg *wsb_msg_new(uint64_t source_id, int32_t partition, int64_t offset,
+                            int64_t timestamp_ms, const void *key, size_t key_len,
+                            const void *payload, size_t payload_len,
+                            const struct wsb_header *headers, size_t nheaders);
+struct wsb_msg *wsb_msg_ref(struct wsb_msg *m);
+void wsb_msg_unref(struct wsb_msg *m);
+
+/* ---- Sources: what a channel maps to ------------------------------------------------- */
+
+enum wsb_from_kind { WSB_FROM_LATEST, WSB_FROM_EARLIEST, WSB_FROM_TIMESTAMP, WSB_FROM_OFFSETS };
+
+struct wsb_partition_offset {
+    int32_t partition;
+    int64_t offset; /* next offset to deliver */
+};
+
+/** A source to read. All strings are borrowed for the duration of the call; the connector
+ * copies what it keeps. Empty strings mean "not set". */
+struct wsb_source {
+    const char *topic;
+    const char *exchange;
+    const char *binding_key;
+    const char *queue;
+    const char *group;
+    const char *dead_letter_topic;
+    bool ack;             /* delivery: ack */
+    uint32_t max_unacked; /* ack sources: at most this many unacked deliveries */
+    enum wsb_from_kind from;
+    int64_t from_timestamp_ms;
+    const struct wsb_partition_offset *from_offsets;
+    size_t nfrom_offsets;
+};
+
+/** A message to publish. Strings borrowed for the call. */
+struct wsb_publish {
+    const char *topic;       /* kafka */
+    const char *exchange;    /* amqp */
+    const char *routing_key; /* amqp */
+    const uint8_t *key;
+    size_t key_len;
+    const uint8_t *payload;
+    size_t payload_len;
+    const struct wsb_header *headers;
+    size_t nheaders;
+};
+
+enum wsb_ack_kind { WSB_ACK, WSB_NACK_REQUEUE, WSB_NACK_DROP };
+
+/* ---- The sink: how a connector hands events to the core ------------------------------ */
+
+/** Implemented by the core (the mailboxes). Every callback may be called from any connector
+ * thread, never blocks for long and never calls back into the connector.
+ * @locality connector thread */
+struct wsb_sink {
+    void *ctx;
+    /** A message for `m->source_id`. Takes ownership of the caller's reference. */
+    void (*message)(void *ctx, struct wsb_msg *m);
+    /** The source is reading. `positions` is a JSON object of partition -> next offset
+     * at which delivery starts ({"0": 12, "1": 40}) or NULL when the broker has none. */
+    void (*source_started)(void *ctx, uint64_t source_id, const char *positions);
+    /** The source could not start or stopped for good. `code` is a wire error code
+     * ("unavailable", "unknown_channel", "unsupported"). */
+    void (*source_failed)(void *ctx, uint64_t source_id, const char *code, const char *message);
+    /** A publish finished: ok, or failed with a reason. */
+    void (*publish_done)(void *ctx, uint64_t cookie, bool ok, const char *message);
+    /** The connector's readiness changed. `reason` is NULL when up. */
+    void (*state)(void *ctx, const char *connector, bool up, const char *reason);
+};
+
+/* ---- The vtable ---------------------------------------------------------------------- */
+
+struct wsb_connector;
+
+struct wsb_connector_ops {
+    const char *type; /* "kafka", "amqp", "memory" */
+
+    /** Validates the connector's config object strictly (unknown keys are errors). Reports
+     * each problem with `report(ctx, path_suffix, msg)`, path_suffix like ".brokers".
+     * Returns the number of problems. @locality any */
+    int (*check_config)(const json_t *conf,
+                        void (*report)(void *ctx, const char *path, const char *msg),
+                        void *ctx);
+
+    /** Validates a channel rule's broker fields for this connector type (e.g. kafka needs
+     * "topic"). `rule` is a JSON object of the channel. Same reporting as check_config. */
+    int (*check_channel)(const json_t *channel,
+                         void (*report)(void *ctx, const char *path, const char *msg),
+                         void *ctx);
+
+    /** Creates the connector (no thread yet, no network). */
+    enum wsb_err (*create)(const char *name, const json_t *conf, const struct wsb_sink *sink,
+                           void **impl, char *err, size_t errlen);
+    /** Starts its thread(s); connecting happens there. */
+    enum wsb_err (*start)(void *impl);
+    /** Flushes pending publishes, acks and commits for up to timeout_ms, then stops and joins
+     * its threads. After it returns, the sink is never called again. */
+    void (*stop)(void *impl, uint32_t timeout_ms);
+    void (*destroy)(void *impl);
+
+    /** Starts reading `src` for `source_id` (non-blocking). Answers come through the sink:
+     * source_started or source_failed, then messages. */
+    enum wsb_err (*subscribe)(void *impl, uint64_t source_id, const struct wsb_source *src);
+    /** Stops reading `source_id`; unacked deliveries go back to the broker. Non-blocking. */
+    void (*unsubscribe)(void *impl, uint64_t source_id);
+    /** Publishes (non-blocking); the result comes through sink->publish_done(cookie). */
+    enum wsb_err (*publish)(void *impl, const struct wsb_publish *p, uint64_t cookie);
+    /** Acks or nacks a delivery of an ack source (non-blocking). */
+    void (*ack)(void *impl, uint64_t source_id, uint64_t ack_token, enum wsb_ack_kind kind);
+    /** True when connected and usable; otherwise writes a reason. @locality any */
+    bool (*ready)(void *impl, char *reason, size_t reasonlen);
+    /** Messages received from the broker so far. @locality any */
+    uint64_t (*messages_in)(void *impl);
+};
+
+/** A connector instance: the vtable and its state. */
+struct wsb_connector {
+    const struct wsb_connector_ops *ops;
+    void *impl;
+    char name[64];
+};
+
+/** The registry: the only place that lists which connectors exist. NULL when unknown. */
+const struct wsb_connector_ops *wsb_connector_find(const char *type);
+
+/** Creates a connector instance of `type`. The caller owns the result. */
+enum wsb_err wsb_connector_new(const char *type, const char *name, const json_t *conf,
+                               const struct wsb_sink *sink, struct wsb_connector **out,
+                               char *err, size_t errlen);
+void wsb_connector_free(struct wsb_connector *c);
+
+static inline enum wsb_err wsb_connector_start(struct wsb_connector *c)
+{
+    return c->ops->start(c->impl);
+}
+static inline void wsb_connector_stop(struct wsb_connector *c, uint32_t timeout_ms)
+{
+    c->ops->stop(c->impl, timeout_ms);
+}
+static inline enum wsb_err wsb_connector_subscribe(struct wsb_connector *c, uint64_t source_id,
+                                                   const struct wsb_source *src)
+{
+    return c->ops->subscribe(c->impl, source_id, src);
+}
+static inline void wsb_connector_unsubscribe(struct wsb_connector *c, uint64_t source_id)
+{
+    c->ops->unsubscribe(c->impl, source_id);
+}
+static inline enum wsb_err wsb_connector_publish(struct wsb_connector *c,
+                                                 const struct wsb_publish *p, uint64_t cookie)
+{
+    return c->ops->publish(c->impl, p, cookie);
+}
+static inline void wsb_connector_ack(struct wsb_connector *c, uint64_t source_id,
+                                     uint64_t ack_token, enum wsb_ack_kind kind)
+{
+    if (c->ops->ack)
+        c->ops->ack(c->impl, source_id, ack_token, kind);
+}
+static inline bool wsb_connector_ready(struct wsb_connector *c, char *reason, size_t len)
+{
+    return c->ops->ready(c->impl, reason, len);
+}
+static inline uint64_t wsb_connector_messages_in(struct wsb_connector *c)
+{
+    return c->ops->messages_in(c->impl);
+}
+
+#endif

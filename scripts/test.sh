@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Second README command: install, build, and run every test — unit (cmocka), integration
+# (real binary, real clients, real brokers), the same again under ASan+UBSan, and every
+# libFuzzer target for a bounded time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+jobs=$(nproc)
+
+bash scripts/setup.sh
+
+echo "== release build"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j"$jobs"
+
+echo "== asan+ubsan build"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DWSB_SANITIZE=ON >/dev/null
+cmake --build build-asan -j"$jobs"
+
+echo "== fuzz build (clang, libFuzzer)"
+CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWSB_FUZZ=ON \
+  -DWSB_FUZZ_SECONDS="${WSB_FUZZ_SECONDS:-15}" >/dev/null
+cmake --build build-fuzz -j"$jobs"
+
+status=0
+echo "== tests: release"
+(cd build && ctest --output-on-failure -j"$jobs") || status=1
+echo "== tests: asan+ubsan"
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ctest --output-on-failure -j"$jobs") || status=1
+echo "== fuzz targets"
+(cd build-fuzz && ctest --output-on-failure -j"$jobs") || status=1
+
+echo "== done in $(( $(date +%s) - start ))s, status $status"
+exit $status
