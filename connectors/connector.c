@@ -1,0 +1,151 @@
+/* The connector registry and the shared broker-message allocation. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "connectors/connector.h"
+
+extern const struct wsb_connector_ops wsb_kafka_ops;
+extern const struct wsb_connector_ops wsb_memory_ops;
+
+/* The only list of connectors that exist. amqp: add `&wsb_amqp_ops,` once connectors/amqp.c
+ * lands (with its extern declaration above). */
+static const struct wsb_connector_ops *const registry[] = {
+    &wsb_kafka_ops,
+    &wsb_memory_ops,
+};
+
+/* Adds `n` to `*total`; false on overflow. */
+static bool add_size(size_t *total, size_t n)
+{
+    if (n > SIZE_MAX - *total)
+        return false;
+    *total += n;
+    return true;
+}
+
+struct wsb_msg *wsb_msg_new(uint64_t source_id, int32_t partition, int64_t offset,
+                            int64_t timestamp_ms, const void *key, size_t key_len,
+                            const void *payload, size_t payload_len,
+                            const struct wsb_header *headers, size_t nheaders)
+{
+    /* Layout: struct | header array | key | payload | (name NUL value)... */
+    size_t total = sizeof(struct wsb_msg);
+    if (nheaders > (SIZE_MAX - total) / sizeof(struct wsb_header))
+        return NULL;
+    total += nheaders * sizeof(struct wsb_header);
+    if (key && !add_size(&total, key_len))
+        return NULL;
+    if (!add_size(&total, payload_len) || !add_size(&total, 1))
+        return NULL;
+    for (size_t i = 0; i < nheaders; i++) {
+        const char *name = headers[i].name ? headers[i].name : "";
+        if (!add_size(&total, strlen(name) + 1) || !add_size(&total, headers[i].value_len))
+            return NULL;
+    }
+
+    struct wsb_msg *m = malloc(total);
+    if (!m)
+        return NULL;
+    struct wsb_header *hdrs = (struct wsb_header *)(m + 1);
+    uint8_t *p = (uint8_t *)(hdrs + nheaders);
+
+    atomic_init(&m->refs, 1);
+    m->source_id = source_id;
+    m->partition = partition;
+    m->offset = offset;
+    m->timestamp_ms = timestamp_ms;
+    m->ack_token = 0;
+    m->key = NULL;
+    m->key_len = 0;
+    if (key) {
+        if (key_len)
+            memcpy(p, key, key_len);
+        m->key = p;
+        m->key_len = key_len;
+        p += key_len;
+    }
+    if (payload_len)
+        memcpy(p, payload, payload_len);
+    m->payload = p;
+    m->payload_len = payload_len;
+    p += payload_len;
+    *p++ = 0; /* a NUL after the payload is free and handy for text payloads */
+
+    for (size_t i = 0; i < nheaders; i++) {
+        const char *name = headers[i].name ? headers[i].name : "";
+        size_t nlen = strlen(name) + 1;
+        memcpy(p, name, nlen);
+        hdrs[i].name = (const char *)p;
+        p += nlen;
+        if (headers[i].value_len)
+            memcpy(p, headers[i].value, headers[i].value_len);
+        hdrs[i].value = headers[i].value ? p : NULL;
+        hdrs[i].value_len = headers[i].value_len;
+        p += headers[i].value_len;
+    }
+    m->nheaders = nheaders;
+    m->headers = nheaders ? hdrs : NULL;
+    return m;
+}
+
+struct wsb_msg *wsb_msg_ref(struct wsb_msg *m)
+{
+    if (m)
+        atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
+    return m;
+}
+
+void wsb_msg_unref(struct wsb_msg *m)
+{
+    if (m && atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1)
+        free(m);
+}
+
+const struct wsb_connector_ops *wsb_connector_find(const char *type)
+{
+    if (!type)
+        return NULL;
+    for (size_t i = 0; i < WSB_ARRAY_LEN(registry); i++)
+        if (strcmp(registry[i]->type, type) == 0)
+            return registry[i];
+    return NULL;
+}
+
+enum wsb_err wsb_connector_new(const char *type, const char *name, const json_t *conf,
+                               const struct wsb_sink *sink, struct wsb_connector **out, char *err,
+                               size_t errlen)
+{
+    enum wsb_err rc;
+    *out = NULL;
+    const struct wsb_connector_ops *ops = wsb_connector_find(type);
+    if (!ops) {
+        snprintf(err, errlen, "unknown connector type \"%s\"", type ? type : "");
+        return WSB_ERR_NOT_FOUND;
+    }
+    struct wsb_connector *c = calloc(1, sizeof(*c));
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
+        return WSB_ERR_NOMEM;
+    }
+    c->ops = ops;
+    snprintf(c->name, sizeof(c->name), "%s", name ? name : type);
+    rc = ops->create(c->name, conf, sink, &c->impl, err, errlen);
+    if (rc != WSB_OK)
+        goto fail;
+    *out = c;
+    return WSB_OK;
+
+fail:
+    free(c);
+    return rc;
+}
+
+void wsb_connector_free(struct wsb_connector *c)
+{
+    if (!c)
+        return;
+    if (c->impl)
+        c->ops->destroy(c->impl);
+    free(c);
+}
