@@ -5,8 +5,8 @@
 
 #include "connectors/connector.h"
 
-extern const struct wsb_connector_ops wsb_kafka_ops;
-extern const struct wsb_connector_ops wsb_memory_ops;
+#include "connectors/kafka.h"
+#include "connectors/memory.h"
 
 /* The only list of connectors that exist. amqp: add `&wsb_amqp_ops,` once connectors/amqp.c
  * lands (with its extern declaration above). */

@@ -1,31 +1,722 @@
-/* The memory connector (placeholder until the implementation lands). */
+/* The "memory" connector: an in-process broker with retained in-memory topics. */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
-#include "connectors/connector.h"
+#include "connectors/memory.h"
 
-static int check(const json_t *j, void (*report)(void *ctx, const char *path, const char *msg),
-                 void *ctx)
+#define DEFAULT_RETAIN 10000
+
+enum cmd_kind { CMD_SUBSCRIBE, CMD_UNSUBSCRIBE, CMD_PUBLISH, CMD_ACK, CMD_SYNC, CMD_STOP };
+
+struct cmd {
+    struct cmd *next;
+    enum cmd_kind kind;
+    uint64_t id; /* source id, or the publish cookie */
+    char *topic;
+    char *dead_letter_topic;
+    bool ack;
+    uint32_t max_unacked;
+    enum wsb_from_kind from;
+    int64_t from_timestamp_ms;
+    bool has_offset;
+    int64_t from_offset;
+    struct wsb_msg *msg; /* publish: built by the caller, offset set on the thread */
+    uint64_t ack_token;
+    enum wsb_ack_kind ack_kind;
+    bool *done; /* sync */
+};
+
+/* A message waiting in (or taken from) a topic's work queue. */
+struct qitem {
+    struct qitem *next;
+    struct wsb_msg *msg; /* the stored message (source_id 0) */
+    uint64_t token;
+};
+
+struct topic {
+    struct topic *next;
+    char *name;
+    struct wsb_msg **ring; /* retained messages, ring[head] has offset `base` */
+    size_t head, count;
+    int64_t base, next_offset;
+    bool has_queue; /* work queue for ack sources, created by the first one */
+    struct qitem *qhead, *qtail;
+    size_t qlen;
+};
+
+struct source {
+    struct source *next;
+    uint64_t id;
+    struct topic *topic;
+    bool ack;
+    uint32_t max_unacked;
+    char *dead_letter_topic;
+    struct qitem *unacked; /* in delivery order */
+    uint32_t nunacked;
+};
+
+struct mem {
+    char name[64];
+    struct wsb_sink sink;
+    size_t retain;
+    atomic_uint_fast64_t messages_in;
+    atomic_bool stopped;
+
+    pthread_mutex_t lock; /* guards the command queue */
+    pthread_cond_t cond;
+    struct cmd *qhead, *qtail;
+    bool started, joined;
+    pthread_t thread;
+
+    /* Thread-owned from here on. */
+    struct topic *topics;
+    struct source *sources;
+    uint64_t next_token;
+};
+
+static char *dup_str(const char *s)
 {
-    WSB_UNUSED(j);
-    WSB_UNUSED(report);
-    WSB_UNUSED(ctx);
-    return 0;
+    return s && *s ? strdup(s) : NULL;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void cmd_free(struct cmd *c)
+{
+    if (!c)
+        return;
+    free(c->topic);
+    free(c->dead_letter_topic);
+    wsb_msg_unref(c->msg);
+    free(c);
+}
+
+static void enqueue(struct mem *mm, struct cmd *c)
+{
+    pthread_mutex_lock(&mm->lock);
+    if (mm->qtail)
+        mm->qtail->next = c;
+    else
+        mm->qhead = c;
+    mm->qtail = c;
+    pthread_cond_broadcast(&mm->cond);
+    pthread_mutex_unlock(&mm->lock);
+}
+
+/* ---- Topics -------------------------------------------------------------------------- */
+
+static struct topic *topic_get(struct mem *mm, const char *name, bool create)
+{
+    for (struct topic *t = mm->topics; t; t = t->next)
+        if (strcmp(t->name, name) == 0)
+            return t;
+    if (!create)
+        return NULL;
+    struct topic *t = calloc(1, sizeof(*t));
+    if (!t)
+        return NULL;
+    t->name = strdup(name);
+    t->ring = calloc(mm->retain, sizeof(*t->ring));
+    if (!t->name || !t->ring) {
+        free(t->name);
+        free(t->ring);
+        free(t);
+        return NULL;
+    }
+    t->next = mm->topics;
+    mm->topics = t;
+    return t;
+}
+
+static struct wsb_msg *topic_at(const struct mem *mm, const struct topic *t, int64_t offset)
+{
+    return t->ring[(t->head + (size_t)(offset - t->base)) % mm->retain];
+}
+
+static void queue_push_tail(struct topic *t, struct qitem *q)
+{
+    q->next = NULL;
+    if (t->qtail)
+        t->qtail->next = q;
+    else
+        t->qhead = q;
+    t->qtail = q;
+    t->qlen++;
+}
+
+static void queue_push_head(struct topic *t, struct qitem *q)
+{
+    q->next = t->qhead;
+    t->qhead = q;
+    if (!t->qtail)
+        t->qtail = q;
+    t->qlen++;
+}
+
+static struct qitem *queue_pop(struct topic *t)
+{
+    struct qitem *q = t->qhead;
+    if (!q)
+        return NULL;
+    t->qhead = q->next;
+    if (!t->qhead)
+        t->qtail = NULL;
+    t->qlen--;
+    q->next = NULL;
+    return q;
+}
+
+static void qitem_free(struct qitem *q)
+{
+    wsb_msg_unref(q->msg);
+    free(q);
+}
+
+/* ---- Delivery ------------------------------------------------------------------------ */
+
+static void deliver_copy(struct mem *mm, uint64_t source_id, const struct wsb_msg *m,
+                         uint64_t token)
+{
+    struct wsb_msg *c =
+        wsb_msg_new(source_id, m->partition, m->offset, m->timestamp_ms, m->key, m->key_len,
+                    m->payload, m->payload_len, m->headers, m->nheaders);
+    if (!c)
+        return; /* out of memory: the message is lost for this source */
+    c->ack_token = token;
+    atomic_fetch_add(&mm->messages_in, 1);
+    mm->sink.message(mm->sink.ctx, c);
+}
+
+/* Hands queued messages of `t` to its ack sources, round-robin: the source served last is
+ * moved to the tail of the source list. */
+static void dispatch_queue(struct mem *mm, struct topic *t)
+{
+    while (t->qhead) {
+        struct source **pp = &mm->sources, *s = NULL;
+        for (; *pp; pp = &(*pp)->next) {
+            struct source *c = *pp;
+            if (c->ack && c->topic == t && (c->max_unacked == 0 || c->nunacked < c->max_unacked)) {
+                s = c;
+                break;
+            }
+        }
+        if (!s)
+            return;
+        *pp = s->next; /* move to the tail */
+        s->next = NULL;
+        struct source **tail = &mm->sources;
+        while (*tail)
+            tail = &(*tail)->next;
+        *tail = s;
+
+        struct qitem *q = queue_pop(t);
+        q->token = ++mm->next_token;
+        struct qitem **u = &s->unacked;
+        while (*u)
+            u = &(*u)->next;
+        *u = q;
+        s->nunacked++;
+        deliver_copy(mm, s->id, q->msg, q->token);
+    }
+}
+
+/* Appends `m` (refs owned) to `t`, fans it out and queues it for ack sources. */
+static void topic_append(struct mem *mm, struct topic *t, struct wsb_msg *m)
+{
+    m->source_id = 0;
+    m->partition = 0;
+    m->offset = t->next_offset++;
+    if (m->timestamp_ms < 0)
+        m->timestamp_ms = now_ms();
+
+    if (t->count == mm->retain) {
+        wsb_msg_unref(t->ring[t->head]);
+        t->head = (t->head + 1) % mm->retain;
+        t->count--;
+        t->base++;
+    }
+    if (t->count == 0)
+        t->base = m->offset;
+    t->ring[(t->head + t->count) % mm->retain] = wsb_msg_ref(m);
+    t->count++;
+
+    for (struct source *s = mm->sources; s; s = s->next)
+        if (!s->ack && s->topic == t)
+            deliver_copy(mm, s->id, m, 0);
+
+    if (t->has_queue) {
+        struct qitem *q = calloc(1, sizeof(*q));
+        if (q) {
+            q->msg = wsb_msg_ref(m);
+            queue_push_tail(t, q);
+            if (t->qlen > mm->retain)
+                qitem_free(queue_pop(t));
+        }
+        dispatch_queue(mm, t);
+    }
+    wsb_msg_unref(m);
+}
+
+/* ---- Commands ------------------------------------------------------------------------ */
+
+static struct source *source_find(struct mem *mm, uint64_t id, struct source ***prev)
+{
+    for (struct source **pp = &mm->sources; *pp; pp = &(*pp)->next)
+        if ((*pp)->id == id) {
+            if (prev)
+                *prev = pp;
+            return *pp;
+        }
+    return NULL;
+}
+
+static int64_t start_offset(const struct topic *t, const struct mem *mm, const struct cmd *c)
+{
+    switch (c->from) {
+    case WSB_FROM_LATEST: return t->next_offset;
+    case WSB_FROM_EARLIEST: return t->base;
+    case WSB_FROM_TIMESTAMP:
+        for (int64_t o = t->base; o < t->next_offset; o++)
+            if (topic_at(mm, t, o)->timestamp_ms >= c->from_timestamp_ms)
+                return o;
+        return t->next_offset;
+    case WSB_FROM_OFFSETS:
+        if (!c->has_offset)
+            return t->next_offset; /* partition not given: latest */
+        if (c->from_offset < t->base)
+            return t->base;
+        if (c->from_offset > t->next_offset)
+            return t->next_offset;
+        return c->from_offset;
+    }
+    return t->next_offset;
+}
+
+static void do_subscribe(struct mem *mm, struct cmd *c)
+{
+    if (source_find(mm, c->id, NULL)) {
+        mm->sink.source_failed(mm->sink.ctx, c->id, "unavailable", "source already subscribed");
+        return;
+    }
+    struct topic *t = topic_get(mm, c->topic, true);
+    struct source *s = calloc(1, sizeof(*s));
+    if (!t || !s) {
+        free(s);
+        mm->sink.source_failed(mm->sink.ctx, c->id, "unavailable", "out of memory");
+        return;
+    }
+    s->id = c->id;
+    s->topic = t;
+    s->ack = c->ack;
+    s->max_unacked = c->max_unacked;
+    s->dead_letter_topic = c->dead_letter_topic;
+    c->dead_letter_topic = NULL;
+    s->next = mm->sources;
+    mm->sources = s;
+
+    if (s->ack) {
+        t->has_queue = true;
+        mm->sink.source_started(mm->sink.ctx, s->id, NULL);
+        dispatch_queue(mm, t);
+        return;
+    }
+    int64_t from = start_offset(t, mm, c);
+    char positions[48];
+    snprintf(positions, sizeof(positions), "{\"0\":%" PRId64 "}", from);
+    mm->sink.source_started(mm->sink.ctx, s->id, positions);
+    for (int64_t o = from; o < t->next_offset; o++)
+        deliver_copy(mm, s->id, topic_at(mm, t, o), 0);
+}
+
+static void source_free(struct source *s)
+{
+    free(s->dead_letter_topic);
+    free(s);
+}
+
+static void do_unsubscribe(struct mem *mm, uint64_t id)
+{
+    struct source **pp;
+    struct source *s = source_find(mm, id, &pp);
+    if (!s)
+        return;
+    *pp = s->next;
+    struct topic *t = s->topic;
+    /* Unacked go back to the head of the queue in their original order. */
+    struct qitem *rev = NULL;
+    while (s->unacked) {
+        struct qitem *q = s->unacked;
+        s->unacked = q->next;
+        q->next = rev;
+        rev = q;
+    }
+    while (rev) {
+        struct qitem *q = rev;
+        rev = q->next;
+        queue_push_head(t, q);
+    }
+    source_free(s);
+    if (t->has_queue)
+        dispatch_queue(mm, t);
+}
+
+static void do_ack(struct mem *mm, struct cmd *c)
+{
+    struct source *s = source_find(mm, c->id, NULL);
+    if (!s || !s->ack)
+        return;
+    struct qitem **pp = &s->unacked;
+    while (*pp && (*pp)->token != c->ack_token)
+        pp = &(*pp)->next;
+    struct qitem *q = *pp;
+    if (!q)
+        return;
+    *pp = q->next;
+    s->nunacked--;
+    struct topic *t = s->topic;
+    if (c->ack_kind == WSB_NACK_REQUEUE) {
+        queue_push_head(t, q);
+    } else {
+        if (c->ack_kind == WSB_NACK_DROP && s->dead_letter_topic) {
+            struct topic *dlq = topic_get(mm, s->dead_letter_topic, true);
+            const struct wsb_msg *m = q->msg;
+            struct wsb_msg *d =
+                dlq ? wsb_msg_new(0, 0, -1, m->timestamp_ms, m->key, m->key_len, m->payload,
+                                  m->payload_len, m->headers, m->nheaders)
+                    : NULL;
+            if (d)
+                topic_append(mm, dlq, d);
+        }
+        qitem_free(q);
+    }
+    dispatch_queue(mm, t);
+}
+
+static void do_publish(struct mem *mm, struct cmd *c)
+{
+    struct topic *t = topic_get(mm, c->topic, true);
+    if (!t) {
+        mm->sink.publish_done(mm->sink.ctx, c->id, false, "out of memory");
+        return;
+    }
+    topic_append(mm, t, c->msg);
+    c->msg = NULL;
+    mm->sink.publish_done(mm->sink.ctx, c->id, true, NULL);
+}
+
+static void *run(void *arg)
+{
+    struct mem *mm = arg;
+    mm->sink.state(mm->sink.ctx, mm->name, true, NULL);
+    for (;;) {
+        pthread_mutex_lock(&mm->lock);
+        while (!mm->qhead)
+            pthread_cond_wait(&mm->cond, &mm->lock);
+        struct cmd *c = mm->qhead;
+        mm->qhead = c->next;
+        if (!mm->qhead)
+            mm->qtail = NULL;
+        pthread_mutex_unlock(&mm->lock);
+
+        switch (c->kind) {
+        case CMD_SUBSCRIBE: do_subscribe(mm, c); break;
+        case CMD_UNSUBSCRIBE: do_unsubscribe(mm, c->id); break;
+        case CMD_PUBLISH: do_publish(mm, c); break;
+        case CMD_ACK: do_ack(mm, c); break;
+        case CMD_SYNC:
+            pthread_mutex_lock(&mm->lock);
+            *c->done = true;
+            pthread_cond_broadcast(&mm->cond);
+            pthread_mutex_unlock(&mm->lock);
+            break;
+        case CMD_STOP: cmd_free(c); return NULL;
+        }
+        cmd_free(c);
+    }
+}
+
+/* ---- The vtable ---------------------------------------------------------------------- */
+
+static int check_config(const json_t *conf,
+                        void (*report)(void *ctx, const char *path, const char *msg), void *ctx)
+{
+    int problems = 0;
+    if (!json_is_object(conf)) {
+        report(ctx, "", "must be an object");
+        return 1;
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)conf, key, v)
+    {
+        char path[160];
+        snprintf(path, sizeof(path), ".%s", key);
+        if (strcmp(key, "type") == 0) {
+            if (!json_is_string(v) || strcmp(json_string_value(v), "memory") != 0) {
+                report(ctx, path, "must be \"memory\"");
+                problems++;
+            }
+        } else if (strcmp(key, "retain") == 0) {
+            if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+                json_integer_value(v) > 10000000) {
+                report(ctx, path, "must be an integer from 1 to 10000000");
+                problems++;
+            }
+        } else {
+            report(ctx, path, "unknown key");
+            problems++;
+        }
+    }
+    return problems;
+}
+
+static int check_channel(const json_t *channel,
+                         void (*report)(void *ctx, const char *path, const char *msg), void *ctx)
+{
+    int problems = 0;
+    json_t *topic = json_object_get(channel, "topic");
+    if (!topic) {
+        report(ctx, ".topic", "required for a memory channel");
+        problems++;
+    } else if (!json_is_string(topic) || json_string_length(topic) == 0) {
+        report(ctx, ".topic", "must be a non-empty string");
+        problems++;
+    }
+    static const char *const amqp_only[] = {"exchange", "queue", "binding_key", "routing_key"};
+    for (size_t i = 0; i < WSB_ARRAY_LEN(amqp_only); i++) {
+        if (json_object_get(channel, amqp_only[i])) {
+            char path[32];
+            snprintf(path, sizeof(path), ".%s", amqp_only[i]);
+            report(ctx, path, "not used by a memory channel (use \"topic\")");
+            problems++;
+        }
+    }
+    json_t *dlq = json_object_get(channel, "dead_letter_topic");
+    if (dlq && !json_is_string(dlq)) {
+        report(ctx, ".dead_letter_topic", "must be a string");
+        problems++;
+    }
+    return problems;
 }
 
 static enum wsb_err create(const char *name, const json_t *conf, const struct wsb_sink *sink,
                            void **impl, char *err, size_t errlen)
 {
-    WSB_UNUSED(name);
-    WSB_UNUSED(conf);
-    WSB_UNUSED(sink);
     *impl = NULL;
-    snprintf(err, errlen, "the memory connector is not implemented yet");
-    return WSB_ERR_UNSUPPORTED;
+    struct mem *mm = calloc(1, sizeof(*mm));
+    if (!mm) {
+        snprintf(err, errlen, "out of memory");
+        return WSB_ERR_NOMEM;
+    }
+    snprintf(mm->name, sizeof(mm->name), "%s", name);
+    mm->sink = *sink;
+    mm->retain = DEFAULT_RETAIN;
+    json_t *retain = conf ? json_object_get(conf, "retain") : NULL;
+    if (json_is_integer(retain) && json_integer_value(retain) > 0)
+        mm->retain = (size_t)json_integer_value(retain);
+    atomic_init(&mm->messages_in, 0);
+    atomic_init(&mm->stopped, false);
+    pthread_mutex_init(&mm->lock, NULL);
+    pthread_cond_init(&mm->cond, NULL);
+    *impl = mm;
+    return WSB_OK;
+}
+
+static enum wsb_err start(void *impl)
+{
+    struct mem *mm = impl;
+    if (mm->started)
+        return WSB_ERR_INVALID;
+    if (pthread_create(&mm->thread, NULL, run, mm) != 0)
+        return WSB_ERR_IO;
+    mm->started = true;
+    return WSB_OK;
+}
+
+static void stop(void *impl, uint32_t timeout_ms)
+{
+    WSB_UNUSED(timeout_ms); /* everything is in memory: the queue drains at once */
+    struct mem *mm = impl;
+    atomic_store(&mm->stopped, true);
+    if (!mm->started || mm->joined)
+        return;
+    struct cmd *c = calloc(1, sizeof(*c));
+    if (!c)
+        abort(); /* cannot stop the thread without it */
+    c->kind = CMD_STOP;
+    enqueue(mm, c);
+    pthread_join(mm->thread, NULL);
+    mm->joined = true;
+}
+
+static void destroy(void *impl)
+{
+    struct mem *mm = impl;
+    if (!mm)
+        return;
+    stop(mm, 0);
+    while (mm->qhead) {
+        struct cmd *c = mm->qhead;
+        mm->qhead = c->next;
+        cmd_free(c);
+    }
+    while (mm->sources) {
+        struct source *s = mm->sources;
+        mm->sources = s->next;
+        while (s->unacked) {
+            struct qitem *q = s->unacked;
+            s->unacked = q->next;
+            qitem_free(q);
+        }
+        source_free(s);
+    }
+    while (mm->topics) {
+        struct topic *t = mm->topics;
+        mm->topics = t->next;
+        for (size_t i = 0; i < t->count; i++)
+            wsb_msg_unref(t->ring[(t->head + i) % mm->retain]);
+        while (t->qhead)
+            qitem_free(queue_pop(t));
+        free(t->ring);
+        free(t->name);
+        free(t);
+    }
+    pthread_cond_destroy(&mm->cond);
+    pthread_mutex_destroy(&mm->lock);
+    free(mm);
+}
+
+static enum wsb_err subscribe(void *impl, uint64_t source_id, const struct wsb_source *src)
+{
+    struct mem *mm = impl;
+    if (!src->topic || !*src->topic)
+        return WSB_ERR_INVALID;
+    if (atomic_load(&mm->stopped))
+        return WSB_ERR_UNAVAILABLE;
+    struct cmd *c = calloc(1, sizeof(*c));
+    if (!c)
+        return WSB_ERR_NOMEM;
+    c->kind = CMD_SUBSCRIBE;
+    c->id = source_id;
+    c->topic = strdup(src->topic);
+    c->dead_letter_topic = dup_str(src->dead_letter_topic);
+    c->ack = src->ack;
+    c->max_unacked = src->max_unacked;
+    c->from = src->from;
+    c->from_timestamp_ms = src->from_timestamp_ms;
+    for (size_t i = 0; i < src->nfrom_offsets; i++) {
+        if (src->from_offsets[i].partition == 0) {
+            c->has_offset = true;
+            c->from_offset = src->from_offsets[i].offset;
+        }
+    }
+    if (!c->topic || (src->dead_letter_topic && *src->dead_letter_topic && !c->dead_letter_topic)) {
+        cmd_free(c);
+        return WSB_ERR_NOMEM;
+    }
+    enqueue(mm, c);
+    return WSB_OK;
+}
+
+static void unsubscribe(void *impl, uint64_t source_id)
+{
+    struct mem *mm = impl;
+    struct cmd *c = calloc(1, sizeof(*c));
+    if (!c)
+        return; /* nothing better to do; the source keeps its slot */
+    c->kind = CMD_UNSUBSCRIBE;
+    c->id = source_id;
+    enqueue(mm, c);
+}
+
+static enum wsb_err publish(void *impl, const struct wsb_publish *p, uint64_t cookie)
+{
+    struct mem *mm = impl;
+    if (!p->topic || !*p->topic)
+        return WSB_ERR_INVALID;
+    if (atomic_load(&mm->stopped))
+        return WSB_ERR_UNAVAILABLE;
+    struct cmd *c = calloc(1, sizeof(*c));
+    if (!c)
+        return WSB_ERR_NOMEM;
+    c->kind = CMD_PUBLISH;
+    c->id = cookie;
+    c->topic = strdup(p->topic);
+    c->msg = wsb_msg_new(0, 0, -1, -1, p->key, p->key_len, p->payload, p->payload_len, p->headers,
+                         p->nheaders);
+    if (!c->topic || !c->msg) {
+        cmd_free(c);
+        return WSB_ERR_NOMEM;
+    }
+    enqueue(mm, c);
+    return WSB_OK;
+}
+
+static void ack(void *impl, uint64_t source_id, uint64_t ack_token, enum wsb_ack_kind kind)
+{
+    struct mem *mm = impl;
+    struct cmd *c = calloc(1, sizeof(*c));
+    if (!c)
+        return;
+    c->kind = CMD_ACK;
+    c->id = source_id;
+    c->ack_token = ack_token;
+    c->ack_kind = kind;
+    enqueue(mm, c);
+}
+
+static bool ready(void *impl, char *reason, size_t reasonlen)
+{
+    WSB_UNUSED(impl);
+    WSB_UNUSED(reason);
+    WSB_UNUSED(reasonlen);
+    return true;
+}
+
+static uint64_t messages_in(void *impl)
+{
+    struct mem *mm = impl;
+    return atomic_load(&mm->messages_in);
+}
+
+void wsb_memory_sync(void *impl)
+{
+    struct mem *mm = impl;
+    bool done = false;
+    struct cmd *c = calloc(1, sizeof(*c));
+    if (!c)
+        return;
+    c->kind = CMD_SYNC;
+    c->done = &done;
+    enqueue(mm, c);
+    pthread_mutex_lock(&mm->lock);
+    while (!done)
+        pthread_cond_wait(&mm->cond, &mm->lock);
+    pthread_mutex_unlock(&mm->lock);
 }
 
 const struct wsb_connector_ops wsb_memory_ops = {
     .type = "memory",
-    .check_config = check,
-    .check_channel = check,
+    .check_config = check_config,
+    .check_channel = check_channel,
     .create = create,
+    .start = start,
+    .stop = stop,
+    .destroy = destroy,
+    .subscribe = subscribe,
+    .unsubscribe = unsubscribe,
+    .publish = publish,
+    .ack = ack,
+    .ready = ready,
+    .messages_in = messages_in,
 };

@@ -1,0 +1,136 @@
+/* Tests for the connector registry and wsb_msg allocation. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "connectors/connector.h"
+
+static void test_msg_copies_everything(void **state)
+{
+    (void)state;
+    char key[] = "key1";
+    char payload[] = "{\"x\":1}";
+    uint8_t bin[] = {0, 1, 2};
+    char n1[] = "trace", n2[] = "empty";
+    struct wsb_header h[] = {{.name = n1, .value = bin, .value_len = 3},
+                             {.name = n2, .value = NULL, .value_len = 0}};
+    struct wsb_msg *m =
+        wsb_msg_new(42, 3, 1000, 1700000000000, key, 4, payload, strlen(payload), h, 2);
+    assert_non_null(m);
+    /* the inputs may go away: everything was copied */
+    memset(key, 'z', sizeof(key));
+    memset(payload, 'z', sizeof(payload));
+    memset(bin, 9, sizeof(bin));
+    memset(n1, 'z', sizeof(n1) - 1);
+
+    assert_int_equal(m->source_id, 42);
+    assert_int_equal(m->partition, 3);
+    assert_int_equal(m->offset, 1000);
+    assert_int_equal(m->timestamp_ms, 1700000000000);
+    assert_int_equal(m->ack_token, 0);
+    assert_int_equal(m->key_len, 4);
+    assert_memory_equal(m->key, "key1", 4);
+    assert_int_equal(m->payload_len, 7);
+    assert_memory_equal(m->payload, "{\"x\":1}", 7);
+    assert_int_equal(m->nheaders, 2);
+    assert_string_equal(m->headers[0].name, "trace");
+    assert_int_equal(m->headers[0].value_len, 3);
+    assert_memory_equal(m->headers[0].value, "\0\1\2", 3);
+    assert_string_equal(m->headers[1].name, "empty");
+    assert_null(m->headers[1].value); /* a null header value stays null */
+    assert_int_equal(m->headers[1].value_len, 0);
+
+    assert_ptr_equal(wsb_msg_ref(m), m);
+    assert_int_equal(atomic_load(&m->refs), 2);
+    wsb_msg_unref(m);
+    wsb_msg_unref(m);
+    wsb_msg_unref(NULL);
+}
+
+static void test_msg_no_key_no_headers(void **state)
+{
+    (void)state;
+    struct wsb_msg *m = wsb_msg_new(1, -1, -1, -1, NULL, 0, "", 0, NULL, 0);
+    assert_non_null(m);
+    assert_null(m->key);
+    assert_int_equal(m->key_len, 0);
+    assert_non_null(m->payload);
+    assert_int_equal(m->payload_len, 0);
+    assert_null(m->headers);
+    wsb_msg_unref(m);
+
+    /* an empty key is not an absent key */
+    m = wsb_msg_new(1, -1, -1, -1, "", 0, "p", 1, NULL, 0);
+    assert_non_null(m->key);
+    assert_int_equal(m->key_len, 0);
+    wsb_msg_unref(m);
+}
+
+static void test_msg_overflow(void **state)
+{
+    (void)state;
+    assert_null(wsb_msg_new(1, -1, -1, -1, NULL, 0, "p", SIZE_MAX - 8, NULL, 0));
+    assert_null(
+        wsb_msg_new(1, -1, -1, -1, NULL, 0, "p", 1, (const struct wsb_header *)"x", SIZE_MAX / 4));
+}
+
+static void test_registry(void **state)
+{
+    (void)state;
+    const struct wsb_connector_ops *k = wsb_connector_find("kafka");
+    assert_non_null(k);
+    assert_string_equal(k->type, "kafka");
+    assert_non_null(wsb_connector_find("memory"));
+    assert_null(wsb_connector_find("kafak"));
+    assert_null(wsb_connector_find(""));
+    assert_null(wsb_connector_find(NULL));
+
+    struct wsb_connector *c = (void *)1;
+    char err[128];
+    struct wsb_sink sink = {0};
+    assert_int_equal(wsb_connector_new("nope", "x", NULL, &sink, &c, err, sizeof(err)),
+                     WSB_ERR_NOT_FOUND);
+    assert_null(c);
+    assert_non_null(strstr(err, "nope"));
+}
+
+static void noop_state(void *ctx, const char *connector, bool up, const char *reason)
+{
+    (void)ctx;
+    (void)connector;
+    (void)up;
+    (void)reason;
+}
+
+static void test_new_free(void **state)
+{
+    (void)state;
+    struct wsb_sink sink = {.state = noop_state};
+    struct wsb_connector *c = NULL;
+    char err[128];
+    json_t *conf = json_pack("{s:s}", "type", "memory");
+    assert_int_equal(wsb_connector_new("memory", "m1", conf, &sink, &c, err, sizeof(err)), WSB_OK);
+    assert_string_equal(c->name, "m1");
+    assert_ptr_equal(c->ops, wsb_connector_find("memory"));
+    assert_int_equal(wsb_connector_start(c), WSB_OK);
+    wsb_connector_stop(c, 100);
+    wsb_connector_free(c);
+    wsb_connector_free(NULL);
+    json_decref(conf);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_msg_copies_everything),
+        cmocka_unit_test(test_msg_no_key_no_headers),
+        cmocka_unit_test(test_msg_overflow),
+        cmocka_unit_test(test_registry),
+        cmocka_unit_test(test_new_free),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
