@@ -1,0 +1,770 @@
+/* JWT verification: key store (PEM, inline secrets, JWKS) and RFC 7519 claim checks. */
+#include "auth/jwt.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jwt.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/param_build.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include "auth/token.h"
+
+/* A key's type decides which algorithms may use it: an RSA public key PEM is never an
+ * HMAC secret (the "RS256 key used as HS256 secret" confusion). */
+enum key_type { KEY_HMAC, KEY_RSA, KEY_EC256, KEY_EC384 };
+
+struct key {
+    enum key_type type;
+    char *kid;           /* NULL: the key is a candidate for any kid */
+    unsigned algs;       /* enum wsb_jwt_alg bits this key may verify */
+    unsigned char *data; /* HMAC secret bytes, or a public key PEM (NUL-terminated) */
+    size_t len;
+};
+
+struct wsb_auth {
+    int refs;
+    unsigned algorithms;
+    char *issuer;
+    char *audience;
+    int leeway_s;
+    bool require_exp;
+    struct key *keys;
+    size_t nkeys;
+};
+
+#define HS_ALGS (WSB_ALG_HS256 | WSB_ALG_HS384 | WSB_ALG_HS512)
+#define RS_ALGS (WSB_ALG_RS256 | WSB_ALG_RS384 | WSB_ALG_RS512)
+
+static const struct {
+    const char *name;
+    unsigned bit;
+    jwt_alg_t jwt;
+} algs[] = {
+    {"HS256", WSB_ALG_HS256, JWT_ALG_HS256}, {"HS384", WSB_ALG_HS384, JWT_ALG_HS384},
+    {"HS512", WSB_ALG_HS512, JWT_ALG_HS512}, {"RS256", WSB_ALG_RS256, JWT_ALG_RS256},
+    {"RS384", WSB_ALG_RS384, JWT_ALG_RS384}, {"RS512", WSB_ALG_RS512, JWT_ALG_RS512},
+    {"ES256", WSB_ALG_ES256, JWT_ALG_ES256}, {"ES384", WSB_ALG_ES384, JWT_ALG_ES384},
+};
+
+static unsigned type_algs(enum key_type t)
+{
+    switch (t) {
+    case KEY_HMAC: return HS_ALGS;
+    case KEY_RSA: return RS_ALGS;
+    case KEY_EC256: return WSB_ALG_ES256;
+    case KEY_EC384: return WSB_ALG_ES384;
+    }
+    return 0;
+}
+
+/* RFC 4648 §5 base64url without padding. Returns the decoded length or -1. `out` must hold
+ * len * 3 / 4 + 1 bytes. */
+static long b64url_decode(const char *in, size_t len, unsigned char *out)
+{
+    uint32_t acc = 0;
+    int bits = 0;
+    size_t n = 0;
+
+    if (len % 4 == 1)
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        int c = (unsigned char)in[i], v;
+        if (c >= 'A' && c <= 'Z')
+            v = c - 'A';
+        else if (c >= 'a' && c <= 'z')
+            v = c - 'a' + 26;
+        else if (c >= '0' && c <= '9')
+            v = c - '0' + 52;
+        else if (c == '-')
+            v = 62;
+        else if (c == '_')
+            v = 63;
+        else
+            return -1;
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[n++] = (unsigned char)(acc >> bits);
+        }
+    }
+    return (long)n;
+}
+
+/* Decodes a base64url segment holding a JSON object. Returns NULL when it is not one. */
+static json_t *b64url_json(const char *in, size_t len)
+{
+    unsigned char *buf = malloc(len * 3 / 4 + 1);
+    json_t *j = NULL;
+    long n;
+
+    if (!buf)
+        return NULL;
+    n = b64url_decode(in, len, buf);
+    if (n > 0)
+        j = json_loadb((const char *)buf, (size_t)n, JSON_REJECT_DUPLICATES, NULL);
+    free(buf);
+    if (j && !json_is_object(j)) {
+        json_decref(j);
+        j = NULL;
+    }
+    return j;
+}
+
+static void key_cleanup(struct key *k)
+{
+    if (k->type == KEY_HMAC && k->data)
+        OPENSSL_cleanse(k->data, k->len);
+    free(k->data);
+    free(k->kid);
+}
+
+static void auth_free(struct wsb_auth *a)
+{
+    for (size_t i = 0; i < a->nkeys; i++)
+        key_cleanup(&a->keys[i]);
+    free(a->keys);
+    free(a->issuer);
+    free(a->audience);
+    free(a);
+}
+
+static int add_key(struct wsb_auth *a, size_t *cap, struct key *k)
+{
+    if (a->nkeys == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 4;
+        struct key *nk = realloc(a->keys, ncap * sizeof(*nk));
+        if (!nk)
+            return -1;
+        a->keys = nk;
+        *cap = ncap;
+    }
+    a->keys[a->nkeys++] = *k;
+    return 0;
+}
+
+/* Classifies a public key and re-exports it as a SubjectPublicKeyInfo PEM, the form libjwt
+ * reads. Returns 0, or -1 with a reason in err. */
+static int pkey_to_key(EVP_PKEY *pkey, struct key *k, char *err, size_t errlen)
+{
+    BIO *bio = NULL;
+    char *mem;
+    long n;
+    int rc = -1;
+
+    if (EVP_PKEY_is_a(pkey, "RSA")) {
+        if (EVP_PKEY_get_bits(pkey) < 2048) {
+            snprintf(err, errlen, "RSA key shorter than 2048 bits");
+            goto out;
+        }
+        k->type = KEY_RSA;
+    } else if (EVP_PKEY_is_a(pkey, "EC")) {
+        char group[64];
+        size_t glen = 0;
+        if (!EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
+                                            &glen)) {
+            snprintf(err, errlen, "EC key without a named curve");
+            goto out;
+        }
+        if (strcmp(group, "prime256v1") == 0 || strcmp(group, "P-256") == 0) {
+            k->type = KEY_EC256;
+        } else if (strcmp(group, "secp384r1") == 0 || strcmp(group, "P-384") == 0) {
+            k->type = KEY_EC384;
+        } else {
+            snprintf(err, errlen, "unsupported EC curve %s (P-256 and P-384 only)", group);
+            goto out;
+        }
+    } else {
+        snprintf(err, errlen, "unsupported key type (RSA or EC public keys only)");
+        goto out;
+    }
+    bio = BIO_new(BIO_s_mem());
+    if (!bio || !PEM_write_bio_PUBKEY(bio, pkey)) {
+        snprintf(err, errlen, "cannot encode public key");
+        goto out;
+    }
+    n = BIO_get_mem_data(bio, &mem);
+    k->data = malloc((size_t)n + 1);
+    if (!k->data) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    memcpy(k->data, mem, (size_t)n);
+    k->data[n] = '\0';
+    k->len = (size_t)n;
+    k->algs = type_algs(k->type);
+    rc = 0;
+out:
+    BIO_free(bio);
+    return rc;
+}
+
+/* Reads a PEM public key, certificate or (for convenience) private key whose public half
+ * is used. */
+static int load_pem_file(const char *path, struct key *k, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    EVP_PKEY *pkey = NULL;
+    X509 *cert = NULL;
+    int rc = -1;
+
+    if (!f) {
+        snprintf(err, errlen, "cannot open key file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    pkey = PEM_read_PUBKEY(f, NULL, NULL, NULL);
+    if (!pkey) {
+        rewind(f);
+        cert = PEM_read_X509(f, NULL, NULL, NULL);
+        if (cert)
+            pkey = X509_get_pubkey(cert);
+    }
+    if (!pkey) {
+        rewind(f);
+        pkey = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+    }
+    if (!pkey) {
+        snprintf(err, errlen, "key file %s holds no PEM public key or certificate", path);
+        goto out;
+    }
+    if (pkey_to_key(pkey, k, err, errlen) < 0) {
+        size_t used = strlen(err);
+        snprintf(err + used, errlen - used, " in %s", path);
+        goto out;
+    }
+    rc = 0;
+out:
+    EVP_PKEY_free(pkey);
+    X509_free(cert);
+    fclose(f);
+    return rc;
+}
+
+/* Decodes a base64url JWKS member into a new buffer. Returns its length or -1. */
+static long jwk_bytes(const json_t *jwk, const char *name, unsigned char **out)
+{
+    const char *s = json_string_value(json_object_get(jwk, name));
+    size_t len;
+    long n;
+
+    *out = NULL;
+    if (!s)
+        return -1;
+    len = strlen(s);
+    *out = malloc(len * 3 / 4 + 1);
+    if (!*out)
+        return -1;
+    n = b64url_decode(s, len, *out);
+    if (n <= 0) {
+        free(*out);
+        *out = NULL;
+        return -1;
+    }
+    return n;
+}
+
+static EVP_PKEY *jwk_rsa(const json_t *jwk)
+{
+    unsigned char *nb = NULL, *eb = NULL;
+    long nl = jwk_bytes(jwk, "n", &nb), el = jwk_bytes(jwk, "e", &eb);
+    BIGNUM *n = NULL, *e = NULL;
+    OSSL_PARAM_BLD *bld = NULL;
+    OSSL_PARAM *params = NULL;
+    EVP_PKEY_CTX *ctx = NULL;
+    EVP_PKEY *pkey = NULL;
+
+    if (nl < 0 || el < 0)
+        goto out;
+    n = BN_bin2bn(nb, (int)nl, NULL);
+    e = BN_bin2bn(eb, (int)el, NULL);
+    bld = OSSL_PARAM_BLD_new();
+    if (!n || !e || !bld || !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n) ||
+        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e))
+        goto out;
+    params = OSSL_PARAM_BLD_to_param(bld);
+    ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+    if (!params || !ctx || EVP_PKEY_fromdata_init(ctx) <= 0 ||
+        EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0)
+        pkey = NULL;
+out:
+    EVP_PKEY_CTX_free(ctx);
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(bld);
+    BN_free(n);
+    BN_free(e);
+    free(nb);
+    free(eb);
+    return pkey;
+}
+
+static EVP_PKEY *jwk_ec(const json_t *jwk)
+{
+    const char *crv = json_string_value(json_object_get(jwk, "crv"));
+    unsigned char *xb = NULL, *yb = NULL, pub[1 + 2 * 48];
+    long xl = jwk_bytes(jwk, "x", &xb), yl = jwk_bytes(jwk, "y", &yb);
+    const char *group;
+    long size;
+    OSSL_PARAM_BLD *bld = NULL;
+    OSSL_PARAM *params = NULL;
+    EVP_PKEY_CTX *ctx = NULL;
+    EVP_PKEY *pkey = NULL;
+
+    if (crv && strcmp(crv, "P-256") == 0) {
+        group = "prime256v1";
+        size = 32;
+    } else if (crv && strcmp(crv, "P-384") == 0) {
+        group = "secp384r1";
+        size = 48;
+    } else {
+        goto out;
+    }
+    /* RFC 7518 §6.2.1.2: x and y are exactly the curve's coordinate size. */
+    if (xl != size || yl != size)
+        goto out;
+    pub[0] = 0x04;
+    memcpy(pub + 1, xb, (size_t)size);
+    memcpy(pub + 1 + size, yb, (size_t)size);
+    bld = OSSL_PARAM_BLD_new();
+    if (!bld || !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, group, 0) ||
+        !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pub,
+                                          (size_t)(1 + 2 * size)))
+        goto out;
+    params = OSSL_PARAM_BLD_to_param(bld);
+    ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+    if (!params || !ctx || EVP_PKEY_fromdata_init(ctx) <= 0 ||
+        EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0)
+        pkey = NULL;
+out:
+    EVP_PKEY_CTX_free(ctx);
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(bld);
+    free(xb);
+    free(yb);
+    return pkey;
+}
+
+static unsigned alg_bit(const char *name)
+{
+    for (size_t i = 0; i < WSB_ARRAY_LEN(algs); i++)
+        if (strcmp(algs[i].name, name) == 0)
+            return algs[i].bit;
+    return 0;
+}
+
+/* RFC 7517 key set. Keys with "use" other than "sig", and key types or curves we do not
+ * verify with, are skipped; a key we should use but cannot parse is an error. */
+static int load_jwks(struct wsb_auth *a, size_t *cap, const char *path, char *err, size_t errlen)
+{
+    json_error_t jerr;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr), *arr, *jwk;
+    size_t i;
+    int rc = -1;
+
+    if (!root) {
+        snprintf(err, errlen, "jwks_file %s: line %d: %s", path, jerr.line, jerr.text);
+        return -1;
+    }
+    arr = json_object_get(root, "keys");
+    if (!json_is_array(arr)) {
+        snprintf(err, errlen, "jwks_file %s: no \"keys\" array", path);
+        goto out;
+    }
+    json_array_foreach(arr, i, jwk)
+    {
+        const char *kty = json_string_value(json_object_get(jwk, "kty"));
+        const char *use = json_string_value(json_object_get(jwk, "use"));
+        const char *kid = json_string_value(json_object_get(jwk, "kid"));
+        const char *alg = json_string_value(json_object_get(jwk, "alg"));
+        struct key k = {0};
+        EVP_PKEY *pkey = NULL;
+
+        if (!json_is_object(jwk) || !kty || (use && strcmp(use, "sig") != 0))
+            continue;
+        if (strcmp(kty, "oct") == 0) {
+            long n = jwk_bytes(jwk, "k", &k.data);
+            if (n <= 0) {
+                snprintf(err, errlen, "jwks_file %s: keys[%zu]: bad \"k\"", path, i);
+                goto out;
+            }
+            k.type = KEY_HMAC;
+            k.len = (size_t)n;
+            k.algs = HS_ALGS;
+        } else if (strcmp(kty, "RSA") == 0 || strcmp(kty, "EC") == 0) {
+            pkey = strcmp(kty, "RSA") == 0 ? jwk_rsa(jwk) : jwk_ec(jwk);
+            if (!pkey) {
+                const char *crv = json_string_value(json_object_get(jwk, "crv"));
+                if (strcmp(kty, "EC") == 0 && crv && strcmp(crv, "P-256") != 0 &&
+                    strcmp(crv, "P-384") != 0)
+                    continue; /* a curve we never verify with */
+                snprintf(err, errlen, "jwks_file %s: keys[%zu]: invalid %s key", path, i, kty);
+                goto out;
+            }
+            int prc = pkey_to_key(pkey, &k, err, errlen);
+            EVP_PKEY_free(pkey);
+            if (prc < 0) {
+                char why[128];
+                snprintf(why, sizeof(why), "%s", err);
+                snprintf(err, errlen, "jwks_file %s: keys[%zu]: %s", path, i, why);
+                goto out;
+            }
+        } else {
+            continue;
+        }
+        /* RFC 7517 §4.4: a key that names its alg is used with that alg only. */
+        if (alg) {
+            k.algs &= alg_bit(alg);
+            if (!k.algs) {
+                key_cleanup(&k);
+                continue;
+            }
+        }
+        if (kid && !(k.kid = strdup(kid))) {
+            key_cleanup(&k);
+            snprintf(err, errlen, "out of memory");
+            goto out;
+        }
+        if (add_key(a, cap, &k) < 0) {
+            key_cleanup(&k);
+            snprintf(err, errlen, "out of memory");
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    json_decref(root);
+    return rc;
+}
+
+enum wsb_err wsb_auth_new(const struct wsb_auth_conf *conf, struct wsb_auth **out, char *err,
+                          size_t errlen)
+{
+    struct wsb_auth *a = calloc(1, sizeof(*a));
+    size_t cap = 0;
+    enum wsb_err rc = WSB_ERR_NOMEM;
+
+    *out = NULL;
+    if (!a)
+        goto fail;
+    a->refs = 1;
+    a->algorithms = conf->algorithms;
+    a->leeway_s = conf->leeway_s < 0 ? 0 : conf->leeway_s;
+    a->require_exp = conf->require_exp;
+    if ((conf->issuer && !(a->issuer = strdup(conf->issuer))) ||
+        (conf->audience && !(a->audience = strdup(conf->audience))))
+        goto fail;
+    rc = WSB_ERR_INVALID;
+    for (size_t i = 0; i < conf->nkeys; i++) {
+        const struct wsb_key_conf *kc = &conf->keys[i];
+        struct key k = {0};
+
+        if ((kc->file != NULL) == (kc->secret != NULL)) {
+            snprintf(err, errlen, "auth key %zu: exactly one of file and secret is required", i);
+            goto fail;
+        }
+        if (kc->secret) {
+            /* Never echo the secret, not even its length. */
+            if (!*kc->secret) {
+                snprintf(err, errlen, "auth key %zu: empty secret", i);
+                goto fail;
+            }
+            k.type = KEY_HMAC;
+            k.algs = HS_ALGS;
+            k.len = strlen(kc->secret);
+            if (!(k.data = malloc(k.len + 1))) {
+                rc = WSB_ERR_NOMEM;
+                goto fail;
+            }
+            memcpy(k.data, kc->secret, k.len + 1);
+        } else if (load_pem_file(kc->file, &k, err, errlen) < 0) {
+            rc = WSB_ERR_IO;
+            goto fail;
+        }
+        if (kc->kid && !(k.kid = strdup(kc->kid))) {
+            key_cleanup(&k);
+            rc = WSB_ERR_NOMEM;
+            goto fail;
+        }
+        if (add_key(a, &cap, &k) < 0) {
+            key_cleanup(&k);
+            rc = WSB_ERR_NOMEM;
+            goto fail;
+        }
+    }
+    if (conf->jwks_file && load_jwks(a, &cap, conf->jwks_file, err, errlen) < 0)
+        goto fail;
+    if (conf->enabled && a->nkeys == 0) {
+        snprintf(err, errlen, "auth: no usable verification key (keys or jwks_file)");
+        goto fail;
+    }
+    *out = a;
+    return WSB_OK;
+fail:
+    if (rc == WSB_ERR_NOMEM)
+        snprintf(err, errlen, "out of memory");
+    if (a)
+        auth_free(a);
+    return rc;
+}
+
+struct wsb_auth *wsb_auth_ref(struct wsb_auth *a)
+{
+    if (a)
+        __atomic_add_fetch(&a->refs, 1, __ATOMIC_RELAXED);
+    return a;
+}
+
+void wsb_auth_unref(struct wsb_auth *a)
+{
+    if (a && __atomic_sub_fetch(&a->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        auth_free(a);
+}
+
+int wsb_auth_leeway(const struct wsb_auth *a)
+{
+    return a->leeway_s;
+}
+
+struct wsb_identity *wsb_identity_ref(struct wsb_identity *id)
+{
+    if (id)
+        id->refs++;
+    return id;
+}
+
+void wsb_identity_unref(struct wsb_identity *id)
+{
+    if (!id || --id->refs > 0)
+        return;
+    free(id->sub);
+    json_decref(id->claims);
+    free(id);
+}
+
+/* HMAC check in constant time (libjwt 1.x compares with strcmp): only a signature that
+ * already matched is handed to libjwt. */
+static bool hmac_ok(const struct key *k, jwt_alg_t alg, const char *signed_part, size_t slen,
+                    const unsigned char *sig, size_t siglen)
+{
+    const EVP_MD *md = alg == JWT_ALG_HS256   ? EVP_sha256()
+                       : alg == JWT_ALG_HS384 ? EVP_sha384()
+                                              : EVP_sha512();
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int maclen = 0;
+
+    if (k->len > INT_MAX ||
+        !HMAC(md, k->data, (int)k->len, (const unsigned char *)signed_part, slen, mac, &maclen))
+        return false;
+    return maclen == siglen && CRYPTO_memcmp(mac, sig, siglen) == 0;
+}
+
+/* A NumericDate claim (RFC 7519 §2). Returns 0 absent, 1 present (in *v), -1 not a number. */
+static int numeric_date(const json_t *claims, const char *name, int64_t *v)
+{
+    const json_t *j = json_object_get(claims, name);
+    double d;
+
+    if (!j)
+        return 0;
+    if (json_is_integer(j)) {
+        *v = (int64_t)json_integer_value(j);
+        return 1;
+    }
+    if (!json_is_real(j))
+        return -1;
+    d = floor(json_real_value(j));
+    if (!(d > -9.0e15 && d < 9.0e15))
+        return -1;
+    *v = (int64_t)d;
+    return 1;
+}
+
+static bool audience_ok(const json_t *aud, const char *want)
+{
+    size_t i;
+    const json_t *v;
+
+    if (json_is_string(aud))
+        return strcmp(json_string_value(aud), want) == 0;
+    if (!json_is_array(aud))
+        return false;
+    json_array_foreach(aud, i, v) if (json_is_string(v) &&
+                                      strcmp(json_string_value(v), want) == 0) return true;
+    return false;
+}
+
+/* RFC 7519 §4.1 registered claims, after the signature verified. */
+static const char *check_claims(const struct wsb_auth *a, const json_t *claims, int64_t now,
+                                int64_t *exp)
+{
+    int64_t v, leeway = a->leeway_s;
+    int r;
+
+    *exp = 0;
+    r = numeric_date(claims, "exp", &v);
+    if (r < 0)
+        return "token_invalid";
+    if (r == 0 && a->require_exp)
+        return "token_exp_required";
+    /* §4.1.4: the token must not be accepted on or after exp. */
+    if (r > 0) {
+        if (now >= v + leeway)
+            return "token_expired";
+        *exp = v;
+    }
+    r = numeric_date(claims, "nbf", &v);
+    if (r < 0)
+        return "token_invalid";
+    if (r > 0 && now + leeway < v)
+        return "token_not_yet_valid";
+    /* A token issued in the future is treated as not yet valid (as PyJWT does). */
+    r = numeric_date(claims, "iat", &v);
+    if (r < 0)
+        return "token_invalid";
+    if (r > 0 && now + leeway < v)
+        return "token_not_yet_valid";
+    if (a->issuer) {
+        const char *iss = json_string_value(json_object_get(claims, "iss"));
+        if (!iss || strcmp(iss, a->issuer) != 0)
+            return "token_issuer";
+    }
+    if (a->audience && !audience_ok(json_object_get(claims, "aud"), a->audience))
+        return "token_audience";
+    {
+        const json_t *sub = json_object_get(claims, "sub");
+        if (sub && !json_is_string(sub))
+            return "token_invalid";
+    }
+    return NULL;
+}
+
+enum wsb_err wsb_auth_verify(const struct wsb_auth *a, const char *token, size_t len, int64_t now,
+                             struct wsb_identity **out, const char **code)
+{
+    char buf[WSB_TOKEN_MAX + 1];
+    const char *dot1, *dot2;
+    json_t *header = NULL, *claims = NULL;
+    unsigned char *sig = NULL;
+    long siglen;
+    const char *alg_name, *kid = NULL;
+    unsigned alg = 0;
+    jwt_alg_t jalg = JWT_ALG_NONE;
+    bool kid_match = false, any_key = false, type_ok = false, verified = false;
+    struct wsb_identity *id = NULL;
+    int64_t exp;
+    enum wsb_err rc = WSB_ERR_AUTH;
+
+    *out = NULL;
+    *code = "token_missing";
+    if (!token || len == 0)
+        return WSB_ERR_AUTH;
+    *code = "token_malformed";
+    if (len > WSB_TOKEN_MAX || memchr(token, '\0', len))
+        return WSB_ERR_AUTH;
+    /* RFC 7515 §7.1: BASE64URL(header) '.' BASE64URL(payload) '.' BASE64URL(signature) */
+    dot1 = memchr(token, '.', len);
+    dot2 = dot1 ? memchr(dot1 + 1, '.', len - (size_t)(dot1 + 1 - token)) : NULL;
+    if (!dot1 || !dot2 || memchr(dot2 + 1, '.', len - (size_t)(dot2 + 1 - token)))
+        return WSB_ERR_AUTH;
+    header = b64url_json(token, (size_t)(dot1 - token));
+    if (!header)
+        goto out;
+    alg_name = json_string_value(json_object_get(header, "alg"));
+    if (!alg_name)
+        goto out;
+    if (json_object_get(header, "kid")) {
+        kid = json_string_value(json_object_get(header, "kid"));
+        if (!kid)
+            goto out;
+    }
+    /* RFC 8725 §3.1: the alg comes from the allow-list and is bound to the key type below;
+     * "none" is never in it. */
+    *code = "token_alg";
+    for (size_t i = 0; i < WSB_ARRAY_LEN(algs); i++)
+        if (strcmp(algs[i].name, alg_name) == 0) {
+            alg = algs[i].bit;
+            jalg = algs[i].jwt;
+        }
+    if (!(alg & a->algorithms))
+        goto out;
+    *code = "token_malformed";
+    claims = b64url_json(dot1 + 1, (size_t)(dot2 - dot1 - 1));
+    siglen = (long)(len - (size_t)(dot2 + 1 - token));
+    if (!claims || siglen == 0)
+        goto out;
+    sig = malloc((size_t)siglen * 3 / 4 + 1);
+    if (!sig) {
+        rc = WSB_ERR_NOMEM;
+        goto out;
+    }
+    siglen = b64url_decode(dot2 + 1, (size_t)siglen, sig);
+    if (siglen <= 0)
+        goto out;
+    memcpy(buf, token, len);
+    buf[len] = '\0';
+
+    /* Candidates: keys whose kid matches; when none does (or the token has no kid), the
+     * keys configured without a kid. */
+    for (size_t i = 0; kid && i < a->nkeys; i++)
+        if (a->keys[i].kid && strcmp(a->keys[i].kid, kid) == 0)
+            kid_match = true;
+    for (size_t i = 0; i < a->nkeys && !verified; i++) {
+        const struct key *k = &a->keys[i];
+        jwt_t *jwt = NULL;
+
+        if (kid_match ? !(k->kid && strcmp(k->kid, kid) == 0) : (kid && k->kid != NULL))
+            continue;
+        any_key = true;
+        if (!(k->algs & alg))
+            continue;
+        type_ok = true;
+        if (k->type == KEY_HMAC &&
+            !hmac_ok(k, jalg, token, (size_t)(dot2 - token), sig, (size_t)siglen))
+            continue;
+        if (k->len > INT_MAX || jwt_decode(&jwt, buf, k->data, (int)k->len) != 0)
+            continue;
+        verified = jwt_get_alg(jwt) == jalg;
+        jwt_free(jwt);
+    }
+    if (!verified) {
+        /* No key for this kid: invalid; keys, but none of the alg's type: alg mismatch. */
+        *code = (type_ok || !any_key) ? "token_invalid" : "token_alg";
+        goto out;
+    }
+    *code = check_claims(a, claims, now, &exp);
+    if (*code)
+        goto out;
+    rc = WSB_ERR_NOMEM;
+    *code = "token_invalid";
+    id = calloc(1, sizeof(*id));
+    if (!id)
+        goto out;
+    id->refs = 1;
+    id->exp = exp;
+    if (json_is_string(json_object_get(claims, "sub")) &&
+        !(id->sub = strdup(json_string_value(json_object_get(claims, "sub"))))) {
+        free(id);
+        goto out;
+    }
+    id->claims = claims;
+    claims = NULL;
+    *out = id;
+    *code = NULL;
+    rc = WSB_OK;
+out:
+    OPENSSL_cleanse(buf, sizeof(buf));
+    free(sig);
+    json_decref(header);
+    json_decref(claims);
+    return rc;
+}

@@ -1,0 +1,634 @@
+/* Tests for auth/jwt.c: tokens minted at test time with fresh RSA/EC keys and libjwt. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jwt.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+
+#include "auth/jwt.h"
+#include "auth/token.h"
+
+#define NOW 1700000000
+#define SECRET "test-hmac-secret-0123456789abcdef"
+
+static char dir[64];
+static EVP_PKEY *rsa1, *rsa2, *ec256, *ec384;
+static char *rsa1_priv, *rsa2_priv, *ec256_priv, *ec384_priv, *rsa1_pub_pem;
+static char rsa1_file[128], ec256_file[128], ec384_file[128], jwks_file[128], cert_file[128];
+
+static char *bio_string(BIO *b)
+{
+    char *mem;
+    long n = BIO_get_mem_data(b, &mem);
+    char *s = malloc((size_t)n + 1);
+    memcpy(s, mem, (size_t)n);
+    s[n] = '\0';
+    BIO_free(b);
+    return s;
+}
+
+static char *priv_pem(EVP_PKEY *k)
+{
+    BIO *b = BIO_new(BIO_s_mem());
+    assert_true(PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL));
+    return bio_string(b);
+}
+
+static char *pub_pem(EVP_PKEY *k)
+{
+    BIO *b = BIO_new(BIO_s_mem());
+    assert_true(PEM_write_bio_PUBKEY(b, k));
+    return bio_string(b);
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void b64url(const unsigned char *p, size_t n, char *out)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    size_t o = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        acc = (acc << 8) | p[i];
+        bits += 8;
+        while (bits >= 6) {
+            bits -= 6;
+            out[o++] = tab[(acc >> bits) & 63];
+        }
+    }
+    if (bits)
+        out[o++] = tab[(acc << (6 - bits)) & 63];
+    out[o] = '\0';
+}
+
+static void bn_b64url(EVP_PKEY *k, const char *param, char *out)
+{
+    BIGNUM *bn = NULL;
+    unsigned char buf[512];
+    assert_true(EVP_PKEY_get_bn_param(k, param, &bn));
+    int n = BN_bn2bin(bn, buf);
+    b64url(buf, (size_t)n, out);
+    BN_free(bn);
+}
+
+static void ec_xy(EVP_PKEY *k, char *x, char *y)
+{
+    unsigned char pub[133];
+    size_t len = 0;
+    assert_true(
+        EVP_PKEY_get_octet_string_param(k, OSSL_PKEY_PARAM_PUB_KEY, pub, sizeof(pub), &len));
+    assert_int_equal(len, 65);
+    b64url(pub + 1, 32, x);
+    b64url(pub + 33, 32, y);
+}
+
+static int setup(void **state)
+{
+    char n1[600], e1[16], n2[600], e2[16], x[64], y[64], k[64], jwks[4096];
+    (void)state;
+    snprintf(dir, sizeof(dir), "/tmp/wsb_jwt_test.XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    rsa1 = EVP_RSA_gen(2048);
+    rsa2 = EVP_RSA_gen(2048);
+    ec256 = EVP_EC_gen("P-256");
+    ec384 = EVP_EC_gen("P-384");
+    assert_true(rsa1 && rsa2 && ec256 && ec384);
+    rsa1_priv = priv_pem(rsa1);
+    rsa2_priv = priv_pem(rsa2);
+    ec256_priv = priv_pem(ec256);
+    ec384_priv = priv_pem(ec384);
+    rsa1_pub_pem = pub_pem(rsa1);
+    snprintf(rsa1_file, sizeof(rsa1_file), "%s/rsa1.pem", dir);
+    snprintf(ec256_file, sizeof(ec256_file), "%s/ec256.pem", dir);
+    snprintf(ec384_file, sizeof(ec384_file), "%s/ec384.pem", dir);
+    snprintf(jwks_file, sizeof(jwks_file), "%s/jwks.json", dir);
+    snprintf(cert_file, sizeof(cert_file), "%s/cert.pem", dir);
+    write_file(rsa1_file, rsa1_pub_pem);
+    char *p = pub_pem(ec256);
+    write_file(ec256_file, p);
+    free(p);
+    p = pub_pem(ec384);
+    write_file(ec384_file, p);
+    free(p);
+
+    /* A self-signed certificate around rsa2, to load a key from a certificate. */
+    X509 *cert = X509_new();
+    X509_set_version(cert, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(cert), 1);
+    X509_gmtime_adj(X509_getm_notBefore(cert), 0);
+    X509_gmtime_adj(X509_getm_notAfter(cert), 3600);
+    X509_set_pubkey(cert, rsa2);
+    X509_NAME_add_entry_by_txt(X509_get_subject_name(cert), "CN", MBSTRING_ASC,
+                               (const unsigned char *)"test", -1, -1, 0);
+    X509_set_issuer_name(cert, X509_get_subject_name(cert));
+    assert_true(X509_sign(cert, rsa2, EVP_sha256()) > 0);
+    FILE *f = fopen(cert_file, "w");
+    PEM_write_X509(f, cert);
+    fclose(f);
+    X509_free(cert);
+
+    bn_b64url(rsa1, OSSL_PKEY_PARAM_RSA_N, n1);
+    bn_b64url(rsa1, OSSL_PKEY_PARAM_RSA_E, e1);
+    bn_b64url(rsa2, OSSL_PKEY_PARAM_RSA_N, n2);
+    bn_b64url(rsa2, OSSL_PKEY_PARAM_RSA_E, e2);
+    ec_xy(ec256, x, y);
+    b64url((const unsigned char *)"jwks-oct-secret", 15, k);
+    snprintf(jwks, sizeof(jwks),
+             "{\"keys\":["
+             "{\"kty\":\"RSA\",\"kid\":\"k1\",\"use\":\"sig\",\"n\":\"%s\",\"e\":\"%s\"},"
+             "{\"kty\":\"RSA\",\"kid\":\"k2\",\"alg\":\"RS256\",\"n\":\"%s\",\"e\":\"%s\"},"
+             "{\"kty\":\"RSA\",\"kid\":\"enc\",\"use\":\"enc\",\"n\":\"%s\",\"e\":\"%s\"},"
+             "{\"kty\":\"EC\",\"kid\":\"e1\",\"crv\":\"P-256\",\"x\":\"%s\",\"y\":\"%s\"},"
+             "{\"kty\":\"oct\",\"kid\":\"o1\",\"k\":\"%s\"},"
+             "{\"kty\":\"OKP\",\"kid\":\"ed\",\"crv\":\"Ed25519\",\"x\":\"AAAA\"}"
+             "]}",
+             n1, e1, n2, e2, n1, e1, x, y, k);
+    write_file(jwks_file, jwks);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    char cmd[128];
+    (void)state;
+    EVP_PKEY_free(rsa1);
+    EVP_PKEY_free(rsa2);
+    EVP_PKEY_free(ec256);
+    EVP_PKEY_free(ec384);
+    free(rsa1_priv);
+    free(rsa2_priv);
+    free(ec256_priv);
+    free(ec384_priv);
+    free(rsa1_pub_pem);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    return 0;
+}
+
+/* Signs `claims` (JSON) with alg and key; kid may be NULL. Caller frees. */
+static char *mint(jwt_alg_t alg, const char *key, const char *kid, const char *claims)
+{
+    jwt_t *jwt = NULL;
+    char *tok;
+    assert_int_equal(jwt_new(&jwt), 0);
+    assert_int_equal(jwt_set_alg(jwt, alg, (const unsigned char *)key, (int)strlen(key)), 0);
+    if (kid)
+        assert_int_equal(jwt_add_header(jwt, "kid", kid), 0);
+    assert_int_equal(jwt_add_grants_json(jwt, claims), 0);
+    tok = jwt_encode_str(jwt);
+    assert_non_null(tok);
+    jwt_free(jwt);
+    return tok;
+}
+
+static char *unsigned_token(const char *header, const char *claims, const char *sig)
+{
+    char h[512], c[1024];
+    char *tok = malloc(2048);
+    b64url((const unsigned char *)header, strlen(header), h);
+    b64url((const unsigned char *)claims, strlen(claims), c);
+    snprintf(tok, 2048, "%s.%s.%s", h, c, sig);
+    return tok;
+}
+
+struct conf_keys {
+    struct wsb_key_conf keys[4];
+    size_t n;
+};
+
+static struct wsb_auth_conf base_conf(struct conf_keys *k)
+{
+    struct wsb_auth_conf c = {0};
+    c.enabled = true;
+    c.algorithms = 0xff;
+    c.keys = k->keys;
+    c.nkeys = k->n;
+    c.leeway_s = 30;
+    return c;
+}
+
+static struct wsb_auth *new_auth(const struct wsb_auth_conf *c)
+{
+    struct wsb_auth *a = NULL;
+    char err[256] = "";
+    enum wsb_err rc = wsb_auth_new(c, &a, err, sizeof(err));
+    if (rc != WSB_OK)
+        fprintf(stderr, "wsb_auth_new: %s\n", err);
+    assert_int_equal(rc, WSB_OK);
+    return a;
+}
+
+/* Verifies and returns the code (NULL when accepted). */
+static const char *verify(struct wsb_auth *a, const char *tok)
+{
+    struct wsb_identity *id = NULL;
+    const char *code = "unset";
+    enum wsb_err rc = wsb_auth_verify(a, tok, tok ? strlen(tok) : 0, NOW, &id, &code);
+    if (rc == WSB_OK) {
+        assert_non_null(id);
+        assert_null(code);
+        wsb_identity_unref(id);
+        return NULL;
+    }
+    assert_int_equal(rc, WSB_ERR_AUTH);
+    assert_null(id);
+    assert_non_null(code);
+    return code;
+}
+
+#define GOOD "{\"sub\":\"u1\",\"exp\":1700000600,\"iat\":1700000000}"
+
+static void test_accept_hs(void **state)
+{
+    struct conf_keys k = {.keys = {{.secret = SECRET}}, .n = 1};
+    struct wsb_auth_conf c = base_conf(&k);
+    struct wsb_auth *a = new_auth(&c);
+    jwt_alg_t hs[] = {JWT_ALG_HS256, JWT_ALG_HS384, JWT_ALG_HS512};
+    (void)state;
+    for (size_t i = 0; i < 3; i++) {
+        char *t = mint(hs[i], SECRET, NULL, GOOD);
+        assert_null(verify(a, t));
+        free(t);
+    }
+    /* wrong secret */
+    char *t = mint(JWT_ALG_HS256, "another-secret", NULL, GOOD);
+    assert_string_equal(verify(a, t), "token_invalid");
+    free(t);
+    wsb_auth_unref(a);
+}
+
+static void test_identity(void **state)
+{
+    struct conf_keys k = {.keys = {{.secret = SECRET}}, .n = 1};
+    struct wsb_auth_conf c = base_conf(&k);
+    struct wsb_auth *a = new_auth(&c);
+    struct wsb_identity *id = NULL;
+    const char *code = NULL;
+    (void)state;
+    char *t = mint(JWT_ALG_HS256, SECRET, NULL,
+                   "{\"sub\":\"alice\",\"exp\":1700000600,\"roles\":[\"admin\"]}");
+    assert_int_equal(wsb_auth_verify(a, t, strlen(t), NOW, &id, &code), WSB_OK);
+    assert_string_equal(id->sub, "alice");
+    assert_int_equal(id->exp, 1700000600);
+    assert_true(json_is_array(json_object_get(id->claims, "roles")));
+    assert_int_equal(wsb_auth_leeway(a), 30);
+    wsb_identity_unref(id);
+    free(t);
+    /* non-string sub */
+    t = mint(JWT_ALG_HS256, SECRET, NULL, "{\"sub\":42,\"exp\":1700000600}");
+    assert_string_equal(verify(a, t), "token_invalid");
+    free(t);
+    /* no sub at all is fine: id->sub NULL */
+    t = mint(JWT_ALG_HS256, SECRET, NULL, "{\"exp\":1700000600}");
+    assert_int_equal(wsb_auth_verify(a, t, strlen(t), NOW, &id, &code), WSB_OK);
+    assert_null(id->sub);
+    wsb_identity_unref(id);
+    free(t);
+    wsb_auth_unref(a);
+}
+
+static void test_accept_rs_es(void **state)
+{
+    struct conf_keys k = {.keys = {{.file = rsa1_file}, {.file = ec256_file}}, .n = 2};
+    struct wsb_auth_conf c = base_conf(&k);
+    struct wsb_auth *a = new_auth(&c);
+    (void)state;
+    char *t = mint(JWT_ALG_RS256, rsa1_priv, NULL, GOOD);
+    assert_null(verify(a, t));
+    free(t);
+    t = mint(JWT_ALG_RS512, rsa1_priv, NULL, GOOD);
+    assert_null(verify(a, t));
+    free(t);
+    t = mint(JWT_ALG_ES256, ec256_priv, NULL, GOOD);
+    assert_null(verify(a, t));
+    free(t);
+    /* signed by a key we do not know */
+    t = mint(JWT_ALG_RS256, rsa2_priv, NULL, GOOD);
+    assert_string_equal(verify(a, t), "token_invalid");
+    free(t);
+    /* bad signature: flip a character in the signature */
+    t = mint(JWT_ALG_RS256, rsa1_priv, NULL, GOOD);
+    char *last = t + strlen(t) - 5;
+    *last = *last == 'A' ? 'B' : 'A';
+    assert_string_equal(verify(a, t), "token_invalid");
+    free(t);
+    /* payload swapped under a valid signature */
+    char *t1 = mint(JWT_ALG_RS256, rsa1_priv, NULL, GOOD);
+    char *t2 = mint(JWT_ALG_RS256, rsa1_priv, NULL, "{\"sub\":\"admin\",\"exp\":1700000600}");
+    char forged[4096];
+    const char *d1 = strchr(t1, '.'), *d2 = strchr(t2, '.'), *s1 = strrchr(t1, '.');
+    snprintf(forged, sizeof(forged), "%.*s%.*s%s", (int)(d1 - t1), t1, (int)(strrchr(t2, '.') - d2),
+             d2, s1);
+    assert_string_equal(verify(a, forged), "token_invalid");
+    free(t1);
+    free(t2);
+    wsb_auth_unref(a);
+}
+
+static void test_certificate_key(void **state)
+{
+    struct conf_keys k = {.keys = {{.file = cert_file}}, .n = 1};
+    struct wsb_auth_conf c = base_conf(&k);
+    struct wsb_auth *a = new_auth(&c);
+    (void)state;
+    char *t = mint(JWT_ALG_RS256, rsa2_priv, NULL, GOOD);
+    assert_null(verify(a, t));
+    free(t);
+    wsb_auth_unref(a);
+}
+
+static void test_reject_malformed(void **state)
+{
+    struct conf_keys k = {.keys = {{.secret = SECRET}}, .n = 1};
+    struct wsb_auth_conf c = base_conf(&k);
+    struct wsb_auth *a = new_auth(&c);
+    const char *bad[] = {"abc",      "a.b",         "a.b.c.d",     "....",
+                         "!!.!!.!!", "eyJ.eyJ.sig", "e30.e30.c2ln" /* {} header: no alg */};
+    (void)state;
+    assert_string_equal(verify(a, NULL), "token_missing");
+    assert_string_equal(verify(a, ""), "token_missing");
+    for (size_t i = 0; i < WSB_ARRAY_LEN(bad); i++)
+        assert_string_equal(verify(a, bad[i]), "token_malformed");
+    /* header is not JSON / payload is not an object */
+    char *t = unsigned_token("{\"alg\":\"HS256\"", GOOD, "c2ln");
+    assert_string_equal(verify(a, t), "token_malformed");
+    free(t);
+    t = unsigned_token("{\"alg\":\"HS256\"}", "[1]", "c2ln");
+    assert_string_equal(verify(a, t), "token_malformed");
+    free(t);
+    /* duplicate alg member */
+    t = unsigned_token("{\"alg\":\"HS256\",\"alg\":\"none\"}", GOOD, "c2ln");
+    assert_string_equal(verify(a, t), "token_malformed");
+    free(t);
+    /* too long */
+    char *huge = malloc(WSB_TOKEN_MAX + 2);
+    memset(huge, 'a', WSB_TOKEN_MAX + 1);
+    huge[WSB_TOKEN_MAX + 1] = '\0';
+    assert_string_equal(verify(a, huge), "token_malformed");
+    free(huge);
+    wsb_auth_unref(a);
+}
+
+static void test_reject_alg(void **state)
+{
+    struct conf_keys k = {.keys = {{.secret = SECRET}, {.file = rsa1_file}}, .n = 2};
+    struct wsb_auth_conf c = base_conf(&k);
+    struct wsb_auth *a;
+    (void)state;
+    c.algorithms = WSB_ALG_HS256 | WSB_ALG_RS256;
+    a = new_auth(&c);
+    /* alg none, with and without a signature part */
+    char *t = unsigned_token("{\"alg\":\"none\",\"typ\":\"JWT\"}", GOOD, "");
+    assert_string_equal(verify(a, t), "token_alg");
+    free(t);
+    t = unsigned_token("{\"alg\":\"none\"}", GOOD, "c2ln");
+    assert_string_equal(verify(a, t), "token_alg");
+    free(t);
+    t = unsigned_token("{\"alg\":\"None\"}", GOOD, "c2ln");
+    assert_string_equal(verify(a, t), "token_alg");
+    free(t);
+    /* not in the allow-list */
+    t = mint(JWT_ALG_HS512, SECRET, NULL, GOOD);
+    assert_string_equal(verify(a, t), "token_alg");
+    free(t);
+    /* The classic confusion: HS256 with the RSA public key PEM as secret. */
+    t = mint(JWT_ALG_HS256, rsa1_pub_pem, NULL, GOOD);
+    assert_string_equal(verify(a, t), "token_invalid");
+    free(t);
+    wsb_auth_unref(a);
+
+    /* Only the RSA key configured: the same forgery finds no key of the HMAC type. */
+    struct conf_keys k2 = {.keys = {{.file = rsa1_file}}, .n = 1};
+    c = base_conf(&k2);
+    c.algorithms = WSB_ALG_HS256 | WSB_ALG_RS256;
+    a = new_auth(&c);
+    t = mint(JWT_ALG_HS256, rsa1_pub_pem, NULL, GOOD);
+    assert_string_equal(verify(a, t), "token_alg");
+    free(t);
+    wsb_auth_unref(a);
+}
+
+static void test_es_curves(void **state)
+{
+    struct conf_keys k = {.keys = {{.file = ec256_file}}, .n = 1};
+    struct wsb_auth_conf c = base_conf(&k);
+    struct wsb_auth *a = new_auth(&c);
+    (void)state;
+    /* ES384 token against a P-256 key only */
+    char *t = mint(JWT_ALG_ES384, ec384_priv, NULL, GOOD);
+    assert_string_equal(verify(a, t), "token_alg");
+    free(t);
+    wsb_auth_unref(a);
+    /* and a P-384 key verifies it */
+    struct conf_keys k2 = {.keys = {{.file = ec384_file}, {.file = ec256_file}}, .n = 2};
+    c = base_conf(&k2);
+    a = new_auth(&c);
+    t = mint(JWT_ALG_ES384, ec384_priv, NULL, GOOD);
+    assert_null(verify(a, t));
+    free(t);
+    t = mint(JWT_ALG_ES256, ec256_priv, NULL, GOOD);
+    assert_null(verify(a, t));
+    free(t);
+    wsb_auth_unref(a);
+}
+
+static void test_claims(void **state)
+{
+    struct conf_keys k = {.keys = {{.secret = SECRET}}, .n = 1};
+    struct wsb_auth_conf c = base_conf(&k);
+    struct wsb_auth *a;
+    static const struct {
+        const char *claims;
+        const char *code;
+    } cases[] = {
+        {"{\"sub\":\"u\",\"exp\":1699999000}", "token_expired"},
+        {"{\"sub\":\"u\",\"exp\":1699999970}", "token_expired"}, /* exactly at exp + leeway */
+        {"{\"sub\":\"u\",\"exp\":1699999971}", NULL},            /* within leeway */
+        {"{\"sub\":\"u\",\"exp\":1700000600,\"nbf\":1700000100}", "token_not_yet_valid"},
+        {"{\"sub\":\"u\",\"exp\":1700000600,\"nbf\":1700000030}", NULL},
+        {"{\"sub\":\"u\",\"exp\":1700000600,\"iat\":1700000100}", "token_not_yet_valid"},
+        {"{\"sub\":\"u\",\"exp\":\"soon\"}", "token_invalid"},
+        {"{\"sub\":\"u\",\"exp\":1700000600.5}", NULL},
+        {"{\"sub\":\"u\"}", "token_exp_required"},
+        {"{\"sub\":\"u\",\"exp\":1700000600,\"iss\":\"https://evil/\",\"aud\":\"wsb\"}",
+         "token_issuer"},
+        {"{\"sub\":\"u\",\"exp\":1700000600,\"aud\":\"wsb\"}", "token_issuer"},
+        {"{\"sub\":\"u\",\"exp\":1700000600,\"iss\":\"https://auth/\",\"aud\":\"other\"}",
+         "token_audience"},
+        {"{\"sub\":\"u\",\"exp\":1700000600,\"iss\":\"https://auth/\",\"aud\":[\"a\",\"b\"]}",
+         "token_audience"},
+        {"{\"sub\":\"u\",\"exp\":1700000600,\"iss\":\"https://auth/\"}", "token_audience"},
+        {"{\"sub\":\"u\",\"exp\":1700000600,\"iss\":\"https://auth/\",\"aud\":\"wsb\"}", NULL},
+        {"{\"sub\":\"u\",\"exp\":1700000600,\"iss\":\"https://auth/\",\"aud\":[\"x\",\"wsb\"]}",
+         NULL},
+    };
+    (void)state;
+    c.require_exp = true;
+    c.issuer = "https://auth/";
+    c.audience = "wsb";
+    a = new_auth(&c);
+    for (size_t i = 0; i < WSB_ARRAY_LEN(cases); i++) {
+        char *t = mint(JWT_ALG_HS256, SECRET, NULL, cases[i].claims);
+        const char *got = verify(a, t);
+        /* Cases without iss/aud are only meaningful for the time checks; give them the
+         * expected iss/aud unless the case is about iss/aud. */
+        if (!strstr(cases[i].claims, "iss") && !strstr(cases[i].claims, "aud") && got &&
+            strcmp(got, "token_issuer") == 0) {
+            free(t);
+            json_t *j = json_loads(cases[i].claims, 0, NULL);
+            json_object_set_new(j, "iss", json_string("https://auth/"));
+            json_object_set_new(j, "aud", json_string("wsb"));
+            char *s = json_dumps(j, JSON_COMPACT);
+            t = mint(JWT_ALG_HS256, SECRET, NULL, s);
+            free(s);
+            json_decref(j);
+            got = verify(a, t);
+        }
+        if (cases[i].code == NULL && got)
+            fail_msg("case %zu: %s rejected with %s", i, cases[i].claims, got);
+        if (cases[i].code && (!got || strcmp(got, cases[i].code) != 0))
+            fail_msg("case %zu: %s gave %s, want %s", i, cases[i].claims, got ? got : "ok",
+                     cases[i].code);
+        free(t);
+    }
+    wsb_auth_unref(a);
+    /* without require_exp, a token without exp is fine */
+    c.require_exp = false;
+    c.issuer = NULL;
+    c.audience = NULL;
+    a = new_auth(&c);
+    char *t = mint(JWT_ALG_HS256, SECRET, NULL, "{\"sub\":\"u\"}");
+    assert_null(verify(a, t));
+    free(t);
+    wsb_auth_unref(a);
+}
+
+static void test_jwks_rotation(void **state)
+{
+    struct conf_keys k = {.n = 0};
+    struct wsb_auth_conf c = base_conf(&k);
+    struct wsb_auth *a;
+    (void)state;
+    c.jwks_file = jwks_file;
+    a = new_auth(&c);
+    char *t = mint(JWT_ALG_RS256, rsa1_priv, "k1", GOOD);
+    assert_null(verify(a, t));
+    free(t);
+    t = mint(JWT_ALG_RS256, rsa2_priv, "k2", GOOD);
+    assert_null(verify(a, t));
+    free(t);
+    /* k2 is restricted to RS256 by its "alg" */
+    t = mint(JWT_ALG_RS384, rsa2_priv, "k2", GOOD);
+    assert_string_equal(verify(a, t), "token_alg");
+    free(t);
+    /* signed by k2, claiming k1 */
+    t = mint(JWT_ALG_RS256, rsa2_priv, "k1", GOOD);
+    assert_string_equal(verify(a, t), "token_invalid");
+    free(t);
+    /* unknown kid, no kid-less keys */
+    t = mint(JWT_ALG_RS256, rsa1_priv, "k9", GOOD);
+    assert_string_equal(verify(a, t), "token_invalid");
+    free(t);
+    /* use=enc key is skipped */
+    t = mint(JWT_ALG_RS256, rsa1_priv, "enc", GOOD);
+    assert_string_equal(verify(a, t), "token_invalid");
+    free(t);
+    /* EC and oct members */
+    t = mint(JWT_ALG_ES256, ec256_priv, "e1", GOOD);
+    assert_null(verify(a, t));
+    free(t);
+    t = mint(JWT_ALG_HS256, "jwks-oct-secret", "o1", GOOD);
+    assert_null(verify(a, t));
+    free(t);
+    /* HS256 against the EC key's kid */
+    t = mint(JWT_ALG_HS256, "jwks-oct-secret", "e1", GOOD);
+    assert_string_equal(verify(a, t), "token_alg");
+    free(t);
+    /* no kid: every key is tried */
+    t = mint(JWT_ALG_RS256, rsa2_priv, NULL, GOOD);
+    assert_null(verify(a, t));
+    free(t);
+    wsb_auth_unref(a);
+
+    /* kid-less inline secret next to the JWKS: used for tokens whose kid is unknown */
+    struct conf_keys k2 = {.keys = {{.secret = SECRET}}, .n = 1};
+    c = base_conf(&k2);
+    c.jwks_file = jwks_file;
+    a = new_auth(&c);
+    t = mint(JWT_ALG_HS256, SECRET, "whatever", GOOD);
+    assert_null(verify(a, t));
+    free(t);
+    t = mint(JWT_ALG_HS256, SECRET, "o1", GOOD);
+    assert_string_equal(verify(a, t), "token_invalid");
+    free(t);
+    wsb_auth_unref(a);
+}
+
+static void test_new_errors(void **state)
+{
+    struct wsb_auth *a = NULL;
+    char err[256];
+    char missing[160], garbage[160];
+    (void)state;
+    snprintf(missing, sizeof(missing), "%s/nope.pem", dir);
+    snprintf(garbage, sizeof(garbage), "%s/garbage.pem", dir);
+    write_file(garbage, "not a key\n");
+
+    struct conf_keys k = {.keys = {{.file = missing}}, .n = 1};
+    struct wsb_auth_conf c = base_conf(&k);
+    assert_int_not_equal(wsb_auth_new(&c, &a, err, sizeof(err)), WSB_OK);
+    assert_null(a);
+    assert_non_null(strstr(err, "nope.pem"));
+
+    k.keys[0].file = garbage;
+    assert_int_not_equal(wsb_auth_new(&c, &a, err, sizeof(err)), WSB_OK);
+
+    /* both file and secret: error text never holds the secret */
+    k.keys[0].secret = "super-secret-value";
+    assert_int_not_equal(wsb_auth_new(&c, &a, err, sizeof(err)), WSB_OK);
+    assert_null(strstr(err, "super-secret-value"));
+    k.keys[0].file = NULL;
+    k.keys[0].secret = "";
+    assert_int_not_equal(wsb_auth_new(&c, &a, err, sizeof(err)), WSB_OK);
+
+    /* no keys at all */
+    struct conf_keys none = {.n = 0};
+    c = base_conf(&none);
+    assert_int_not_equal(wsb_auth_new(&c, &a, err, sizeof(err)), WSB_OK);
+
+    /* broken JWKS */
+    c.jwks_file = garbage;
+    assert_int_not_equal(wsb_auth_new(&c, &a, err, sizeof(err)), WSB_OK);
+    write_file(garbage, "{\"keys\":[{\"kty\":\"RSA\",\"n\":\"!!\",\"e\":\"AQAB\"}]}");
+    assert_int_not_equal(wsb_auth_new(&c, &a, err, sizeof(err)), WSB_OK);
+    assert_null(a);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_accept_hs),        cmocka_unit_test(test_identity),
+        cmocka_unit_test(test_accept_rs_es),     cmocka_unit_test(test_certificate_key),
+        cmocka_unit_test(test_reject_malformed), cmocka_unit_test(test_reject_alg),
+        cmocka_unit_test(test_es_curves),        cmocka_unit_test(test_claims),
+        cmocka_unit_test(test_jwks_rotation),    cmocka_unit_test(test_new_errors),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
