@@ -1,0 +1,233 @@
+/* Finding the bearer token in a handshake's headers, query, subprotocols or cookies. */
+#include "auth/token.h"
+
+#include <string.h>
+#include <strings.h>
+
+#define SUBPROTOCOL "wsbridge.v1"
+
+static bool is_ows(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+/* A compact JWS only holds base64url characters and dots (RFC 7515 §7.1). */
+static bool jwt_char(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_' || c == '.';
+}
+
+static void trim(const char **p, size_t *len)
+{
+    while (*len && is_ows(**p)) {
+        (*p)++;
+        (*len)--;
+    }
+    while (*len && is_ows((*p)[*len - 1]))
+        (*len)--;
+}
+
+/* Copies a candidate token into out after checking its charset and size. */
+static long emit(const char *t, size_t len, char *out, size_t outlen)
+{
+    if (len == 0 || len > WSB_TOKEN_MAX || len >= outlen)
+        return -1;
+    for (size_t i = 0; i < len; i++)
+        if (!jwt_char((unsigned char)t[i]))
+            return -1;
+    memcpy(out, t, len);
+    out[len] = '\0';
+    return (long)len;
+}
+
+/* RFC 6750 §2.1: credentials = "Bearer" 1*SP b64token; the scheme is case-insensitive
+ * (RFC 9110 §11.1). Another scheme is not ours: 0. */
+static long from_header(const char *v, size_t len, char *out, size_t outlen)
+{
+    trim(&v, &len);
+    if (len < 6 || strncasecmp(v, "Bearer", 6) != 0)
+        return 0;
+    if (len > 6 && !is_ows(v[6]))
+        return 0;
+    v += 6;
+    len -= 6;
+    trim(&v, &len);
+    return emit(v, len, out, outlen);
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decodes (and '+' as space, HTML form encoding) into out, NUL-terminated.
+ * Returns the decoded length, or -1 on a broken escape or when out is too small. */
+static long pct_decode(const char *in, size_t len, char *out, size_t outlen)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        char c = in[i];
+        if (c == '%') {
+            int hi, lo;
+            if (len - i < 3)
+                return -1;
+            hi = hexval(in[i + 1]);
+            lo = hexval(in[i + 2]);
+            if (hi < 0 || lo < 0)
+                return -1;
+            c = (char)(hi << 4 | lo);
+            i += 2;
+        } else if (c == '+') {
+            c = ' ';
+        }
+        if (n + 1 >= outlen)
+            return -1;
+        out[n++] = c;
+    }
+    out[n] = '\0';
+    return (long)n;
+}
+
+static bool name_is(const char *p, size_t len, const char *want)
+{
+    return len == strlen(want) && memcmp(p, want, len) == 0;
+}
+
+/* The first access_token parameter of the query. */
+static long from_query(const char *q, size_t len, char *out, size_t outlen)
+{
+    const char *end = q + len;
+
+    while (q < end) {
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        const char *pend = amp ? amp : end;
+        const char *eq = memchr(q, '=', (size_t)(pend - q));
+        char name[16];
+
+        if (eq && pct_decode(q, (size_t)(eq - q), name, sizeof(name)) >= 0 &&
+            strcmp(name, "access_token") == 0) {
+            char tmp[WSB_TOKEN_MAX + 1];
+            long n = pct_decode(eq + 1, (size_t)(pend - eq - 1), tmp, sizeof(tmp));
+            if (n < 0)
+                return -1;
+            return emit(tmp, (size_t)n, out, outlen);
+        }
+        q = pend + (amp ? 1 : 0);
+    }
+    return 0;
+}
+
+/* Calls f on each comma-separated, trimmed entry until it returns non-zero. */
+static long each_entry(const char *s, size_t len, char sep,
+                       long (*f)(const char *e, size_t elen, void *ctx), void *ctx)
+{
+    const char *end = s + len;
+
+    while (s < end) {
+        const char *c = memchr(s, sep, (size_t)(end - s));
+        const char *eend = c ? c : end;
+        const char *e = s;
+        size_t elen = (size_t)(eend - s);
+        long r;
+
+        trim(&e, &elen);
+        if (elen && (r = f(e, elen, ctx)) != 0)
+            return r;
+        s = eend + (c ? 1 : 0);
+    }
+    return 0;
+}
+
+struct out_ctx {
+    char *out;
+    size_t outlen;
+    const char *cookie;
+};
+
+static long proto_entry(const char *e, size_t elen, void *ctx)
+{
+    struct out_ctx *o = ctx;
+
+    if (elen < 7 || memcmp(e, "bearer.", 7) != 0)
+        return 0;
+    return emit(e + 7, elen - 7, o->out, o->outlen);
+}
+
+/* RFC 6265 §4.2.1: cookie-pair = name "=" value, value optionally in double quotes. */
+static long cookie_entry(const char *e, size_t elen, void *ctx)
+{
+    struct out_ctx *o = ctx;
+    const char *eq = memchr(e, '=', elen);
+    const char *v;
+    size_t nlen, vlen;
+
+    if (!eq)
+        return 0;
+    nlen = (size_t)(eq - e);
+    while (nlen && is_ows(e[nlen - 1]))
+        nlen--;
+    if (!name_is(e, nlen, o->cookie))
+        return 0;
+    v = eq + 1;
+    vlen = elen - (size_t)(v - e);
+    trim(&v, &vlen);
+    if (vlen >= 2 && v[0] == '"' && v[vlen - 1] == '"') {
+        v++;
+        vlen -= 2;
+    }
+    return emit(v, vlen, o->out, o->outlen);
+}
+
+long wsb_token_find(const struct wsb_auth_conf *conf, const struct wsb_token_inputs *in, char *out,
+                    size_t outlen, const char **source)
+{
+    struct out_ctx o = {.out = out, .outlen = outlen, .cookie = conf->cookie_name};
+    long r;
+
+    *source = NULL;
+    if (outlen)
+        out[0] = '\0';
+    if ((conf->token_sources & WSB_TOKEN_HEADER) && in->authorization) {
+        *source = "header";
+        if ((r = from_header(in->authorization, in->authorization_len, out, outlen)) != 0)
+            return r;
+    }
+    if ((conf->token_sources & WSB_TOKEN_QUERY) && in->query) {
+        *source = "query";
+        if ((r = from_query(in->query, in->query_len, out, outlen)) != 0)
+            return r;
+    }
+    if ((conf->token_sources & WSB_TOKEN_SUBPROTOCOL) && in->protocols) {
+        *source = "subprotocol";
+        if ((r = each_entry(in->protocols, in->protocols_len, ',', proto_entry, &o)) != 0)
+            return r;
+    }
+    if ((conf->token_sources & WSB_TOKEN_COOKIE) && conf->cookie_name && in->cookies) {
+        *source = "cookie";
+        if ((r = each_entry(in->cookies, in->cookies_len, ';', cookie_entry, &o)) != 0)
+            return r;
+    }
+    *source = NULL;
+    return 0;
+}
+
+static long select_entry(const char *e, size_t elen, void *ctx)
+{
+    (void)ctx;
+    return name_is(e, elen, SUBPROTOCOL) ? 1 : 0;
+}
+
+const char *wsb_token_select_protocol(const char *protocols, size_t len)
+{
+    if (!protocols)
+        return NULL;
+    return each_entry(protocols, len, ',', select_entry, NULL) ? SUBPROTOCOL : NULL;
+}
