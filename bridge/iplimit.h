@@ -4,6 +4,7 @@
 #ifndef WSB_BRIDGE_IPLIMIT_H
 #define WSB_BRIDGE_IPLIMIT_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -24,5 +25,12 @@ void wsb_iplimit_reconfigure(struct wsb_iplimit *l, double rate, double burst, u
 enum wsb_ip_verdict wsb_iplimit_acquire(struct wsb_iplimit *l, const struct sockaddr *addr,
                                         int64_t now_us, uint32_t *retry_after_s);
 void wsb_iplimit_release(struct wsb_iplimit *l, const struct sockaddr *addr);
+
+/** Bounds the number of tracked addresses (default 1M). Idle entries (no connection, full
+ * bucket) are pruned as the table grows; when it is full of live entries a new address is
+ * admitted untracked rather than refused (availability over precision). @locality any */
+void wsb_iplimit_set_max_entries(struct wsb_iplimit *l, size_t max);
+/** Number of tracked addresses (tests, debugging). @locality any */
+size_t wsb_iplimit_size(struct wsb_iplimit *l);
 
 #endif
