@@ -215,6 +215,7 @@ struct wsb_inflater {
     z_stream zs;
     bool reset_each_message;
     bool failed;
+    bool ended; /* the message's deflate stream ended with a BFINAL block */
     uint8_t out[INFLATE_CHUNK];
 };
 
@@ -242,77 +243,62 @@ void wsb_inflater_free(struct wsb_inflater *z)
     free(z);
 }
 
-/* Inflates `in` completely, delivering output in chunks of at most INFLATE_CHUNK bytes and
- * never producing more than one byte past `limit`. */
+/* One inflate() call into the fixed buffer, never with room for more than one byte past
+ * `limit`; delivers the output. Returns 0 (*zret set) or a close code / callback value. */
+static int inflate_step(struct wsb_inflater *z, uint64_t limit, uint64_t *total,
+                        wsb_inflate_out_cb cb, void *ctx, int *zret)
+{
+    z_stream *zs = &z->zs;
+    uint64_t allowed = *total <= limit ? limit - *total : 0;
+    size_t room = allowed < INFLATE_CHUNK ? (size_t)allowed + 1 : INFLATE_CHUNK;
+
+    zs->next_out = z->out;
+    zs->avail_out = (uInt)room;
+    *zret = inflate(zs, Z_SYNC_FLUSH);
+    size_t produced = room - zs->avail_out;
+    if (*zret == Z_MEM_ERROR)
+        return 1011;
+    if (*zret != Z_OK && *zret != Z_STREAM_END && *zret != Z_BUF_ERROR)
+        return 1007;
+    if (produced > allowed)
+        return 1009;
+    *total += produced;
+    if (produced > 0 && cb)
+        return cb(ctx, z->out, produced);
+    return 0;
+}
+
+/* Inflates all of `in`, delivering output in chunks of at most INFLATE_CHUNK bytes. */
 static int inflate_some(struct wsb_inflater *z, const uint8_t *in, size_t len, uint64_t limit,
                         uint64_t *total, wsb_inflate_out_cb cb, void *ctx)
 {
     z_stream *zs = &z->zs;
+    int zret, rc;
 
+    if (z->ended)
+        return 0; /* what follows a BFINAL block (at least our tail) is ignored */
     zs->next_in = (Bytef *)in;
     zs->avail_in = 0;
-    while (len > 0 || zs->avail_in > 0) {
-        if (zs->avail_in == 0) {
+    for (;;) {
+        if (zs->avail_in == 0 && len > 0) {
             size_t n = len > UINT32_MAX ? UINT32_MAX : len;
             zs->avail_in = (uInt)n;
             len -= n;
         }
-        uint64_t allowed = *total <= limit ? limit - *total : 0;
-        size_t room = allowed < INFLATE_CHUNK ? (size_t)allowed + 1 : INFLATE_CHUNK;
-        zs->next_out = z->out;
-        zs->avail_out = (uInt)room;
-
-        int ret = inflate(zs, Z_SYNC_FLUSH);
-        size_t produced = room - zs->avail_out;
-        if (ret == Z_MEM_ERROR)
-            return 1011;
-        if (ret != Z_OK && ret != Z_STREAM_END && ret != Z_BUF_ERROR)
-            return 1007;
-        if (produced > allowed)
-            return 1009;
-        *total += produced;
-        if (produced > 0 && cb) {
-            int r = cb(ctx, z->out, produced);
-            if (r != 0)
-                return r;
-        }
-        if (ret == Z_STREAM_END) {
-            /* A block with BFINAL set ends the deflate stream; what follows (at least our
-             * appended tail) starts a new one. */
-            if (inflateReset(zs) != Z_OK)
-                return 1011;
-        } else if (ret == Z_BUF_ERROR || (produced == 0 && zs->avail_in == 0)) {
-            if (zs->avail_in == 0)
-                continue; /* the input is consumed: load more or stop */
-            return 1007;  /* no progress with input left: cannot happen, be safe */
-        }
-    }
-    /* Input consumed: drain what zlib still holds for a full output buffer. */
-    for (;;) {
-        uint64_t allowed = *total <= limit ? limit - *total : 0;
-        size_t room = allowed < INFLATE_CHUNK ? (size_t)allowed + 1 : INFLATE_CHUNK;
-        zs->next_out = z->out;
-        zs->avail_out = (uInt)room;
-        int ret = inflate(zs, Z_SYNC_FLUSH);
-        size_t produced = room - zs->avail_out;
-        if (ret == Z_BUF_ERROR || (ret == Z_OK && produced == 0))
+        rc = inflate_step(z, limit, total, cb, ctx, &zret);
+        if (rc != 0)
+            return rc;
+        if (zret == Z_STREAM_END) {
+            /* RFC 7692 §7.2.3.4: a sender may end a message with a BFINAL block; the
+             * stream restarts with the next message (without its history). */
+            z->ended = true;
             return 0;
-        if (ret == Z_MEM_ERROR)
-            return 1011;
-        if (ret != Z_OK && ret != Z_STREAM_END)
-            return 1007;
-        if (produced > allowed)
-            return 1009;
-        *total += produced;
-        if (produced > 0 && cb) {
-            int r = cb(ctx, z->out, produced);
-            if (r != 0)
-                return r;
         }
-        if (ret == Z_STREAM_END && inflateReset(zs) != Z_OK)
-            return 1011;
-        if (ret == Z_STREAM_END)
+        /* all input used and room left in the output: zlib holds nothing more */
+        if (zs->avail_in == 0 && len == 0 && zs->avail_out > 0)
             return 0;
+        if (zret == Z_BUF_ERROR && zs->avail_in > 0 && zs->avail_out > 0)
+            return 1007; /* no progress possible: cannot happen, but never spin */
     }
 }
 
@@ -332,10 +318,12 @@ int wsb_inflater_feed(struct wsb_inflater *z, const uint8_t *in, size_t len, boo
         z->failed = true;
         return rc;
     }
-    if (last && z->reset_each_message && inflateReset(&z->zs) != Z_OK) {
+    if (last && (z->reset_each_message || z->ended) && inflateReset(&z->zs) != Z_OK) {
         z->failed = true;
         return 1011;
     }
+    if (last)
+        z->ended = false;
     return 0;
 }
 
