@@ -122,8 +122,7 @@ static void test_parse_bad(void **state)
         "GET / HTTP/1.1\r\nHost\r\n\r\n",               /* no colon */
         "GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", /* obs-fold */
         "GET / HTTP/1.1\r\nHost: a\r\n\tfolded\r\n\r\n",
-        "GET / HTTP/1.1\r\nX: a\x01"
-        "b\r\n\r\n", /* control character */
+        "GET / HTTP/1.1\r\nX: a\x01\r\n\r\n", /* control character */
         "GET / HTTP/1.1\r\nX: a\x7f\r\n\r\n",
         "GET / HTTP/1.1\r\n\r\nGET", /* bytes after the head */
     };
