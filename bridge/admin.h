@@ -21,10 +21,15 @@ struct wsb_admin_hooks {
 
 struct wsb_admin;
 
-/** Binds `listen` ("host:port") and starts the admin thread. */
+/** Binds `listen` ("host:port", "[v6]:port"; port 0 picks one) and starts the admin thread.
+ * The process must have called evthread_use_pthreads() first. Hooks are copied; any hook may be
+ * NULL (healthy/ready then count as true, metrics as empty). Bind errors: WSB_ERR_IO and
+ * "admin listen HOST:PORT: <strerror>" in err. */
 enum wsb_err wsb_admin_start(const char *listen, const struct wsb_admin_hooks *hooks,
                              struct wsb_admin **out, char *err, size_t errlen);
-/** Stops the thread and frees everything. */
+/** Stops the thread and frees everything. NULL is a no-op. @locality main thread */
 void wsb_admin_stop(struct wsb_admin *a);
+/** The bound TCP port (useful with "host:0"). */
+int wsb_admin_port(const struct wsb_admin *a);
 
 #endif
