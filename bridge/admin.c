@@ -151,7 +151,7 @@ static void serve_metrics(struct wsb_admin *a, struct evhttp_request *req)
         reply_json(req, 500, "Internal Server Error", "{\"error\":\"internal\"}");
         return;
     }
-    reply(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", text ? text : "", len);
+    reply(req, 200, "OK", "text/plain; version=0.0.4", text ? text : "", len);
     free(text);
 }
 

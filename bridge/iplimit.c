@@ -77,6 +77,14 @@ static size_t slot_of(const struct wsb_iplimit *l, const uint8_t key[16])
     return (size_t)h & (l->nslots - 1);
 }
 
+/* A limited rate with a burst under one would refuse every handshake: one is the floor. */
+static void set_limits(struct wsb_iplimit *l, double rate, double burst, uint32_t cap)
+{
+    l->rate = rate;
+    l->burst = rate > 0 && !(burst >= 1) ? 1 : burst;
+    l->cap = cap;
+}
+
 struct wsb_iplimit *wsb_iplimit_new(double rate, double burst, uint32_t cap)
 {
     struct wsb_iplimit *l = calloc(1, sizeof(*l));
@@ -97,9 +105,7 @@ struct wsb_iplimit *wsb_iplimit_new(double rate, double burst, uint32_t cap)
         l->seed[0] = fmix64((uint64_t)ts.tv_nsec ^ (uint64_t)(uintptr_t)l);
         l->seed[1] = fmix64((uint64_t)ts.tv_sec ^ l->seed[0]);
     }
-    l->rate = rate;
-    l->burst = burst;
-    l->cap = cap;
+    set_limits(l, rate, burst, cap);
     return l;
 }
 
@@ -123,12 +129,10 @@ void wsb_iplimit_free(struct wsb_iplimit *l)
 void wsb_iplimit_reconfigure(struct wsb_iplimit *l, double rate, double burst, uint32_t cap)
 {
     pthread_mutex_lock(&l->mu);
-    l->rate = rate;
-    l->burst = burst;
-    l->cap = cap;
+    set_limits(l, rate, burst, cap);
     for (size_t i = 0; i < l->nslots; i++)
         for (struct ipent *e = l->slots[i]; e != NULL; e = e->next)
-            wsb_bucket_reconfigure(&e->bucket, rate, burst);
+            wsb_bucket_reconfigure(&e->bucket, l->rate, l->burst);
     pthread_mutex_unlock(&l->mu);
 }
 

@@ -12,8 +12,8 @@ struct wsb_iplimit;
 
 enum wsb_ip_verdict { WSB_IP_OK, WSB_IP_RATE, WSB_IP_CAP };
 
-/** rate/burst: handshakes per second per IP (rate <= 0: unlimited); cap: concurrent
- * connections per IP (0: unlimited). */
+/** rate/burst: handshakes per second per IP (rate <= 0: unlimited; a burst below 1 counts as
+ * 1); cap: concurrent connections per IP (0: unlimited). NULL when out of memory. */
 struct wsb_iplimit *wsb_iplimit_new(double rate, double burst, uint32_t cap);
 void wsb_iplimit_free(struct wsb_iplimit *l);
 /** Reload. @locality any */

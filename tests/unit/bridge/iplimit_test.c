@@ -66,6 +66,12 @@ static void test_rate(void **state)
     assert_int_equal(ra, 4);
     assert_int_equal(wsb_iplimit_acquire(l, SA(a), S + S / 2, NULL), WSB_IP_RATE);
     wsb_iplimit_free(l);
+
+    /* a burst under one still lets one handshake through */
+    l = wsb_iplimit_new(1, 0, 0);
+    assert_int_equal(wsb_iplimit_acquire(l, SA(a), 0, &ra), WSB_IP_OK);
+    assert_int_equal(wsb_iplimit_acquire(l, SA(a), 0, &ra), WSB_IP_RATE);
+    wsb_iplimit_free(l);
 }
 
 static void test_cap_and_release(void **state)
