@@ -236,6 +236,8 @@ void wsb_log_fields(enum wsb_log_level level, const char *msg, const struct wsb_
         level = WSB_LOG_ERROR;
     if (msg == NULL)
         msg = "";
+    if (f == NULL)
+        n = 0;
     bool json = atomic_load_explicit(&json_format, memory_order_relaxed);
     char buf[LINE_MAX_BYTES];
     struct line l = {.p = buf, .len = 0, .limit = sizeof(buf) - LINE_TAIL, .full = false};
