@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <jansson.h>
 
@@ -142,6 +143,10 @@ struct wsb_config {
  * `msg` says what is wrong. Both borrowed for the call. */
 typedef void (*wsb_config_err_cb)(void *ctx, const char *file, const char *path, const char *msg);
 
+/** The HS256 secret of the demo config when WSBRIDGE_DEMO_SECRET is unset. It is public:
+ * the core should warn when `auth.keys[0].secret` equals it. */
+#define WSB_CONFIG_DEMO_PLACEHOLDER_SECRET "wsbridge-demo-placeholder-secret-not-for-production"
+
 /** Loads and validates `file` (or, with file == NULL, only the defaults; `demo` sets the
  * demo defaults and the demo connector/channel). Every problem is reported through `err`;
  * returns NULL when there was at least one. The caller owns one reference.
@@ -151,6 +156,10 @@ struct wsb_config *wsb_config_load(const char *file, bool demo, wsb_config_err_c
 /** Same, from a JSON text already in memory (tests, fuzzing). `name` labels errors. */
 struct wsb_config *wsb_config_load_text(const char *name, const char *text, size_t len,
                                         bool demo, wsb_config_err_cb err, void *ctx);
+
+/** `--check-config`: loads `file` and prints `ok`, or one `FILE: PATH: problem` line per
+ * problem, to `out`. Returns 0 when valid, 1 otherwise. @locality main thread */
+int wsb_config_check_file(const char *file, FILE *out);
 
 struct wsb_config *wsb_config_ref(struct wsb_config *c);
 void wsb_config_unref(struct wsb_config *c);
