@@ -1,31 +1,1068 @@
-/* The kafka connector (placeholder until the implementation lands). */
+/* The "kafka" connector: librdkafka consumers by assignment, one producer, one thread. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
 
-#include "connectors/connector.h"
+#include <librdkafka/rdkafka.h>
 
-static int check(const json_t *j, void (*report)(void *ctx, const char *path, const char *msg),
-                 void *ctx)
+#include "connectors/kafka.h"
+#include "util/log.h"
+
+/* Handle 0 is shared by every source whose topic it does not read yet; a source whose topic
+ * is already read there (a resume from offsets next to the live reader) gets an extra handle.
+ * Each extra handle is a full consumer instance (threads, one connection per broker), so
+ * their number is capped. */
+#define MAX_HANDLES 9
+#define CONSUME_BATCH 1000        /* messages per handle per loop turn */
+#define HEALTH_INTERVAL_MS 1500   /* metadata probe period */
+#define HEALTH_TIMEOUT_MS 1000    /* metadata probe timeout */
+#define SUBSCRIBE_TIMEOUT_MS 5000 /* metadata and offset lookups of a subscribe */
+#define MAX_STACK_HEADERS 32
+
+enum cmd_kind { CMD_SUBSCRIBE, CMD_UNSUBSCRIBE, CMD_PUBLISH, CMD_ACK, CMD_STOP };
+
+struct cmd {
+    struct cmd *next;
+    enum cmd_kind kind;
+    uint64_t id; /* source id, or the publish cookie */
+    char *topic;
+    bool ack;
+    enum wsb_from_kind from;
+    int64_t from_timestamp_ms;
+    struct wsb_partition_offset *offsets;
+    size_t noffsets;
+    struct wsb_msg *msg; /* publish: key, payload and headers */
+    uint32_t timeout_ms; /* stop */
+};
+
+struct source {
+    struct source *next;
+    uint64_t id;
+    char *topic;
+    int handle;
+    rd_kafka_topic_partition_list_t *parts; /* what it has assigned */
+};
+
+struct handle {
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *queue; /* the consumer queue, with the IO event on wake_wr */
+    int nsources;
+};
+
+struct kc {
+    char name[64];
+    struct wsb_sink sink;
+    rd_kafka_conf_t *consumer_conf; /* templates, duplicated for each handle */
+    rd_kafka_conf_t *producer_conf;
+
+    atomic_uint_fast64_t messages_in;
+    atomic_bool up;
+    atomic_bool stopping; /* no new commands */
+    pthread_mutex_t lock; /* guards the command queue and `reason` */
+    struct cmd *qhead, *qtail;
+    char reason[256];
+
+    int wake_rd, wake_wr; /* a pipe: commands and librdkafka queues wake the thread */
+    pthread_t thread;
+    bool started, joined;
+
+    /* Thread-owned. */
+    rd_kafka_t *producer;
+    rd_kafka_queue_t *producer_queue;
+    struct handle handles[MAX_HANDLES];
+    struct source *sources;
+    bool state_known;
+    bool sink_closed; /* stop finished: the sink is never called again */
+    int64_t next_health_ms;
+    const rd_kafka_topic_t *cache_rkt; /* last (topic, partition) → source lookup */
+    int32_t cache_partition;
+    int cache_handle;
+    uint64_t cache_source;
+};
+
+static int64_t mono_ms(void)
 {
-    WSB_UNUSED(j);
-    WSB_UNUSED(report);
-    WSB_UNUSED(ctx);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void wake(struct kc *k)
+{
+    char b = 1;
+    ssize_t r = write(k->wake_wr, &b, 1);
+    WSB_UNUSED(r); /* a full pipe already wakes the thread */
+}
+
+static void cmd_free(struct cmd *c)
+{
+    if (!c)
+        return;
+    free(c->topic);
+    free(c->offsets);
+    wsb_msg_unref(c->msg);
+    free(c);
+}
+
+static enum wsb_err enqueue(struct kc *k, struct cmd *c)
+{
+    pthread_mutex_lock(&k->lock);
+    if (atomic_load(&k->stopping) && c->kind != CMD_STOP) {
+        pthread_mutex_unlock(&k->lock);
+        cmd_free(c);
+        return WSB_ERR_UNAVAILABLE;
+    }
+    if (c->kind == CMD_STOP)
+        atomic_store(&k->stopping, true);
+    if (k->qtail)
+        k->qtail->next = c;
+    else
+        k->qhead = c;
+    k->qtail = c;
+    pthread_mutex_unlock(&k->lock);
+    wake(k);
+    return WSB_OK;
+}
+
+/* ---- Readiness and librdkafka callbacks ---------------------------------------------- */
+
+static void set_state(struct kc *k, bool up, const char *reason)
+{
+    bool was = atomic_load(&k->up);
+    pthread_mutex_lock(&k->lock);
+    snprintf(k->reason, sizeof(k->reason), "%s", up ? "" : reason);
+    pthread_mutex_unlock(&k->lock);
+    atomic_store(&k->up, up);
+    if (k->state_known && was == up)
+        return;
+    k->state_known = true;
+    wsb_log(up ? WSB_LOG_INFO : WSB_LOG_WARN, up ? "kafka up" : "kafka down",
+            WSB_LSTR("connector", k->name), WSB_LSTR("reason", up ? NULL : reason));
+    if (!k->sink_closed)
+        k->sink.state(k->sink.ctx, k->name, up, up ? NULL : reason);
+}
+
+/* Served by rd_kafka_poll / consumer_poll, so on the connector thread. */
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    struct kc *k = opaque;
+    WSB_UNUSED(rk);
+    wsb_log(WSB_LOG_WARN, "kafka error", WSB_LSTR("connector", k->name),
+            WSB_LSTR("error", rd_kafka_err2name(err)), WSB_LSTR("reason", reason));
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || err == RD_KAFKA_RESP_ERR__FATAL) {
+        char r[256];
+        snprintf(r, sizeof(r), "kafka: %s", reason);
+        set_state(k, false, r);
+    }
+}
+
+/* May run on librdkafka's internal threads; wsb_log is thread-safe. librdkafka logs broker
+ * connection failures at LOG_ERR; they are warnings here (readiness reports the outage). */
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    enum wsb_log_level l = level <= 2   ? WSB_LOG_ERROR
+                           : level <= 4 ? WSB_LOG_WARN
+                           : level <= 6 ? WSB_LOG_INFO
+                                        : WSB_LOG_DEBUG;
+    if (!wsb_log_enabled(l))
+        return;
+    wsb_log(l, "librdkafka", WSB_LSTR("client", rd_kafka_name(rk)), WSB_LSTR("facility", fac),
+            WSB_LSTR("detail", buf));
+}
+
+/* Delivery reports: served by rd_kafka_poll/flush on the connector thread. */
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    struct kc *k = opaque;
+    WSB_UNUSED(rk);
+    uint64_t cookie = (uint64_t)(uintptr_t)m->_private;
+    if (k->sink_closed)
+        return;
+    if (m->err)
+        k->sink.publish_done(k->sink.ctx, cookie, false, rd_kafka_err2str(m->err));
+    else
+        k->sink.publish_done(k->sink.ctx, cookie, true, NULL);
+}
+
+static void health_check(struct kc *k)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t err = rd_kafka_metadata(k->producer, 0, NULL, &md, HEALTH_TIMEOUT_MS);
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR && md && md->broker_cnt > 0) {
+        set_state(k, true, NULL);
+    } else {
+        char r[256];
+        snprintf(r, sizeof(r), "kafka: brokers unreachable (%s)", rd_kafka_err2str(err));
+        set_state(k, false, r);
+    }
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    k->next_health_ms = mono_ms() + HEALTH_INTERVAL_MS;
+}
+
+/* ---- Configuration ------------------------------------------------------------------- */
+
+/* Sets one property; on failure writes "KEY: why" to err. */
+static bool conf_set(rd_kafka_conf_t *conf, const char *key, const char *val, char *err,
+                     size_t errlen)
+{
+    char why[256];
+    if (rd_kafka_conf_set(conf, key, val, why, sizeof(why)) == RD_KAFKA_CONF_OK)
+        return true;
+    snprintf(err, errlen, "%s: %s", key, why);
+    return false;
+}
+
+/* Builds a client configuration from the connector config. `consumer` adds the assign-only
+ * consumer defaults. User properties go first so that the settings the connector's
+ * semantics depend on win. */
+static rd_kafka_conf_t *build_conf(struct kc *k, const json_t *conf, bool consumer, char *err,
+                                   size_t errlen)
+{
+    rd_kafka_conf_t *c = rd_kafka_conf_new();
+    char client_id[128];
+    const char *key;
+    json_t *v;
+    json_t *props = json_object_get(conf, "properties");
+    json_t *cid = json_object_get(conf, "client_id");
+
+    snprintf(client_id, sizeof(client_id), "%s",
+             json_is_string(cid) ? json_string_value(cid) : "wsbridge");
+    rd_kafka_conf_set_log_cb(c, on_log);
+    if (!conf_set(c, "client.id", client_id, err, errlen) ||
+        !conf_set(c, "bootstrap.servers", json_string_value(json_object_get(conf, "brokers")), err,
+                  errlen))
+        goto fail;
+    if (consumer) {
+        if (!conf_set(c, "auto.offset.reset", "earliest", err, errlen))
+            goto fail;
+    } else {
+        if (!conf_set(c, "acks", "all", err, errlen) ||
+            !conf_set(c, "enable.idempotence", "true", err, errlen))
+            goto fail;
+    }
+    json_object_foreach(props, key, v)
+    {
+        if (!consumer && strcmp(key, "group.id") == 0)
+            continue; /* a consumer property: the producer would warn */
+        if (!conf_set(c, key, json_string_value(v), err, errlen))
+            goto fail;
+    }
+    if (consumer) {
+        /* librdkafka needs a group.id for assign(); assign-only consumers never join it
+         * and never commit. */
+        char gid[160];
+        snprintf(gid, sizeof(gid), "wsbridge.assign.%s", k->name);
+        if (!json_object_get(props, "group.id") && !conf_set(c, "group.id", gid, err, errlen))
+            goto fail;
+        if (!conf_set(c, "enable.auto.commit", "false", err, errlen) ||
+            !conf_set(c, "enable.auto.offset.store", "false", err, errlen) ||
+            !conf_set(c, "enable.partition.eof", "false", err, errlen))
+            goto fail;
+    }
+    rd_kafka_conf_set_opaque(c, k);
+    rd_kafka_conf_set_error_cb(c, on_error);
+    if (!consumer)
+        rd_kafka_conf_set_dr_msg_cb(c, on_delivery);
+    return c;
+
+fail:
+    rd_kafka_conf_destroy(c);
+    return NULL;
+}
+
+static int check_config(const json_t *conf,
+                        void (*report)(void *ctx, const char *path, const char *msg), void *ctx)
+{
+    int problems = 0;
+    char path[300], msg[300];
+    const char *key;
+    json_t *v;
+    if (!json_is_object(conf)) {
+        report(ctx, "", "must be an object");
+        return 1;
+    }
+    json_t *brokers = json_object_get(conf, "brokers");
+    if (!brokers) {
+        report(ctx, ".brokers", "required (\"host:port,...\")");
+        problems++;
+    }
+    json_object_foreach((json_t *)conf, key, v)
+    {
+        snprintf(path, sizeof(path), ".%s", key);
+        if (strcmp(key, "type") == 0) {
+            if (!json_is_string(v) || strcmp(json_string_value(v), "kafka") != 0) {
+                report(ctx, path, "must be \"kafka\"");
+                problems++;
+            }
+        } else if (strcmp(key, "brokers") == 0) {
+            if (!json_is_string(v) || json_string_length(v) == 0) {
+                report(ctx, path, "must be a non-empty string (\"host:port,...\")");
+                problems++;
+            }
+        } else if (strcmp(key, "client_id") == 0) {
+            if (!json_is_string(v) || json_string_length(v) == 0) {
+                report(ctx, path, "must be a non-empty string");
+                problems++;
+            }
+        } else if (strcmp(key, "properties") == 0) {
+            if (!json_is_object(v)) {
+                report(ctx, path, "must be an object of librdkafka properties");
+                problems++;
+                continue;
+            }
+            /* Each property is tried on a scratch configuration so that unknown names and
+             * bad values are caught at load time. */
+            rd_kafka_conf_t *scratch = rd_kafka_conf_new();
+            const char *pkey;
+            json_t *pv;
+            json_object_foreach(v, pkey, pv)
+            {
+                snprintf(path, sizeof(path), ".properties.%s", pkey);
+                if (!json_is_string(pv)) {
+                    report(ctx, path, "must be a string");
+                    problems++;
+                    continue;
+                }
+                if (strcmp(pkey, "bootstrap.servers") == 0 || strcmp(pkey, "client.id") == 0) {
+                    report(ctx, path, "set \"brokers\" / \"client_id\" instead");
+                    problems++;
+                    continue;
+                }
+                char why[256];
+                if (rd_kafka_conf_set(scratch, pkey, json_string_value(pv), why, sizeof(why)) !=
+                    RD_KAFKA_CONF_OK) {
+                    snprintf(msg, sizeof(msg), "rejected by librdkafka: %s", why);
+                    report(ctx, path, msg);
+                    problems++;
+                }
+            }
+            rd_kafka_conf_destroy(scratch);
+        } else {
+            report(ctx, path, "unknown key");
+            problems++;
+        }
+    }
+    return problems;
+}
+
+static int check_channel(const json_t *channel,
+                         void (*report)(void *ctx, const char *path, const char *msg), void *ctx)
+{
+    int problems = 0;
+    json_t *topic = json_object_get(channel, "topic");
+    if (!topic) {
+        report(ctx, ".topic", "required for a kafka channel");
+        problems++;
+    } else if (!json_is_string(topic) || json_string_length(topic) == 0) {
+        report(ctx, ".topic", "must be a non-empty string");
+        problems++;
+    }
+    static const char *const amqp_only[] = {"exchange", "queue", "binding_key", "routing_key"};
+    for (size_t i = 0; i < WSB_ARRAY_LEN(amqp_only); i++) {
+        if (json_object_get(channel, amqp_only[i])) {
+            char path[32];
+            snprintf(path, sizeof(path), ".%s", amqp_only[i]);
+            report(ctx, path, "not used by a kafka channel (use \"topic\")");
+            problems++;
+        }
+    }
+    static const char *const strings[] = {"group", "dead_letter_topic"};
+    for (size_t i = 0; i < WSB_ARRAY_LEN(strings); i++) {
+        json_t *v = json_object_get(channel, strings[i]);
+        if (v && (!json_is_string(v) || json_string_length(v) == 0)) {
+            char path[32];
+            snprintf(path, sizeof(path), ".%s", strings[i]);
+            report(ctx, path, "must be a non-empty string");
+            problems++;
+        }
+    }
+    return problems;
+}
+
+/* ---- Sources ------------------------------------------------------------------------- */
+
+static struct source *source_find(struct kc *k, uint64_t id, struct source ***prev)
+{
+    for (struct source **pp = &k->sources; *pp; pp = &(*pp)->next)
+        if ((*pp)->id == id) {
+            if (prev)
+                *prev = pp;
+            return *pp;
+        }
+    return NULL;
+}
+
+static bool handle_reads(const struct kc *k, int h, const char *topic)
+{
+    for (const struct source *s = k->sources; s; s = s->next)
+        if (s->handle == h && strcmp(s->topic, topic) == 0)
+            return true;
+    return false;
+}
+
+/* Opens consumer handle `h` if needed. Returns false with a reason in err. */
+static bool handle_open(struct kc *k, int h, char *err, size_t errlen)
+{
+    struct handle *hd = &k->handles[h];
+    if (hd->rk)
+        return true;
+    rd_kafka_conf_t *c = rd_kafka_conf_dup(k->consumer_conf);
+    char why[256];
+    hd->rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, why, sizeof(why));
+    if (!hd->rk) {
+        rd_kafka_conf_destroy(c);
+        snprintf(err, errlen, "kafka consumer: %s", why);
+        return false;
+    }
+    rd_kafka_poll_set_consumer(hd->rk); /* errors and logs come through the consumer queue */
+    hd->queue = rd_kafka_queue_get_consumer(hd->rk);
+    rd_kafka_queue_io_event_enable(hd->queue, k->wake_wr, "1", 1);
+    return true;
+}
+
+static void handle_close(struct kc *k, int h)
+{
+    struct handle *hd = &k->handles[h];
+    if (!hd->rk)
+        return;
+    rd_kafka_queue_io_event_enable(hd->queue, -1, NULL, 0);
+    rd_kafka_queue_destroy(hd->queue);
+    rd_kafka_consumer_close(hd->rk);
+    rd_kafka_destroy(hd->rk);
+    hd->rk = NULL;
+    hd->queue = NULL;
+    if (k->cache_handle == h)
+        k->cache_rkt = NULL;
+}
+
+/* Low (-2) or high (-1) watermarks of every partition in `parts` (one ListOffsets request
+ * per leader). Results land in parts->elems[i].offset. */
+static rd_kafka_resp_err_t list_offsets(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts,
+                                        int64_t which)
+{
+    for (int i = 0; i < parts->cnt; i++)
+        parts->elems[i].offset = which;
+    rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(rk, parts, SUBSCRIBE_TIMEOUT_MS);
+    if (err)
+        return err;
+    for (int i = 0; i < parts->cnt; i++)
+        if (parts->elems[i].err)
+            return parts->elems[i].err;
+    return RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+/* Resolves the start offset of every partition of `c->topic` into `parts`. */
+static bool resolve_start(rd_kafka_t *rk, const struct cmd *c,
+                          rd_kafka_topic_partition_list_t *parts, char *err, size_t errlen)
+{
+    int n = parts->cnt;
+    rd_kafka_topic_partition_list_t *lo = rd_kafka_topic_partition_list_copy(parts);
+    rd_kafka_topic_partition_list_t *hi = rd_kafka_topic_partition_list_copy(parts);
+    rd_kafka_topic_partition_list_t *ts = NULL;
+    rd_kafka_resp_err_t e;
+    bool ok = false;
+
+    if ((e = list_offsets(rk, lo, RD_KAFKA_OFFSET_BEGINNING)) ||
+        (e = list_offsets(rk, hi, RD_KAFKA_OFFSET_END))) {
+        snprintf(err, errlen, "offsets of %s: %s", c->topic, rd_kafka_err2str(e));
+        goto done;
+    }
+    if (c->from == WSB_FROM_TIMESTAMP) {
+        ts = rd_kafka_topic_partition_list_copy(parts);
+        if ((e = list_offsets(rk, ts, c->from_timestamp_ms < 0 ? 0 : c->from_timestamp_ms))) {
+            snprintf(err, errlen, "offsets for time on %s: %s", c->topic, rd_kafka_err2str(e));
+            goto done;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        int64_t l = lo->elems[i].offset, h = hi->elems[i].offset, o = h;
+        switch (c->from) {
+        case WSB_FROM_LATEST: o = h; break;
+        case WSB_FROM_EARLIEST: o = l; break;
+        case WSB_FROM_TIMESTAMP: o = ts->elems[i].offset < 0 ? h : ts->elems[i].offset; break;
+        case WSB_FROM_OFFSETS:
+            /* A partition the client did not name starts at latest. */
+            for (size_t j = 0; j < c->noffsets; j++)
+                if (c->offsets[j].partition == parts->elems[i].partition)
+                    o = c->offsets[j].offset;
+            break;
+        }
+        if (o < l)
+            o = l;
+        if (o > h)
+            o = h;
+        parts->elems[i].offset = o;
+    }
+    ok = true;
+
+done:
+    rd_kafka_topic_partition_list_destroy(lo);
+    rd_kafka_topic_partition_list_destroy(hi);
+    if (ts)
+        rd_kafka_topic_partition_list_destroy(ts);
+    return ok;
+}
+
+/* The partitions of `topic` per broker metadata, or NULL with a reason (and a wire code). */
+static rd_kafka_topic_partition_list_t *
+topic_partitions(rd_kafka_t *rk, const char *topic, const char **code, char *err, size_t errlen)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    *code = "unavailable";
+    if (!rkt) {
+        snprintf(err, errlen, "topic %s: %s", topic, rd_kafka_err2str(rd_kafka_last_error()));
+        return NULL;
+    }
+    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, rkt, &md, SUBSCRIBE_TIMEOUT_MS);
+    if (e) {
+        snprintf(err, errlen, "metadata of %s: %s", topic, rd_kafka_err2str(e));
+        goto done;
+    }
+    if (md->topic_cnt != 1 || md->topics[0].err || md->topics[0].partition_cnt <= 0) {
+        e = md->topic_cnt == 1 ? md->topics[0].err : RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+        if (e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+            *code = "unknown_channel";
+        snprintf(err, errlen, "topic %s: %s", topic, e ? rd_kafka_err2str(e) : "no partitions");
+        goto done;
+    }
+    parts = rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
+    for (int i = 0; i < md->topics[0].partition_cnt; i++)
+        rd_kafka_topic_partition_list_add(parts, topic, md->topics[0].partitions[i].id);
+
+done:
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+    return parts;
+}
+
+/* {"0":12,"1":40} */
+static char *positions_json(const rd_kafka_topic_partition_list_t *parts)
+{
+    size_t cap = 4 + (size_t)parts->cnt * 36;
+    char *s = malloc(cap);
+    if (!s)
+        return NULL;
+    size_t len = 0;
+    s[len++] = '{';
+    for (int i = 0; i < parts->cnt; i++)
+        len += (size_t)snprintf(s + len, cap - len, "%s\"%" PRId32 "\":%" PRId64, i ? "," : "",
+                                parts->elems[i].partition, parts->elems[i].offset);
+    snprintf(s + len, cap - len, "}");
+    return s;
+}
+
+static void do_subscribe(struct kc *k, struct cmd *c)
+{
+    char err[512];
+    const char *code = "unavailable";
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    struct source *s = NULL;
+    char *positions = NULL;
+    int h;
+
+    if (c->ack) {
+        /* Later: a group consumer per `group`, commits past contiguous acked runs. */
+        k->sink.source_failed(k->sink.ctx, c->id, "unsupported",
+                              "delivery: ack on kafka comes in a later release");
+        return;
+    }
+    if (source_find(k, c->id, NULL)) {
+        k->sink.source_failed(k->sink.ctx, c->id, "unavailable", "source already subscribed");
+        return;
+    }
+    for (h = 0; h < MAX_HANDLES; h++)
+        if (!handle_reads(k, h, c->topic))
+            break;
+    if (h == MAX_HANDLES) {
+        snprintf(err, sizeof(err), "too many concurrent readers of topic %s", c->topic);
+        goto fail;
+    }
+    if (!handle_open(k, h, err, sizeof(err)))
+        goto fail;
+    if (!(parts = topic_partitions(k->handles[h].rk, c->topic, &code, err, sizeof(err))))
+        goto fail;
+    code = "unavailable";
+    if (!resolve_start(k->handles[h].rk, c, parts, err, sizeof(err)))
+        goto fail;
+    rd_kafka_error_t *ae = rd_kafka_incremental_assign(k->handles[h].rk, parts);
+    if (ae) {
+        snprintf(err, sizeof(err), "assign %s: %s", c->topic, rd_kafka_error_string(ae));
+        rd_kafka_error_destroy(ae);
+        goto fail;
+    }
+    positions = positions_json(parts);
+    s = calloc(1, sizeof(*s));
+    if (!s || !positions) {
+        /* Undo the assignment: nothing may be read for a source the core does not know. */
+        rd_kafka_error_t *ue = rd_kafka_incremental_unassign(k->handles[h].rk, parts);
+        if (ue)
+            rd_kafka_error_destroy(ue);
+        snprintf(err, sizeof(err), "out of memory");
+        goto fail;
+    }
+    s->id = c->id;
+    s->topic = c->topic;
+    c->topic = NULL;
+    s->handle = h;
+    s->parts = parts;
+    s->next = k->sources;
+    k->sources = s;
+    k->handles[h].nsources++;
+    wsb_log(WSB_LOG_DEBUG, "kafka source started", WSB_LSTR("connector", k->name),
+            WSB_LUINT("source", s->id), WSB_LSTR("topic", s->topic), WSB_LINT("handle", h),
+            WSB_LSTR("positions", positions));
+    k->sink.source_started(k->sink.ctx, s->id, positions);
+    free(positions);
+    return;
+
+fail:
+    free(positions);
+    free(s);
+    if (parts)
+        rd_kafka_topic_partition_list_destroy(parts);
+    if (h > 0 && h < MAX_HANDLES && k->handles[h].nsources == 0)
+        handle_close(k, h);
+    wsb_log(WSB_LOG_WARN, "kafka subscribe failed", WSB_LSTR("connector", k->name),
+            WSB_LUINT("source", c->id), WSB_LSTR("reason", err));
+    k->sink.source_failed(k->sink.ctx, c->id, code, err);
+}
+
+static void source_free(struct source *s)
+{
+    if (s->parts)
+        rd_kafka_topic_partition_list_destroy(s->parts);
+    free(s->topic);
+    free(s);
+}
+
+static void do_unsubscribe(struct kc *k, uint64_t id)
+{
+    struct source **pp;
+    struct source *s = source_find(k, id, &pp);
+    if (!s)
+        return;
+    *pp = s->next;
+    struct handle *hd = &k->handles[s->handle];
+    /* Messages already fetched for these partitions are discarded by librdkafka; any that
+     * still reach us find no source and are dropped. */
+    rd_kafka_error_t *e = rd_kafka_incremental_unassign(hd->rk, s->parts);
+    if (e) {
+        wsb_log(WSB_LOG_WARN, "kafka unassign failed", WSB_LSTR("connector", k->name),
+                WSB_LSTR("reason", rd_kafka_error_string(e)));
+        rd_kafka_error_destroy(e);
+    }
+    k->cache_rkt = NULL;
+    hd->nsources--;
+    if (s->handle > 0 && hd->nsources == 0)
+        handle_close(k, s->handle);
+    source_free(s);
+}
+
+static void do_publish(struct kc *k, struct cmd *c)
+{
+    const struct wsb_msg *m = c->msg;
+    rd_kafka_headers_t *hdrs = NULL;
+    if (m->nheaders) {
+        hdrs = rd_kafka_headers_new(m->nheaders);
+        for (size_t i = 0; i < m->nheaders; i++)
+            rd_kafka_header_add(hdrs, m->headers[i].name, -1, m->headers[i].value,
+                                (ssize_t)m->headers[i].value_len);
+    }
+    rd_kafka_resp_err_t e = rd_kafka_producev(
+        k->producer, RD_KAFKA_V_TOPIC(c->topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_KEY(m->key, m->key ? m->key_len : 0),
+        RD_KAFKA_V_VALUE((void *)m->payload, m->payload_len), RD_KAFKA_V_HEADERS(hdrs),
+        RD_KAFKA_V_OPAQUE((void *)(uintptr_t)c->id), RD_KAFKA_V_END);
+    if (e) {
+        if (hdrs)
+            rd_kafka_headers_destroy(hdrs); /* not taken on failure */
+        k->sink.publish_done(k->sink.ctx, c->id, false, rd_kafka_err2str(e));
+    }
+}
+
+/* ---- Consuming ----------------------------------------------------------------------- */
+
+static uint64_t owner_of(struct kc *k, int h, const rd_kafka_message_t *rkm)
+{
+    if (k->cache_rkt == rkm->rkt && k->cache_partition == rkm->partition && k->cache_handle == h)
+        return k->cache_source;
+    const char *topic = rd_kafka_topic_name(rkm->rkt);
+    for (struct source *s = k->sources; s; s = s->next) {
+        if (s->handle != h || strcmp(s->topic, topic) != 0)
+            continue;
+        for (int i = 0; i < s->parts->cnt; i++) {
+            if (s->parts->elems[i].partition == rkm->partition) {
+                k->cache_rkt = rkm->rkt;
+                k->cache_partition = rkm->partition;
+                k->cache_handle = h;
+                k->cache_source = s->id;
+                return s->id;
+            }
+        }
+    }
     return 0;
 }
+
+static void deliver(struct kc *k, int h, const rd_kafka_message_t *rkm)
+{
+    uint64_t source = owner_of(k, h, rkm);
+    if (!source)
+        return; /* unsubscribed meanwhile */
+    struct wsb_header stack[MAX_STACK_HEADERS], *hv = stack;
+    size_t nh = 0;
+    rd_kafka_headers_t *hdrs = NULL;
+    if (rd_kafka_message_headers(rkm, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR && hdrs) {
+        nh = rd_kafka_header_cnt(hdrs);
+        if (nh > MAX_STACK_HEADERS && !(hv = malloc(nh * sizeof(*hv))))
+            return;
+        for (size_t i = 0; i < nh; i++) {
+            const char *name;
+            const void *val;
+            size_t size;
+            if (rd_kafka_header_get_all(hdrs, i, &name, &val, &size)) {
+                nh = i;
+                break;
+            }
+            hv[i] = (struct wsb_header){.name = name, .value = val, .value_len = size};
+        }
+    }
+    rd_kafka_timestamp_type_t tstype;
+    int64_t ts = rd_kafka_message_timestamp(rkm, &tstype);
+    struct wsb_msg *m = wsb_msg_new(source, rkm->partition, rkm->offset, ts, rkm->key, rkm->key_len,
+                                    rkm->payload, rkm->len, hv, nh);
+    if (hv != stack)
+        free(hv);
+    if (!m)
+        return;
+    atomic_fetch_add(&k->messages_in, 1);
+    k->sink.message(k->sink.ctx, m);
+}
+
+/* Drains up to CONSUME_BATCH events of handle h; true when it may have more. */
+static bool consume(struct kc *k, int h)
+{
+    struct handle *hd = &k->handles[h];
+    for (int n = 0; n < CONSUME_BATCH; n++) {
+        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(hd->rk, 0);
+        if (!rkm)
+            return false;
+        if (rkm->err) {
+            if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                wsb_log(WSB_LOG_WARN, "kafka consumer error", WSB_LSTR("connector", k->name),
+                        WSB_LSTR("topic", rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : NULL),
+                        WSB_LINT("partition", rkm->partition),
+                        WSB_LSTR("error", rd_kafka_message_errstr(rkm)));
+        } else {
+            deliver(k, h, rkm);
+        }
+        rd_kafka_message_destroy(rkm);
+    }
+    return true;
+}
+
+/* ---- The thread ---------------------------------------------------------------------- */
+
+static void shutdown_clients(struct kc *k, uint32_t timeout_ms)
+{
+    if (k->producer) {
+        rd_kafka_resp_err_t e = rd_kafka_flush(k->producer, (int)timeout_ms);
+        if (e) {
+            /* What could not be delivered in time fails now, with its delivery report. */
+            rd_kafka_purge(k->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+            rd_kafka_poll(k->producer, 0);
+        }
+    }
+    k->sink_closed = true;
+    while (k->sources) {
+        struct source *s = k->sources;
+        k->sources = s->next;
+        source_free(s);
+    }
+    for (int h = 0; h < MAX_HANDLES; h++)
+        handle_close(k, h);
+    if (k->producer) {
+        rd_kafka_queue_io_event_enable(k->producer_queue, -1, NULL, 0);
+        rd_kafka_queue_destroy(k->producer_queue);
+        rd_kafka_destroy(k->producer);
+        k->producer = NULL;
+    }
+}
+
+static void *run(void *arg)
+{
+    struct kc *k = arg;
+    bool more = true;
+    health_check(k);
+    for (;;) {
+        int64_t wait = k->next_health_ms - mono_ms();
+        if (more || wait < 0)
+            wait = 0;
+        struct pollfd pfd = {.fd = k->wake_rd, .events = POLLIN};
+        if (poll(&pfd, 1, (int)wait) > 0) {
+            char buf[256];
+            while (read(k->wake_rd, buf, sizeof(buf)) > 0)
+                ;
+        }
+
+        pthread_mutex_lock(&k->lock);
+        struct cmd *list = k->qhead;
+        k->qhead = k->qtail = NULL;
+        pthread_mutex_unlock(&k->lock);
+        while (list) {
+            struct cmd *c = list;
+            list = c->next;
+            switch (c->kind) {
+            case CMD_SUBSCRIBE: do_subscribe(k, c); break;
+            case CMD_UNSUBSCRIBE: do_unsubscribe(k, c->id); break;
+            case CMD_PUBLISH: do_publish(k, c); break;
+            case CMD_ACK: break; /* no ack sources yet */
+            case CMD_STOP:
+                shutdown_clients(k, c->timeout_ms);
+                cmd_free(c);
+                while (list) { /* nothing can follow a stop; drop defensively */
+                    c = list;
+                    list = c->next;
+                    cmd_free(c);
+                }
+                return NULL;
+            }
+            cmd_free(c);
+        }
+
+        rd_kafka_poll(k->producer, 0);
+        more = false;
+        for (int h = 0; h < MAX_HANDLES; h++)
+            if (k->handles[h].rk && consume(k, h))
+                more = true;
+        if (mono_ms() >= k->next_health_ms)
+            health_check(k);
+    }
+}
+
+/* ---- The vtable ---------------------------------------------------------------------- */
 
 static enum wsb_err create(const char *name, const json_t *conf, const struct wsb_sink *sink,
                            void **impl, char *err, size_t errlen)
 {
-    WSB_UNUSED(name);
-    WSB_UNUSED(conf);
-    WSB_UNUSED(sink);
+    enum wsb_err rc = WSB_ERR_INVALID;
     *impl = NULL;
-    snprintf(err, errlen, "the kafka connector is not implemented yet");
-    return WSB_ERR_UNSUPPORTED;
+    if (!json_is_string(json_object_get(conf, "brokers"))) {
+        snprintf(err, errlen, "kafka connector %s: \"brokers\" is required", name);
+        return WSB_ERR_INVALID;
+    }
+    struct kc *k = calloc(1, sizeof(*k));
+    if (!k) {
+        snprintf(err, errlen, "out of memory");
+        return WSB_ERR_NOMEM;
+    }
+    k->wake_rd = k->wake_wr = -1;
+    snprintf(k->name, sizeof(k->name), "%s", name);
+    k->sink = *sink;
+    snprintf(k->reason, sizeof(k->reason), "connecting");
+    atomic_init(&k->messages_in, 0);
+    atomic_init(&k->up, false);
+    atomic_init(&k->stopping, false);
+    pthread_mutex_init(&k->lock, NULL);
+    k->cache_handle = -1;
+
+    char why[256];
+    if (!(k->consumer_conf = build_conf(k, conf, true, why, sizeof(why))) ||
+        !(k->producer_conf = build_conf(k, conf, false, why, sizeof(why)))) {
+        snprintf(err, errlen, "kafka connector %s: %s", name, why);
+        goto fail;
+    }
+    int fds[2];
+    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) {
+        snprintf(err, errlen, "pipe: %s", strerror(errno));
+        rc = WSB_ERR_IO;
+        goto fail;
+    }
+    k->wake_rd = fds[0];
+    k->wake_wr = fds[1];
+    *impl = k;
+    return WSB_OK;
+
+fail:
+    if (k->consumer_conf)
+        rd_kafka_conf_destroy(k->consumer_conf);
+    if (k->producer_conf)
+        rd_kafka_conf_destroy(k->producer_conf);
+    pthread_mutex_destroy(&k->lock);
+    free(k);
+    return rc;
+}
+
+static enum wsb_err start(void *impl)
+{
+    struct kc *k = impl;
+    char why[256];
+    if (k->started)
+        return WSB_ERR_INVALID;
+    rd_kafka_conf_t *pc = rd_kafka_conf_dup(k->producer_conf);
+    k->producer = rd_kafka_new(RD_KAFKA_PRODUCER, pc, why, sizeof(why));
+    if (!k->producer) {
+        rd_kafka_conf_destroy(pc);
+        wsb_log(WSB_LOG_ERROR, "kafka producer", WSB_LSTR("connector", k->name),
+                WSB_LSTR("reason", why));
+        return WSB_ERR_INVALID;
+    }
+    k->producer_queue = rd_kafka_queue_get_main(k->producer);
+    rd_kafka_queue_io_event_enable(k->producer_queue, k->wake_wr, "1", 1);
+    if (pthread_create(&k->thread, NULL, run, k) != 0) {
+        rd_kafka_queue_io_event_enable(k->producer_queue, -1, NULL, 0);
+        rd_kafka_queue_destroy(k->producer_queue);
+        rd_kafka_destroy(k->producer);
+        k->producer = NULL;
+        return WSB_ERR_IO;
+    }
+    k->started = true;
+    return WSB_OK;
+}
+
+static void stop(void *impl, uint32_t timeout_ms)
+{
+    struct kc *k = impl;
+    if (!k->started || k->joined) {
+        atomic_store(&k->stopping, true);
+        return;
+    }
+    struct cmd *c = calloc(1, sizeof(*c));
+    if (!c)
+        abort(); /* cannot reach the thread without it */
+    c->kind = CMD_STOP;
+    c->timeout_ms = timeout_ms;
+    enqueue(k, c);
+    pthread_join(k->thread, NULL);
+    k->joined = true;
+}
+
+static void destroy(void *impl)
+{
+    struct kc *k = impl;
+    if (!k)
+        return;
+    stop(k, 0);
+    while (k->qhead) {
+        struct cmd *c = k->qhead;
+        k->qhead = c->next;
+        cmd_free(c);
+    }
+    rd_kafka_conf_destroy(k->consumer_conf);
+    rd_kafka_conf_destroy(k->producer_conf);
+    close(k->wake_rd);
+    close(k->wake_wr);
+    pthread_mutex_destroy(&k->lock);
+    free(k);
+}
+
+static enum wsb_err subscribe(void *impl, uint64_t source_id, const struct wsb_source *src)
+{
+    struct kc *k = impl;
+    if (!src->topic || !*src->topic)
+        return WSB_ERR_INVALID;
+    struct cmd *c = calloc(1, sizeof(*c));
+    if (!c)
+        return WSB_ERR_NOMEM;
+    c->kind = CMD_SUBSCRIBE;
+    c->id = source_id;
+    c->topic = strdup(src->topic);
+    c->ack = src->ack;
+    c->from = src->from;
+    c->from_timestamp_ms = src->from_timestamp_ms;
+    if (src->from == WSB_FROM_OFFSETS && src->nfrom_offsets) {
+        c->offsets = malloc(src->nfrom_offsets * sizeof(*c->offsets));
+        if (c->offsets) {
+            memcpy(c->offsets, src->from_offsets, src->nfrom_offsets * sizeof(*c->offsets));
+            c->noffsets = src->nfrom_offsets;
+        }
+    }
+    if (!c->topic || (src->from == WSB_FROM_OFFSETS && src->nfrom_offsets && !c->offsets)) {
+        cmd_free(c);
+        return WSB_ERR_NOMEM;
+    }
+    return enqueue(k, c);
+}
+
+static void unsubscribe(void *impl, uint64_t source_id)
+{
+    struct kc *k = impl;
+    struct cmd *c = calloc(1, sizeof(*c));
+    if (!c)
+        return;
+    c->kind = CMD_UNSUBSCRIBE;
+    c->id = source_id;
+    enqueue(k, c);
+}
+
+static enum wsb_err publish(void *impl, const struct wsb_publish *p, uint64_t cookie)
+{
+    struct kc *k = impl;
+    if (!p->topic || !*p->topic)
+        return WSB_ERR_INVALID;
+    struct cmd *c = calloc(1, sizeof(*c));
+    if (!c)
+        return WSB_ERR_NOMEM;
+    c->kind = CMD_PUBLISH;
+    c->id = cookie;
+    c->topic = strdup(p->topic);
+    c->msg = wsb_msg_new(0, -1, -1, -1, p->key, p->key_len, p->payload, p->payload_len, p->headers,
+                         p->nheaders);
+    if (!c->topic || !c->msg) {
+        cmd_free(c);
+        return WSB_ERR_NOMEM;
+    }
+    return enqueue(k, c);
+}
+
+static void ack(void *impl, uint64_t source_id, uint64_t ack_token, enum wsb_ack_kind kind)
+{
+    /* No kafka source hands out ack tokens yet (ack sources fail with "unsupported"). */
+    WSB_UNUSED(impl);
+    WSB_UNUSED(source_id);
+    WSB_UNUSED(ack_token);
+    WSB_UNUSED(kind);
+}
+
+static bool ready(void *impl, char *reason, size_t reasonlen)
+{
+    struct kc *k = impl;
+    if (atomic_load(&k->up))
+        return true;
+    pthread_mutex_lock(&k->lock);
+    snprintf(reason, reasonlen, "%s", k->reason);
+    pthread_mutex_unlock(&k->lock);
+    return false;
+}
+
+static uint64_t messages_in(void *impl)
+{
+    struct kc *k = impl;
+    return atomic_load(&k->messages_in);
 }
 
 const struct wsb_connector_ops wsb_kafka_ops = {
     .type = "kafka",
-    .check_config = check,
-    .check_channel = check,
+    .check_config = check_config,
+    .check_channel = check_channel,
     .create = create,
+    .start = start,
+    .stop = stop,
+    .destroy = destroy,
+    .subscribe = subscribe,
+    .unsubscribe = unsubscribe,
+    .publish = publish,
+    .ack = ack,
+    .ready = ready,
+    .messages_in = messages_in,
 };
