@@ -1,0 +1,51 @@
+/* The hub of one event loop: channel -> subscribers, source -> channels. Each broker message
+ * that reaches the loop is encoded into its `message` frame once per channel and handed by
+ * reference to every subscriber. Loop-local: no locks. The hub never includes the session;
+ * it reaches subscribers through the callbacks below. */
+#ifndef WSB_BRIDGE_HUB_H
+#define WSB_BRIDGE_HUB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct wsb_msg;
+struct wsb_frame;
+struct wsb_loop_metrics;
+
+struct wsb_hub_cbs {
+    /** A message frame for one subscriber. Borrowed: ref it to keep it. */
+    void (*deliver)(void *owner, uint32_t slot, struct wsb_frame *f, bool ack);
+    /** A pending subscription's source started; positions is JSON text or NULL. */
+    void (*started)(void *owner, uint32_t slot, const char *positions);
+    /** The source failed; the hub frees the subscription right after this call (forget the
+     * handle; do not call the hub from here). */
+    void (*failed)(void *owner, uint32_t slot, const char *code, const char *message);
+};
+
+struct wsb_hub;
+struct wsb_hub_sub;
+
+struct wsb_hub *wsb_hub_new(const struct wsb_hub_cbs *cbs, struct wsb_loop_metrics *metrics);
+/** Frees every channel and source; subscriptions must be detached first. */
+void wsb_hub_free(struct wsb_hub *h);
+
+/** Attaches subscriber (owner, slot) to `channel` fed by `source_id`. On success *active
+ * says whether the source already runs; then *positions is the malloc'd JSON of the next
+ * offset per partition at which this subscriber's delivery starts (or NULL when the source
+ * has none). A pending subscriber gets cbs->started later. Returns NULL on OOM. */
+struct wsb_hub_sub *wsb_hub_attach(struct wsb_hub *h, const char *channel, size_t len,
+                                   uint64_t source_id, void *owner, uint32_t slot,
+                                   bool *active, char **positions);
+void wsb_hub_detach(struct wsb_hub *h, struct wsb_hub_sub *sub);
+
+/** Mailbox events. wsb_hub_message takes no ownership of `m`. */
+void wsb_hub_message(struct wsb_hub *h, const struct wsb_msg *m);
+void wsb_hub_started(struct wsb_hub *h, uint64_t source_id, const char *positions);
+void wsb_hub_failed(struct wsb_hub *h, uint64_t source_id, const char *code, const char *msg);
+void wsb_hub_stopped(struct wsb_hub *h, uint64_t source_id);
+
+/** Number of channels with at least one subscriber (for tests and metrics). */
+size_t wsb_hub_channels(const struct wsb_hub *h);
+
+#endif

@@ -1,0 +1,57 @@
+/* A mailbox per event loop: the only way other threads (connector threads, the main thread)
+ * hand work to a loop. Many producers, one consumer; producers never block on the loop.
+ * The consumer is woken through a libevent event made active from the producer's thread. */
+#ifndef WSB_BRIDGE_MAILBOX_H
+#define WSB_BRIDGE_MAILBOX_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct event_base;
+struct wsb_msg;
+
+enum wsb_mail_type {
+    WSB_MAIL_MESSAGE,        /* msg for source `id` */
+    WSB_MAIL_STARTED,        /* source `id` started, text = positions JSON or NULL */
+    WSB_MAIL_FAILED,         /* source `id` failed: text = code, text2 = message */
+    WSB_MAIL_STOPPED,        /* source `id` released by every subscriber */
+    WSB_MAIL_PUBLISH_DONE,   /* publish `id` (cookie) finished: ok, text = message */
+    WSB_MAIL_CONNECTOR,      /* connector state changed (text = connector name) */
+    WSB_MAIL_DRAIN,          /* stop accepting, close every session with 1001 */
+    WSB_MAIL_RELOAD,         /* a new runtime is current: re-check sessions */
+    WSB_MAIL_STOP,           /* leave the event loop */
+};
+
+struct wsb_mail {
+    struct wsb_mail *next;
+    enum wsb_mail_type type;
+    bool ok;
+    uint64_t id;
+    struct wsb_msg *msg; /* owned reference */
+    char *text;          /* owned */
+    char *text2;         /* owned */
+};
+
+struct wsb_mailbox;
+
+typedef void (*wsb_mailbox_cb)(void *ctx, struct wsb_mail *mail);
+
+/** Creates a mailbox on `base`; `cb` runs on the loop for each mail, in order, and owns it
+ * (free with wsb_mail_free). @locality loop (creation) */
+struct wsb_mailbox *wsb_mailbox_new(struct event_base *base, wsb_mailbox_cb cb, void *ctx);
+/** Frees pending mails too. Call after the loop stopped. */
+void wsb_mailbox_free(struct wsb_mailbox *mb);
+
+/** Posts a mail (takes ownership). Returns 0, or -1 when the mailbox is closed (the mail
+ * is freed). @locality any */
+int wsb_mailbox_post(struct wsb_mailbox *mb, struct wsb_mail *mail);
+
+/** Allocates a mail; text/text2 copied when non-NULL; msg reference taken over. NULL on OOM. */
+struct wsb_mail *wsb_mail_new(enum wsb_mail_type type, uint64_t id, struct wsb_msg *msg,
+                              const char *text, const char *text2, bool ok);
+void wsb_mail_free(struct wsb_mail *mail);
+
+/** Number of mails waiting (approximate; for metrics). */
+uint64_t wsb_mailbox_depth(struct wsb_mailbox *mb);
+
+#endif

@@ -1,0 +1,696 @@
+/* Server: workers (one event loop per thread), the connector sink, admin hooks, signals. */
+#include "bridge/server.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/thread.h>
+#include <event2/util.h>
+
+#include "auth/jwt.h"
+#include "bridge/admin.h"
+#include "bridge/hub.h"
+#include "bridge/iplimit.h"
+#include "bridge/mailbox.h"
+#include "bridge/metrics.h"
+#include "bridge/session.h"
+#include "bridge/sources.h"
+#include "bridge/worker.h"
+#include "bridge/ws/ws_deflate.h"
+#include "config/config.h"
+#include "connectors/connector.h"
+#include "util/log.h"
+
+#define TICK_MS 500
+#define HEALTHY_WITHIN_MS 5000
+
+struct wsb_server {
+    struct wsb_shared sh;
+    struct wsb_server_opts opts;
+    char *config_file;
+    struct wsb_admin *admin;
+    struct wsb_sink sink;
+    struct wsb_loop_metrics **loop_metrics;
+};
+
+/* ---- time ------------------------------------------------------------------------- */
+
+int64_t wsb_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t wsb_now_ms(void)
+{
+    return wsb_now_us() / 1000;
+}
+
+int64_t wsb_wall_s(void)
+{
+    return (int64_t)time(NULL);
+}
+
+int64_t wsb_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- runtime snapshots ------------------------------------------------------------ */
+
+static struct wsb_runtime *runtime_new(struct wsb_config *cfg, char *err, size_t errlen)
+{
+    struct wsb_runtime *rt = calloc(1, sizeof(*rt));
+    if (!rt) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    atomic_init(&rt->refs, 1);
+    if (cfg->auth.enabled && wsb_auth_new(&cfg->auth, &rt->auth, err, errlen) != WSB_OK) {
+        free(rt);
+        return NULL;
+    }
+    rt->cfg = cfg;
+    return rt;
+}
+
+struct wsb_runtime *wsb_runtime_ref(struct wsb_runtime *rt)
+{
+    atomic_fetch_add(&rt->refs, 1);
+    return rt;
+}
+
+void wsb_runtime_unref(struct wsb_runtime *rt)
+{
+    if (!rt || atomic_fetch_sub(&rt->refs, 1) != 1)
+        return;
+    if (rt->auth)
+        wsb_auth_unref(rt->auth);
+    wsb_config_unref(rt->cfg);
+    free(rt);
+}
+
+struct wsb_runtime *wsb_shared_runtime(struct wsb_shared *sh)
+{
+    pthread_mutex_lock(&sh->rt_lock);
+    struct wsb_runtime *rt = wsb_runtime_ref(sh->rt);
+    pthread_mutex_unlock(&sh->rt_lock);
+    return rt;
+}
+
+/* ---- the sink: connector threads -> mailboxes ------------------------------------- */
+
+static void post_mask(struct wsb_shared *sh, uint64_t mask, enum wsb_mail_type type, uint64_t id,
+                      struct wsb_msg *msg, const char *text, const char *text2, bool ok)
+{
+    for (unsigned i = 0; i < sh->nworkers; i++) {
+        if (!(mask & (1u << i)))
+            continue;
+        struct wsb_msg *m = msg ? wsb_msg_ref(msg) : NULL;
+        struct wsb_mail *mail = wsb_mail_new(type, id, m, text, text2, ok);
+        if (mail)
+            wsb_mailbox_post(sh->workers[i]->mailbox, mail);
+    }
+}
+
+void wsb_worker_broadcast_source(struct wsb_shared *sh, int type, uint64_t id)
+{
+    post_mask(sh, id & WSB_SOURCE_LOOP_MASK, (enum wsb_mail_type)type, id, NULL, NULL, NULL,
+              true);
+}
+
+static void sink_message(void *ctx, struct wsb_msg *m)
+{
+    struct wsb_shared *sh = ctx;
+    post_mask(sh, m->source_id & WSB_SOURCE_LOOP_MASK, WSB_MAIL_MESSAGE, m->source_id, m, NULL,
+              NULL, true);
+    wsb_msg_unref(m);
+}
+
+static void sink_started(void *ctx, uint64_t id, const char *positions)
+{
+    post_mask(ctx, id & WSB_SOURCE_LOOP_MASK, WSB_MAIL_STARTED, id, NULL, positions, NULL, true);
+}
+
+static void sink_failed(void *ctx, uint64_t id, const char *code, const char *message)
+{
+    post_mask(ctx, id & WSB_SOURCE_LOOP_MASK, WSB_MAIL_FAILED, id, NULL,
+              code ? code : "unavailable", message, false);
+}
+
+static void sink_publish_done(void *ctx, uint64_t cookie, bool ok, const char *message)
+{
+    struct wsb_shared *sh = ctx;
+    unsigned w = (unsigned)(cookie >> 56);
+    if (w < sh->nworkers)
+        post_mask(sh, 1u << w, WSB_MAIL_PUBLISH_DONE, cookie, NULL, message, NULL, ok);
+}
+
+static void sink_state(void *ctx, const char *connector, bool up, const char *reason)
+{
+    (void)ctx;
+    if (up)
+        wsb_log(WSB_LOG_INFO, "connector up", WSB_LSTR("connector", connector));
+    else
+        wsb_log(WSB_LOG_WARN, "connector down", WSB_LSTR("connector", connector),
+                WSB_LSTR("reason", reason));
+}
+
+/* ---- workers ---------------------------------------------------------------------- */
+
+static void on_mail(void *ctx, struct wsb_mail *m)
+{
+    struct wsb_worker *w = ctx;
+    switch (m->type) {
+    case WSB_MAIL_MESSAGE: wsb_hub_message(w->hub, m->msg); break;
+    case WSB_MAIL_STARTED: wsb_hub_started(w->hub, m->id, m->text); break;
+    case WSB_MAIL_FAILED:
+        wsb_sources_forget(w->shared->sources, m->id);
+        wsb_hub_failed(w->hub, m->id, m->text, m->text2);
+        break;
+    case WSB_MAIL_STOPPED: wsb_hub_stopped(w->hub, m->id); break;
+    case WSB_MAIL_PUBLISH_DONE: wsb_session_publish_done(w, m->id, m->ok, m->text); break;
+    case WSB_MAIL_CONNECTOR: break;
+    case WSB_MAIL_DRAIN:
+        w->draining = true;
+        if (w->listener)
+            evconnlistener_disable(w->listener);
+        /* Closing never unlinks a session synchronously (freeing happens on the reap
+         * event), so walking the list while closing is safe. */
+        for (struct wsb_session *s = w->sessions; s; s = wsb_session_next(s))
+            wsb_session_drain(s);
+        break;
+    case WSB_MAIL_RELOAD: {
+        struct wsb_runtime *rt = wsb_shared_runtime(w->shared);
+        wsb_runtime_unref(w->rt);
+        w->rt = rt;
+        for (struct wsb_session *s = w->sessions; s; s = wsb_session_next(s))
+            wsb_session_recheck(s);
+        break;
+    }
+    case WSB_MAIL_STOP: event_base_loopexit(w->base, NULL); break;
+    }
+    wsb_mail_free(m);
+}
+
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    wsb_session_reap(arg);
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct wsb_worker *w = arg;
+    int64_t now = wsb_now_ms();
+    atomic_store(&w->last_tick_ms, now);
+    int64_t queued = 0;
+    for (struct wsb_session *s = w->sessions; s; s = wsb_session_next(s)) {
+        wsb_session_tick(s, now);
+        queued += (int64_t)wsb_session_queued(s);
+    }
+    atomic_store_explicit(&w->metrics.send_buffer_bytes, queued, memory_order_relaxed);
+    if (w->draining && w->nsessions == 0)
+        atomic_store(&w->drained, true);
+}
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *addr,
+                      int socklen, void *arg)
+{
+    (void)l;
+    struct wsb_worker *w = arg;
+    if (w->draining) {
+        evutil_closesocket(fd);
+        return;
+    }
+    wsb_session_accept(w, fd, addr, socklen);
+}
+
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    (void)l;
+    (void)arg;
+    int e = EVUTIL_SOCKET_ERROR();
+    wsb_log(WSB_LOG_WARN, "accept failed", WSB_LSTR("error", evutil_socket_error_to_string(e)));
+}
+
+static void *worker_main(void *arg)
+{
+    struct wsb_worker *w = arg;
+    event_base_dispatch(w->base);
+    return NULL;
+}
+
+static enum wsb_err worker_new(struct wsb_server *srv, unsigned idx, const struct sockaddr *sa,
+                               int salen, struct wsb_worker **out, char *err, size_t errlen)
+{
+    struct wsb_worker *w = calloc(1, sizeof(*w));
+    if (!w)
+        return WSB_ERR_NOMEM;
+    w->idx = idx;
+    w->shared = &srv->sh;
+    w->rt = wsb_shared_runtime(&srv->sh);
+    wsb_map_init(&w->pubs);
+    w->base = event_base_new();
+    if (!w->base)
+        goto nomem;
+    w->mailbox = wsb_mailbox_new(w->base, on_mail, w);
+    w->hub = wsb_hub_new(&wsb_session_hub_cbs, &w->metrics);
+    w->deflater = wsb_deflater_new(15);
+    w->reap_ev = event_new(w->base, -1, 0, on_reap, w);
+    w->tick_ev = event_new(w->base, -1, EV_PERSIST, on_tick, w);
+    if (!w->mailbox || !w->hub || !w->deflater || !w->reap_ev || !w->tick_ev)
+        goto nomem;
+    struct timeval tv = {0, TICK_MS * 1000};
+    event_add(w->tick_ev, &tv);
+    atomic_store(&w->last_tick_ms, wsb_now_ms());
+    w->listener = evconnlistener_new_bind(
+        w->base, on_accept, w,
+        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_EXEC,
+        1024, sa, salen);
+    if (!w->listener) {
+        snprintf(err, errlen, "listen %s: %s", srv->sh.rt->cfg->listen, strerror(errno));
+        *out = w;
+        return WSB_ERR_IO;
+    }
+    evconnlistener_set_error_cb(w->listener, on_accept_error);
+    *out = w;
+    return WSB_OK;
+nomem:
+    snprintf(err, errlen, "out of memory");
+    *out = w;
+    return WSB_ERR_NOMEM;
+}
+
+static void worker_free(struct wsb_worker *w)
+{
+    if (!w)
+        return;
+    /* Sessions left after the drain timeout: the loop is stopped, free them here. */
+    while (w->sessions) {
+        struct wsb_session *s = w->sessions;
+        wsb_session_force_close(s);
+        wsb_session_reap(w);
+    }
+    wsb_session_reap(w);
+    if (w->listener)
+        evconnlistener_free(w->listener);
+    wsb_mailbox_free(w->mailbox);
+    wsb_hub_free(w->hub);
+    if (w->deflater)
+        wsb_deflater_free(w->deflater);
+    if (w->reap_ev)
+        event_free(w->reap_ev);
+    if (w->tick_ev)
+        event_free(w->tick_ev);
+    wsb_map_cleanup(&w->pubs);
+    if (w->base)
+        event_base_free(w->base);
+    wsb_runtime_unref(w->rt);
+    free(w);
+}
+
+/* ---- admin hooks ------------------------------------------------------------------ */
+
+static bool hook_healthy(void *ctx)
+{
+    struct wsb_server *s = ctx;
+    int64_t now = wsb_now_ms();
+    for (unsigned i = 0; i < s->sh.nworkers; i++)
+        if (now - atomic_load(&s->sh.workers[i]->last_tick_ms) > HEALTHY_WITHIN_MS)
+            return false;
+    return true;
+}
+
+static bool hook_ready(void *ctx, char *reason, size_t len)
+{
+    struct wsb_server *s = ctx;
+    if (atomic_load(&s->sh.draining)) {
+        snprintf(reason, len, "{\"draining\":true}");
+        return false;
+    }
+    bool ok = true;
+    size_t off = (size_t)snprintf(reason, len, "{\"connectors\":{");
+    bool first = true;
+    for (size_t i = 0; i < s->sh.nconnectors; i++) {
+        char why[160];
+        struct wsb_connector *c = s->sh.connectors[i];
+        if (wsb_connector_ready(c, why, sizeof(why)))
+            continue;
+        ok = false;
+        for (char *p = why; *p; p++)
+            if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20)
+                *p = ' ';
+        if (off < len)
+            off += (size_t)snprintf(reason + off, len - off, "%s\"%s\":\"%s\"", first ? "" : ",",
+                                    c->name, why);
+        first = false;
+    }
+    if (off < len)
+        snprintf(reason + off, len - off, "}}");
+    return ok;
+}
+
+static void metrics_connector(void *ctx, size_t i, const char **name, uint64_t *in, int *up)
+{
+    struct wsb_server *s = ctx;
+    struct wsb_connector *c = s->sh.connectors[i];
+    char why[8];
+    *name = c->name;
+    *in = wsb_connector_messages_in(c);
+    *up = wsb_connector_ready(c, why, sizeof(why)) ? 1 : 0;
+}
+
+static char *hook_metrics(void *ctx, size_t *len)
+{
+    struct wsb_server *s = ctx;
+    struct wsb_metrics_source src = {
+        .loops = s->loop_metrics,
+        .nloops = s->sh.nworkers,
+        .nconnectors = s->sh.nconnectors,
+        .connector = metrics_connector,
+        .ctx = s,
+    };
+    return wsb_metrics_render(&src, len);
+}
+
+/* ---- construction ----------------------------------------------------------------- */
+
+void wsb_server_block_signals(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+static unsigned worker_count(const struct wsb_config *cfg)
+{
+    unsigned n = cfg->workers;
+    if (n == 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        n = cpus > 0 ? (unsigned)cpus : 1;
+    }
+    if (n > WSB_MAX_LOOPS)
+        n = WSB_MAX_LOOPS;
+    return n;
+}
+
+enum wsb_err wsb_server_new(struct wsb_config *cfg, const struct wsb_server_opts *opts,
+                            struct wsb_server **out, char *err, size_t errlen)
+{
+    enum wsb_err rc = WSB_ERR_NOMEM;
+    struct wsb_server *s = calloc(1, sizeof(*s));
+    if (!s) {
+        wsb_config_unref(cfg);
+        snprintf(err, errlen, "out of memory");
+        return WSB_ERR_NOMEM;
+    }
+    s->opts = *opts;
+    s->sh.demo_page = opts->demo_page;
+    pthread_mutex_init(&s->sh.rt_lock, NULL);
+    atomic_init(&s->sh.connections, 0);
+    atomic_init(&s->sh.draining, false);
+    if (opts->config_file && !(s->config_file = strdup(opts->config_file)))
+        goto fail;
+
+    s->sh.rt = runtime_new(cfg, err, errlen);
+    if (!s->sh.rt) {
+        wsb_config_unref(cfg);
+        rc = WSB_ERR_INVALID;
+        goto fail;
+    }
+
+    s->sink = (struct wsb_sink){
+        .ctx = &s->sh,
+        .message = sink_message,
+        .source_started = sink_started,
+        .source_failed = sink_failed,
+        .publish_done = sink_publish_done,
+        .state = sink_state,
+    };
+    s->sh.nconnectors = cfg->nconnectors;
+    s->sh.connectors = calloc(cfg->nconnectors ? cfg->nconnectors : 1, sizeof(*s->sh.connectors));
+    if (!s->sh.connectors)
+        goto fail;
+    for (size_t i = 0; i < cfg->nconnectors; i++) {
+        const struct wsb_connector_conf *cc = &cfg->connectors[i];
+        char cerr[256] = "";
+        rc = wsb_connector_new(cc->type, cc->name, cc->conf, &s->sink, &s->sh.connectors[i], cerr,
+                               sizeof(cerr));
+        if (rc != WSB_OK) {
+            snprintf(err, errlen, "connector %s: %s", cc->name, cerr);
+            goto fail;
+        }
+    }
+
+    const struct wsb_limits *l = &cfg->limits;
+    s->sh.iplimit = wsb_iplimit_new(l->handshake_rate_per_s, l->handshake_rate_burst,
+                                    l->max_connections_per_ip);
+    unsigned n = worker_count(cfg);
+    s->sh.sources = wsb_sources_new(s->sh.connectors, s->sh.nconnectors, n);
+    s->sh.workers = calloc(n, sizeof(*s->sh.workers));
+    s->loop_metrics = calloc(n, sizeof(*s->loop_metrics));
+    if (!s->sh.iplimit || !s->sh.sources || !s->sh.workers || !s->loop_metrics) {
+        rc = WSB_ERR_NOMEM;
+        goto fail;
+    }
+
+    struct sockaddr_storage ss;
+    int sslen = sizeof(ss);
+    if (evutil_parse_sockaddr_port(cfg->listen, (struct sockaddr *)&ss, &sslen) < 0) {
+        snprintf(err, errlen, "listen: cannot parse address \"%s\"", cfg->listen);
+        rc = WSB_ERR_INVALID;
+        goto fail;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        rc = worker_new(s, i, (struct sockaddr *)&ss, sslen, &s->sh.workers[i], err, errlen);
+        s->sh.nworkers = i + 1;
+        if (rc != WSB_OK)
+            goto fail;
+        s->loop_metrics[i] = &s->sh.workers[i]->metrics;
+    }
+    *out = s;
+    return WSB_OK;
+fail:
+    wsb_server_free(s);
+    return rc == WSB_OK ? WSB_ERR_INTERNAL : rc;
+}
+
+void wsb_server_free(struct wsb_server *s)
+{
+    if (!s)
+        return;
+    if (s->admin)
+        wsb_admin_stop(s->admin);
+    for (unsigned i = 0; i < s->sh.nworkers; i++)
+        worker_free(s->sh.workers[i]);
+    for (size_t i = 0; i < s->sh.nconnectors; i++)
+        if (s->sh.connectors[i])
+            wsb_connector_free(s->sh.connectors[i]);
+    wsb_sources_free(s->sh.sources);
+    if (s->sh.iplimit)
+        wsb_iplimit_free(s->sh.iplimit);
+    free(s->sh.workers);
+    free(s->sh.connectors);
+    free(s->loop_metrics);
+    wsb_runtime_unref(s->sh.rt);
+    pthread_mutex_destroy(&s->sh.rt_lock);
+    free(s->config_file);
+    free(s);
+}
+
+/* ---- running ---------------------------------------------------------------------- */
+
+static void log_config_error(void *ctx, const char *file, const char *path, const char *msg)
+{
+    (void)ctx;
+    wsb_log(WSB_LOG_ERROR, "invalid configuration", WSB_LSTR("file", file),
+            WSB_LSTR("path", path), WSB_LSTR("error", msg));
+}
+
+static bool same_connectors(const struct wsb_config *a, const struct wsb_config *b)
+{
+    if (a->nconnectors != b->nconnectors)
+        return false;
+    for (size_t i = 0; i < a->nconnectors; i++) {
+        if (strcmp(a->connectors[i].name, b->connectors[i].name) != 0 ||
+            strcmp(a->connectors[i].type, b->connectors[i].type) != 0 ||
+            !json_equal(a->connectors[i].conf, b->connectors[i].conf))
+            return false;
+    }
+    return true;
+}
+
+static void reload(struct wsb_server *s)
+{
+    if (!s->config_file) {
+        wsb_log0(WSB_LOG_WARN, "SIGHUP ignored: no configuration file to reload");
+        return;
+    }
+    struct wsb_config *cfg = wsb_config_load(s->config_file, s->opts.demo, log_config_error, NULL);
+    if (!cfg) {
+        wsb_log(WSB_LOG_ERROR, "reload failed; keeping the running configuration",
+                WSB_LSTR("file", s->config_file));
+        return;
+    }
+    struct wsb_runtime *old = wsb_shared_runtime(&s->sh);
+    bool same = same_connectors(old->cfg, cfg) && strcmp(old->cfg->listen, cfg->listen) == 0;
+    wsb_runtime_unref(old);
+    if (!same) {
+        wsb_config_unref(cfg);
+        wsb_log0(WSB_LOG_ERROR, "reload failed: connectors or listen address changed; a restart "
+                                "is needed for those; keeping the running configuration");
+        return;
+    }
+    char err[256] = "";
+    struct wsb_runtime *rt = runtime_new(cfg, err, sizeof(err));
+    if (!rt) {
+        wsb_config_unref(cfg);
+        wsb_log(WSB_LOG_ERROR, "reload failed; keeping the running configuration",
+                WSB_LSTR("error", err));
+        return;
+    }
+    pthread_mutex_lock(&s->sh.rt_lock);
+    struct wsb_runtime *prev = s->sh.rt;
+    s->sh.rt = rt;
+    pthread_mutex_unlock(&s->sh.rt_lock);
+    wsb_runtime_unref(prev);
+    const struct wsb_limits *l = &cfg->limits;
+    wsb_iplimit_reconfigure(s->sh.iplimit, l->handshake_rate_per_s, l->handshake_rate_burst,
+                            l->max_connections_per_ip);
+    if (cfg->log_level)
+        wsb_log_init((enum wsb_log_level)wsb_log_level_parse(cfg->log_level), cfg->log_json);
+    for (unsigned i = 0; i < s->sh.nworkers; i++) {
+        struct wsb_mail *m = wsb_mail_new(WSB_MAIL_RELOAD, 0, NULL, NULL, NULL, true);
+        if (m)
+            wsb_mailbox_post(s->sh.workers[i]->mailbox, m);
+    }
+    wsb_log(WSB_LOG_INFO, "configuration reloaded", WSB_LSTR("file", s->config_file));
+}
+
+static void post_all(struct wsb_server *s, enum wsb_mail_type type)
+{
+    for (unsigned i = 0; i < s->sh.nworkers; i++) {
+        struct wsb_mail *m = wsb_mail_new(type, 0, NULL, NULL, NULL, true);
+        if (m)
+            wsb_mailbox_post(s->sh.workers[i]->mailbox, m);
+    }
+}
+
+static bool all_drained(struct wsb_server *s)
+{
+    for (unsigned i = 0; i < s->sh.nworkers; i++)
+        if (!atomic_load(&s->sh.workers[i]->drained))
+            return false;
+    return true;
+}
+
+int wsb_server_run(struct wsb_server *s)
+{
+    const struct wsb_config *cfg = s->sh.rt->cfg;
+    char err[256] = "";
+    for (size_t i = 0; i < s->sh.nconnectors; i++) {
+        if (wsb_connector_start(s->sh.connectors[i]) != WSB_OK) {
+            fprintf(stderr, "wsbridge: connector %s failed to start\n", s->sh.connectors[i]->name);
+            return 1;
+        }
+    }
+    if (cfg->admin_listen) {
+        struct wsb_admin_hooks hooks = {
+            .ctx = s,
+            .healthy = hook_healthy,
+            .ready = hook_ready,
+            .metrics = hook_metrics,
+        };
+        if (wsb_admin_start(cfg->admin_listen, &hooks, &s->admin, err, sizeof(err)) != WSB_OK) {
+            fprintf(stderr, "wsbridge: %s\n", err);
+            return 1;
+        }
+    }
+    unsigned started = 0;
+    for (unsigned i = 0; i < s->sh.nworkers; i++) {
+        if (pthread_create(&s->sh.workers[i]->thread, NULL, worker_main, s->sh.workers[i]) != 0)
+            break;
+        started++;
+    }
+    if (started < s->sh.nworkers) {
+        fprintf(stderr, "wsbridge: cannot start worker threads\n");
+        post_all(s, WSB_MAIL_STOP);
+        for (unsigned i = 0; i < started; i++)
+            pthread_join(s->sh.workers[i]->thread, NULL);
+        return 1;
+    }
+    wsb_log(WSB_LOG_INFO, "listening", WSB_LSTR("listen", cfg->listen),
+            WSB_LSTR("path", cfg->path), WSB_LSTR("admin", cfg->admin_listen),
+            WSB_LUINT("workers", s->sh.nworkers));
+
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&set, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            reload(s);
+            continue;
+        }
+        break;
+    }
+
+    /* Drain: stop accepting, /readyz 503, close 1001 to everyone, wait. */
+    struct wsb_runtime *rt = wsb_shared_runtime(&s->sh);
+    uint32_t drain_ms = rt->cfg->drain_timeout_ms;
+    wsb_runtime_unref(rt);
+    wsb_log(WSB_LOG_INFO, "draining", WSB_LINT("timeout_ms", drain_ms));
+    atomic_store(&s->sh.draining, true);
+    post_all(s, WSB_MAIL_DRAIN);
+    int64_t deadline = wsb_now_ms() + drain_ms;
+    struct timespec pause = {0, 20 * 1000 * 1000};
+    while (!all_drained(s) && wsb_now_ms() < deadline) {
+        struct timespec zero = {0, 0};
+        sigset_t again;
+        sigemptyset(&again);
+        sigaddset(&again, SIGTERM);
+        sigaddset(&again, SIGINT);
+        if (sigtimedwait(&again, NULL, &zero) > 0)
+            break; /* a second signal: stop now */
+        nanosleep(&pause, NULL);
+    }
+    post_all(s, WSB_MAIL_STOP);
+    for (unsigned i = 0; i < s->sh.nworkers; i++)
+        pthread_join(s->sh.workers[i]->thread, NULL);
+    /* Sessions left behind are freed now (releasing their sources), then connectors flush. */
+    for (unsigned i = 0; i < s->sh.nworkers; i++) {
+        struct wsb_worker *w = s->sh.workers[i];
+        while (w->sessions) {
+            wsb_session_force_close(w->sessions);
+            wsb_session_reap(w);
+        }
+    }
+    int64_t left = deadline - wsb_now_ms();
+    for (size_t i = 0; i < s->sh.nconnectors; i++)
+        wsb_connector_stop(s->sh.connectors[i], left > 1000 ? (uint32_t)left : 1000);
+    wsb_log0(WSB_LOG_INFO, "stopped");
+    return 0;
+}

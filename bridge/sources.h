@@ -1,0 +1,44 @@
+/* The source registry: which broker sources are being read, shared by every loop. One
+ * upstream read per shared source however many clients (on however many loops) subscribe;
+ * the last release stops it. Guarded by one mutex: touched on subscribe/unsubscribe, never
+ * per message. A source id carries the set of loops its events go to in its low bits, so the
+ * sink routes a message without a lookup. */
+#ifndef WSB_BRIDGE_SOURCES_H
+#define WSB_BRIDGE_SOURCES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "connectors/connector.h"
+
+#define WSB_MAX_LOOPS 16
+#define WSB_SOURCE_LOOP_MASK ((uint64_t)0xffff)
+
+struct wsb_sources;
+
+struct wsb_sources *wsb_sources_new(struct wsb_connector *const *connectors, size_t n,
+                                    unsigned nloops);
+void wsb_sources_free(struct wsb_sources *s);
+
+/** Finds or starts the source `src` on connector `connector` and takes one reference.
+ * A shared source (from latest, broadcast) is keyed by its broker fields; any other is
+ * private to the calling loop. Calls the connector's subscribe (non-blocking) when it starts
+ * a source. Returns WSB_OK and *id. @locality loop */
+enum wsb_err wsb_sources_acquire(struct wsb_sources *s, size_t connector,
+                                 const struct wsb_source *src, unsigned loop, uint64_t *id);
+
+/** Drops one reference. Returns true when that stopped the source (the caller tells the
+ * loops in the id's mask). Unknown ids (already failed) are ignored. @locality loop */
+bool wsb_sources_release(struct wsb_sources *s, uint64_t id);
+
+/** Forgets a failed source so the next acquire starts a fresh one. @locality any */
+void wsb_sources_forget(struct wsb_sources *s, uint64_t id);
+
+/** Connector index of a source, or -1 when unknown. */
+long wsb_sources_connector(struct wsb_sources *s, uint64_t id);
+
+/** Number of sources being read. */
+size_t wsb_sources_count(struct wsb_sources *s);
+
+#endif

@@ -1,0 +1,93 @@
+/* An event-loop thread ("worker") and the process-wide state its sessions share. Internal to
+ * bridge/: server.c creates workers, session.c runs on them. Each worker owns its sessions,
+ * its hub, its mailbox and its metrics; a session never moves between workers. */
+#ifndef WSB_BRIDGE_WORKER_H
+#define WSB_BRIDGE_WORKER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bridge/metrics.h"
+#include "util/map.h"
+
+struct event;
+struct event_base;
+struct evconnlistener;
+struct wsb_auth;
+struct wsb_config;
+struct wsb_connector;
+struct wsb_deflater;
+struct wsb_hub;
+struct wsb_iplimit;
+struct wsb_mailbox;
+struct wsb_session;
+struct wsb_sources;
+struct wsb_worker;
+
+/** An immutable configuration snapshot with the key material built from it. Sessions and
+ * workers hold references; a reload swaps in a new one. */
+struct wsb_runtime {
+    atomic_int refs;
+    struct wsb_config *cfg;
+    struct wsb_auth *auth; /* NULL when auth is disabled */
+};
+
+struct wsb_runtime *wsb_runtime_ref(struct wsb_runtime *rt);
+void wsb_runtime_unref(struct wsb_runtime *rt);
+
+/** What every worker shares. Owned by the server. */
+struct wsb_shared {
+    struct wsb_sources *sources;
+    struct wsb_connector **connectors; /* same order as cfg->connectors */
+    size_t nconnectors;
+    struct wsb_iplimit *iplimit;
+    atomic_int_fast64_t connections; /* open WebSocket sessions, all workers */
+    atomic_bool draining;
+    struct wsb_worker **workers;
+    unsigned nworkers;
+    pthread_mutex_t rt_lock;
+    struct wsb_runtime *rt; /* current snapshot (under rt_lock) */
+    const char *demo_page;  /* served at / in --demo, else NULL */
+    const char *demo_token; /* printed hint, NULL unless --demo */
+};
+
+/** Takes a reference to the current runtime. @locality any */
+struct wsb_runtime *wsb_shared_runtime(struct wsb_shared *sh);
+
+struct wsb_worker {
+    unsigned idx;
+    struct wsb_shared *shared;
+    struct event_base *base;
+    pthread_t thread;
+    struct evconnlistener *listener;
+    struct wsb_mailbox *mailbox;
+    struct wsb_hub *hub;
+    struct wsb_deflater *deflater;
+    struct wsb_loop_metrics metrics;
+    struct wsb_runtime *rt; /* the loop's current snapshot */
+    struct wsb_session *sessions; /* intrusive list */
+    size_t nsessions;
+    struct wsb_session *reap; /* sessions to free at a safe point */
+    struct event *reap_ev;
+    struct event *tick_ev;
+    atomic_int_fast64_t last_tick_ms;
+    atomic_bool drained; /* draining and no session left */
+    bool draining;
+    struct wsb_map pubs; /* publish cookie -> struct pending_pub (session.c) */
+    uint64_t next_cookie;
+    uint64_t next_session;
+};
+
+/** Posts a mail of `type` for source `id` to every worker in the id's loop mask. */
+void wsb_worker_broadcast_source(struct wsb_shared *sh, int type, uint64_t id);
+
+/** Monotonic milliseconds / microseconds and wall-clock seconds. */
+int64_t wsb_now_ms(void);
+int64_t wsb_now_us(void);
+int64_t wsb_wall_s(void);
+int64_t wsb_wall_ms(void);
+
+#endif
