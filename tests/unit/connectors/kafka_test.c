@@ -13,6 +13,7 @@
 #include <librdkafka/rdkafka_mock.h>
 
 #include "connectors/kafka.h"
+#include "connectors/kafka_demo.h"
 #include "util/log.h"
 
 #define MAX_EVENTS 512
@@ -341,6 +342,30 @@ static void test_outage(void **state)
     assert_true(wsb_connector_ready(conn, reason, sizeof(reason)));
 }
 
+static void test_demo(void **state)
+{
+    (void)state;
+    char bs[256], err[256];
+    assert_int_equal(wsb_kafka_demo_start(bs, sizeof(bs), err, sizeof(err)), 0);
+    assert_int_equal(wsb_kafka_demo_start(bs, sizeof(bs), err, sizeof(err)), -1);
+    json_t *conf = json_pack("{s:s, s:s}", "type", "kafka", "brokers", bs);
+    assert_int_equal(wsb_connector_new("kafka", "demo", conf, &sink, &conn, err, sizeof(err)),
+                     WSB_OK);
+    json_decref(conf);
+    assert_int_equal(wsb_connector_start(conn), WSB_OK);
+    struct wsb_source s = {.topic = "demo.ticks", .from = WSB_FROM_EARLIEST};
+    assert_int_equal(wsb_connector_subscribe(conn, 9, &s), WSB_OK);
+    assert_int_equal(wait_for(EV_STARTED, 9, 1, 10000, true), 1);
+    assert_int_equal(wait_for(EV_MESSAGE, 9, 2, 10000, true), 2);
+    struct wsb_msg *m = nth(EV_MESSAGE, 9, 0)->msg;
+    assert_true(m->payload_len > 10);
+    assert_memory_equal(m->payload, "{\"seq\":1,", 9);
+    wsb_connector_stop(conn, 1000);
+    wsb_connector_free(conn);
+    wsb_kafka_demo_stop();
+    wsb_kafka_demo_stop();
+}
+
 struct problems {
     int n;
     char last[256];
@@ -396,6 +421,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_latest_then_live, setup, teardown),
         cmocka_unit_test_setup_teardown(test_publish, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outage, setup, teardown),
+        cmocka_unit_test(test_demo),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     for (size_t i = 0; i < rec.n; i++)
