@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -621,6 +622,55 @@ static void test_new_errors(void **state)
     assert_null(a);
 }
 
+struct thread_arg {
+    struct wsb_auth *a;
+    char *tokens[3];
+    int failures;
+};
+
+static void *verify_loop(void *p)
+{
+    struct thread_arg *t = p;
+    for (int i = 0; i < 50; i++)
+        for (int j = 0; j < 3; j++) {
+            struct wsb_identity *id = NULL;
+            const char *code;
+            if (wsb_auth_verify(t->a, t->tokens[j], strlen(t->tokens[j]), NOW, &id, &code) !=
+                WSB_OK)
+                t->failures++;
+            wsb_identity_unref(id);
+        }
+    return NULL;
+}
+
+/* Two loop threads verify at once with shared, immutable key material. */
+static void test_threads(void **state)
+{
+    struct conf_keys k = {.keys = {{.secret = SECRET}, {.file = rsa1_file}, {.file = ec256_file}},
+                          .n = 3};
+    struct wsb_auth_conf c = base_conf(&k);
+    struct wsb_auth *a = new_auth(&c);
+    struct thread_arg args[4];
+    pthread_t th[4];
+    char *tokens[3] = {mint(JWT_ALG_HS256, SECRET, NULL, GOOD),
+                       mint(JWT_ALG_RS256, rsa1_priv, NULL, GOOD),
+                       mint(JWT_ALG_ES256, ec256_priv, NULL, GOOD)};
+    (void)state;
+    for (int i = 0; i < 4; i++) {
+        args[i] =
+            (struct thread_arg){.a = wsb_auth_ref(a), .tokens = {tokens[0], tokens[1], tokens[2]}};
+        assert_int_equal(pthread_create(&th[i], NULL, verify_loop, &args[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(args[i].failures, 0);
+        wsb_auth_unref(args[i].a);
+    }
+    for (int i = 0; i < 3; i++)
+        free(tokens[i]);
+    wsb_auth_unref(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -629,6 +679,7 @@ int main(void)
         cmocka_unit_test(test_reject_malformed), cmocka_unit_test(test_reject_alg),
         cmocka_unit_test(test_es_curves),        cmocka_unit_test(test_claims),
         cmocka_unit_test(test_jwks_rotation),    cmocka_unit_test(test_new_errors),
+        cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
