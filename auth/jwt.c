@@ -568,6 +568,8 @@ static bool hmac_ok(const struct key *k, jwt_alg_t alg, const char *signed_part,
     return maclen == siglen && CRYPTO_memcmp(mac, sig, siglen) == 0;
 }
 
+#define DATE_MAX ((int64_t)1 << 53)
+
 /* A NumericDate claim (RFC 7519 §2). Returns 0 absent, 1 present (in *v), -1 not a number. */
 static int numeric_date(const json_t *claims, const char *name, int64_t *v)
 {
@@ -576,16 +578,18 @@ static int numeric_date(const json_t *claims, const char *name, int64_t *v)
 
     if (!j)
         return 0;
+    /* Clamped to +-2^53 so adding the leeway can never overflow. */
     if (json_is_integer(j)) {
-        *v = (int64_t)json_integer_value(j);
+        json_int_t i = json_integer_value(j);
+        *v = i > DATE_MAX ? DATE_MAX : i < -DATE_MAX ? -DATE_MAX : (int64_t)i;
         return 1;
     }
     if (!json_is_real(j))
         return -1;
     d = floor(json_real_value(j));
-    if (!(d > -9.0e15 && d < 9.0e15))
+    if (d != d)
         return -1;
-    *v = (int64_t)d;
+    *v = d > (double)DATE_MAX ? DATE_MAX : d < -(double)DATE_MAX ? -DATE_MAX : (int64_t)d;
     return 1;
 }
 
@@ -681,6 +685,9 @@ enum wsb_err wsb_auth_verify(const struct wsb_auth *a, const char *token, size_t
         goto out;
     alg_name = json_string_value(json_object_get(header, "alg"));
     if (!alg_name)
+        goto out;
+    /* RFC 7515 §4.1.11: we understand no critical extension. */
+    if (json_object_get(header, "crit"))
         goto out;
     if (json_object_get(header, "kid")) {
         kid = json_string_value(json_object_get(header, "kid"));

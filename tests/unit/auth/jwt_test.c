@@ -378,6 +378,10 @@ static void test_reject_malformed(void **state)
     t = unsigned_token("{\"alg\":\"HS256\",\"alg\":\"none\"}", GOOD, "c2ln");
     assert_string_equal(verify(a, t), "token_malformed");
     free(t);
+    /* RFC 7515 §4.1.11 crit */
+    t = unsigned_token("{\"alg\":\"HS256\",\"crit\":[\"x\"],\"x\":1}", GOOD, "c2ln");
+    assert_string_equal(verify(a, t), "token_malformed");
+    free(t);
     /* too long */
     char *huge = malloc(WSB_TOKEN_MAX + 2);
     memset(huge, 'a', WSB_TOKEN_MAX + 1);
@@ -467,6 +471,9 @@ static void test_claims(void **state)
         {"{\"sub\":\"u\",\"exp\":1700000600,\"iat\":1700000100}", "token_not_yet_valid"},
         {"{\"sub\":\"u\",\"exp\":\"soon\"}", "token_invalid"},
         {"{\"sub\":\"u\",\"exp\":1700000600.5}", NULL},
+        {"{\"sub\":\"u\",\"exp\":9223372036854775807}", NULL},
+        {"{\"sub\":\"u\",\"exp\":-9223372036854775807}", "token_expired"},
+        {"{\"sub\":\"u\",\"exp\":1e300}", NULL},
         {"{\"sub\":\"u\"}", "token_exp_required"},
         {"{\"sub\":\"u\",\"exp\":1700000600,\"iss\":\"https://evil/\",\"aud\":\"wsb\"}",
          "token_issuer"},
