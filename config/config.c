@@ -84,7 +84,7 @@ static void type_error(struct load *L, const char *path, const char *want, const
     report(L, path, "expected %s, got %s", want, json_kind(v));
 }
 
-#define AT(base, off, T) ((T *)((char *)(base) + (off)))
+#define AT(base, off, T) ((T *)((const char *)(base) + (off)))
 
 /* ---- ${VAR} expansion over the whole document --------------------------------------- */
 
@@ -977,6 +977,53 @@ int wsb_config_check_file(const char *file, FILE *out)
     fputs("ok\n", out);
     wsb_config_unref(c);
     return 0;
+}
+
+static bool same_str(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+int wsb_config_restart_needed(const struct wsb_config *old, const struct wsb_config *next,
+                              wsb_config_err_cb err, void *ctx)
+{
+    static const char msg[] = "changed; takes effect after a restart";
+    int n = 0;
+    for (size_t i = 0; i < wsb_cfg_nfields; i++) {
+        const struct cfg_field *f = &wsb_cfg_fields[i];
+        if ((f->flags & CF_RELOAD) || strchr(f->path, '['))
+            continue;
+        const void *a = old, *b = next;
+        bool same;
+        switch (f->type) {
+        case CT_STR:
+            same = same_str(*AT(a, f->off, const char *const), *AT(b, f->off, const char *const));
+            break;
+        case CT_BOOL: same = *AT(a, f->off, const bool) == *AT(b, f->off, const bool); break;
+        case CT_U32: same = *AT(a, f->off, const uint32_t) == *AT(b, f->off, const uint32_t); break;
+        case CT_U64: same = *AT(a, f->off, const uint64_t) == *AT(b, f->off, const uint64_t); break;
+        case CT_INT:
+        case CT_ENUM: same = *AT(a, f->off, const int) == *AT(b, f->off, const int); break;
+        case CT_DBL: same = *AT(a, f->off, const double) == *AT(b, f->off, const double); break;
+        default: continue;
+        }
+        if (!same) {
+            n++;
+            if (err)
+                err(ctx, next->file, f->path, msg);
+        }
+    }
+    bool same = old->nconnectors == next->nconnectors;
+    for (size_t i = 0; same && i < old->nconnectors; i++)
+        same = strcmp(old->connectors[i].name, next->connectors[i].name) == 0 &&
+               strcmp(old->connectors[i].type, next->connectors[i].type) == 0 &&
+               json_equal(old->connectors[i].conf, next->connectors[i].conf);
+    if (!same) {
+        n++;
+        if (err)
+            err(ctx, next->file, "connectors", msg);
+    }
+    return n;
 }
 
 int wsb_config_route(const struct wsb_config *c, const char *channel, size_t len,

@@ -79,7 +79,7 @@ struct wsb_limits {
     uint64_t max_message_bytes;
     uint32_t max_subscriptions;
     uint32_t max_inflight_publishes;
-    double inbound_rate_per_s, inbound_rate_burst; /* messages */
+    double inbound_rate_per_s, inbound_rate_burst;   /* messages */
     double inbound_bytes_per_s, inbound_bytes_burst; /* bytes; 0 = unlimited */
     uint64_t send_soft_bytes;
     uint32_t send_soft_seconds;
@@ -92,7 +92,7 @@ enum wsb_delivery { WSB_DELIVERY_BROADCAST, WSB_DELIVERY_ACK };
 /** One connector instance ("connectors": {"NAME": {...}}). */
 struct wsb_connector_conf {
     char *name;
-    char *type; /* "kafka", "amqp", "memory" */
+    char *type;   /* "kafka", "amqp", "memory" */
     json_t *conf; /* the whole object, validated by the connector's check_config; owned */
 };
 
@@ -110,16 +110,16 @@ struct wsb_channel_rule {
     char *dead_letter_topic;
     enum wsb_delivery delivery;
     uint32_t max_unacked;
-    int policy; /* enum wsb_sb_policy, or -1 to use limits.send_buffer.policy */
+    int policy;         /* enum wsb_sb_policy, or -1 to use limits.send_buffer.policy */
     bool allow_publish; /* "publish": true/false (default true) */
 };
 
 struct wsb_config {
     int refs;
-    char *file; /* source path, or "<demo>" */
-    char *listen;       /* "host:port" */
-    char *path;         /* upgrade path, default "/ws" */
-    char *admin_listen; /* "host:port" or NULL (admin disabled) */
+    char *file;                               /* source path, or "<demo>" */
+    char *listen;                             /* "host:port" */
+    char *path;                               /* upgrade path, default "/ws" */
+    char *admin_listen;                       /* "host:port" or NULL (admin disabled) */
     char *tls_cert, *tls_key, *tls_client_ca; /* NULL when no TLS */
     bool permessage_deflate;
     uint32_t drain_timeout_ms;
@@ -134,9 +134,9 @@ struct wsb_config {
     struct wsb_channel_rule *channels;
     size_t nchannels;
     struct wsb_limits limits;
-    char *log_level;  /* "debug" | "info" | "warn" | "error" */
-    bool log_json;    /* "format": "json" (default) or "text" */
-    bool demo;        /* started with --demo */
+    char *log_level; /* "debug" | "info" | "warn" | "error" */
+    bool log_json;   /* "format": "json" (default) or "text" */
+    bool demo;       /* started with --demo */
 };
 
 /** Called once per problem: `path` is the JSON path ("channels[2].connector"),
@@ -154,12 +154,19 @@ typedef void (*wsb_config_err_cb)(void *ctx, const char *file, const char *path,
 struct wsb_config *wsb_config_load(const char *file, bool demo, wsb_config_err_cb err, void *ctx);
 
 /** Same, from a JSON text already in memory (tests, fuzzing). `name` labels errors. */
-struct wsb_config *wsb_config_load_text(const char *name, const char *text, size_t len,
-                                        bool demo, wsb_config_err_cb err, void *ctx);
+struct wsb_config *wsb_config_load_text(const char *name, const char *text, size_t len, bool demo,
+                                        wsb_config_err_cb err, void *ctx);
 
 /** `--check-config`: loads `file` and prints `ok`, or one `FILE: PATH: problem` line per
  * problem, to `out`. Returns 0 when valid, 1 otherwise. @locality main thread */
 int wsb_config_check_file(const char *file, FILE *out);
+
+/** For SIGHUP: reports through `err` (path, "changed; takes effect after a restart") each
+ * setting that differs between `old` and `next` but is not reloadable (listen, path, admin,
+ * workers, permessage_deflate, and any change to `connectors`). Returns how many; the core
+ * may still swap in `next` and keep running with the old listeners/connectors. */
+int wsb_config_restart_needed(const struct wsb_config *old, const struct wsb_config *next,
+                              wsb_config_err_cb err, void *ctx);
 
 struct wsb_config *wsb_config_ref(struct wsb_config *c);
 void wsb_config_unref(struct wsb_config *c);
@@ -172,7 +179,7 @@ char *wsb_config_expand(const char *in, char *err, size_t errlen);
 /** The result of routing a channel name. */
 struct wsb_route {
     const struct wsb_channel_rule *rule; /* borrowed from the config */
-    char topic[256];       /* expanded, "" when the rule has none */
+    char topic[256];                     /* expanded, "" when the rule has none */
     char exchange[256];
     char binding_key[256];
     char routing_key[256];

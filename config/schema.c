@@ -34,12 +34,13 @@ const struct cfg_field wsb_cfg_fields[] = {
      .doc = "Admin HTTP server (health, readiness, metrics); `null` disables it."},
     {"admin.listen", CT_STR, C(admin_listen), .def = "\"0.0.0.0:9090\"", .flags = CF_LISTEN,
      .doc = "Address of the admin listener."},
-    {"tls", CT_OBJ, 0, .flags = CF_NULLABLE,
+    {"tls", CT_OBJ, 0, .flags = CF_NULLABLE | CF_RELOAD,
      .doc = "TLS for the WebSocket listener; absent or `null` means plain TCP. `cert` and "
             "`key` are required together."},
-    {"tls.cert", CT_STR, C(tls_cert), .flags = CF_NULLABLE, .doc = "PEM certificate chain."},
-    {"tls.key", CT_STR, C(tls_key), .flags = CF_NULLABLE, .doc = "PEM private key."},
-    {"tls.client_ca", CT_STR, C(tls_client_ca), .flags = CF_NULLABLE,
+    {"tls.cert", CT_STR, C(tls_cert), .flags = CF_NULLABLE | CF_RELOAD,
+     .doc = "PEM certificate chain."},
+    {"tls.key", CT_STR, C(tls_key), .flags = CF_NULLABLE | CF_RELOAD, .doc = "PEM private key."},
+    {"tls.client_ca", CT_STR, C(tls_client_ca), .flags = CF_NULLABLE | CF_RELOAD,
      .doc = "PEM CA bundle; when set, clients must present a certificate (mTLS)."},
     {"permessage_deflate", CT_BOOL, C(permessage_deflate), .def = "true",
      .doc = "Offer permessage-deflate (RFC 7692)."},
@@ -95,7 +96,8 @@ const struct cfg_field wsb_cfg_fields[] = {
      .doc = "Channel patterns; may use `{sub}` and `{claim.NAME}`."},
 
     {"connectors", CT_CUSTOM, 0, .custom = CC_CONNECTORS,
-     .doc = "Broker connections: `NAME: {\"type\": \"kafka\"|\"amqp\"|\"memory\", ...}`; the "
+     .doc = "Broker connections: `NAME: {\"type\": TYPE, ...}` with TYPE `kafka`, `amqp` or "
+            "`memory`; the "
             "other keys are validated by the connector type."},
 
     {"channels", CT_OBJARR, C(channels), C(nchannels), sizeof(struct wsb_channel_rule),
@@ -174,7 +176,7 @@ const struct cfg_field wsb_cfg_fields[] = {
      .def = "8388608", .flags = CF_RELOAD, .doc = "Hard limit; exceeding it triggers the policy."},
     {"limits.send_buffer.policy", CT_ENUM, L(send_policy), .def = "\"disconnect\"",
      .enums = policy_enum, .flags = CF_RELOAD,
-     .doc = "`disconnect` (close 1008) or `drop_oldest` (drop queued messages, tell the client)."},
+     .doc = "`disconnect` (close 4408) or `drop_oldest` (drop the oldest queued messages)."},
 
     {"log", CT_OBJ, 0, .flags = CF_RELOAD, .doc = "Logging."},
     {"log.level", CT_STR, C(log_level), .def = "\"info\"", .enums = level_enum, .flags = CF_RELOAD,

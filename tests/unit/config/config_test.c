@@ -637,6 +637,31 @@ static void test_route(void **state)
 #undef ROUTE
 }
 
+static void test_restart_needed(void **state)
+{
+    (void)state;
+    struct wsb_config *a = load("{" MEM ", \"limits\": {\"max_connections\": 5}}");
+    struct wsb_config *b = load("{" MEM ", \"limits\": {\"max_connections\": 6},"
+                                " \"log\": {\"level\": \"debug\"}}");
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_int_equal(wsb_config_restart_needed(a, b, NULL, NULL), 0);
+    wsb_config_unref(b);
+
+    b = load("{\"connectors\": {\"m\": {\"type\": \"memory\"}, \"n\": {\"type\": \"memory\"}},"
+             " \"listen\": \"0.0.0.0:1\", \"admin\": null, \"workers\": 2}");
+    assert_non_null(b);
+    errs[0] = '\0';
+    nerrs = 0;
+    assert_int_equal(wsb_config_restart_needed(a, b, collect, NULL), 4);
+    assert_non_null(strstr(errs, "listen: changed"));
+    assert_non_null(strstr(errs, "admin.listen: changed"));
+    assert_non_null(strstr(errs, "workers: changed"));
+    assert_non_null(strstr(errs, "connectors: changed"));
+    wsb_config_unref(a);
+    wsb_config_unref(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -655,6 +680,7 @@ int main(void)
         cmocka_unit_test(test_demo),
         cmocka_unit_test(test_check_file),
         cmocka_unit_test(test_route),
+        cmocka_unit_test(test_restart_needed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
