@@ -507,6 +507,15 @@ enum wsb_err wsb_auth_new(const struct wsb_auth_conf *conf, struct wsb_auth **ou
         snprintf(err, errlen, "auth: no usable verification key (keys or jwks_file)");
         goto fail;
     }
+    if (conf->enabled) {
+        unsigned usable = 0;
+        for (size_t i = 0; i < a->nkeys; i++)
+            usable |= a->keys[i].algs;
+        if (!(usable & a->algorithms)) {
+            snprintf(err, errlen, "auth: no key can verify any of the allowed algorithms");
+            goto fail;
+        }
+    }
     *out = a;
     return WSB_OK;
 fail:

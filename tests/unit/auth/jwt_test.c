@@ -616,6 +616,13 @@ static void test_new_errors(void **state)
     k.keys[0].secret = "";
     assert_int_not_equal(wsb_auth_new(&c, &a, err, sizeof(err)), WSB_OK);
 
+    /* only an RSA key, only HMAC algorithms allowed */
+    k.keys[0].secret = NULL;
+    k.keys[0].file = rsa1_file;
+    c.algorithms = WSB_ALG_HS256;
+    assert_int_not_equal(wsb_auth_new(&c, &a, err, sizeof(err)), WSB_OK);
+    assert_non_null(strstr(err, "algorithms"));
+
     /* no keys at all */
     struct conf_keys none = {.n = 0};
     c = base_conf(&none);
@@ -627,6 +634,12 @@ static void test_new_errors(void **state)
     write_file(garbage, "{\"keys\":[{\"kty\":\"RSA\",\"n\":\"!!\",\"e\":\"AQAB\"}]}");
     assert_int_not_equal(wsb_auth_new(&c, &a, err, sizeof(err)), WSB_OK);
     assert_null(a);
+
+    /* auth disabled: an empty verifier is fine */
+    c = base_conf(&none);
+    c.enabled = false;
+    assert_int_equal(wsb_auth_new(&c, &a, err, sizeof(err)), WSB_OK);
+    wsb_auth_unref(a);
 }
 
 struct thread_arg {
