@@ -26,7 +26,8 @@ int wsb_pmd_negotiate(const char *offer, size_t len, struct wsb_pmd_params *out,
 
 struct wsb_inflater;
 
-/** window_bits 9..15 (the client's window), reset = client_no_context_takeover. */
+/** window_bits 9..15 (the client's window; out of range means 15), reset =
+ * client_no_context_takeover. Returns NULL on allocation failure. About 56 KiB each. */
 struct wsb_inflater *wsb_inflater_new(int window_bits, bool reset_each_message);
 void wsb_inflater_free(struct wsb_inflater *z);
 
@@ -35,15 +36,22 @@ typedef int (*wsb_inflate_out_cb)(void *ctx, const uint8_t *p, size_t len);
 
 /** Inflates a chunk of a compressed message. `last` marks the message's final chunk (the
  * 0x00 0x00 0xff 0xff tail is appended internally, RFC 7692 §7.2.2). `*total` counts inflated
- * bytes of the message so far and must not pass `limit`: the inflater stops as soon as it
- * would (never allocating more than its fixed buffer).
- * Returns 0, 1009 when the limit was hit, 1007 when the data is not valid deflate, or the
- * callback's non-zero value. */
+ * bytes of the message so far (the caller zeroes it per message) and must not pass `limit`:
+ * the inflater stops as soon as it would (never allocating more than its fixed 16 KiB buffer;
+ * the callback sees at most `limit` bytes, in chunks of at most 16 KiB, borrowed for the
+ * call). A message ending with a BFINAL block is accepted; the next message then starts a
+ * fresh stream. Returns 0, 1009 when the limit was hit, 1007 when the data is not valid
+ * deflate, 1011 when zlib ran out of memory, or the callback's non-zero value. After any
+ * non-zero return the inflater is unusable (every later call returns 1007). */
 int wsb_inflater_feed(struct wsb_inflater *z, const uint8_t *in, size_t len, bool last,
                       uint64_t limit, uint64_t *total, wsb_inflate_out_cb cb, void *ctx);
 
 struct wsb_deflater;
 
+/** window_bits 9..15 (out of range means 15): the negotiated server_max_window_bits. A message
+ * compressed with window N may only be sent to clients whose server_max_window_bits >= N, so
+ * a frame shared by many clients needs the smallest window among them (or one deflater per
+ * window size). Returns NULL on allocation failure. */
 struct wsb_deflater *wsb_deflater_new(int window_bits);
 void wsb_deflater_free(struct wsb_deflater *z);
 

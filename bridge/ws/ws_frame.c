@@ -74,9 +74,21 @@ static const char *check_byte1(const struct wsb_frame_parser *p, uint8_t b)
 
 static void unmask(struct wsb_frame_parser *p, uint8_t *buf, size_t n)
 {
-    size_t off = (size_t)(p->mask_off & 3);
+    size_t off = (size_t)(p->mask_off & 3), i = 0;
+    uint8_t m8[8];
+    uint64_t m;
 
-    for (size_t i = 0; i < n; i++)
+    /* eight bytes at a time: the 4-byte mask repeats twice in a word */
+    for (int k = 0; k < 8; k++)
+        m8[k] = p->mask[(off + (size_t)k) & 3];
+    memcpy(&m, m8, 8);
+    for (; n - i >= 8; i += 8) {
+        uint64_t w;
+        memcpy(&w, buf + i, 8);
+        w ^= m;
+        memcpy(buf + i, &w, 8);
+    }
+    for (; i < n; i++)
         buf[i] ^= p->mask[(off + i) & 3];
     p->mask_off += n;
 }

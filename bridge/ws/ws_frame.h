@@ -31,8 +31,8 @@ struct wsb_frame_ev {
     bool message_end;       /* DATA: last chunk of the message (FIN frame fully read) */
     const uint8_t *payload; /* DATA/CONTROL: unmasked bytes (CONTROL: parser's buffer) */
     size_t len;
-    uint16_t close_code;    /* ERROR: 1002 or 1009 */
-    const char *reason;     /* ERROR: short static text */
+    uint16_t close_code; /* ERROR: 1002 or 1009 */
+    const char *reason;  /* ERROR: short static text */
 };
 
 struct wsb_frame_parser {
@@ -57,8 +57,7 @@ struct wsb_frame_parser {
 };
 
 /** Initialises a parser with the given limits. */
-void wsb_frame_parser_init(struct wsb_frame_parser *p, uint64_t max_message_bytes,
-                           bool allow_rsv1);
+void wsb_frame_parser_init(struct wsb_frame_parser *p, uint64_t max_message_bytes, bool allow_rsv1);
 
 /** Consumes bytes from `buf` (which it may unmask in place) and reports at most one event.
  * Returns the number of bytes consumed; call again with the rest until it returns 0 with
@@ -66,7 +65,11 @@ void wsb_frame_parser_init(struct wsb_frame_parser *p, uint64_t max_message_byte
  * Checks: mask bit set; RSV2/RSV3 never, RSV1 only on a first frame when allowed; known
  * opcodes; control frames FIN and <= 125 bytes; no continuation without a start; no new
  * data frame inside a fragmented message; 64-bit lengths with the top bit clear;
- * message size <= max_message_bytes (1009). */
+ * message size <= max_message_bytes (1009), checked from the length header before any
+ * payload arrives. Non-minimal length encodings are accepted. Any split of the input gives
+ * the same events. A zero-length data frame still yields one DATA event (len 0), so an empty
+ * message is seen with message_start && message_end. DATA payload points into `buf`;
+ * CONTROL payload into the parser (valid until the next call). */
 size_t wsb_frame_parse(struct wsb_frame_parser *p, uint8_t *buf, size_t len,
                        struct wsb_frame_ev *ev);
 
