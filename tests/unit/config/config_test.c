@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "config/config.h"
+#include "connectors/connector.h"
 
 /* Problems reported by the last load, one "PATH: msg" per line. */
 static char errs[16384];
@@ -135,8 +136,8 @@ static const char full[] =
     "   {\"when\": {\"claim\": \"tier\", \"equals\": \"gold\"}, \"subscribe\": [\"gold.*\"]}],"
     " " MEM ","
     " \"channels\": [{\"match\": \"orders\", \"connector\": \"m\", \"topic\": \"orders.v1\"},"
-    "   {\"match\": \"alerts.**\", \"connector\": \"m\", \"exchange\": \"alerts\","
-    "    \"binding_key\": \"{1}\", \"policy\": \"drop_oldest\", \"publish\": false},"
+    "   {\"match\": \"alerts.**\", \"connector\": \"m\", \"topic\": \"alerts-{1}\","
+    "    \"policy\": \"drop_oldest\", \"publish\": false},"
     "   {\"match\": \"work.*\", \"connector\": \"m\", \"topic\": \"work-{1}\", \"delivery\": "
     "\"ack\","
     "    \"group\": \"g-{1}\", \"max_unacked\": 10, \"dead_letter_topic\": \"work-{1}.dlq\"}],"
@@ -208,7 +209,7 @@ static void test_full(void **state)
     assert_null(c->channels[0].exchange);
     assert_int_equal(c->channels[1].policy, WSB_POLICY_DROP_OLDEST);
     assert_false(c->channels[1].allow_publish);
-    assert_string_equal(c->channels[1].routing_key, "{1}"); /* defaults to binding_key */
+    assert_null(c->channels[1].routing_key);
     assert_int_equal(c->channels[2].delivery, WSB_DELIVERY_ACK);
     assert_int_equal(c->channels[2].max_unacked, 10);
 
@@ -435,7 +436,7 @@ static void test_connectors_and_channels(void **state)
                " \"publish\": \"yes\"}]}",
                "channels[0].publish: expected a boolean");
     expect_ok("{" MEM ", \"channels\": [{\"match\": \"a.*.**\", \"connector\": \"m\","
-              " \"topic\": \"{1}-{2}\", \"queue\": \"q{2}\"}]}");
+              " \"topic\": \"{1}-{2}\", \"dead_letter_topic\": \"d{2}\"}]}");
 }
 
 static void test_env(void **state)
@@ -576,10 +577,9 @@ static void test_route(void **state)
              " {\"match\": \"orders\", \"connector\": \"m\", \"topic\": \"orders.v1\"},"
              " {\"match\": \"prices.eur\", \"connector\": \"m\", \"topic\": \"special\"},"
              " {\"match\": \"prices.*\", \"connector\": \"m\", \"topic\": \"prices-{1}\"},"
-             " {\"match\": \"alerts.**\", \"connector\": \"m\", \"exchange\": \"alerts\","
-             "  \"binding_key\": \"{1}\", \"queue\": \"q.{1}\"},"
+             " {\"match\": \"alerts.**\", \"connector\": \"m\", \"topic\": \"alerts.{1}\"},"
              " {\"match\": \"work.*.*\", \"connector\": \"m\", \"topic\": \"work-{2}-{1}\","
-             "  \"group\": \"g-{1}\", \"dead_letter_topic\": \"{1}.dlq\", \"routing_key\": \"rk\"},"
+             "  \"group\": \"g-{1}\", \"dead_letter_topic\": \"{1}.dlq\"},"
              " {\"match\": \"**\", \"connector\": \"m\", \"topic\": \"catchall\"}]}");
     assert_non_null(c);
     struct wsb_route r;
@@ -595,16 +595,13 @@ static void test_route(void **state)
     assert_ptr_equal(r.rule, &c->channels[2]);
     assert_string_equal(r.topic, "prices-usd");
     assert_int_equal(ROUTE("alerts.eu.disk.full"), 0);
-    assert_string_equal(r.exchange, "alerts");
-    assert_string_equal(r.binding_key, "eu.disk.full");
-    assert_string_equal(r.routing_key, "eu.disk.full");
-    assert_string_equal(r.queue, "q.eu.disk.full");
-    assert_string_equal(r.topic, "");
+    assert_string_equal(r.topic, "alerts.eu.disk.full");
+    assert_string_equal(r.exchange, "");
+    assert_string_equal(r.queue, "");
     assert_int_equal(ROUTE("work.a.b"), 0);
     assert_string_equal(r.topic, "work-b-a");
     assert_string_equal(r.group, "g-a");
     assert_string_equal(r.dead_letter_topic, "a.dlq");
-    assert_string_equal(r.routing_key, "rk");
     assert_int_equal(ROUTE("prices.a.b"), 0);
     assert_ptr_equal(r.rule, &c->channels[5]);
     assert_int_equal(ROUTE("orders.x"), 0);
@@ -635,6 +632,33 @@ static void test_route(void **state)
     assert_int_equal(wsb_config_route(c, name, strlen(name), &r), -1);
     wsb_config_unref(c);
 #undef ROUTE
+}
+
+/* AMQP broker fields; runs once the amqp connector is in the registry. */
+static void test_route_amqp(void **state)
+{
+    (void)state;
+    if (!wsb_connector_find("amqp"))
+        skip();
+    struct wsb_config *c =
+        load("{\"connectors\": {\"r\": {\"type\": \"amqp\","
+             "   \"url\": \"amqp://guest:guest@localhost:5672/%2f\"}},"
+             " \"channels\": ["
+             " {\"match\": \"alerts.**\", \"connector\": \"r\", \"exchange\": \"alerts\","
+             "  \"binding_key\": \"{1}\"},"
+             " {\"match\": \"jobs.*\", \"connector\": \"r\", \"queue\": \"jobs-{1}\","
+             "  \"delivery\": \"ack\"}]}");
+    assert_non_null(c);
+    assert_string_equal(c->channels[0].routing_key, "{1}"); /* defaults to binding_key */
+    struct wsb_route r;
+    assert_int_equal(wsb_config_route(c, "alerts.eu.disk", 14, &r), 0);
+    assert_string_equal(r.exchange, "alerts");
+    assert_string_equal(r.binding_key, "eu.disk");
+    assert_string_equal(r.routing_key, "eu.disk");
+    assert_string_equal(r.topic, "");
+    assert_int_equal(wsb_config_route(c, "jobs.x", 6, &r), 0);
+    assert_string_equal(r.queue, "jobs-x");
+    wsb_config_unref(c);
 }
 
 static void test_restart_needed(void **state)
@@ -680,6 +704,7 @@ int main(void)
         cmocka_unit_test(test_demo),
         cmocka_unit_test(test_check_file),
         cmocka_unit_test(test_route),
+        cmocka_unit_test(test_route_amqp),
         cmocka_unit_test(test_restart_needed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
