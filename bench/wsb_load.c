@@ -1,0 +1,1169 @@
+/* wsb-load: a libevent WebSocket client for loopback load tests and benchmarks of wsbridge. */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/util.h>
+#include <jansson.h>
+
+#include "bridge/ws/ws_frame.h"
+#include "bridge/ws/ws_http.h"
+
+#define MAX_CLIENTS 100000
+#define MAX_HEAD 8192
+#define MAX_MESSAGE (16u << 20) /* bound on one server message, bytes */
+#define MAX_PARTITIONS 256      /* partitions tracked per client for offset order */
+#define MAX_CODES 32            /* distinct close codes / statuses / error codes counted */
+#define TICK_US 10000           /* connect / publish pacing timer */
+#define SLOW_RCVBUF 4096
+#define LAT_BUCKETS 100001 /* latency histogram: 0.1 ms buckets up to 10 s, then overflow */
+#define SCAN_MAX_DEPTH 64
+
+enum client_state {
+    CS_IDLE,      /* not opened yet */
+    CS_CONNECT,   /* TCP connecting */
+    CS_HANDSHAKE, /* upgrade sent, waiting for the response head */
+    CS_OPEN,      /* WebSocket open */
+    CS_DONE,      /* closed or failed; bufferevent freed */
+};
+
+enum client_role { ROLE_FAST, ROLE_SLOW, ROLE_PUBLISHER };
+
+struct client {
+    struct load *ld;
+    int idx;
+    enum client_role role;
+    enum client_state state;
+    struct bufferevent *bev;
+    char key[25]; /* Sec-WebSocket-Key */
+    bool subscribed;
+    bool closing; /* close frame sent: free once the output drained */
+    /* fragmented message being assembled (the server normally sends whole messages) */
+    struct evbuffer *frag;
+    uint8_t frag_opcode;
+    /* counters */
+    uint64_t received;
+    uint64_t gaps_dropped;
+    /* order checks: per-partition next offsets (Kafka) or the data "seq" (memory) */
+    int64_t last_offset[MAX_PARTITIONS];
+    int64_t last_seq;
+};
+
+struct counter {
+    char name[16];
+    uint64_t n;
+};
+
+struct counters {
+    size_t len;
+    struct counter c[MAX_CODES];
+};
+
+struct options {
+    const char *url;
+    char host[256];
+    char port[8];
+    char path[1024];
+    int clients;
+    double connect_rate;
+    const char *channel;
+    const char *from; /* raw JSON */
+    const char *token;
+    long long expect; /* -1 when not given */
+    double duration;  /* seconds, 0 = none */
+    int slow;
+    double publish_rate; /* 0 = no publisher */
+    size_t payload;
+    const char *origin;
+};
+
+struct load {
+    struct options opt;
+    struct event_base *base;
+    struct event *tick;
+    struct event *sigint;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    struct client *clients; /* opt.clients, then the publisher when any */
+    int nclients;
+    int next_to_open;
+    double connect_credit;
+    uint64_t rng;
+    int64_t start_us;
+    int64_t end_us;
+    bool stopping;
+    /* aggregate results */
+    uint64_t order_violations;
+    uint64_t handshake_ok;
+    uint64_t connect_errors;
+    uint64_t protocol_errors;
+    uint64_t subscribed;
+    uint64_t closed; /* clients in CS_DONE */
+    struct counters close_codes;
+    struct counters refused;     /* HTTP statuses of refused handshakes */
+    struct counters error_codes; /* "error" messages by code */
+    /* publisher */
+    double publish_credit;
+    uint64_t published_sent;
+    uint64_t published_ok;
+    bool publish_started;
+    char *pad;
+    /* latency */
+    uint64_t *lat;
+    uint64_t lat_n;
+};
+
+static volatile sig_atomic_t got_sigint;
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static double wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+static uint64_t rng_next(struct load *ld)
+{
+    /* xorshift64*: masks and nonces of a test client need not be unpredictable */
+    uint64_t x = ld->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    ld->rng = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+static void count(struct counters *cs, const char *name)
+{
+    for (size_t i = 0; i < cs->len; i++) {
+        if (strcmp(cs->c[i].name, name) == 0) {
+            cs->c[i].n++;
+            return;
+        }
+    }
+    const char *slot = cs->len < MAX_CODES ? name : "other";
+    size_t i = cs->len < MAX_CODES ? cs->len++ : MAX_CODES - 1;
+    snprintf(cs->c[i].name, sizeof cs->c[i].name, "%s", slot);
+    cs->c[i].n++;
+}
+
+static void count_code(struct counters *cs, unsigned code)
+{
+    char name[16];
+    snprintf(name, sizeof name, "%u", code);
+    count(cs, name);
+}
+
+static void base64_encode(const uint8_t *in, size_t len, char *out)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t o = 0;
+    for (size_t i = 0; i < len; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16;
+        if (i + 1 < len)
+            v |= (uint32_t)in[i + 1] << 8;
+        if (i + 2 < len)
+            v |= in[i + 2];
+        out[o++] = tab[(v >> 18) & 63];
+        out[o++] = tab[(v >> 12) & 63];
+        out[o++] = i + 1 < len ? tab[(v >> 6) & 63] : '=';
+        out[o++] = i + 2 < len ? tab[v & 63] : '=';
+    }
+    out[o] = '\0';
+}
+
+/* ---- a bounded, allocation-free scanner for the top level of the server's JSON ---- */
+
+struct span {
+    const char *p;
+    size_t len;
+};
+
+static const char *skip_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+/* Returns the end of the string starting at p (which is '"'), or NULL. */
+static const char *skip_string(const char *p, const char *end)
+{
+    for (p++; p < end; p++) {
+        if (*p == '\\')
+            p++;
+        else if (*p == '"')
+            return p + 1;
+    }
+    return NULL;
+}
+
+/* Returns the end of the JSON value starting at p, or NULL when malformed or too deep.
+ * Lenient on scalars: it trusts the server to send valid JSON and only finds boundaries. */
+static const char *skip_value(const char *p, const char *end)
+{
+    int depth = 0;
+    do {
+        p = skip_ws(p, end);
+        if (p >= end)
+            return NULL;
+        if (*p == '"') {
+            p = skip_string(p, end);
+            if (!p)
+                return NULL;
+        } else if (*p == '{' || *p == '[') {
+            if (++depth > SCAN_MAX_DEPTH)
+                return NULL;
+            p++;
+        } else if (*p == '}' || *p == ']') {
+            if (depth == 0)
+                return NULL;
+            depth--;
+            p++;
+        } else if (*p == ',' || *p == ':') {
+            if (depth == 0)
+                return NULL;
+            p++;
+        } else {
+            while (p < end && !strchr(",}] \t\r\n", *p))
+                p++;
+        }
+    } while (depth > 0);
+    return p;
+}
+
+/* Calls back for each member of the object in [p, end). Returns 0, or -1 when malformed. */
+static int scan_object(const char *p, const char *end,
+                       void (*member)(void *arg, struct span key, struct span value), void *arg)
+{
+    p = skip_ws(p, end);
+    if (p >= end || *p != '{')
+        return -1;
+    p = skip_ws(p + 1, end);
+    if (p < end && *p == '}')
+        return 0;
+    for (;;) {
+        if (p >= end || *p != '"')
+            return -1;
+        const char *kend = skip_string(p, end);
+        if (!kend)
+            return -1;
+        struct span key = {p + 1, (size_t)(kend - p - 2)};
+        p = skip_ws(kend, end);
+        if (p >= end || *p != ':')
+            return -1;
+        p = skip_ws(p + 1, end);
+        const char *vend = skip_value(p, end);
+        if (!vend)
+            return -1;
+        member(arg, key, (struct span){p, (size_t)(vend - p)});
+        p = skip_ws(vend, end);
+        if (p < end && *p == ',') {
+            p = skip_ws(p + 1, end);
+            continue;
+        }
+        return p < end && *p == '}' ? 0 : -1;
+    }
+}
+
+static bool span_eq(struct span s, const char *lit)
+{
+    size_t n = strlen(lit);
+    return s.len == n && memcmp(s.p, lit, n) == 0;
+}
+
+/* An integer JSON number, or false. */
+static bool span_int(struct span s, int64_t *out)
+{
+    char tmp[32];
+    if (s.len == 0 || s.len >= sizeof tmp)
+        return false;
+    memcpy(tmp, s.p, s.len);
+    tmp[s.len] = '\0';
+    char *e;
+    errno = 0;
+    long long v = strtoll(tmp, &e, 10);
+    if (errno || *e)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* A JSON number (integer or real), or false. */
+static bool span_num(struct span s, double *out)
+{
+    char tmp[48];
+    if (s.len == 0 || s.len >= sizeof tmp)
+        return false;
+    memcpy(tmp, s.p, s.len);
+    tmp[s.len] = '\0';
+    char *e;
+    double v = strtod(tmp, &e);
+    if (*e || !isfinite(v))
+        return false;
+    *out = v;
+    return true;
+}
+
+struct server_msg {
+    struct span type, channel, data, timestamp, partition, offset, dropped, code;
+};
+
+static void on_member(void *arg, struct span key, struct span value)
+{
+    struct server_msg *m = arg;
+    if (span_eq(key, "type"))
+        m->type = value;
+    else if (span_eq(key, "channel"))
+        m->channel = value;
+    else if (span_eq(key, "data"))
+        m->data = value;
+    else if (span_eq(key, "timestamp"))
+        m->timestamp = value;
+    else if (span_eq(key, "partition"))
+        m->partition = value;
+    else if (span_eq(key, "offset"))
+        m->offset = value;
+    else if (span_eq(key, "dropped"))
+        m->dropped = value;
+    else if (span_eq(key, "code"))
+        m->code = value;
+}
+
+struct data_fields {
+    struct span seq, ts;
+};
+
+static void on_data_member(void *arg, struct span key, struct span value)
+{
+    struct data_fields *d = arg;
+    if (span_eq(key, "seq"))
+        d->seq = value;
+    else if (span_eq(key, "ts"))
+        d->ts = value;
+}
+
+/* ---- output to the server ---- */
+
+static void send_frame(struct client *c, uint8_t opcode, const void *payload, size_t len)
+{
+    uint8_t hdr[14];
+    size_t n = wsb_frame_header(hdr, opcode, true, false, len);
+    hdr[1] |= 0x80; /* RFC 6455 §5.3: client frames are masked */
+    uint64_t r = rng_next(c->ld);
+    uint8_t mask[4] = {(uint8_t)r, (uint8_t)(r >> 8), (uint8_t)(r >> 16), (uint8_t)(r >> 24)};
+    memcpy(hdr + n, mask, 4);
+    n += 4;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evbuffer_add(out, hdr, n);
+    if (len == 0)
+        return;
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(out, len, &v, 1) < 1)
+        return;
+    const uint8_t *src = payload;
+    uint8_t *dst = v.iov_base;
+    for (size_t i = 0; i < len; i++)
+        dst[i] = src[i] ^ mask[i & 3];
+    v.iov_len = len;
+    evbuffer_commit_space(out, &v, 1);
+}
+
+static void send_json(struct client *c, json_t *obj)
+{
+    char *text = json_dumps(obj, JSON_COMPACT);
+    if (text) {
+        send_frame(c, WSB_OP_TEXT, text, strlen(text));
+        free(text);
+    }
+    json_decref(obj);
+}
+
+/* ---- client lifecycle ---- */
+
+static void finish(struct load *ld);
+
+static void client_done(struct client *c)
+{
+    if (c->state == CS_DONE)
+        return;
+    if (c->bev)
+        bufferevent_free(c->bev);
+    c->bev = NULL;
+    if (c->frag)
+        evbuffer_free(c->frag);
+    c->frag = NULL;
+    c->state = CS_DONE;
+    c->ld->closed++;
+}
+
+/* Answers a server close (RFC 6455 §5.5.1) and frees the client once the echo is written. */
+static void client_close(struct client *c, uint16_t code)
+{
+    uint8_t p[2] = {(uint8_t)(code >> 8), (uint8_t)code};
+    send_frame(c, WSB_OP_CLOSE, p, code ? 2 : 0);
+    c->closing = true;
+    bufferevent_disable(c->bev, EV_READ);
+}
+
+static void subscribe(struct client *c)
+{
+    struct load *ld = c->ld;
+    json_t *req =
+        json_pack("{s:s, s:i, s:s}", "op", "subscribe", "id", 1, "channel", ld->opt.channel);
+    if (ld->opt.from) {
+        json_t *from = json_loads(ld->opt.from, JSON_DECODE_ANY, NULL);
+        if (from)
+            json_object_set_new(req, "from", from);
+    }
+    send_json(c, req);
+}
+
+static void check_order(struct client *c, const struct server_msg *m, const struct data_fields *d)
+{
+    struct load *ld = c->ld;
+    int64_t part, off;
+    if (m->offset.p && span_int(m->offset, &off)) {
+        if (!m->partition.p || !span_int(m->partition, &part))
+            part = 0;
+        if (part < 0 || part >= MAX_PARTITIONS)
+            return;
+        if (off <= c->last_offset[part])
+            ld->order_violations++;
+        c->last_offset[part] = off;
+        return;
+    }
+    int64_t seq;
+    if (d->seq.p && span_int(d->seq, &seq)) {
+        if (seq <= c->last_seq)
+            ld->order_violations++;
+        c->last_seq = seq;
+    }
+}
+
+/* Latency from the publisher's "ts" in data, else the broker timestamp (both Unix ms). */
+static void record_latency(struct load *ld, const struct server_msg *m, const struct data_fields *d)
+{
+    double ts = -1;
+    if (!(d->ts.p && span_num(d->ts, &ts)) && !(m->timestamp.p && span_num(m->timestamp, &ts)))
+        return;
+    double ms = wall_ms() - ts;
+    if (ms < 0)
+        ms = 0;
+    size_t b = (size_t)(ms * 10.0);
+    if (b >= LAT_BUCKETS)
+        b = LAT_BUCKETS - 1;
+    ld->lat[b]++;
+    ld->lat_n++;
+}
+
+static bool client_complete(const struct client *c)
+{
+    return c->role == ROLE_FAST && c->ld->opt.expect >= 0 &&
+           c->received >= (uint64_t)c->ld->opt.expect;
+}
+
+static void maybe_finish(struct load *ld)
+{
+    if (ld->opt.expect < 0)
+        return;
+    for (int i = 0; i < ld->opt.clients; i++) {
+        struct client *c = &ld->clients[i];
+        if (c->role == ROLE_FAST && !client_complete(c) && c->state != CS_DONE)
+            return;
+    }
+    /* every fast client is complete or gone: nothing more can change the verdict */
+    finish(ld);
+}
+
+static void on_text(struct client *c, const char *text, size_t len)
+{
+    struct load *ld = c->ld;
+    struct server_msg m = {0};
+    if (scan_object(text, text + len, on_member, &m) < 0) {
+        ld->protocol_errors++;
+        return;
+    }
+    if (span_eq(m.type, "\"message\"")) {
+        c->received++;
+        if (c->role == ROLE_FAST) {
+            struct data_fields d = {0};
+            if (m.data.p && m.data.p[0] == '{')
+                scan_object(m.data.p, m.data.p + m.data.len, on_data_member, &d);
+            check_order(c, &m, &d);
+            record_latency(ld, &m, &d);
+            if (ld->opt.expect >= 0 && c->received == (uint64_t)ld->opt.expect)
+                maybe_finish(ld);
+        }
+    } else if (span_eq(m.type, "\"welcome\"")) {
+        if (ld->opt.channel && c->role != ROLE_PUBLISHER)
+            subscribe(c);
+    } else if (span_eq(m.type, "\"subscribed\"")) {
+        if (!c->subscribed) {
+            c->subscribed = true;
+            ld->subscribed++;
+        }
+        if (c->role == ROLE_SLOW)
+            bufferevent_disable(c->bev, EV_READ); /* never read again */
+    } else if (span_eq(m.type, "\"published\"")) {
+        ld->published_ok++;
+    } else if (span_eq(m.type, "\"gap\"")) {
+        int64_t n;
+        if (m.dropped.p && span_int(m.dropped, &n) && n > 0)
+            c->gaps_dropped += (uint64_t)n;
+    } else if (span_eq(m.type, "\"error\"")) {
+        char code[16] = "unknown";
+        if (m.code.p && m.code.len >= 2 && m.code.len - 2 < sizeof code) {
+            memcpy(code, m.code.p + 1, m.code.len - 2);
+            code[m.code.len - 2] = '\0';
+        }
+        count(&ld->error_codes, code);
+    }
+}
+
+static void on_control(struct client *c, uint8_t opcode, const uint8_t *p, size_t len)
+{
+    if (opcode == WSB_OP_PING) {
+        send_frame(c, WSB_OP_PONG, p, len);
+    } else if (opcode == WSB_OP_CLOSE) {
+        uint16_t code = len >= 2 ? (uint16_t)(p[0] << 8 | p[1]) : 1005;
+        count_code(&c->ld->close_codes, code);
+        client_close(c, len >= 2 ? code : 0);
+    }
+}
+
+/* Decodes every complete server frame in the input. Returns -1 on a protocol error. */
+static int read_frames(struct client *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    while (!c->closing) {
+        size_t have = evbuffer_get_length(in);
+        uint8_t h[10];
+        if (have < 2)
+            return 0;
+        evbuffer_copyout(in, h, have < sizeof h ? have : sizeof h);
+        bool fin = h[0] & 0x80;
+        uint8_t opcode = h[0] & 0x0F;
+        if ((h[0] & 0x70) || (h[1] & 0x80))
+            return -1; /* no extension negotiated; servers never mask (RFC 6455 §5.1) */
+        uint64_t len = h[1] & 0x7F;
+        size_t hl = 2;
+        if (len == 126) {
+            hl = 4;
+            if (have < hl)
+                return 0;
+            len = (uint64_t)h[2] << 8 | h[3];
+        } else if (len == 127) {
+            hl = 10;
+            if (have < hl)
+                return 0;
+            len = 0;
+            for (int i = 2; i < 10; i++)
+                len = len << 8 | h[i];
+        }
+        if (len > MAX_MESSAGE)
+            return -1;
+        if (have < hl + len)
+            return 0;
+        uint8_t *frame = evbuffer_pullup(in, (ssize_t)(hl + len));
+        if (!frame)
+            return -1;
+        const uint8_t *payload = frame + hl;
+        if (opcode >= 0x8) {
+            if (!fin || len > 125)
+                return -1;
+            on_control(c, opcode, payload, (size_t)len);
+        } else if (opcode == WSB_OP_CONT || !fin) {
+            if (!c->frag) {
+                if (opcode == WSB_OP_CONT || !(c->frag = evbuffer_new()))
+                    return -1;
+                c->frag_opcode = opcode;
+            } else if (opcode != WSB_OP_CONT) {
+                return -1;
+            }
+            if (evbuffer_get_length(c->frag) + len > MAX_MESSAGE)
+                return -1;
+            evbuffer_add(c->frag, payload, (size_t)len);
+            if (fin) {
+                size_t n = evbuffer_get_length(c->frag);
+                const char *whole = (const char *)evbuffer_pullup(c->frag, -1);
+                if (c->frag_opcode == WSB_OP_TEXT && whole)
+                    on_text(c, whole, n);
+                evbuffer_free(c->frag);
+                c->frag = NULL;
+            }
+        } else if (opcode == WSB_OP_TEXT) {
+            on_text(c, (const char *)payload, (size_t)len);
+        } else if (opcode != WSB_OP_BINARY) {
+            return -1;
+        }
+        evbuffer_drain(in, hl + len);
+        if (!c->bev || c->state == CS_DONE)
+            return 0;
+    }
+    return 0;
+}
+
+/* Reads the upgrade response head. Returns 1 when open, 0 when more bytes are needed, -1
+ * when refused or malformed (the status is counted). */
+static int read_handshake(struct client *c)
+{
+    struct load *ld = c->ld;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+    if (end.pos < 0) {
+        if (evbuffer_get_length(in) > MAX_HEAD) {
+            count(&ld->refused, "bad_head");
+            return -1;
+        }
+        return 0;
+    }
+    size_t n = (size_t)end.pos + 4;
+    if (n > MAX_HEAD) {
+        count(&ld->refused, "bad_head");
+        return -1;
+    }
+    char head[MAX_HEAD + 1];
+    evbuffer_remove(in, head, n);
+    head[n] = '\0';
+    int status = 0;
+    if (sscanf(head, "HTTP/1.%*d %d", &status) != 1 || status < 100 || status > 599) {
+        count(&ld->refused, "bad_head");
+        return -1;
+    }
+    if (status != 101) {
+        count_code(&ld->refused, (unsigned)status);
+        return -1;
+    }
+    char want[29];
+    wsb_ws_accept_key(c->key, strlen(c->key), want);
+    const char *p = strcasestr(head, "\r\nSec-WebSocket-Accept:");
+    if (p) {
+        p += strlen("\r\nSec-WebSocket-Accept:");
+        while (*p == ' ' || *p == '\t')
+            p++;
+    }
+    if (!p || strncmp(p, want, 28) != 0) {
+        count(&ld->refused, "bad_accept");
+        return -1;
+    }
+    ld->handshake_ok++;
+    return 1;
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    struct client *c = arg;
+    (void)bev;
+    if (c->state == CS_HANDSHAKE) {
+        int r = read_handshake(c);
+        if (r < 0) {
+            client_done(c);
+            maybe_finish(c->ld);
+            return;
+        }
+        if (r == 0)
+            return;
+        c->state = CS_OPEN;
+    }
+    if (c->state == CS_OPEN && read_frames(c) < 0) {
+        c->ld->protocol_errors++;
+        count(&c->ld->close_codes, "protocol_error");
+        client_close(c, 1002);
+    }
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    struct client *c = arg;
+    if (c->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+        client_done(c);
+        maybe_finish(c->ld);
+    }
+}
+
+static void send_upgrade(struct client *c)
+{
+    struct load *ld = c->ld;
+    uint8_t nonce[16];
+    for (int i = 0; i < 16; i += 8) {
+        uint64_t r = rng_next(ld);
+        memcpy(nonce + i, &r, 8);
+    }
+    base64_encode(nonce, sizeof nonce, c->key);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    const char *sep = strchr(ld->opt.path, '?') ? "&" : "?";
+    evbuffer_add_printf(out, "GET %s%s%s%s HTTP/1.1\r\n", ld->opt.path, ld->opt.token ? sep : "",
+                        ld->opt.token ? "access_token=" : "", ld->opt.token ? ld->opt.token : "");
+    evbuffer_add_printf(out,
+                        "Host: %s:%s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                        "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
+                        "Sec-WebSocket-Protocol: wsbridge.v1\r\n",
+                        ld->opt.host, ld->opt.port, c->key);
+    if (ld->opt.origin)
+        evbuffer_add_printf(out, "Origin: %s\r\n", ld->opt.origin);
+    evbuffer_add(out, "\r\n", 2);
+    c->state = CS_HANDSHAKE;
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct client *c = arg;
+    struct load *ld = c->ld;
+    (void)bev;
+    if (what & BEV_EVENT_CONNECTED) {
+        evutil_socket_t fd = bufferevent_getfd(c->bev);
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        send_upgrade(c);
+        return;
+    }
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+        if (c->state == CS_CONNECT) {
+            ld->connect_errors++;
+        } else if (c->state == CS_HANDSHAKE) {
+            count(&ld->refused, "closed");
+        } else if (c->state == CS_OPEN && !c->closing) {
+            count_code(&ld->close_codes, 1006); /* TCP closed with no close frame */
+        }
+        client_done(c);
+        maybe_finish(ld);
+    }
+}
+
+static void client_open(struct client *c)
+{
+    struct load *ld = c->ld;
+    evutil_socket_t fd = socket(ld->addr.ss_family, SOCK_STREAM, 0);
+    if (fd < 0)
+        goto fail;
+    if (c->role == ROLE_SLOW) {
+        /* before connect, so the window the server sees stays small */
+        int sz = SLOW_RCVBUF;
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+    }
+    evutil_make_socket_nonblocking(fd);
+    c->bev = bufferevent_socket_new(ld->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (!c->bev) {
+        evutil_closesocket(fd);
+        goto fail;
+    }
+    bufferevent_set_max_single_read(c->bev, 256 * 1024);
+    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    c->state = CS_CONNECT;
+    if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&ld->addr, (int)ld->addrlen) < 0)
+        goto fail;
+    return;
+fail:
+    ld->connect_errors++;
+    client_done(c);
+}
+
+/* ---- publisher ---- */
+
+static void publish_some(struct load *ld, struct client *p, double dt_s)
+{
+    ld->publish_credit += ld->opt.publish_rate * dt_s;
+    if (ld->publish_credit > ld->opt.publish_rate) /* at most one second of backlog */
+        ld->publish_credit = ld->opt.publish_rate;
+    while (ld->publish_credit >= 1.0) {
+        if (ld->opt.expect >= 0 && ld->published_sent >= (uint64_t)ld->opt.expect)
+            return;
+        ld->publish_credit -= 1.0;
+        uint64_t seq = ++ld->published_sent;
+        char *text = NULL;
+        int n = asprintf(&text,
+                         "{\"op\":\"publish\",\"id\":%llu,\"channel\":\"%s\",\"data\":"
+                         "{\"seq\":%llu,\"ts\":%.3f,\"pad\":\"%s\"}}",
+                         (unsigned long long)seq, ld->opt.channel, (unsigned long long)seq,
+                         wall_ms(), ld->pad);
+        if (n < 0)
+            return;
+        send_frame(p, WSB_OP_TEXT, text, (size_t)n);
+        free(text);
+    }
+}
+
+static bool all_subscribers_ready(const struct load *ld)
+{
+    for (int i = 0; i < ld->opt.clients; i++) {
+        const struct client *c = &ld->clients[i];
+        if (c->state != CS_DONE && !c->subscribed)
+            return false;
+    }
+    return true;
+}
+
+/* ---- the driver ---- */
+
+static void finish(struct load *ld)
+{
+    if (ld->stopping)
+        return;
+    ld->stopping = true;
+    ld->end_us = now_us();
+    event_base_loopbreak(ld->base);
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct load *ld = arg;
+    (void)fd;
+    (void)what;
+    int64_t t = now_us();
+    if (got_sigint ||
+        (ld->opt.duration > 0 && (double)(t - ld->start_us) / 1e6 >= ld->opt.duration)) {
+        finish(ld);
+        return;
+    }
+    double dt = TICK_US / 1e6;
+    if (ld->next_to_open < ld->nclients) {
+        ld->connect_credit += ld->opt.connect_rate * dt;
+        while (ld->connect_credit >= 1.0 && ld->next_to_open < ld->opt.clients) {
+            ld->connect_credit -= 1.0;
+            client_open(&ld->clients[ld->next_to_open++]);
+        }
+    }
+    if (ld->opt.publish_rate > 0) {
+        struct client *p = &ld->clients[ld->opt.clients];
+        if (ld->next_to_open == ld->opt.clients && all_subscribers_ready(ld))
+            ld->publish_started = true;
+        if (ld->publish_started && p->state == CS_IDLE) {
+            ld->next_to_open++;
+            client_open(p);
+        } else if (p->state == CS_OPEN && !p->closing) {
+            publish_some(ld, p, dt);
+        }
+    }
+    /* no further progress possible: every client is gone */
+    if (ld->next_to_open == ld->nclients && ld->closed == (uint64_t)ld->nclients)
+        finish(ld);
+}
+
+static void on_sigint(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    got_sigint = 1;
+}
+
+static double lat_percentile(const struct load *ld, double q)
+{
+    uint64_t want = (uint64_t)ceil(q * (double)ld->lat_n);
+    if (want == 0)
+        want = 1;
+    uint64_t acc = 0;
+    for (size_t i = 0; i < LAT_BUCKETS; i++) {
+        acc += ld->lat[i];
+        if (acc >= want)
+            return (double)(i + 1) / 10.0; /* upper edge of the bucket */
+    }
+    return (double)LAT_BUCKETS / 10.0;
+}
+
+static json_t *counters_json(const struct counters *cs)
+{
+    json_t *o = json_object();
+    for (size_t i = 0; i < cs->len; i++)
+        json_object_set_new(o, cs->c[i].name, json_integer((json_int_t)cs->c[i].n));
+    return o;
+}
+
+/* Prints the summary and returns the exit status. */
+static int report(struct load *ld)
+{
+    if (!ld->end_us)
+        ld->end_us = now_us();
+    double elapsed = (double)(ld->end_us - ld->start_us) / 1e6;
+    uint64_t total = 0, gaps = 0, min = UINT64_MAX, max = 0;
+    int fast = 0, slow = 0, complete = 0;
+    for (int i = 0; i < ld->opt.clients; i++) {
+        const struct client *c = &ld->clients[i];
+        if (c->role == ROLE_SLOW) {
+            slow++;
+            continue;
+        }
+        fast++;
+        total += c->received;
+        gaps += c->gaps_dropped;
+        min = c->received < min ? c->received : min;
+        max = c->received > max ? c->received : max;
+        complete += client_complete(c);
+    }
+    if (fast == 0)
+        min = 0;
+    json_t *out = json_object();
+    json_object_set_new(out, "clients", json_integer(ld->opt.clients));
+    json_object_set_new(out, "fast", json_integer(fast));
+    json_object_set_new(out, "slow", json_integer(slow));
+    json_object_set_new(out, "handshakes_ok", json_integer((json_int_t)ld->handshake_ok));
+    json_object_set_new(out, "subscribed", json_integer((json_int_t)ld->subscribed));
+    json_object_set_new(out, "received_total", json_integer((json_int_t)total));
+    json_object_set_new(out, "per_client_min", json_integer((json_int_t)min));
+    json_object_set_new(out, "per_client_max", json_integer((json_int_t)max));
+    json_object_set_new(out, "complete_clients", json_integer(complete));
+    json_object_set_new(out, "gaps_total", json_integer((json_int_t)gaps));
+    json_object_set_new(out, "order_violations", json_integer((json_int_t)ld->order_violations));
+    json_object_set_new(out, "close_codes", counters_json(&ld->close_codes));
+    json_object_set_new(out, "refused", counters_json(&ld->refused));
+    json_object_set_new(out, "errors", counters_json(&ld->error_codes));
+    json_object_set_new(out, "connect_errors", json_integer((json_int_t)ld->connect_errors));
+    json_object_set_new(out, "protocol_errors", json_integer((json_int_t)ld->protocol_errors));
+    if (ld->opt.publish_rate > 0) {
+        json_object_set_new(out, "published_sent", json_integer((json_int_t)ld->published_sent));
+        json_object_set_new(out, "published_ok", json_integer((json_int_t)ld->published_ok));
+    }
+    json_object_set_new(out, "elapsed_s", json_real(round(elapsed * 1000) / 1000));
+    json_object_set_new(out, "msgs_per_s",
+                        json_real(elapsed > 0 ? round((double)total / elapsed) : 0));
+    if (ld->lat_n) {
+        json_t *lat = json_object();
+        json_object_set_new(lat, "p50", json_real(lat_percentile(ld, 0.50)));
+        json_object_set_new(lat, "p99", json_real(lat_percentile(ld, 0.99)));
+        json_object_set_new(lat, "samples", json_integer((json_int_t)ld->lat_n));
+        json_object_set_new(out, "latency_ms", lat);
+    }
+    char *text = json_dumps(out, JSON_COMPACT | JSON_REAL_PRECISION(9));
+    json_decref(out);
+    if (text) {
+        printf("%s\n", text);
+        free(text);
+    }
+    fflush(stdout);
+    bool ok = ld->order_violations == 0 && (ld->opt.expect < 0 || complete == fast);
+    return ok ? 0 : 1;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: wsb-load --url ws://HOST:PORT/PATH [options]\n"
+               "  --clients N        WebSocket connections (default 1)\n"
+               "  --connect-rate R   connections opened per second (default 500)\n"
+               "  --channel C        subscribe to C after the welcome\n"
+               "  --from JSON        the subscribe's \"from\" (e.g. '\"earliest\"')\n"
+               "  --token T          JWT sent as ?access_token=T\n"
+               "  --origin O         Origin header\n"
+               "  --expect N         messages each fast client waits for; exit 1 if any misses\n"
+               "  --duration S       hard stop after S seconds\n"
+               "  --slow N           N of the clients subscribe, then never read (SO_RCVBUF 4096)\n"
+               "  --publish RATE     one extra connection publishing to C at RATE/s\n"
+               "                     (--expect messages when --expect is given)\n"
+               "  --payload BYTES    approximate size of each published message (default 100)\n"
+               "Prints one JSON summary on stdout. Exit 0 when every fast client received\n"
+               "--expect messages in order, 1 otherwise, 2 on a usage error.\n");
+}
+
+static int parse_url(struct options *o)
+{
+    const char *u = o->url;
+    if (strncmp(u, "ws://", 5) != 0)
+        return -1;
+    u += 5;
+    const char *slash = strchr(u, '/');
+    size_t hostport_len = slash ? (size_t)(slash - u) : strlen(u);
+    const char *colon = memchr(u, ':', hostport_len);
+    size_t host_len = colon ? (size_t)(colon - u) : hostport_len;
+    if (host_len == 0 || host_len >= sizeof o->host)
+        return -1;
+    memcpy(o->host, u, host_len);
+    o->host[host_len] = '\0';
+    if (colon) {
+        size_t plen = hostport_len - host_len - 1;
+        if (plen == 0 || plen >= sizeof o->port)
+            return -1;
+        memcpy(o->port, colon + 1, plen);
+        o->port[plen] = '\0';
+    } else {
+        snprintf(o->port, sizeof o->port, "80");
+    }
+    snprintf(o->path, sizeof o->path, "%s", slash ? slash : "/");
+    return 0;
+}
+
+static bool parse_num(const char *s, double lo, double hi, double *out)
+{
+    char *e;
+    errno = 0;
+    double v = strtod(s, &e);
+    if (errno || e == s || *e || !(v >= lo && v <= hi))
+        return false;
+    *out = v;
+    return true;
+}
+
+static int parse_options(int argc, char **argv, struct options *o)
+{
+    static const struct option longopts[] = {
+        {"url", required_argument, NULL, 'u'},
+        {"clients", required_argument, NULL, 'n'},
+        {"connect-rate", required_argument, NULL, 'r'},
+        {"channel", required_argument, NULL, 'c'},
+        {"from", required_argument, NULL, 'f'},
+        {"token", required_argument, NULL, 't'},
+        {"expect", required_argument, NULL, 'e'},
+        {"duration", required_argument, NULL, 'd'},
+        {"slow", required_argument, NULL, 's'},
+        {"publish", required_argument, NULL, 'p'},
+        {"payload", required_argument, NULL, 'b'},
+        {"origin", required_argument, NULL, 'o'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    *o = (struct options){.clients = 1, .connect_rate = 500, .expect = -1, .payload = 100};
+    int ch;
+    double v;
+    while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'u': o->url = optarg; break;
+        case 'n':
+            if (!parse_num(optarg, 1, MAX_CLIENTS, &v))
+                return -1;
+            o->clients = (int)v;
+            break;
+        case 'r':
+            if (!parse_num(optarg, 0.001, 1e6, &o->connect_rate))
+                return -1;
+            break;
+        case 'c': o->channel = optarg; break;
+        case 'f': o->from = optarg; break;
+        case 't': o->token = optarg; break;
+        case 'o': o->origin = optarg; break;
+        case 'e':
+            if (!parse_num(optarg, 0, 1e15, &v))
+                return -1;
+            o->expect = (long long)v;
+            break;
+        case 'd':
+            if (!parse_num(optarg, 0.001, 1e6, &o->duration))
+                return -1;
+            break;
+        case 's':
+            if (!parse_num(optarg, 0, MAX_CLIENTS, &v))
+                return -1;
+            o->slow = (int)v;
+            break;
+        case 'p':
+            if (!parse_num(optarg, 0.001, 1e7, &o->publish_rate))
+                return -1;
+            break;
+        case 'b':
+            if (!parse_num(optarg, 0, MAX_MESSAGE / 2, &v))
+                return -1;
+            o->payload = (size_t)v;
+            break;
+        case 'h': usage(stdout); exit(0);
+        default: return -1;
+        }
+    }
+    if (optind != argc || !o->url || parse_url(o) < 0 || o->slow > o->clients)
+        return -1;
+    if (o->publish_rate > 0 && !o->channel)
+        return -1;
+    if (o->from) {
+        json_t *j = json_loads(o->from, JSON_DECODE_ANY, NULL);
+        if (!j)
+            return -1;
+        json_decref(j);
+    }
+    if (o->expect < 0 && o->duration == 0 && o->channel)
+        o->duration = 10; /* something must end a run that only listens */
+    return 0;
+}
+
+static int resolve(struct load *ld)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *res = NULL;
+    int rc = getaddrinfo(ld->opt.host, ld->opt.port, &hints, &res);
+    if (rc != 0 || !res) {
+        fprintf(stderr, "wsb-load: cannot resolve %s:%s: %s\n", ld->opt.host, ld->opt.port,
+                gai_strerror(rc));
+        return -1;
+    }
+    memcpy(&ld->addr, res->ai_addr, res->ai_addrlen);
+    ld->addrlen = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct load ld = {0};
+    int status = 1;
+    if (parse_options(argc, argv, &ld.opt) < 0) {
+        usage(stderr);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    if (resolve(&ld) < 0)
+        return 2;
+    ld.nclients = ld.opt.clients + (ld.opt.publish_rate > 0);
+    ld.clients = calloc((size_t)ld.nclients, sizeof *ld.clients);
+    ld.lat = calloc(LAT_BUCKETS, sizeof *ld.lat);
+    size_t padlen = ld.opt.payload > 64 ? ld.opt.payload - 64 : 0;
+    ld.pad = malloc(padlen + 1);
+    ld.base = event_base_new();
+    if (!ld.clients || !ld.lat || !ld.pad || !ld.base) {
+        fprintf(stderr, "wsb-load: out of memory\n");
+        goto cleanup;
+    }
+    memset(ld.pad, 'x', padlen);
+    ld.pad[padlen] = '\0';
+    ld.rng = (uint64_t)now_us() ^ ((uint64_t)getpid() << 32) ^ 0x9E3779B97F4A7C15ULL;
+    for (int i = 0; i < ld.nclients; i++) {
+        struct client *c = &ld.clients[i];
+        c->ld = &ld;
+        c->idx = i;
+        c->role = i >= ld.opt.clients ? ROLE_PUBLISHER : i < ld.opt.slow ? ROLE_SLOW : ROLE_FAST;
+        c->last_seq = -1;
+        for (int p = 0; p < MAX_PARTITIONS; p++)
+            c->last_offset[p] = -1;
+    }
+    struct timeval tv = {0, TICK_US};
+    ld.tick = event_new(ld.base, -1, EV_PERSIST, on_tick, &ld);
+    ld.sigint = evsignal_new(ld.base, SIGINT, on_sigint, &ld);
+    if (!ld.tick || !ld.sigint || event_add(ld.tick, &tv) < 0 || event_add(ld.sigint, NULL) < 0) {
+        fprintf(stderr, "wsb-load: cannot set up the event loop\n");
+        goto cleanup;
+    }
+    ld.start_us = now_us();
+    event_base_dispatch(ld.base);
+    status = report(&ld);
+cleanup:
+    for (int i = 0; ld.clients && i < ld.nclients; i++)
+        client_done(&ld.clients[i]);
+    if (ld.tick)
+        event_free(ld.tick);
+    if (ld.sigint)
+        event_free(ld.sigint);
+    if (ld.base)
+        event_base_free(ld.base);
+    free(ld.clients);
+    free(ld.lat);
+    free(ld.pad);
+    return status;
+}
