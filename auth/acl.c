@@ -19,6 +19,8 @@ struct wsb_acl {
 };
 
 #define NUMBUFS 16
+/* Entries read per list of the permissions claim: bounds the per-request check cost. */
+#define PERMISSIONS_MAX 256
 
 struct resolve_ctx {
     const json_t *claims;
@@ -166,6 +168,8 @@ static int add_list(struct grants *g, const json_t *arr, struct resolve_ctx *ctx
         return 0;
     json_array_foreach(arr, i, e)
     {
+        if (i >= PERMISSIONS_MAX)
+            break;
         if (json_is_string(e) && strlen(json_string_value(e)) == json_string_length(e) &&
             add_pattern(g, json_string_value(e), false, ctx) < 0)
             return -1;
