@@ -37,14 +37,19 @@ static void report(struct load *L, const char *path, const char *fmt, ...)
         L->err(L->ctx, L->file, path, msg);
 }
 
+/* Paths only label errors: an overlong one is cut, never overflowed. */
 static void path_key(char *out, const char *parent, const char *key)
 {
-    snprintf(out, PATH_MAX_LEN, "%s%s%s", parent, parent[0] ? "." : "", key);
+    int n = snprintf(out, PATH_MAX_LEN, "%s%s%s", parent, parent[0] ? "." : "", key);
+    if (n < 0 || n >= PATH_MAX_LEN)
+        out[PATH_MAX_LEN - 1] = '\0';
 }
 
 static void path_idx(char *out, const char *parent, size_t i)
 {
-    snprintf(out, PATH_MAX_LEN, "%s[%zu]", parent, i);
+    int n = snprintf(out, PATH_MAX_LEN, "%s[%zu]", parent, i);
+    if (n < 0 || n >= PATH_MAX_LEN)
+        out[PATH_MAX_LEN - 1] = '\0';
 }
 
 /* The schema parent of a row path: "limits.send_buffer.policy" -> "limits.send_buffer". */
