@@ -143,8 +143,9 @@ static void set_state(struct kc *k, bool up, const char *reason)
     if (k->state_known && was == up)
         return;
     k->state_known = true;
-    wsb_log(up ? WSB_LOG_INFO : WSB_LOG_WARN, up ? "kafka up" : "kafka down",
-            WSB_LSTR("connector", k->name), WSB_LSTR("reason", up ? NULL : reason));
+    /* The core logs the transition it receives; this line is for debugging the probe. */
+    wsb_log(WSB_LOG_DEBUG, up ? "kafka up" : "kafka down", WSB_LSTR("connector", k->name),
+            WSB_LSTR("reason", up ? NULL : reason));
     if (!k->sink_closed)
         k->sink.state(k->sink.ctx, k->name, up, up ? NULL : reason);
 }
@@ -154,7 +155,11 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
     struct kc *k = opaque;
     WSB_UNUSED(rk);
-    wsb_log(WSB_LOG_WARN, "kafka error", WSB_LSTR("connector", k->name),
+    /* Connection trouble is already in librdkafka's own log lines and in the readiness
+     * state; only other errors are worth a warning of their own. */
+    bool transient = err == RD_KAFKA_RESP_ERR__TRANSPORT || err == RD_KAFKA_RESP_ERR__RESOLVE ||
+                     err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN;
+    wsb_log(transient ? WSB_LOG_DEBUG : WSB_LOG_WARN, "kafka error", WSB_LSTR("connector", k->name),
             WSB_LSTR("error", rd_kafka_err2name(err)), WSB_LSTR("reason", reason));
     if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || err == RD_KAFKA_RESP_ERR__FATAL) {
         char r[256];
