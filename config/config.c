@@ -714,7 +714,9 @@ static const struct {
     {"dead_letter_topic", offsetof(struct wsb_channel_rule, dead_letter_topic)},
 };
 
-static void check_channels(struct load *L, json_t *arr)
+/* `declared`: the "connectors" object as written, to tell a connector that is missing from
+ * one that is declared but invalid (already reported under connectors.NAME). */
+static void check_channels(struct load *L, json_t *arr, json_t *declared)
 {
     struct wsb_config *c = L->c;
     char sub[PATH_MAX_LEN], fpath[PATH_MAX_LEN], err[128];
@@ -754,7 +756,8 @@ static void check_channels(struct load *L, json_t *arr)
                 break;
         path_key(fpath, sub, "connector");
         if (k == c->nconnectors) {
-            report(L, fpath, "unknown connector \"%.64s\"", json_string_value(name));
+            if (!json_object_get(declared, json_string_value(name)))
+                report(L, fpath, "unknown connector \"%.64s\"", json_string_value(name));
             continue;
         }
         r->connector = k;
@@ -780,7 +783,7 @@ static void check_all(struct load *L, json_t *root)
                (unsigned long long)c->limits.send_hard_bytes);
     json_t *ch = json_object_get(root, "channels");
     if (json_is_array(ch))
-        check_channels(L, ch);
+        check_channels(L, ch, json_object_get(root, "connectors"));
 }
 
 /* ---- Freeing -------------------------------------------------------------------------- */

@@ -403,6 +403,11 @@ static void test_connectors_and_channels(void **state)
     expect_err("{\"connectors\": {\"k\": {\"type\": \"kafak\"}}}",
                "connectors.k.type: unknown connector type \"kafak\"");
     expect_err("{\"connectors\": {\"k\": {}}}", "connectors.k.type: missing required key");
+    /* A declared but invalid connector is reported once, not again by each channel. */
+    expect_err("{\"connectors\": {\"k\": {\"type\": \"kafak\"}},"
+               " \"channels\": [{\"match\": \"a\", \"connector\": \"k\", \"topic\": \"t\"}]}",
+               "connectors.k.type: unknown connector type");
+    assert_int_equal(nerrs, 1);
     expect_err("{\"connectors\": {\"a.b\": {\"type\": \"memory\"}}}", "connectors.a.b: connector");
     expect_err("{\"connectors\": {\"\": {\"type\": \"memory\"}}}", "connector names");
     expect_err("{" MEM ", \"channels\": [{\"match\": \"a\", \"connector\": \"m\"},"
