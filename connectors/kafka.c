@@ -23,6 +23,7 @@
 #define CONSUME_BATCH 1000        /* messages per handle per loop turn */
 #define HEALTH_INTERVAL_MS 1500   /* metadata probe period */
 #define HEALTH_TIMEOUT_MS 1000    /* metadata probe timeout */
+#define REFRESH_INTERVAL_MS 30000 /* look for partitions added to read topics */
 #define SUBSCRIBE_TIMEOUT_MS 5000 /* metadata and offset lookups of a subscribe */
 #define MAX_STACK_HEADERS 32
 
@@ -81,6 +82,7 @@ struct kc {
     bool state_known;
     bool sink_closed; /* stop finished: the sink is never called again */
     int64_t next_health_ms;
+    int64_t next_refresh_ms;
     const rd_kafka_topic_t *cache_rkt; /* last (topic, partition) → source lookup */
     int32_t cache_partition;
     int cache_handle;
@@ -776,6 +778,49 @@ static bool consume(struct kc *k, int h)
     return true;
 }
 
+/* Partitions added to a topic after a source started are assigned from their beginning (they
+ * are new, so nothing is replayed twice) and reported by their messages' partition numbers.
+ * One metadata request per handle covers every topic it reads. */
+static void refresh_partitions(struct kc *k)
+{
+    k->next_refresh_ms = mono_ms() + REFRESH_INTERVAL_MS;
+    if (!atomic_load(&k->up))
+        return;
+    for (int h = 0; h < MAX_HANDLES; h++) {
+        struct handle *hd = &k->handles[h];
+        const struct rd_kafka_metadata *md = NULL;
+        if (!hd->rk || !hd->nsources ||
+            rd_kafka_metadata(hd->rk, 0, NULL, &md, HEALTH_TIMEOUT_MS) !=
+                RD_KAFKA_RESP_ERR_NO_ERROR)
+            continue;
+        for (int t = 0; t < md->topic_cnt; t++) {
+            const struct rd_kafka_metadata_topic *mt = &md->topics[t];
+            struct source *s = k->sources;
+            while (s && (s->handle != h || strcmp(s->topic, mt->topic) != 0))
+                s = s->next;
+            if (!s || mt->err || mt->partition_cnt <= s->parts->cnt)
+                continue;
+            rd_kafka_topic_partition_list_t *add = rd_kafka_topic_partition_list_new(1);
+            for (int i = 0; i < mt->partition_cnt; i++)
+                if (!rd_kafka_topic_partition_list_find(s->parts, mt->topic, mt->partitions[i].id))
+                    rd_kafka_topic_partition_list_add(add, mt->topic, mt->partitions[i].id);
+            rd_kafka_error_t *e = NULL;
+            if (add->cnt && list_offsets(hd->rk, add, RD_KAFKA_OFFSET_BEGINNING) == 0 &&
+                !(e = rd_kafka_incremental_assign(hd->rk, add))) {
+                for (int i = 0; i < add->cnt; i++)
+                    rd_kafka_topic_partition_list_add(s->parts, mt->topic, add->elems[i].partition)
+                        ->offset = add->elems[i].offset;
+                wsb_log(WSB_LOG_INFO, "kafka partitions added", WSB_LSTR("connector", k->name),
+                        WSB_LSTR("topic", mt->topic), WSB_LINT("partitions", mt->partition_cnt));
+            }
+            if (e)
+                rd_kafka_error_destroy(e);
+            rd_kafka_topic_partition_list_destroy(add);
+        }
+        rd_kafka_metadata_destroy(md);
+    }
+}
+
 /* ---- The thread ---------------------------------------------------------------------- */
 
 static void shutdown_clients(struct kc *k, uint32_t timeout_ms)
@@ -809,6 +854,7 @@ static void *run(void *arg)
     struct kc *k = arg;
     bool more = true;
     health_check(k);
+    k->next_refresh_ms = mono_ms() + REFRESH_INTERVAL_MS;
     for (;;) {
         int64_t wait = k->next_health_ms - mono_ms();
         if (more || wait < 0)
@@ -852,6 +898,8 @@ static void *run(void *arg)
                 more = true;
         if (mono_ms() >= k->next_health_ms)
             health_check(k);
+        if (mono_ms() >= k->next_refresh_ms)
+            refresh_partitions(k);
     }
 }
 
