@@ -42,7 +42,7 @@ def bridge_bin():
     """Path of the wsbridge binary, or None when it does not exist."""
     env = os.environ.get("WSBRIDGE_BIN")
     if env:
-        return env
+        return os.path.abspath(env)
     for cand in ("build/wsbridge", "build-it/wsbridge"):
         p = os.path.join(REPO, cand)
         if os.path.exists(p):
@@ -53,7 +53,7 @@ def bridge_bin():
 def kafka_mock_bin():
     env = os.environ.get("WSB_KAFKA_MOCK_BIN")
     if env:
-        return env
+        return os.path.abspath(env)
     for cand in ("build/wsb-kafka-mock", "build-it/wsb-kafka-mock"):
         p = os.path.join(REPO, cand)
         if os.path.exists(p):
@@ -428,21 +428,28 @@ def pytest_runtest_makereport(item, call):
     rep = outcome.get_result()
     setattr(item, "rep_" + rep.when, rep)
     if rep.failed:
-        for i, b in enumerate(getattr(item, "_wsb_bridges", [])):
+        bridges = list(getattr(item, "_wsb_bridges", []))
+        mod = getattr(item, "module", None)
+        bridges += [b for b in getattr(mod, "_wsb_module_bridges", []) if b not in bridges]
+        for i, b in enumerate(bridges):
             text = b.logs()
             if len(text) > 20000:
                 text = "...(truncated)...\n" + text[-20000:]
             rep.sections.append(("wsbridge #%d stderr (pid %d)" % (i, b.pid), text))
 
 
-@pytest.fixture
-def bridge_bin_path():
+def _bin_or_skip():
     p = bridge_bin()
     if not os.path.exists(p):
         if os.environ.get("WSBRIDGE_BIN"):
             pytest.fail("WSBRIDGE_BIN=%s does not exist" % p)
         pytest.skip("wsbridge binary not built (%s); set WSBRIDGE_BIN" % p)
     return p
+
+
+@pytest.fixture
+def bridge_bin_path():
+    return _bin_or_skip()
 
 
 @pytest.fixture
@@ -461,23 +468,19 @@ def run_cli(bridge_bin_path, tmp_path):
     return run
 
 
-@pytest.fixture
-def bridge_factory(bridge_bin_path, tmp_path, request):
-    """bridge_factory(overrides=None, *, config=None, config_text=None, env=None, args=None,
-    wait=True, timeout=10) -> Bridge.
+class _Starter:
+    """Starts bridges into `workdir` and stops them all in finish()."""
 
-    Starts `wsbridge -c FILE` with default_config() deep-merged with `overrides` (or exactly
-    `config`, or the raw `config_text`; ports are then the caller's business: use
-    free_port()). Waits for /healthz 200. Every bridge is stopped at teardown; a sanitizer
-    report in its stderr fails the test."""
-    bridges = []
-    request.node._wsb_bridges = bridges
-    counter = [0]
+    def __init__(self, binpath, workdir):
+        self.binpath = binpath
+        self.workdir = workdir
+        self.bridges = []
+        self.counter = 0
 
-    def factory(overrides=None, config=None, config_text=None, env=None, args=None, wait=True,
-                timeout=10.0):
-        counter[0] += 1
-        n = counter[0]
+    def __call__(self, overrides=None, config=None, config_text=None, env=None, args=None,
+                 wait=True, timeout=10.0):
+        self.counter += 1
+        n = self.counter
         port, admin_port = free_port(), free_port()
         if config_text is None:
             if config is None:
@@ -492,41 +495,66 @@ def bridge_factory(bridge_bin_path, tmp_path, request):
             port = _port_of(config.get("listen"), port)
             admin_port = _port_of((config.get("admin") or {}).get("listen"), None)
         path = (config or {}).get("path", "/ws") if isinstance(config, dict) else "/ws"
-        config_path = tmp_path / ("wsbridge-%d.json" % n)
+        config_path = self.workdir / ("wsbridge-%d.json" % n)
         config_path.write_text(config_text)
-        log_path = tmp_path / ("wsbridge-%d.stderr" % n)
+        log_path = self.workdir / ("wsbridge-%d.stderr" % n)
         full_env = dict(os.environ)
         full_env.pop("WSBRIDGE_CONFIG", None)
         full_env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
         if env:
             full_env.update(env)
-        cmd = [bridge_bin_path, "-c", str(config_path)] + list(args or [])
+        cmd = [self.binpath, "-c", str(config_path)] + list(args or [])
         with open(log_path, "wb") as logf:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                                    env=full_env, cwd=str(tmp_path))
+                                    env=full_env, cwd=str(self.workdir))
         b = Bridge(proc, config, str(config_path), str(log_path), port, admin_port, path)
-        bridges.append(b)
+        self.bridges.append(b)
         if wait:
             _wait_ready(b, timeout)
         return b
 
-    yield factory
+    def finish(self):
+        problems = []
+        for b in self.bridges:
+            if b.alive():
+                try:
+                    b.stop(signal.SIGTERM, timeout=10)
+                except AssertionError as e:
+                    problems.append(str(e))
+            text = b.logs()
+            for marker in SANITIZER_MARKERS:
+                if marker in text:
+                    problems.append("sanitizer report in wsbridge stderr (pid %d):\n%s"
+                                    % (b.pid, text[-6000:]))
+                    break
+        if problems:
+            pytest.fail("\n".join(problems), pytrace=False)
 
-    problems = []
-    for b in bridges:
-        if b.alive():
-            try:
-                b.stop(signal.SIGTERM, timeout=10)
-            except AssertionError as e:
-                problems.append(str(e))
-        text = b.logs()
-        for marker in SANITIZER_MARKERS:
-            if marker in text:
-                problems.append("sanitizer report in wsbridge stderr (pid %d):\n%s"
-                                % (b.pid, text[-6000:]))
-                break
-    if problems:
-        pytest.fail("\n".join(problems), pytrace=False)
+
+@pytest.fixture
+def bridge_factory(bridge_bin_path, tmp_path, request):
+    """bridge_factory(overrides=None, *, config=None, config_text=None, env=None, args=None,
+    wait=True, timeout=10) -> Bridge.
+
+    Starts `wsbridge -c FILE` with default_config() deep-merged with `overrides` (or exactly
+    `config`, or the raw `config_text`; ports are then the caller's business: use
+    free_port()). Waits for /healthz 200. Every bridge is stopped at teardown; a sanitizer
+    report in its stderr fails the test."""
+    starter = _Starter(bridge_bin_path, tmp_path)
+    request.node._wsb_bridges = starter.bridges
+    yield starter
+    starter.finish()
+
+
+@pytest.fixture(scope="module")
+def module_bridge_factory(tmp_path_factory, request):
+    """Like bridge_factory, but the bridges live for the whole test module (faster for tests
+    that do not change the config or kill the process). Their logs are attached to any
+    failing test of the module."""
+    starter = _Starter(_bin_or_skip(), tmp_path_factory.mktemp("bridge"))
+    request.module._wsb_module_bridges = starter.bridges
+    yield starter
+    starter.finish()
 
 
 def _port_of(listen, default):

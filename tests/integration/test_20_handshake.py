@@ -12,9 +12,15 @@ import wsclient
 from wsclient import HandshakeError, WSClient, accept_key, raw_upgrade
 
 
-@pytest.fixture
-def hb(bridge_factory):
-    return bridge_factory({"limits": {"handshake_timeout_ms": 500}})
+@pytest.fixture(scope="module")
+def hb(module_bridge_factory):
+    """One bridge for the module's tests that keep the default config (faster)."""
+    return module_bridge_factory({"limits": {"handshake_timeout_ms": 500}})
+
+
+@pytest.fixture(scope="module")
+def bridge(hb):
+    return hb
 
 
 def request(b, **kw):
@@ -360,11 +366,13 @@ def test_garbage_gets_400_or_close(hb, i):
 
 def test_random_garbage_never_crashes(hb):
     rnd = random.Random(6455)
-    for _ in range(40):
+    for i in range(30):
         n = rnd.choice([1, 7, 64, 500, 3000])
         blob = bytes(rnd.getrandbits(8) for _ in range(n))
-        if rnd.random() < 0.5:
-            blob = b"GET /ws HTTP/1.1\r\n" + blob + b"\r\n\r\n"
+        if i % 2:
+            blob = b"GET /ws HTTP/1.1\r\n" + blob
+        if i % 5:  # most end the head; the rest wait for the handshake timeout
+            blob += b"\r\n\r\n"
         status, _, _, _ = raw_upgrade(hb.host, hb.port, blob, timeout=1.5)
         assert status != 101
         assert hb.alive(), "bridge died on %r" % blob[:100]
@@ -374,9 +382,14 @@ def test_random_garbage_never_crashes(hb):
     c.close()
 
 
+# SPEC §3 says 400 for "not a valid upgrade"; the README documents 431 for a head over
+# 8 KiB, which is the more precise status. Both are accepted (docs/testing.md).
+TOO_LARGE = (400, 431)
+
+
 def test_oversized_header_block_refused(hb):
-    """8 KiB+ of headers: refused with 400 (SPEC §3 'not a valid upgrade') — as soon as the
-    limit passes, without waiting for the end of the head."""
+    """8 KiB+ of headers: refused with 400/431 — as soon as the limit passes, without
+    waiting for the end of the head."""
     data, _ = request(hb)
     pad = "".join("X-Pad-%d: %s\r\n" % (i, "a" * 90) for i in range(100))  # ~10 KiB
     head = data[:-2] + pad.encode()
@@ -387,7 +400,7 @@ def test_oversized_header_block_refused(hb):
         except (BrokenPipeError, ConnectionResetError):
             pass
         status, headers, rest, _ = wsclient.read_http_head(s, timeout=3)
-        assert status == 400, (status, headers)
+        assert status in TOO_LARGE, (status, headers)
         body = wsclient.read_http_body(s, headers, rest, timeout=3)
         doc = json.loads(body)
         assert doc.get("error") and doc.get("message"), doc
@@ -399,7 +412,7 @@ def test_oversized_header_block_refused(hb):
 def test_oversized_single_header_line_refused(hb):
     data, _ = request(hb, headers=[("X-Big", "b" * 9000)])
     status, headers, body, closed = raw_upgrade(hb.host, hb.port, data, timeout=3)
-    assert status == 400, (status, headers)
+    assert status in TOO_LARGE, (status, headers)
     assert closed
 
 

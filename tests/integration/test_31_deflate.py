@@ -15,9 +15,9 @@ from wsclient import (OP_CONT, OP_PING, OP_TEXT, ConnectionClosed, HandshakeErro
 MAX = 65536
 
 
-@pytest.fixture
-def db(bridge_factory):
-    return bridge_factory({"permessage_deflate": True, "limits": {"max_message_bytes": MAX}})
+@pytest.fixture(scope="module")
+def db(module_bridge_factory):
+    return module_bridge_factory({"permessage_deflate": True, "limits": {"max_message_bytes": MAX}})
 
 
 def pmd(c):

@@ -11,6 +11,12 @@ import pytest
 from wsclient import OP_TEXT, Closed
 
 
+@pytest.fixture(scope="module")
+def bridge(module_bridge_factory):
+    """One bridge with the default config for the module (tests use distinct channels)."""
+    return module_bridge_factory()
+
+
 def sub(c, channel, rid=1):
     r = c.request({"op": "subscribe", "id": rid, "channel": channel})
     assert r["type"] == "subscribed", r

@@ -154,7 +154,7 @@ def test_metrics_scrape_under_load_is_consistent(bridge):
 # ---- signals and drain --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_with_no_clients_exits_0_quickly(bridge_factory, sig):
     b = bridge_factory()
     t0 = time.monotonic()
@@ -162,7 +162,7 @@ def test_signal_with_no_clients_exits_0_quickly(bridge_factory, sig):
     assert time.monotonic() - t0 < 3.0
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_drain_sends_1001_to_every_client_and_exits_0(bridge_factory, sig):
     drain_ms = 3000
     b = bridge_factory({"drain_timeout_ms": drain_ms})
@@ -179,7 +179,7 @@ def test_drain_sends_1001_to_every_client_and_exits_0(bridge_factory, sig):
     assert time.monotonic() - t0 <= drain_ms / 1000 + 1.5
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_drain_readyz_503_and_new_connections_refused(bridge_factory, sig):
     """While a client holds the drain open (it never answers the close), /readyz answers 503
     with a JSON reason and new upgrades are refused (503 with Retry-After, or the listener is
