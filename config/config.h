@@ -171,9 +171,10 @@ int wsb_config_restart_needed(const struct wsb_config *old, const struct wsb_con
 struct wsb_config *wsb_config_ref(struct wsb_config *c);
 void wsb_config_unref(struct wsb_config *c);
 
-/** Expands ${VAR} and ${VAR:-default} in `in` using getenv. Returns a malloc'd string, or
- * NULL with a reason in `err` when a variable is unset and has no default, or the syntax is
- * broken. */
+/** Expands ${VAR} and ${VAR:-default} in `in` using getenv. `${VAR:-d}` uses `d` when VAR is
+ * unset or empty; `$$` is a literal `$`; any other `$` stays literal. Values are not expanded
+ * again. Returns a malloc'd string, or NULL with a reason in `err` when a variable is unset and
+ * has no default, or the syntax is broken. */
 char *wsb_config_expand(const char *in, char *err, size_t errlen);
 
 /** The result of routing a channel name. */
