@@ -52,7 +52,8 @@ static void path_idx(char *out, const char *parent, size_t i)
         out[PATH_MAX_LEN - 1] = '\0';
 }
 
-/* The schema parent of a row path: "limits.send_buffer.policy" -> "limits.send_buffer". */
+/* True when row `path` sits directly under `parent` ("limits.send_buffer.policy" under
+ * "limits.send_buffer"; "" is the root). */
 static bool is_child(const char *path, const char *parent)
 {
     size_t n = strlen(parent);
@@ -1032,35 +1033,4 @@ int wsb_config_restart_needed(const struct wsb_config *old, const struct wsb_con
             err(ctx, next->file, "connectors", msg);
     }
     return n;
-}
-
-int wsb_config_route(const struct wsb_config *c, const char *channel, size_t len,
-                     struct wsb_route *out)
-{
-    struct wsb_captures caps;
-    for (size_t i = 0; i < c->nchannels; i++) {
-        const struct wsb_channel_rule *r = &c->channels[i];
-        if (!wsb_pattern_match(r->pattern, channel, len, &caps))
-            continue;
-        memset(out, 0, sizeof(*out));
-        out->rule = r;
-        const struct {
-            const char *tmpl;
-            char *dst;
-        } fields[] = {
-            {r->topic, out->topic},
-            {r->exchange, out->exchange},
-            {r->binding_key, out->binding_key},
-            {r->routing_key, out->routing_key},
-            {r->queue, out->queue},
-            {r->group, out->group},
-            {r->dead_letter_topic, out->dead_letter_topic},
-        };
-        for (size_t k = 0; k < WSB_ARRAY_LEN(fields); k++)
-            if (fields[k].tmpl &&
-                wsb_pattern_expand(fields[k].tmpl, &caps, fields[k].dst, sizeof(out->topic)) < 0)
-                return -1;
-        return 0;
-    }
-    return -1;
 }

@@ -1,0 +1,126 @@
+/* Unit tests for config/route.c: first match wins, captures, `**`, broker-name expansion. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "config/config.h"
+#include "connectors/connector.h"
+
+static void print_problem(void *ctx, const char *file, const char *path, const char *msg)
+{
+    (void)ctx;
+    print_error("%s: %s: %s\n", file, path, msg);
+}
+
+static struct wsb_config *load(const char *text)
+{
+    return wsb_config_load_text("route.json", text, strlen(text), false, print_problem, NULL);
+}
+
+#define MEM "\"connectors\": {\"m\": {\"type\": \"memory\"}}"
+
+static void test_route(void **state)
+{
+    (void)state;
+    struct wsb_config *c =
+        load("{" MEM ", \"channels\": ["
+             " {\"match\": \"orders\", \"connector\": \"m\", \"topic\": \"orders.v1\"},"
+             " {\"match\": \"prices.eur\", \"connector\": \"m\", \"topic\": \"special\"},"
+             " {\"match\": \"prices.*\", \"connector\": \"m\", \"topic\": \"prices-{1}\"},"
+             " {\"match\": \"alerts.**\", \"connector\": \"m\", \"topic\": \"alerts.{1}\"},"
+             " {\"match\": \"work.*.*\", \"connector\": \"m\", \"topic\": \"work-{2}-{1}\","
+             "  \"group\": \"g-{1}\", \"dead_letter_topic\": \"{1}.dlq\"},"
+             " {\"match\": \"**\", \"connector\": \"m\", \"topic\": \"catchall\"}]}");
+    assert_non_null(c);
+    struct wsb_route r;
+#define ROUTE(name) wsb_config_route(c, name, strlen(name), &r)
+    assert_int_equal(ROUTE("orders"), 0);
+    assert_ptr_equal(r.rule, &c->channels[0]);
+    assert_string_equal(r.topic, "orders.v1");
+    assert_string_equal(r.exchange, "");
+    /* First match wins, in file order. */
+    assert_int_equal(ROUTE("prices.eur"), 0);
+    assert_string_equal(r.topic, "special");
+    assert_int_equal(ROUTE("prices.usd"), 0);
+    assert_ptr_equal(r.rule, &c->channels[2]);
+    assert_string_equal(r.topic, "prices-usd");
+    assert_int_equal(ROUTE("alerts.eu.disk.full"), 0);
+    assert_string_equal(r.topic, "alerts.eu.disk.full");
+    assert_string_equal(r.exchange, "");
+    assert_string_equal(r.queue, "");
+    assert_int_equal(ROUTE("work.a.b"), 0);
+    assert_string_equal(r.topic, "work-b-a");
+    assert_string_equal(r.group, "g-a");
+    assert_string_equal(r.dead_letter_topic, "a.dlq");
+    assert_int_equal(ROUTE("prices.a.b"), 0);
+    assert_ptr_equal(r.rule, &c->channels[5]);
+    assert_int_equal(ROUTE("orders.x"), 0);
+    assert_string_equal(r.topic, "catchall");
+    assert_int_equal(ROUTE("bad..name"), -1);
+    assert_int_equal(ROUTE(""), -1);
+    wsb_config_unref(c);
+
+    c = load("{" MEM ", \"channels\": [{\"match\": \"a.*\", \"connector\": \"m\","
+             " \"topic\": \"{1}\"}]}");
+    assert_non_null(c);
+    assert_int_equal(ROUTE("a"), -1);
+    assert_int_equal(ROUTE("b.c"), -1);
+    assert_int_equal(ROUTE("a.b.c"), -1);
+    assert_int_equal(ROUTE("a.b"), 0);
+    assert_string_equal(r.topic, "b");
+    wsb_config_unref(c);
+
+    /* An expansion that does not fit in the route is refused. */
+    char name[WSB_CHANNEL_MAX + 1];
+    memset(name, 'x', sizeof(name));
+    name[0] = 'a';
+    name[1] = '.';
+    name[WSB_CHANNEL_MAX] = '\0';
+    c = load("{" MEM ", \"channels\": [{\"match\": \"a.*\", \"connector\": \"m\","
+             " \"topic\": \"{1}{1}\"}]}");
+    assert_non_null(c);
+    assert_int_equal(wsb_config_route(c, name, strlen(name), &r), -1);
+    wsb_config_unref(c);
+#undef ROUTE
+}
+
+/* AMQP broker fields; runs once the amqp connector is in the registry. */
+static void test_route_amqp(void **state)
+{
+    (void)state;
+    if (!wsb_connector_find("amqp"))
+        skip();
+    struct wsb_config *c =
+        load("{\"connectors\": {\"r\": {\"type\": \"amqp\","
+             "   \"url\": \"amqp://guest:guest@localhost:5672/%2f\"}},"
+             " \"channels\": ["
+             " {\"match\": \"alerts.**\", \"connector\": \"r\", \"exchange\": \"alerts\","
+             "  \"binding_key\": \"{1}\"},"
+             " {\"match\": \"jobs.*\", \"connector\": \"r\", \"queue\": \"jobs-{1}\","
+             "  \"delivery\": \"ack\"}]}");
+    assert_non_null(c);
+    assert_string_equal(c->channels[0].routing_key, "{1}"); /* defaults to binding_key */
+    struct wsb_route r;
+    assert_int_equal(wsb_config_route(c, "alerts.eu.disk", 14, &r), 0);
+    assert_string_equal(r.exchange, "alerts");
+    assert_string_equal(r.binding_key, "eu.disk");
+    assert_string_equal(r.routing_key, "eu.disk");
+    assert_string_equal(r.topic, "");
+    assert_int_equal(wsb_config_route(c, "jobs.x", 6, &r), 0);
+    assert_string_equal(r.queue, "jobs-x");
+    wsb_config_unref(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_route),
+        cmocka_unit_test(test_route_amqp),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
