@@ -56,8 +56,8 @@ const struct cfg_field wsb_cfg_fields[] = {
      .doc = "Where tokens are read, in order: `header`, `query`, `subprotocol`, `cookie:NAME`."},
     {"auth.refusal", CT_ENUM, C(auth.refusal), .def = "\"http\"", .enums = refusal_enum,
      .flags = CF_RELOAD,
-     .doc = "How a bad token is refused: an HTTP 401/403, or `close` (upgrade, then close "
-            "4401/4403)."},
+     .doc = "How a bad token is refused: `http` (401 before the upgrade) or `close` (upgrade, "
+            "then close 4401)."},
     {"auth.jwt", CT_OBJ, 0, .flags = CF_REQUIRED | CF_RELOAD, .doc = "JWT verification."},
     {"auth.jwt.algorithms", CT_CUSTOM, 0, .def = "[\"RS256\", \"ES256\", \"HS256\"]",
      .custom = CC_ALGORITHMS, .flags = CF_RELOAD,
