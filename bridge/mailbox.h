@@ -42,8 +42,8 @@ struct wsb_mailbox *wsb_mailbox_new(struct event_base *base, wsb_mailbox_cb cb, 
 /** Frees pending mails too. Call after the loop stopped. */
 void wsb_mailbox_free(struct wsb_mailbox *mb);
 
-/** Posts a mail (takes ownership). Returns 0, or -1 when the mailbox is closed (the mail
- * is freed). @locality any */
+/** Posts a mail (takes ownership); never blocks on the consumer. Returns 0.
+ * @locality any */
 int wsb_mailbox_post(struct wsb_mailbox *mb, struct wsb_mail *mail);
 
 /** Allocates a mail; text/text2 copied when non-NULL; msg reference taken over. NULL on OOM. */

@@ -184,8 +184,12 @@ static void on_mail(void *ctx, struct wsb_mail *m)
     case WSB_MAIL_CONNECTOR: break;
     case WSB_MAIL_DRAIN:
         w->draining = true;
-        if (w->listener)
-            evconnlistener_disable(w->listener);
+        /* Close the listening socket: new connections are refused at once instead of
+         * waiting in the backlog. */
+        if (w->listener) {
+            evconnlistener_free(w->listener);
+            w->listener = NULL;
+        }
         /* Closing never unlinks a session synchronously (freeing happens on the reap
          * event), so walking the list while closing is safe. */
         for (struct wsb_session *s = w->sessions; s; s = wsb_session_next(s))
