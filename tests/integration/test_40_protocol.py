@@ -426,3 +426,21 @@ def test_fanout_50_clients_200_messages_exactly_once_in_order(bridge_factory):
         assert_no_message(c, within=0.05)
     for c in subs + [p]:
         c.close()
+
+
+def test_large_payloads_reach_a_late_reader_intact(bridge):
+    """Three 600 KB messages while the subscriber is not reading: partial socket writes
+    and queued frames must deliver every byte in order."""
+    a = bridge.connect()
+    p = bridge.connect()
+    sub(a, "mem.large")
+    blobs = [("%d" % k) * (600 * 1024) for k in range(3)]
+    for k, blob in enumerate(blobs):
+        r = p.request({"op": "publish", "id": k, "channel": "mem.large", "data": blob}, timeout=10)
+        assert r["type"] == "published", {x: y for x, y in r.items() if x != "data"}
+    time.sleep(0.3)
+    for k, blob in enumerate(blobs):
+        m = a.recv_json(timeout=10)
+        assert m["type"] == "message" and m["data"] == blob, (k, len(m.get("data", "")))
+    a.close()
+    p.close()

@@ -255,3 +255,133 @@ def test_drain_logs_are_json(bridge_factory):
         if line.strip():
             rec = json.loads(line)
             assert {"ts", "level", "msg"} <= set(rec), line
+
+
+# ---- more metrics -----------------------------------------------------------------------
+
+
+def test_metrics_protocol_error_counts_disconnect_code(bridge):
+    c = bridge.connect()
+    c.send_frame(0x1, b'{"op":"x"}', mask=False)
+    code, _ = c.expect_close()
+    assert code == 1002
+    c.close()
+    m = bridge.wait_metric("wsbridge_disconnects_total", lambda v: v >= 1, code="1002")
+    assert m.value("wsbridge_disconnects_total", 0, code="1002") >= 1, \
+        {k: v for k, v in m.items() if "disconnects" in k}
+
+
+def test_metrics_handshake_timeout_counted(bridge_factory):
+    b = bridge_factory({"limits": {"handshake_timeout_ms": 300}})
+    s = socket.create_connection((b.host, b.port), timeout=3)
+    try:
+        s.sendall(b"GET /ws HTTP/1.1\r\n")
+        try:
+            while s.recv(4096):
+                pass
+        except (ConnectionResetError, socket.timeout):
+            pass
+    finally:
+        s.close()
+    m = b.wait_metric("wsbridge_handshakes_total", lambda v: v >= 1, result="timeout")
+    assert m.value("wsbridge_handshakes_total", 0, result="timeout") >= 1, \
+        {k: v for k, v in m.items() if "handshakes" in k}
+
+
+def test_metrics_ping_rtt_observed(bridge_factory):
+    b = bridge_factory({"limits": {"ping_interval_ms": 200, "pong_timeout_ms": 1000}})
+    c = b.connect()
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        try:
+            c.recv_message(timeout=max(0.01, deadline - time.monotonic()))  # answers pings
+        except socket.timeout:
+            break
+    assert c.pings_answered >= 2, c.pings_answered
+    m = b.wait_metric("wsbridge_ping_rtt_seconds_count", lambda v: v >= 1)
+    assert m.value("wsbridge_ping_rtt_seconds_count") >= 1
+    c.close()
+
+
+def test_half_closed_and_reset_clients_are_cleaned_up(bridge):
+    a = bridge.connect()
+    a.request({"op": "subscribe", "id": 1, "channel": "mem.cleanup"})
+    a.sock.shutdown(socket.SHUT_WR)  # EOF without a close frame
+    b = bridge.connect()
+    b.request({"op": "subscribe", "id": 1, "channel": "mem.cleanup"})
+    b.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    b.close()  # RST
+    assert a.wait_tcp_closed(3), "the server kept a half-closed connection open"
+    a.close()
+    m = bridge.wait_metric("wsbridge_connections", lambda v: v == 0)
+    assert m.value("wsbridge_connections") == 0
+    m = bridge.wait_metric("wsbridge_subscriptions", lambda v: v == 0)
+    assert m.value("wsbridge_subscriptions") == 0
+
+
+# ---- SIGHUP reload (SPEC §8) --------------------------------------------------------------
+
+
+def rewrite_config(b, cfg):
+    with open(b.config_path, "w") as f:
+        f.write(cfg if isinstance(cfg, str) else json.dumps(cfg, indent=2))
+
+
+def try_subscribe(b, channel):
+    c = b.connect()
+    try:
+        r = c.request({"op": "subscribe", "id": 1, "channel": channel}, timeout=3)
+        return r["type"] if r["type"] == "subscribed" else r.get("code")
+    finally:
+        c.close()
+
+
+def wait_subscribe_result(b, channel, want, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    got = None
+    while time.monotonic() < deadline:
+        got = try_subscribe(b, channel)
+        if got == want:
+            return got
+        time.sleep(0.1)
+    return got
+
+
+def test_sighup_reloads_acl_without_dropping_connections(bridge_factory):
+    b = bridge_factory({"acl": [{"subscribe": ["mem.a.*"], "publish": ["**"]}]})
+    old = b.connect()
+    r = old.request({"op": "subscribe", "id": 1, "channel": "mem.a.x"})
+    assert r["type"] == "subscribed"
+    assert try_subscribe(b, "mem.b.x") == "forbidden"
+    cfg = dict(b.config)
+    cfg["acl"] = [{"subscribe": ["mem.b.*"], "publish": ["**"]}]
+    rewrite_config(b, cfg)
+    b.proc.send_signal(signal.SIGHUP)
+    assert wait_subscribe_result(b, "mem.b.x", "subscribed") == "subscribed"
+    assert try_subscribe(b, "mem.a.y") == "forbidden"
+    assert b.alive()
+    # the old connection is still open and served
+    old.send_json({"op": "nope", "id": "still-here"})
+    m, _ = old.recv_until(lambda x: x.get("id") == "still-here")
+    assert m["type"] == "error"
+    old.close_handshake(1000)
+
+
+def test_sighup_with_invalid_config_keeps_the_old_one(bridge_factory):
+    b = bridge_factory({"acl": [{"subscribe": ["mem.a.*"], "publish": ["**"]}]})
+    c = b.connect()
+    bad = dict(b.config)
+    bad["limts"] = {}
+    bad["acl"] = [{"subscribe": ["mem.b.*"], "publish": ["**"]}]
+    rewrite_config(b, bad)
+    b.proc.send_signal(signal.SIGHUP)
+    rec = b.wait_log(lambda r: "limts" in json.dumps(r), timeout=5)
+    assert rec is not None, "the invalid reload was not logged (naming the bad key)"
+    assert rec.get("level") in ("warn", "warning", "error"), rec
+    assert b.alive()
+    assert try_subscribe(b, "mem.a.x") == "subscribed"
+    assert try_subscribe(b, "mem.b.x") == "forbidden"
+    c.send_json({"op": "nope", "id": 1})
+    assert c.recv_json()["type"] == "error"
+    c.close()
+    assert b.stop() == 0
