@@ -144,22 +144,22 @@ def kafka_mock(tmp_path):
 # Bridge configuration
 
 
-def kafka_channels():
+def kafka_channels(name="k"):
     return [
-        {"match": "orders", "connector": "k", "topic": "orders"},
-        {"match": "prices.*", "connector": "k", "topic": "prices-{1}"},
+        {"match": "orders", "connector": name, "topic": "orders"},
+        {"match": "prices.*", "connector": name, "topic": "prices-{1}"},
     ]
 
 
-def kafka_overrides(bootstrap, extra=None, channels=None, properties=None):
+def kafka_overrides(bootstrap, extra=None, channels=None, properties=None, name="k"):
     """bridge_factory overrides routing `orders` and `prices.*` to the mock cluster through
-    the connector `k` (the memory connector of the default config removed)."""
+    the connector `name` (the memory connector of the default config removed)."""
     conn = {"type": "kafka", "brokers": bootstrap}
     if properties:
         conn["properties"] = properties
     out = {
-        "connectors": {"m": DELETE, "k": conn},
-        "channels": channels if channels is not None else kafka_channels(),
+        "connectors": {"m": DELETE, name: conn},
+        "channels": channels if channels is not None else kafka_channels(name),
     }
     for key, value in (extra or {}).items():
         out[key] = value
