@@ -392,7 +392,7 @@ static void test_demo(void **state)
     struct wsb_source s = {.topic = "demo.ticks", .from = WSB_FROM_EARLIEST};
     assert_int_equal(wsb_connector_subscribe(conn, 9, &s), WSB_OK);
     assert_int_equal(wait_for(EV_STARTED, 9, 1, 10000, true), 1);
-    assert_int_equal(wait_for(EV_MESSAGE, 9, 2, 10000, true), 2);
+    assert_true(wait_for(EV_MESSAGE, 9, 2, 10000, true) >= 2);
     struct wsb_msg *m = nth(EV_MESSAGE, 9, 0)->msg;
     assert_true(m->payload_len > 10);
     assert_memory_equal(m->payload, "{\"seq\":1,", 9);
