@@ -530,6 +530,13 @@ static void log_config_error(void *ctx, const char *file, const char *path, cons
             WSB_LSTR("path", path), WSB_LSTR("error", msg));
 }
 
+static void log_restart_needed(void *ctx, const char *file, const char *path, const char *msg)
+{
+    (void)ctx;
+    wsb_log(WSB_LOG_WARN, "reload: setting needs a restart", WSB_LSTR("file", file),
+            WSB_LSTR("path", path), WSB_LSTR("detail", msg));
+}
+
 static bool same_connectors(const struct wsb_config *a, const struct wsb_config *b)
 {
     if (a->nconnectors != b->nconnectors)
@@ -556,12 +563,17 @@ static void reload(struct wsb_server *s)
         return;
     }
     struct wsb_runtime *old = wsb_shared_runtime(&s->sh);
-    bool same = same_connectors(old->cfg, cfg) && strcmp(old->cfg->listen, cfg->listen) == 0;
+    /* Channels name connectors by index: a different connector set cannot be swapped in
+     * under live subscriptions. Other restart-only settings are logged and keep their old
+     * effect (listeners, workers, admin). */
+    bool same = same_connectors(old->cfg, cfg);
+    if (same)
+        wsb_config_restart_needed(old->cfg, cfg, log_restart_needed, NULL);
     wsb_runtime_unref(old);
     if (!same) {
         wsb_config_unref(cfg);
-        wsb_log0(WSB_LOG_ERROR, "reload failed: connectors or listen address changed; a restart "
-                                "is needed for those; keeping the running configuration");
+        wsb_log0(WSB_LOG_ERROR, "reload failed: connectors changed; a restart is needed for "
+                                "that; keeping the running configuration");
         return;
     }
     char err[256] = "";
