@@ -33,6 +33,7 @@ def assert_close(c, code, timeout=3.0):
     assert len(reason) <= 123
     reason.decode("utf-8")  # a close reason is UTF-8
     assert c.wait_tcp_closed(timeout), "TCP still open after the close frame"
+    assert not c.trailing, "the server sent bytes after its close frame: %r" % c.trailing[:100]
     c.close()
 
 
@@ -68,6 +69,13 @@ def test_non_minimal_length_encodings_accepted_or_1002(fb, form):
         assert m["type"] == "subscribed"
     except Closed as e:
         assert e.code == 1002
+
+
+def test_zero_mask_key_is_valid(fb):
+    c = fb.connect()
+    c.send_frame(OP_TEXT, req(1), mask_key=b"\0\0\0\0")
+    assert c.recv_json()["type"] == "subscribed"
+    c.close()
 
 
 def test_unmasked_client_frame_1002(fb):

@@ -3,6 +3,7 @@ memory connector, context takeover, deflate bombs (1009 with bounded RSS), RSV1 
 (1002) and corrupt deflate data (1007)."""
 
 import json
+import os
 import threading
 import time
 import zlib
@@ -94,6 +95,27 @@ def test_server_max_window_bits_requested(db):
     if p is not None:
         assert "server_max_window_bits" in p and 9 <= int(p["server_max_window_bits"]) <= 10, p
     c.close()
+
+
+def test_server_max_window_bits_honoured_by_server_messages(db):
+    """When server_max_window_bits=10 is accepted, the server's compressed messages must
+    never reference more than 1 KiB back: a 2 KiB random block repeated is inflated here
+    with a 10-bit window (zlib fails with 'invalid distance too far back' otherwise)."""
+    c = connect(db, "permessage-deflate; server_max_window_bits=10")
+    p = pmd(c)
+    if p is None:
+        pytest.skip("server_max_window_bits=10 declined (allowed)")
+    c.send_json({"op": "subscribe", "id": 1, "channel": "mem.z.win"})
+    assert c.recv_json()["type"] == "subscribed"
+    pub = connect(db, None)
+    block = os.urandom(1024).hex()  # 2 KiB of incompressible text
+    data = block * 8
+    pub.send_json({"op": "publish", "id": 2, "channel": "mem.z.win", "data": data})
+    assert pub.recv_json()["type"] == "published"
+    op, raw = c.recv_message()
+    assert json.loads(raw)["data"] == data
+    c.close()
+    pub.close()
 
 
 def test_server_max_window_bits_8_declined_then_fallback(db):

@@ -161,6 +161,7 @@ class WSClient:
         self.eof = False
         self.send_failed = None
         self.welcome = None
+        self.trailing = b""
         self.pings_answered = 0
         self._inflater = None
 
@@ -434,6 +435,7 @@ class WSClient:
         """True when the server closes TCP (EOF or reset) within `timeout`; bytes arriving
         meanwhile are discarded (kept in self.trailing)."""
         if self.eof:
+            self.trailing = self.buf
             return True
         deadline = time.monotonic() + timeout
         self.trailing = self.buf
