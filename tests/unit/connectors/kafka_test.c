@@ -396,6 +396,21 @@ static void test_outage(void **state)
     assert_true(wsb_connector_ready(conn, reason, sizeof(reason)));
 }
 
+/* stop() gives pending publishes up to its timeout, then fails them; the sink stays quiet after. */
+static void test_stop_fails_pending_publishes(void **state)
+{
+    (void)state;
+    rd_kafka_mock_broker_set_down(mcluster, -1);
+    assert_int_equal(wait_for(EV_STATE, 0, 1, 10000, false), 1);
+    struct wsb_publish p = {.topic = "t1", .payload = (const uint8_t *)"x", .payload_len = 1};
+    assert_int_equal(wsb_connector_publish(conn, &p, 91), WSB_OK);
+    wsb_connector_stop(conn, 300);
+    assert_int_equal(wait_for(EV_PUBLISHED, 91, 1, 0, true), 1);
+    assert_false(nth(EV_PUBLISHED, 91, 0)->ok);
+    assert_int_equal(wsb_connector_publish(conn, &p, 92), WSB_ERR_UNAVAILABLE);
+    rd_kafka_mock_broker_set_up(mcluster, -1);
+}
+
 static void test_demo(void **state)
 {
     (void)state;
@@ -477,6 +492,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_from_timestamp, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_fails_pending_publishes, setup, teardown),
         cmocka_unit_test(test_demo),
     };
     if (UNDER_TSAN) {
