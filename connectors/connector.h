@@ -121,14 +121,12 @@ struct wsb_connector_ops {
      * each problem with `report(ctx, path_suffix, msg)`, path_suffix like ".brokers".
      * Returns the number of problems. @locality any */
     int (*check_config)(const json_t *conf,
-                        void (*report)(void *ctx, const char *path, const char *msg),
-                        void *ctx);
+                        void (*report)(void *ctx, const char *path, const char *msg), void *ctx);
 
     /** Validates a channel rule's broker fields for this connector type (e.g. kafka needs
      * "topic"). `rule` is a JSON object of the channel. Same reporting as check_config. */
     int (*check_channel)(const json_t *channel,
-                         void (*report)(void *ctx, const char *path, const char *msg),
-                         void *ctx);
+                         void (*report)(void *ctx, const char *path, const char *msg), void *ctx);
 
     /** Creates the connector (no thread yet, no network). */
     enum wsb_err (*create)(const char *name, const json_t *conf, const struct wsb_sink *sink,
@@ -167,8 +165,8 @@ const struct wsb_connector_ops *wsb_connector_find(const char *type);
 
 /** Creates a connector instance of `type`. The caller owns the result. */
 enum wsb_err wsb_connector_new(const char *type, const char *name, const json_t *conf,
-                               const struct wsb_sink *sink, struct wsb_connector **out,
-                               char *err, size_t errlen);
+                               const struct wsb_sink *sink, struct wsb_connector **out, char *err,
+                               size_t errlen);
 void wsb_connector_free(struct wsb_connector *c);
 
 static inline enum wsb_err wsb_connector_start(struct wsb_connector *c)
