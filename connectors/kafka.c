@@ -223,7 +223,8 @@ static bool conf_set(rd_kafka_conf_t *conf, const char *key, const char *val, ch
     char why[256];
     if (rd_kafka_conf_set(conf, key, val, why, sizeof(why)) == RD_KAFKA_CONF_OK)
         return true;
-    snprintf(err, errlen, "%s: %s", key, why);
+    if (snprintf(err, errlen, "%s: %s", key, why) >= (int)errlen)
+        err[errlen - 1] = '\0'; /* a cut reason is fine */
     return false;
 }
 
