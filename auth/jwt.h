@@ -27,9 +27,9 @@ void wsb_auth_unref(struct wsb_auth *a);
 
 /** A verified identity. Immutable after creation; reference-counted. */
 struct wsb_identity {
-    int refs;      /* owned by one loop thread at a time */
-    char *sub;     /* "sub" claim, or NULL */
-    int64_t exp;   /* "exp" (unix seconds), 0 when absent */
+    int refs;       /* owned by one loop thread at a time */
+    char *sub;      /* "sub" claim, or NULL */
+    int64_t exp;    /* "exp" (unix seconds), 0 when absent */
     json_t *claims; /* the whole claim set, owned */
 };
 
@@ -42,8 +42,8 @@ void wsb_identity_unref(struct wsb_identity *id);
  * key), "token_alg" (alg not allowed or not matching the key), "token_expired",
  * "token_not_yet_valid", "token_issuer", "token_audience", "token_exp_required".
  * Never logs or copies the token into error text. @locality any */
-enum wsb_err wsb_auth_verify(const struct wsb_auth *a, const char *token, size_t len,
-                             int64_t now, struct wsb_identity **out, const char **code);
+enum wsb_err wsb_auth_verify(const struct wsb_auth *a, const char *token, size_t len, int64_t now,
+                             struct wsb_identity **out, const char **code);
 
 /** The leeway in seconds applied to exp/nbf. */
 int wsb_auth_leeway(const struct wsb_auth *a);

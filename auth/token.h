@@ -27,8 +27,8 @@ struct wsb_token_inputs {
  * query, subprotocol, cookie. Copies it into `out` (NUL-terminated). Returns its length,
  * 0 when none was found, or -1 when one was present but malformed or too long.
  * `*source` names where it came from ("header", "query", "subprotocol", "cookie"). */
-long wsb_token_find(const struct wsb_auth_conf *conf, const struct wsb_token_inputs *in,
-                    char *out, size_t outlen, const char **source);
+long wsb_token_find(const struct wsb_auth_conf *conf, const struct wsb_token_inputs *in, char *out,
+                    size_t outlen, const char **source);
 
 /** Picks the subprotocol to answer: "wsbridge.v1" when offered, else NULL. Never selects a
  * "bearer.*" entry. */

@@ -33,6 +33,7 @@
 #define SLOW_RCVBUF 4096
 #define LAT_BUCKETS 100001 /* latency histogram: 0.1 ms buckets up to 10 s, then overflow */
 #define SCAN_MAX_DEPTH 64
+#define PUBLISH_WINDOW 32 /* unconfirmed publishes in flight */
 
 enum client_state {
     CS_IDLE,      /* not opened yet */
@@ -121,6 +122,7 @@ struct load {
     double publish_credit;
     uint64_t published_sent;
     uint64_t published_ok;
+    uint64_t publish_failed; /* error replies to the publisher */
     bool publish_started;
     char *pad;
     /* latency */
@@ -540,6 +542,8 @@ static void on_text(struct client *c, const char *text, size_t len)
             code[m.code.len - 2] = '\0';
         }
         count(&ld->error_codes, code);
+        if (c->role == ROLE_PUBLISHER)
+            ld->publish_failed++;
     }
 }
 
@@ -792,6 +796,9 @@ static void publish_some(struct load *ld, struct client *p, double dt_s)
     while (ld->publish_credit >= 1.0) {
         if (ld->opt.expect >= 0 && ld->published_sent >= (uint64_t)ld->opt.expect)
             return;
+        /* stay under the bridge's max_inflight_publishes (SPEC §2, default 64) */
+        if (ld->published_sent - ld->published_ok - ld->publish_failed >= PUBLISH_WINDOW)
+            return;
         ld->publish_credit -= 1.0;
         uint64_t seq = ++ld->published_sent;
         char *text = NULL;
@@ -936,6 +943,7 @@ static int report(struct load *ld)
     if (ld->opt.publish_rate > 0) {
         json_object_set_new(out, "published_sent", json_integer((json_int_t)ld->published_sent));
         json_object_set_new(out, "published_ok", json_integer((json_int_t)ld->published_ok));
+        json_object_set_new(out, "publish_failed", json_integer((json_int_t)ld->publish_failed));
     }
     json_object_set_new(out, "elapsed_s", json_real(round(elapsed * 1000) / 1000));
     json_object_set_new(out, "msgs_per_s",

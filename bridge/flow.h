@@ -24,14 +24,14 @@ bool wsb_bucket_take(struct wsb_bucket *b, double n, int64_t now_us);
 uint32_t wsb_bucket_retry_after(const struct wsb_bucket *b, double n, int64_t now_us);
 
 enum wsb_sendbuf_verdict {
-    WSB_SB_OK,      /* under the soft limit, or over it for less than soft_seconds */
-    WSB_SB_SOFT,    /* over soft for longer than soft_seconds */
-    WSB_SB_HARD,    /* over the hard limit */
+    WSB_SB_OK,   /* under the soft limit, or over it for less than soft_seconds */
+    WSB_SB_SOFT, /* over soft for longer than soft_seconds */
+    WSB_SB_HARD, /* over the hard limit */
 };
 
 struct wsb_sendbuf {
-    uint64_t bytes;         /* bytes queued for the client in user space */
-    int64_t soft_since_us;  /* when it went over the soft limit, -1 when under */
+    uint64_t bytes;        /* bytes queued for the client in user space */
+    int64_t soft_since_us; /* when it went over the soft limit, -1 when under */
 };
 
 void wsb_sendbuf_init(struct wsb_sendbuf *s);

@@ -35,8 +35,8 @@ void wsb_hub_free(struct wsb_hub *h);
  * offset per partition at which this subscriber's delivery starts (or NULL when the source
  * has none). A pending subscriber gets cbs->started later. Returns NULL on OOM. */
 struct wsb_hub_sub *wsb_hub_attach(struct wsb_hub *h, const char *channel, size_t len,
-                                   uint64_t source_id, void *owner, uint32_t slot,
-                                   bool *active, char **positions);
+                                   uint64_t source_id, void *owner, uint32_t slot, bool *active,
+                                   char **positions);
 void wsb_hub_detach(struct wsb_hub *h, struct wsb_hub_sub *sub);
 
 /** Mailbox events. wsb_hub_message takes no ownership of `m`. */

@@ -11,15 +11,15 @@ struct event_base;
 struct wsb_msg;
 
 enum wsb_mail_type {
-    WSB_MAIL_MESSAGE,        /* msg for source `id` */
-    WSB_MAIL_STARTED,        /* source `id` started, text = positions JSON or NULL */
-    WSB_MAIL_FAILED,         /* source `id` failed: text = code, text2 = message */
-    WSB_MAIL_STOPPED,        /* source `id` released by every subscriber */
-    WSB_MAIL_PUBLISH_DONE,   /* publish `id` (cookie) finished: ok, text = message */
-    WSB_MAIL_CONNECTOR,      /* connector state changed (text = connector name) */
-    WSB_MAIL_DRAIN,          /* stop accepting, close every session with 1001 */
-    WSB_MAIL_RELOAD,         /* a new runtime is current: re-check sessions */
-    WSB_MAIL_STOP,           /* leave the event loop */
+    WSB_MAIL_MESSAGE,      /* msg for source `id` */
+    WSB_MAIL_STARTED,      /* source `id` started, text = positions JSON or NULL */
+    WSB_MAIL_FAILED,       /* source `id` failed: text = code, text2 = message */
+    WSB_MAIL_STOPPED,      /* source `id` released by every subscriber */
+    WSB_MAIL_PUBLISH_DONE, /* publish `id` (cookie) finished: ok, text = message */
+    WSB_MAIL_CONNECTOR,    /* connector state changed (text = connector name) */
+    WSB_MAIL_DRAIN,        /* stop accepting, close every session with 1001 */
+    WSB_MAIL_RELOAD,       /* a new runtime is current: re-check sessions */
+    WSB_MAIL_STOP,         /* leave the event loop */
 };
 
 struct wsb_mail {

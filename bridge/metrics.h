@@ -10,12 +10,12 @@
 
 enum wsb_hs_result {
     WSB_HS_OK,
-    WSB_HS_BAD_REQUEST,    /* 400 / 426 / 404 */
-    WSB_HS_FORBIDDEN,      /* 403 origin */
-    WSB_HS_UNAUTHORIZED,   /* 401 or 4401 in refusal=close mode */
-    WSB_HS_RATE_LIMITED,   /* 429 */
-    WSB_HS_OVERLOADED,     /* 503 */
-    WSB_HS_TIMEOUT,        /* handshake_timeout_ms */
+    WSB_HS_BAD_REQUEST,  /* 400 / 426 / 404 */
+    WSB_HS_FORBIDDEN,    /* 403 origin */
+    WSB_HS_UNAUTHORIZED, /* 401 or 4401 in refusal=close mode */
+    WSB_HS_RATE_LIMITED, /* 429 */
+    WSB_HS_OVERLOADED,   /* 503 */
+    WSB_HS_TIMEOUT,      /* handshake_timeout_ms */
     WSB_HS__COUNT
 };
 
@@ -35,14 +35,15 @@ enum wsb_publish_result { WSB_PUB_OK, WSB_PUB_FAILED, WSB_PUB_REJECTED, WSB_PUB_
 enum wsb_acl_decision { WSB_ACL_ALLOW, WSB_ACL_DENY, WSB_ACL__COUNT };
 
 /* Close codes counted by wsbridge_disconnects_total{code}; anything else counts as "other". */
-#define WSB_CLOSE_CODES                                                                        \
-    X(1000) X(1001) X(1002) X(1003) X(1006) X(1007) X(1008) X(1009) X(1011) X(1013) X(4401)    \
-    X(4408) X(4429)
+#define WSB_CLOSE_CODES                                                                            \
+    X(1000)                                                                                        \
+    X(1001) X(1002) X(1003) X(1006) X(1007) X(1008) X(1009) X(1011) X(1013) X(4401) X(4408)        \
+        X(4429)
 enum wsb_close_idx {
 #define X(c) WSB_CLOSE_IDX_##c,
     WSB_CLOSE_CODES
 #undef X
-    WSB_CLOSE_IDX_OTHER,
+        WSB_CLOSE_IDX_OTHER,
     WSB_CLOSE__COUNT
 };
 /** Index of a close code in wsb_loop_metrics.disconnects. */
@@ -66,8 +67,8 @@ struct wsb_loop_metrics {
     atomic_int_fast64_t subscriptions;
     atomic_int_fast64_t send_buffer_bytes; /* user-space bytes queued for clients */
     atomic_uint_fast64_t handshakes[WSB_HS__COUNT];
-    atomic_uint_fast64_t messages_out; /* message frames queued to clients */
-    atomic_uint_fast64_t bytes_out;    /* bytes written to sockets */
+    atomic_uint_fast64_t messages_out;   /* message frames queued to clients */
+    atomic_uint_fast64_t bytes_out;      /* bytes written to sockets */
     atomic_uint_fast64_t frames_encoded; /* message frames built (once per loop/channel/msg) */
     atomic_uint_fast64_t dropped[WSB_DROP__COUNT];
     atomic_uint_fast64_t disconnects[WSB_CLOSE__COUNT];

@@ -15,12 +15,12 @@ struct wsb_deflater;
 /** A refcounted frame. Loop-local: refs are not atomic. */
 struct wsb_frame {
     int refs;
-    int64_t ts_ms;            /* broker timestamp for the latency histogram, -1 */
+    int64_t ts_ms;              /* broker timestamp for the latency histogram, -1 */
     struct wsb_frame *deflated; /* compressed variant (or this frame when not worth it) */
-    size_t hdr_len;           /* bytes of WebSocket header at the front of data */
-    size_t len;               /* total bytes */
-    uint8_t *data;            /* header then payload */
-    void *alloc;              /* what to free */
+    size_t hdr_len;             /* bytes of WebSocket header at the front of data */
+    size_t len;                 /* total bytes */
+    uint8_t *data;              /* header then payload */
+    void *alloc;                /* what to free */
 };
 
 /** Builds a frame of `opcode` with payload copied in. NULL on OOM. @locality loop */
@@ -65,8 +65,7 @@ struct wsb_outq {
 void wsb_outq_init(struct wsb_outq *q);
 void wsb_outq_cleanup(struct wsb_outq *q);
 /** Appends (takes over the frame reference). Returns 0 or -1 on OOM (reference dropped). */
-int wsb_outq_push(struct wsb_outq *q, struct wsb_frame *f, enum wsb_outq_kind kind,
-                  uint32_t tag);
+int wsb_outq_push(struct wsb_outq *q, struct wsb_frame *f, enum wsb_outq_kind kind, uint32_t tag);
 /** Removes the head item into *out. Returns false when empty. */
 bool wsb_outq_pop(struct wsb_outq *q, struct wsb_outq_item *out);
 /** Drops the oldest MESSAGE items until q->bytes <= target. Calls `dropped(ctx, tag)` for each

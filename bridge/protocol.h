@@ -37,7 +37,7 @@ struct wsb_request {
     struct wsb_partition_offset *from_offsets; /* malloc'd, owned */
     size_t nfrom_offsets;
     /* publish */
-    char *data;      /* `data` re-encoded as compact JSON text, malloc'd, owned */
+    char *data; /* `data` re-encoded as compact JSON text, malloc'd, owned */
     size_t data_len;
     const char *key; /* NULL when absent */
     size_t key_len;
@@ -56,8 +56,8 @@ struct wsb_request {
  * the request had a usable id, so the error can echo it. Always call wsb_request_cleanup.
  * Limits: id <= WSB_ID_MAX bytes encoded, headers <= 64 string values, from.offsets <=
  * WSB_MAX_FROM_OFFSETS. */
-int wsb_request_parse(const uint8_t *text, size_t len, struct wsb_request *req,
-                      const char **code, char *msg, size_t msglen);
+int wsb_request_parse(const uint8_t *text, size_t len, struct wsb_request *req, const char **code,
+                      char *msg, size_t msglen);
 void wsb_request_cleanup(struct wsb_request *req);
 
 /* ---- Server messages (each appends one complete JSON object to `out`) ---------------- */

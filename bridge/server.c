@@ -126,8 +126,7 @@ static void post_mask(struct wsb_shared *sh, uint64_t mask, enum wsb_mail_type t
 
 void wsb_worker_broadcast_source(struct wsb_shared *sh, int type, uint64_t id)
 {
-    post_mask(sh, id & WSB_SOURCE_LOOP_MASK, (enum wsb_mail_type)type, id, NULL, NULL, NULL,
-              true);
+    post_mask(sh, id & WSB_SOURCE_LOOP_MASK, (enum wsb_mail_type)type, id, NULL, NULL, NULL, true);
 }
 
 static void sink_message(void *ctx, struct wsb_msg *m)
@@ -282,10 +281,10 @@ static enum wsb_err worker_new(struct wsb_server *srv, unsigned idx, const struc
     struct timeval tv = {0, TICK_MS * 1000};
     event_add(w->tick_ev, &tv);
     atomic_store(&w->last_tick_ms, wsb_now_ms());
-    w->listener = evconnlistener_new_bind(
-        w->base, on_accept, w,
-        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_EXEC,
-        1024, sa, salen);
+    w->listener = evconnlistener_new_bind(w->base, on_accept, w,
+                                          LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+                                              LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_EXEC,
+                                          1024, sa, salen);
     if (!w->listener) {
         snprintf(err, errlen, "listen %s: %s", srv->sh.rt->cfg->listen, strerror(errno));
         *out = w;
@@ -526,8 +525,8 @@ void wsb_server_free(struct wsb_server *s)
 static void log_config_error(void *ctx, const char *file, const char *path, const char *msg)
 {
     (void)ctx;
-    wsb_log(WSB_LOG_ERROR, "invalid configuration", WSB_LSTR("file", file),
-            WSB_LSTR("path", path), WSB_LSTR("error", msg));
+    wsb_log(WSB_LOG_ERROR, "invalid configuration", WSB_LSTR("file", file), WSB_LSTR("path", path),
+            WSB_LSTR("error", msg));
 }
 
 static void log_restart_needed(void *ctx, const char *file, const char *path, const char *msg)
@@ -654,9 +653,8 @@ int wsb_server_run(struct wsb_server *s)
             pthread_join(s->sh.workers[i]->thread, NULL);
         return 1;
     }
-    wsb_log(WSB_LOG_INFO, "listening", WSB_LSTR("listen", cfg->listen),
-            WSB_LSTR("path", cfg->path), WSB_LSTR("admin", cfg->admin_listen),
-            WSB_LUINT("workers", s->sh.nworkers));
+    wsb_log(WSB_LOG_INFO, "listening", WSB_LSTR("listen", cfg->listen), WSB_LSTR("path", cfg->path),
+            WSB_LSTR("admin", cfg->admin_listen), WSB_LUINT("workers", s->sh.nworkers));
 
     sigset_t set;
     sigemptyset(&set);

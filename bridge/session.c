@@ -34,11 +34,11 @@
 #include "util/log.h"
 #include "util/pattern.h"
 
-#define SOCKET_CHUNK (64 * 1024)  /* bytes kept in the socket buffer; the rest waits in outq */
+#define SOCKET_CHUNK (64 * 1024) /* bytes kept in the socket buffer; the rest waits in outq */
 #define READ_CHUNK (16 * 1024)
-#define CLOSE_WAIT_MS 2000        /* how long we wait for the client's close frame */
-#define FAIL_FLUSH_MS 1000        /* how long a failed connection may take to flush */
-#define RATE_STRIKES_MIN 10       /* refused messages in a row before 4429 */
+#define CLOSE_WAIT_MS 2000  /* how long we wait for the client's close frame */
+#define FAIL_FLUSH_MS 1000  /* how long a failed connection may take to flush */
+#define RATE_STRIKES_MIN 10 /* refused messages in a row before 4429 */
 
 enum state { S_HANDSHAKE, S_OPEN, S_CLOSING, S_DEAD };
 
@@ -104,7 +104,7 @@ struct wsb_session {
     bool read_paused;
 
     /* timers */
-    struct event *timer;     /* handshake deadline, pong deadline, close wait */
+    struct event *timer; /* handshake deadline, pong deadline, close wait */
     struct event *ping_ev;
     struct event *exp_ev;
     int64_t ping_sent_ms;
@@ -404,9 +404,8 @@ static void hub_deliver(void *owner, uint32_t slot, struct wsb_frame *f, bool ac
     const struct wsb_limits *l = limits(s);
     if (!ack) {
         s->sb.bytes = out_bytes(s) + f->len;
-        enum wsb_sendbuf_verdict v = wsb_sendbuf_check(&s->sb, l->send_soft_bytes,
-                                                       l->send_soft_seconds, l->send_hard_bytes,
-                                                       wsb_now_us());
+        enum wsb_sendbuf_verdict v = wsb_sendbuf_check(
+            &s->sb, l->send_soft_bytes, l->send_soft_seconds, l->send_hard_bytes, wsb_now_us());
         if (v != WSB_SB_OK) {
             int policy = sub->policy >= 0 ? sub->policy : (int)l->send_policy;
             if (policy == WSB_POLICY_DISCONNECT) {
@@ -418,9 +417,8 @@ static void hub_deliver(void *owner, uint32_t slot, struct wsb_frame *f, bool ac
             }
             /* drop_oldest: make room down to the soft limit, whole messages only. */
             uint64_t sock = evbuffer_get_length(bufferevent_get_output(s->bev));
-            uint64_t target = l->send_soft_bytes > sock + f->len
-                                  ? l->send_soft_bytes - sock - f->len
-                                  : 0;
+            uint64_t target =
+                l->send_soft_bytes > sock + f->len ? l->send_soft_bytes - sock - f->len : 0;
             wsb_outq_drop_oldest(&s->q, target, count_drop, s);
             if (out_bytes(s) + f->len > l->send_hard_bytes && l->send_hard_bytes) {
                 count_drop(s, slot);
@@ -661,8 +659,7 @@ static void op_auth(struct wsb_session *s, struct wsb_request *r)
     }
     struct wsb_identity *id = NULL;
     const char *code = NULL;
-    if (wsb_auth_verify(s->rt->auth, r->token, r->token_len, wsb_wall_s(), &id, &code) !=
-        WSB_OK) {
+    if (wsb_auth_verify(s->rt->auth, r->token, r->token_len, wsb_wall_s(), &id, &code) != WSB_OK) {
         reply_error(s, r->id, "token_rejected", code ? code : "token_invalid");
         return;
     }
@@ -759,8 +756,7 @@ static void on_data(struct wsb_session *s, const struct wsb_frame_ev *ev)
     }
     if (ev->compressed) {
         int rc = wsb_inflater_feed(s->inflater, ev->payload, ev->len, ev->message_end,
-                                   limits(s)->max_message_bytes, &s->msg_total, inflated_chunk,
-                                   s);
+                                   limits(s)->max_message_bytes, &s->msg_total, inflated_chunk, s);
         if (rc == 1009) {
             session_close(s, 1009, "message too big", true);
             return;
@@ -1038,13 +1034,12 @@ static void handshake(struct wsb_session *s, const char *head, size_t head_len)
     }
     char extra[64];
     uint32_t retry = 1;
-    enum wsb_ip_verdict iv = wsb_iplimit_acquire(w->shared->iplimit,
-                                                 (const struct sockaddr *)&s->addr, wsb_now_us(),
-                                                 &retry);
+    enum wsb_ip_verdict iv = wsb_iplimit_acquire(
+        w->shared->iplimit, (const struct sockaddr *)&s->addr, wsb_now_us(), &retry);
     if (iv != WSB_IP_OK) {
         snprintf(extra, sizeof(extra), "Retry-After: %u\r\n", retry ? retry : 1);
         wsb_metric_add(w->metrics.rate_limited[iv == WSB_IP_RATE ? WSB_RL_HANDSHAKE
-                                                                  : WSB_RL_CONNECTIONS_PER_IP],
+                                                                 : WSB_RL_CONNECTIONS_PER_IP],
                        1);
         refuse(s, 429, "rate_limited",
                iv == WSB_IP_RATE ? "too many handshakes from this address"
@@ -1150,8 +1145,8 @@ static void handshake(struct wsb_session *s, const char *head, size_t head_len)
     int64_t now_us = wsb_now_us();
     wsb_bucket_init(&s->in_msgs, cfg->limits.inbound_rate_per_s, cfg->limits.inbound_rate_burst,
                     now_us);
-    wsb_bucket_init(&s->in_bytes, cfg->limits.inbound_bytes_per_s,
-                    cfg->limits.inbound_bytes_burst, now_us);
+    wsb_bucket_init(&s->in_bytes, cfg->limits.inbound_bytes_per_s, cfg->limits.inbound_bytes_burst,
+                    now_us);
     recompile_acl(s);
     s->ping_ev = event_new(w->base, -1, EV_PERSIST, on_ping_timer, s);
     s->exp_ev = evtimer_new(w->base, on_expiry, s);
@@ -1165,8 +1160,7 @@ static void handshake(struct wsb_session *s, const char *head, size_t head_len)
             WSB_LSTR("sub", s->ident ? s->ident->sub : NULL));
     struct wsb_buf b;
     wsb_buf_init(&b);
-    wsb_encode_welcome(&b, s->sid, s->ident ? s->ident->sub : NULL,
-                       s->ident ? s->ident->exp : 0);
+    wsb_encode_welcome(&b, s->sid, s->ident ? s->ident->sub : NULL, s->ident ? s->ident->exp : 0);
     send_reply(s, &b);
     wsb_buf_cleanup(&b);
 }
@@ -1180,8 +1174,7 @@ static void read_handshake(struct wsb_session *s, struct evbuffer *in)
     if (end == 0)
         return;
     if (end < 0) {
-        refuse(s, 431, "headers_too_large", "request head is too large", NULL,
-               WSB_HS_BAD_REQUEST);
+        refuse(s, 431, "headers_too_large", "request head is too large", NULL, WSB_HS_BAD_REQUEST);
         return;
     }
     handshake(s, p, (size_t)end);
@@ -1242,9 +1235,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         wsb_log(WSB_LOG_DEBUG, "pong timeout", WSB_LSTR("conn", s->sid));
         session_kill(s);
         break;
-    default:
-        session_kill(s);
-        break;
+    default: session_kill(s); break;
     }
 }
 
@@ -1308,8 +1299,7 @@ void wsb_session_accept(struct wsb_worker *w, int fd, const struct sockaddr *add
     if (addr->sa_family == AF_INET)
         inet_ntop(AF_INET, &((const struct sockaddr_in *)addr)->sin_addr, s->ip, sizeof(s->ip));
     else if (addr->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)addr)->sin6_addr, s->ip,
-                  sizeof(s->ip));
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)addr)->sin6_addr, s->ip, sizeof(s->ip));
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     s->rt = wsb_runtime_ref(w->rt);

@@ -67,7 +67,7 @@ struct wsb_worker {
     struct wsb_hub *hub;
     struct wsb_deflater *deflater;
     struct wsb_loop_metrics metrics;
-    struct wsb_runtime *rt; /* the loop's current snapshot */
+    struct wsb_runtime *rt;       /* the loop's current snapshot */
     struct wsb_session *sessions; /* intrusive list */
     size_t nsessions;
     struct wsb_session *reap; /* sessions to free at a safe point */

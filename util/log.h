@@ -40,9 +40,9 @@ void wsb_log_fields(enum wsb_log_level level, const char *msg, const struct wsb_
                     size_t n);
 
 /** wsb_log(WSB_LOG_INFO, "connected", WSB_LSTR("ip", ip), WSB_LUINT("conn", id)); */
-#define wsb_log(level, msg, ...)                                                               \
-    wsb_log_fields((level), (msg), (const struct wsb_log_field[]){__VA_ARGS__},               \
-                   sizeof((const struct wsb_log_field[]){__VA_ARGS__}) /                       \
+#define wsb_log(level, msg, ...)                                                                   \
+    wsb_log_fields((level), (msg), (const struct wsb_log_field[]){__VA_ARGS__},                    \
+                   sizeof((const struct wsb_log_field[]){__VA_ARGS__}) /                           \
                        sizeof(struct wsb_log_field))
 /** A line with no fields. */
 #define wsb_log0(level, msg) wsb_log_fields((level), (msg), NULL, 0)
