@@ -35,10 +35,11 @@ enum wsb_publish_result { WSB_PUB_OK, WSB_PUB_FAILED, WSB_PUB_REJECTED, WSB_PUB_
 enum wsb_acl_decision { WSB_ACL_ALLOW, WSB_ACL_DENY, WSB_ACL__COUNT };
 
 /* Close codes counted by wsbridge_disconnects_total{code}; anything else counts as "other". */
-#define WSB_CLOSE_CODES                                                                            \
-    X(1000)                                                                                        \
-    X(1001) X(1002) X(1003) X(1006) X(1007) X(1008) X(1009) X(1011) X(1013) X(4401) X(4408)        \
-        X(4429)
+/* clang-format off */
+#define WSB_CLOSE_CODES \
+    X(1000) X(1001) X(1002) X(1003) X(1006) X(1007) X(1008) X(1009) X(1011) X(1013) \
+    X(4401) X(4408) X(4429)
+/* clang-format on */
 enum wsb_close_idx {
 #define X(c) WSB_CLOSE_IDX_##c,
     WSB_CLOSE_CODES
