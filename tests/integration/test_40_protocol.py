@@ -444,3 +444,41 @@ def test_large_payloads_reach_a_late_reader_intact(bridge):
         assert m["type"] == "message" and m["data"] == blob, (k, len(m.get("data", "")))
     a.close()
     p.close()
+
+
+def test_publish_data_text_byte_identical(bridge):
+    """docs/protocol.md: `data` is forwarded as the client's own JSON text with insignificant
+    whitespace removed (numbers keep their spelling, strings keep their escapes), so the
+    subscriber's `data` is byte-identical."""
+    a = bridge.connect()
+    p = bridge.connect()
+    sub(a, "mem.bytes")
+    data_in = '{ "a" : 2.50, "b":1E2 ,"c":-0, "d":"\\u00e9\\n", "e":[ 1 , {"f":null} ] }'
+    data_out = '{"a":2.50,"b":1E2,"c":-0,"d":"\\u00e9\\n","e":[1,{"f":null}]}'
+    p.send_text('{"op":"publish","id":1,"channel":"mem.bytes","data":%s}' % data_in)
+    assert p.recv_json()["type"] == "published"
+    op, raw = a.recv_message()
+    assert ('"data":' + data_out).encode() in raw, raw
+    a.close()
+    p.close()
+
+
+@pytest.mark.parametrize("depth", [64, 65, 5000])
+def test_publish_nesting_limit(bridge, depth):
+    """docs/protocol.md: data nested at most 64 levels; deeper is invalid_request (never
+    delivered as a string, never a crash)."""
+    a = bridge.connect()
+    p = bridge.connect()
+    sub(a, "mem.deep")
+    data = "[" * depth + "]" * depth
+    p.send_text('{"op":"publish","id":1,"channel":"mem.deep","data":%s}' % data)
+    r = p.recv_json()
+    if depth <= 64:
+        assert r["type"] == "published", r
+        op, raw = a.recv_message()
+        assert ('"data":' + data).encode() in raw
+    else:
+        assert r["type"] == "error" and r["code"] == "invalid_request", r
+        assert_no_message(a, within=0.2)
+    a.close()
+    p.close()
