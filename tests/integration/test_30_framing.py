@@ -629,3 +629,24 @@ def test_client_that_never_pongs_is_closed(kb):
     if code != "no close frame":
         assert code in (1000, 1001, 1002, 1008, 1011), code
     assert c.wait_tcp_closed(3)
+
+
+def test_ping_flood_from_a_non_reader_is_bounded(fb):
+    """A client sends pings as fast as it can and never reads the pongs: the bridge must not
+    buffer without bound (it stops reading or closes) and stays healthy."""
+    c = fb.connect()
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    rss0 = fb.rss_kib()
+    batch = build_frame(OP_PING, b"x" * 125) * 1000
+    c.sock.settimeout(0.5)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 4:
+        try:
+            c.sock.sendall(batch)
+        except (socket.timeout, OSError):
+            break
+    growth_mib = (fb.rss_kib() - rss0) / 1024
+    assert growth_mib < 48, "RSS grew %.1f MiB under a ping flood" % growth_mib
+    assert fb.alive()
+    assert fb.healthz() == 200
+    c.close()

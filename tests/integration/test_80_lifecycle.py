@@ -385,3 +385,18 @@ def test_sighup_with_invalid_config_keeps_the_old_one(bridge_factory):
     assert c.recv_json()["type"] == "error"
     c.close()
     assert b.stop() == 0
+
+
+def test_500_connections_counted_and_released(bridge):
+    clients = []
+    try:
+        for _ in range(500):
+            clients.append(bridge.connect())
+        m = bridge.wait_metric("wsbridge_connections", lambda v: v == 500, timeout=10)
+        assert m.value("wsbridge_connections") == 500
+        assert len({c.welcome["session"] for c in clients}) == 500
+    finally:
+        for c in clients:
+            c.close()
+    m = bridge.wait_metric("wsbridge_connections", lambda v: v == 0, timeout=10)
+    assert m.value("wsbridge_connections") == 0
