@@ -158,6 +158,7 @@ def kafka_overrides(bootstrap, extra=None, channels=None, properties=None, name=
     if properties:
         conn["properties"] = properties
     out = {
+        "drain_timeout_ms": 1000,
         "connectors": {"m": DELETE, name: conn},
         "channels": channels if channels is not None else kafka_channels(name),
     }

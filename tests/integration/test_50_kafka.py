@@ -286,6 +286,55 @@ def test_from_offsets_starts_exactly_there(kafka_mock, bridge_factory):
     assert_quiet(c)
 
 
+def test_replay_next_to_a_live_subscriber(kafka_mock, bridge_factory):
+    """A late `earliest` subscriber on a topic already read live: it gets the history then
+    the live stream, and the live subscriber sees no replayed record."""
+    mc = kafka_mock(topics={"orders": 3})
+    b = bridge_factory(kafka_overrides(mc.bootstrap))
+    produce(mc.bootstrap, "orders",
+            [{"value": b'{"n":%d}' % i, "partition": i % 3} for i in range(30)])
+    live = b.connect()
+    r1 = subscribe(live, "orders", from_="latest")
+    assert r1.get("offsets") == {"0": 10, "1": 10, "2": 10}, r1
+    late = b.connect()
+    r2 = subscribe(late, "orders", from_="earliest")
+    assert r2.get("offsets") == {"0": 0, "1": 0, "2": 0}, r2
+    reports = produce(mc.bootstrap, "orders",
+                      [{"value": b'{"n":%d}' % i, "partition": i % 3} for i in range(30, 60)])
+    assert sorted((x["partition"], x["offset"]) for x in reports) == \
+        sorted((p, o) for p in range(3) for o in range(10, 20))
+    got_live = recv_messages(live, 30)
+    per = check_partition_order(got_live, "live")
+    assert per == {p: list(range(10, 20)) for p in range(3)}, per
+    got_late = recv_messages(late, 60)
+    per = check_partition_order(got_late, "late")
+    assert per == {p: list(range(0, 20)) for p in range(3)}, per
+    for m in got_live + got_late:
+        assert m["data"]["n"] % 3 == m["partition"], m
+    assert_quiet(live)
+    assert_quiet(late, 0.2)
+
+
+def test_unsubscribe_stops_delivery_and_resubscribe_works(kafka_mock, bridge_factory):
+    mc = kafka_mock(topics={"orders": 3})
+    b = bridge_factory(kafka_overrides(mc.bootstrap))
+    c = b.connect()
+    assert subscribe(c, "orders").get("type") == "subscribed"
+    produce(mc.bootstrap, "orders", [{"value": b'{"n":1}', "partition": 0}])
+    assert recv_messages(c, 1)[0]["offset"] == 0
+    c.send_json({"op": "unsubscribe", "id": 5, "channel": "orders"})
+    r = c.recv_json(timeout=10)
+    assert r == {"type": "unsubscribed", "id": 5, "channel": "orders"}, r
+    produce(mc.bootstrap, "orders", [{"value": b'{"n":2}', "partition": 0}])
+    assert_quiet(c, 1.5)
+    r = subscribe(c, "orders", id_=6, from_={"offsets": {"0": 1}})
+    assert r.get("type") == "subscribed", r
+    assert r["offsets"]["0"] == 1, r
+    m = recv_messages(c, 1)[0]
+    assert (m["partition"], m["offset"], m["data"]) == (0, 1, {"n": 2}), m
+    assert_quiet(c)
+
+
 def test_from_timestamp_starts_at_first_message_at_or_after(kafka_mock, bridge_factory):
     from confluent_kafka import Consumer, TopicPartition
 
