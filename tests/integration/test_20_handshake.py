@@ -78,6 +78,29 @@ def test_subprotocol_selected_when_offered(bridge, offer):
     c.close()
 
 
+def test_bearer_subprotocol_never_echoed(bridge):
+    """SPEC §3: a `bearer.T` entry is a token source, never echoed back."""
+    c = WSClient.connect(bridge.host, bridge.port, "/ws",
+                         subprotocols=["bearer.eyJhbGciOi.xyz", "wsbridge.v1"])
+    assert c.headers.get("sec-websocket-protocol") == "wsbridge.v1", c.headers
+    c.close()
+    try:
+        c = WSClient.connect(bridge.host, bridge.port, "/ws", subprotocols=["bearer.abc"])
+    except HandshakeError as e:
+        assert "bearer" not in json.dumps(e.headers), e.headers
+        return
+    assert "bearer" not in c.headers.get("sec-websocket-protocol", ""), c.headers
+    c.close()
+
+
+def test_subprotocol_header_on_several_lines(bridge):
+    data, _ = request(bridge, headers=[("Sec-WebSocket-Protocol", "foo"),
+                                       ("Sec-WebSocket-Protocol", "wsbridge.v1")])
+    status, headers, _, _ = raw_upgrade(bridge.host, bridge.port, data)
+    assert status == 101
+    assert headers.get("sec-websocket-protocol") == "wsbridge.v1", headers
+
+
 def test_unknown_subprotocol_is_not_echoed(bridge):
     """An offer without wsbridge.v1: the server must not select something it does not
     speak (RFC 6455 §4.2.2); it may upgrade without a protocol header."""
