@@ -185,7 +185,9 @@ def test_start_with_port_in_use_exits_1(run_cli, tmp_path):
         f = write_config(tmp_path, cfg)
         r = run_cli(["-c", f], timeout=10)
         assert r.returncode == 1, combined(r)
-        assert r.stderr.strip(), "no reason on stderr"
+        lines = [l for l in r.stderr.splitlines() if l.strip()]
+        assert lines, "no reason on stderr"
+        assert str(s.getsockname()[1]) in lines[-1], "the reason does not name the address: %r" % lines
     finally:
         s.close()
 
