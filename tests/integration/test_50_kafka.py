@@ -76,8 +76,8 @@ N_CLIENTS = 50
 N_MSGS = 10000
 
 
-async def _fanout(ws_url, bootstrap):
-    clients = await asyncio.gather(*[ws_open(ws_url) for _ in range(N_CLIENTS)])
+async def _fanout(ws_url, bootstrap, n_clients=N_CLIENTS, n_msgs=N_MSGS, **ws_kw):
+    clients = await asyncio.gather(*[ws_open(ws_url, **ws_kw) for _ in range(n_clients)])
     try:
         replies = await asyncio.gather(*[
             ws_request(ws, {"op": "subscribe", "id": i, "channel": "orders", "from": "latest"})
@@ -90,7 +90,7 @@ async def _fanout(ws_url, bootstrap):
             got = []
             append = got.append
             loads = json.loads
-            while len(got) < N_MSGS:
+            while len(got) < n_msgs:
                 m = loads(await ws.recv())
                 if m.get("type") != "message":
                     raise AssertionError("client %d: unexpected %r after %d messages"
@@ -99,7 +99,7 @@ async def _fanout(ws_url, bootstrap):
             return got
 
         readers = [asyncio.ensure_future(reader(ws, i)) for i, ws in enumerate(clients)]
-        records = [{"value": b'{"i":%d}' % i, "partition": i % 3} for i in range(N_MSGS)]
+        records = [{"value": b'{"i":%d}' % i, "partition": i % 3} for i in range(n_msgs)]
         loop = asyncio.get_running_loop()
         reports = await loop.run_in_executor(None, produce, bootstrap, "orders", records, 45.0)
         try:
@@ -111,7 +111,7 @@ async def _fanout(ws_url, bootstrap):
         for i, t in enumerate(readers):
             if t.cancelled() or not t.done():
                 raise AssertionError("client %d did not receive all %d messages within 45 s"
-                                     % (i, N_MSGS))
+                                     % (i, n_msgs))
             got.append(t.result())
 
         async def extra(ws):
@@ -122,7 +122,7 @@ async def _fanout(ws_url, bootstrap):
 
         extras = await asyncio.gather(*[extra(ws) for ws in clients])
         for i, x in enumerate(extras):
-            assert x is None, "client %d: message after the %d expected: %r" % (i, N_MSGS, x)
+            assert x is None, "client %d: message after the %d expected: %r" % (i, n_msgs, x)
         return replies, reports, got
     finally:
         await asyncio.gather(*[ws.close() for ws in clients], return_exceptions=True)
@@ -164,7 +164,55 @@ def test_fanout_50_clients_10000_messages_exactly_once_in_order_read_once(kafka_
         m.value("wsbridge_messages_in_total", connector="k")
     out = m.value("wsbridge_messages_out_total", 0.0)
     assert out >= N_CLIENTS * N_MSGS, "messages_out_total = %r" % out
+    # ARCHITECTURE: a broker message is encoded once per loop (worker), whatever the number
+    # of subscribers (these clients do not negotiate permessage-deflate).
+    workers = b.config["workers"]
+    enc = m.value("wsbridge_frames_encoded_total")
+    assert enc is not None, "no wsbridge_frames_encoded_total in /metrics"
+    assert N_MSGS <= enc <= workers * N_MSGS, \
+        "frames_encoded_total = %r for %d messages on %d workers" % (enc, N_MSGS, workers)
     print("fan-out of %d x %d took %.1f s" % (N_CLIENTS, N_MSGS, elapsed))
+
+
+def test_fanout_with_permessage_deflate_clients(kafka_mock, bridge_factory):
+    """Same checks, smaller, with every client negotiating permessage-deflate (each gets
+    its own compressed stream) next to one that does not."""
+    n_clients, n_msgs = 8, 2000
+    mc = kafka_mock(topics={"orders": 3})
+    b = bridge_factory(big_buffer_overrides(mc.bootstrap))
+
+    async def run_all():
+        # One producer only: the compressed group produces, the plain client just listens.
+        ws_plain = await ws_open(b.ws_url)
+        r = await ws_request(ws_plain, {"op": "subscribe", "id": 0, "channel": "orders"})
+        assert r.get("type") == "subscribed", r
+        from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
+
+        probe = await ws_open(b.ws_url, extensions=[ClientPerMessageDeflateFactory()])
+        assert probe.extensions, "permessage-deflate was not negotiated"
+        await probe.close()
+        res = await _fanout(b.ws_url, mc.bootstrap, n_clients, n_msgs,
+                            extensions=[ClientPerMessageDeflateFactory()])
+        plain = []
+        while len(plain) < n_msgs:
+            m = json.loads(await asyncio.wait_for(ws_plain.recv(), 10))
+            assert m.get("type") == "message", m
+            plain.append((m["partition"], m["offset"], m["data"]["i"]))
+        await ws_plain.close()
+        return res, plain
+
+    (replies, reports, got), plain = run(run_all(), 60)
+    expected = {(r["partition"], r["offset"]): json.loads(r["value"])["i"] for r in reports}
+    for idx, msgs in enumerate(got + [plain]):
+        last = {}
+        for p, o, i in msgs:
+            assert o > last.get(p, -1), "client %d: partition %d offset %d after %d" % (
+                idx, p, o, last.get(p, -1))
+            last[p] = o
+            assert expected.get((p, o)) == i, (idx, p, o, i)
+        assert len(msgs) == n_msgs, "client %d: %d messages" % (idx, len(msgs))
+    m = b.metrics()
+    assert m.value("wsbridge_messages_in_total", connector="k") == n_msgs
 
 
 # ---- 2. resume from offsets ------------------------------------------------------------
