@@ -75,9 +75,17 @@ class RssSampler(threading.Thread):
         self.samples = []
         self._stop_evt = threading.Event()
 
+    def cpu_s(self):
+        """User + system CPU seconds of the bridge so far."""
+        with open("/proc/%d/stat" % self.bridge.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def run(self):
+        self.cpu_start, self.t_start = self.cpu_s(), time.monotonic()
         while not self._stop_evt.is_set():
             try:
+                self.cpu_end, self.t_end = self.cpu_s(), time.monotonic()
                 self.samples.append(self.bridge.rss_kib())
             except (OSError, ValueError):
                 return

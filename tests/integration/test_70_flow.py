@@ -142,6 +142,8 @@ def test_drop_oldest_slow_clients_see_gaps_that_account_for_everything(
         load.kill()
         peak = rss.stop()
     print("wsb-load summary:", json.dumps(summary))
+    print("bridge cpu %.1fs over %.1fs, rss peak %d KiB" % (
+        rss.cpu_end - rss.cpu_start, rss.t_end - rss.t_start, peak))
     assert summary["fast"] == FAST, summary
     assert summary["order_violations"] == 0 and summary["gaps_total"] == 0, summary
     assert summary["complete_clients"] == FAST, summary
