@@ -107,6 +107,15 @@ def test_all_brokers_down_then_up_readyz_and_no_loss(kafka_mock, bridge_factory)
     prod.poll(0.5)
     pub = b.connect()
     pub.send_json({"op": "publish", "id": "during", "channel": "orders", "data": {"i": -1}})
+    # A new subscription cannot learn where to start: it is refused as unavailable, in
+    # bounded time, and the connection stays usable.
+    late = b.connect()
+    t_sub = time.monotonic()
+    late.send_json({"op": "subscribe", "id": "late", "channel": "prices.eur"})
+    r_late = late.recv_json(timeout=20)
+    assert r_late.get("id") == "late" and r_late.get("type") == "error" and \
+        r_late.get("code") == "unavailable", r_late
+    sub_wait = time.monotonic() - t_sub
     # Stay down a while (several health probes and reconnect attempts); nothing can arrive
     # and nothing may break meanwhile.
     drain_messages(c, got, lambda g: False, 4.0)
@@ -137,7 +146,13 @@ def test_all_brokers_down_then_up_readyz_and_no_loss(kafka_mock, bridge_factory)
 
     drain_messages(c, got, lambda g: len(g) >= expected_total, 30)
     print("readyz 503 after %.1fs, 200 %.1fs after the brokers came back; outage %.1fs; "
-          "publish during the outage: %r; delivered %d" % (took, took_up, outage, r, len(got)))
+          "publish during the outage: %r; subscribe refused after %.1fs; delivered %d"
+          % (took, took_up, outage, r, sub_wait, len(got)))
+    # The refused subscription can be made now.
+    late.send_json({"op": "subscribe", "id": "again", "channel": "prices.eur"})
+    r_again = late.recv_json(timeout=15)
+    assert r_again.get("type") == "subscribed" and r_again.get("id") == "again", r_again
+    late.close()
 
     # The log as a separate Kafka consumer reads it is the truth.
     log = read_topic(mc.bootstrap, "orders", 3, expected_total, timeout=15)
