@@ -34,7 +34,7 @@
 #include "util/log.h"
 #include "util/pattern.h"
 
-#define SOCKET_CHUNK (64 * 1024) /* bytes kept in the socket buffer; the rest waits in outq */
+#define SOCKET_CHUNK (256 * 1024) /* bytes kept in the socket buffer; the rest waits in outq */
 #define READ_CHUNK (16 * 1024)
 #define CLOSE_WAIT_MS 2000  /* how long we wait for the client's close frame */
 #define FAIL_FLUSH_MS 1000  /* how long a failed connection may take to flush */
@@ -1322,6 +1322,10 @@ void wsb_session_accept(struct wsb_worker *w, int fd, const struct sockaddr *add
     s->state = S_HANDSHAKE;
     bufferevent_setcb(s->bev, on_read, on_write, on_event, s);
     bufferevent_setwatermark(s->bev, EV_WRITE, SOCKET_CHUNK / 2, 0);
+    /* libevent writes at most 16 KiB per socket per loop pass by default: let one pass
+     * drain what flush() queued (many frames per writev). */
+    bufferevent_set_max_single_write(s->bev, SOCKET_CHUNK);
+    bufferevent_set_max_single_read(s->bev, 64 * 1024);
     bufferevent_setwatermark(s->bev, EV_READ, 0, 256 * 1024);
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
     arm_timer(s, s->rt->cfg->limits.handshake_timeout_ms);
