@@ -563,3 +563,26 @@ def test_publish_is_delivered_to_subscribers_of_the_channel(kafka_mock, bridge_f
     assert (m["partition"], m["offset"]) == (0, 0), m
     got = read_topic(mc.bootstrap, "prices-eur", 1, 1)
     assert [x.value() for x in got] == [b'[1,"two"]']
+
+
+def test_publish_refused_by_kafka_is_publish_failed(kafka_mock, bridge_factory):
+    """A record over librdkafka's message.max.bytes (1,000,000 by default) but under the
+    bridge's max_message_bytes (1 MiB) is refused by the Kafka client: error publish_failed
+    with the request id, nothing in the topic, the connection stays usable."""
+    mc = kafka_mock(topics={"orders": 3})
+    b = bridge_factory(kafka_overrides(mc.bootstrap))
+    c = b.connect()
+    big = "x" * 1020000
+    c.send_json({"op": "publish", "id": 9, "channel": "orders", "data": big})
+    r = c.recv_json(timeout=30)
+    assert r.get("type") == "error" and r.get("id") == 9 and r.get("code") == "publish_failed", r
+    assert big[:100] not in json.dumps(r)
+    c.send_json({"op": "publish", "id": 10, "channel": "orders", "data": {"ok": True}})
+    r = c.recv_json(timeout=15)
+    assert r == {"type": "published", "id": 10, "channel": "orders"}, r
+    log = read_topic(mc.bootstrap, "orders", 3, 1, timeout=10)
+    assert [x.value() for x in log] == [b'{"ok":true}'], [x.value()[:50] for x in log]
+    m = b.metrics()
+    total = m.sum("wsbridge_publish_total")
+    ok = m.value("wsbridge_publish_total", 0.0, result="ok")
+    assert total - ok >= 1, {k: v for k, v in m.items() if "publish" in k}
