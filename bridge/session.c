@@ -1302,7 +1302,9 @@ void wsb_session_accept(struct wsb_worker *w, int fd, const struct sockaddr *add
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)addr)->sin6_addr, s->ip, sizeof(s->ip));
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    s->rt = wsb_runtime_ref(w->rt);
+    /* The current snapshot, not the worker's cached one: a reload is visible to every
+     * handshake that starts after the swap, before the worker has seen its RELOAD mail. */
+    s->rt = wsb_shared_runtime(w->shared);
     s->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
     s->timer = evtimer_new(w->base, on_timer, s);
     if (!s->bev || !s->timer) {
