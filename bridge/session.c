@@ -81,6 +81,7 @@ struct wsb_session {
     struct wsb_utf8 utf8;
     struct wsb_inflater *inflater;
     bool pmd;
+    bool deflate_out; /* compress messages we send */
     bool discard_input; /* refusal=close: nothing more is read */
     struct wsb_buf msg;
     bool msg_binary;
@@ -205,7 +206,7 @@ static void flush(struct wsb_session *s)
         if (it.kind == WSB_OUTQ_MESSAGE) {
             if (it.tag < s->cap && s->subs[it.tag].used && s->subs[it.tag].gap)
                 emit_gap(s, &s->subs[it.tag]);
-            if (s->pmd) {
+            if (s->deflate_out) {
                 struct wsb_frame *d = wsb_frame_deflated(f, s->w->deflater);
                 if (d != f) {
                     wsb_frame_ref(d);
@@ -1118,6 +1119,10 @@ static void handshake(struct wsb_session *s, const char *head, size_t head_len)
             s->inflater =
                 wsb_inflater_new(pmdp.client_max_window_bits, pmdp.client_no_context_takeover);
             s->pmd = s->inflater != NULL;
+            /* Shared compressed frames use a 15-bit window; a client that asked for a
+             * smaller server window gets its messages uncompressed, which RFC 7692 allows
+             * per message (RSV1 clear). */
+            s->deflate_out = s->pmd && pmdp.server_max_window_bits >= 15;
         }
     }
     struct evbuffer *out = bufferevent_get_output(s->bev);
