@@ -289,6 +289,81 @@ def test_resume_from_offsets_no_gap_no_duplicate(kafka_mock, bridge_factory):
     assert len(seen1) + len(seen2) == len(produced)
 
 
+async def _staggered(ws_url, bootstrap, n_clients):
+    """Subscribes n_clients one after another (latest) while a producer writes; returns
+    (subscribed replies, messages per client, delivery reports)."""
+    prod = BackgroundProducer(bootstrap, "orders", 3, rate=800, duration=4.0)
+    clients, subs, readers = [], [], []
+    inboxes = [[] for _ in range(n_clients)]
+
+    async def reader(ws, box):
+        while True:
+            m = json.loads(await ws.recv())
+            assert m.get("type") == "message", m
+            box.append(m)
+
+    def caught_up(box, ends):
+        last = {}
+        for m in box:
+            last[m["partition"]] = m["offset"]
+        return all(last.get(p, -1) >= e - 1 for p, e in ends.items())
+
+    prod.start()
+    try:
+        await asyncio.sleep(0.3)
+        for i in range(n_clients):
+            ws = await ws_open(ws_url)
+            r = await ws_request(ws, {"op": "subscribe", "id": i, "channel": "orders"})
+            assert r.get("type") == "subscribed", r
+            clients.append(ws)
+            subs.append(r)
+            readers.append(asyncio.ensure_future(reader(ws, inboxes[i])))
+            await asyncio.sleep(0.25)
+        loop = asyncio.get_running_loop()
+        reports = await loop.run_in_executor(None, lambda: prod.finish(stop=False))
+        ends = {}
+        for p, o, _ in reports:
+            ends[p] = max(ends.get(p, -1), o + 1)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            for t in readers:
+                if t.done():
+                    t.result()  # a reader failed: raise its error
+            if all(caught_up(box, ends) for box in inboxes):
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)  # anything extra (a duplicate) would arrive now
+        return subs, inboxes, reports
+    finally:
+        prod.stop()
+        for t in readers:
+            t.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+        await asyncio.gather(*[ws.close() for ws in clients], return_exceptions=True)
+
+
+def test_latest_offsets_are_exact_while_the_topic_is_live(kafka_mock, bridge_factory):
+    """Clients subscribing one after another with `latest` while a producer writes: each
+    `subscribed.offsets` is exactly where that client's delivery starts, and from there it
+    gets every record to the end of the log (no gap, no duplicate, nothing earlier)."""
+    mc = kafka_mock(topics={"orders": 3})
+    b = bridge_factory(big_buffer_overrides(mc.bootstrap))
+    subs, results, reports = run(_staggered(b.ws_url, mc.bootstrap, 10), 60)
+    ends = {}
+    for p, o, _ in reports:
+        ends[p] = max(ends.get(p, -1), o + 1)
+    assert len(reports) > 2000, len(reports)
+    for idx, (sub, got) in enumerate(zip(subs, results)):
+        per = check_partition_order(got, "client %d" % idx)
+        for p in range(3):
+            start = sub["offsets"][str(p)]
+            want = list(range(start, ends[p]))
+            have = per.get(p, [])
+            assert have == want, "client %d partition %d: subscribed at %d, got %r..%r (%d), " \
+                "want %d..%d (%d)" % (idx, p, start, have[:3], have[-3:], len(have), start,
+                                      ends[p] - 1, len(want))
+
+
 # ---- 3. from, routing, envelope --------------------------------------------------------
 
 
