@@ -126,6 +126,14 @@ class PacedProducer(threading.Thread):
             self.delivered += 1
 
     def run(self):
+        # produce() only queues locally: until the producer is connected, paced calls would
+        # pile up and leave as one burst. Fetch metadata first so the connection is up.
+        try:
+            self.prod.list_topics(self.topic, timeout=10)
+        except Exception as e:  # noqa: BLE001  (reported by finish())
+            self.error = "producer metadata: %r" % e
+            self.left = -1
+            return
         start = time.monotonic()
         i = 0
         while i < self.count and self.error is None:

@@ -12,6 +12,10 @@ multiplies the rate by 200 and a burst of 20 MB would put every *fast* client ov
 1 MiB hard limit too (the bridge reads Kafka far faster than 200 sockets drain), which is
 correct behaviour for the bridge but not what this test is about.
 
+The producer connects (metadata request) before the paced loop starts: produce() only
+queues locally, and paced calls made before the connection is up would leave as one burst
+of ~1,000 records — exactly the kind of burst that puts every client over hard_bytes.
+
 The consumer's fetch.wait.max.ms is set to 10 ms: librdkafka's mock broker holds an empty
 fetch for the whole wait (500 ms by default) and does not wake it when records arrive, so
 with the default every fetch would bring ~1,000 records (1 MiB) in one go, more than the
