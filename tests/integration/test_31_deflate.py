@@ -367,3 +367,41 @@ def test_bridge_healthy_after_abuse(db):
     c.send_json({"op": "subscribe", "id": 1, "channel": "mem.z.after"}, compress=True)
     assert c.recv_json()["type"] == "subscribed"
     c.close()
+
+
+def test_interop_with_the_websockets_library(db):
+    """A real client implementation (python3-websockets, which offers permessage-deflate with
+    client_max_window_bits and keeps its context) subscribes and publishes compressed."""
+    import asyncio
+
+    import websockets
+
+    async def run():
+        url = "ws://%s:%d/ws" % (db.host, db.port)
+        async with websockets.connect(url, subprotocols=["wsbridge.v1"], open_timeout=5,
+                                      close_timeout=2) as a, \
+                websockets.connect(url, subprotocols=["wsbridge.v1"], open_timeout=5,
+                                   close_timeout=2) as b:
+            assert a.subprotocol == "wsbridge.v1"
+            ext = a.response_headers.get("Sec-WebSocket-Extensions", "")
+            assert "permessage-deflate" in ext, ext
+            for ws in (a, b):
+                w = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                assert w["type"] == "welcome"
+            await a.send(json.dumps({"op": "subscribe", "id": 1, "channel": "mem.z.lib"}))
+            r = json.loads(await asyncio.wait_for(a.recv(), 5))
+            assert r["type"] == "subscribed", r
+            payloads = [{"i": i, "text": "repeat " * (50 + i)} for i in range(20)]
+            for i, p in enumerate(payloads):
+                await b.send(json.dumps({"op": "publish", "id": i, "channel": "mem.z.lib",
+                                         "data": p}))
+            for i in range(20):
+                r = json.loads(await asyncio.wait_for(b.recv(), 5))
+                assert r["type"] == "published", r
+            for p in payloads:
+                m = json.loads(await asyncio.wait_for(a.recv(), 5))
+                assert m["type"] == "message" and m["data"] == p, m
+            await a.close()
+            assert a.close_code == 1000
+
+    asyncio.run(asyncio.wait_for(run(), 20))
