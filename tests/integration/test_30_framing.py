@@ -650,3 +650,14 @@ def test_ping_flood_from_a_non_reader_is_bounded(fb):
     assert fb.alive()
     assert fb.healthz() == 200
     c.close()
+
+
+def test_server_closes_tcp_even_if_client_never_echoes_close(fb):
+    """After its close frame the server waits a bounded time for the client's close, then
+    closes TCP anyway."""
+    c = fb.connect()
+    c.send_frame(OP_TEXT, b"x", mask=False)
+    code, _ = c.expect_close(echo=False)
+    assert code == 1002
+    assert c.wait_tcp_closed(5.0), "TCP still open 5 s after the server's close frame"
+    c.close()
