@@ -530,6 +530,10 @@ static void op_unsubscribe(struct wsb_session *s, struct wsb_request *r)
     }
     char ch[WSB_CHANNEL_MAX + 1];
     memcpy(ch, sub->channel, sizeof(ch));
+    /* Every request with an id gets an answer: a subscribe still waiting for its source is
+     * answered before the unsubscribe is. */
+    if (!sub->active)
+        reply_error(s, sub->id, "cancelled", "unsubscribed before the subscription started");
     drop_sub(s, sub);
     struct wsb_buf b;
     wsb_buf_init(&b);
