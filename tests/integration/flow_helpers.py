@@ -99,9 +99,8 @@ class RssSampler(threading.Thread):
 
 def record_value(seq, size):
     """A JSON record of about `size` bytes: {"seq":N,"ts":MS,"pad":"xxx..."}."""
-    head = json.dumps({"seq": seq, "ts": int(time.time() * 1000), "pad": ""},
-                      separators=(",", ":"))
-    return head[:-2].encode() + b'"' + b"x" * max(0, size - len(head)) + b'"}'
+    head = '{"seq":%d,"ts":%d,"pad":"' % (seq, int(time.time() * 1000))
+    return head.encode() + b"x" * max(0, size - len(head) - 2) + b'"}'
 
 
 class PacedProducer(threading.Thread):
@@ -109,12 +108,13 @@ class PacedProducer(threading.Thread):
     per second (confluent_kafka), then flushes. `done` is set at the end; `error` holds a
     failure text."""
 
-    def __init__(self, bootstrap, topic, count, size=1024, rate=2000.0):
+    def __init__(self, bootstrap, topic, count, size=1024, rate=2000.0, warm_topic=None):
         super().__init__(daemon=True)
         from kafka_helpers import producer
 
         self.prod = producer(bootstrap, **{"linger.ms": 2})
         self.topic, self.count, self.size, self.rate = topic, count, size, rate
+        self.warm_topic = warm_topic
         self.delivered = 0
         self.error = None
         self.left = None
@@ -128,10 +128,16 @@ class PacedProducer(threading.Thread):
     def run(self):
         # produce() only queues locally: until the producer is connected, paced calls would
         # pile up and leave as one burst. Fetch metadata first so the connection is up.
+        # (a metadata request only opens the bootstrap connection: the partition leader's is
+        # another one, so one record is produced to `warm_topic` and flushed first)
         try:
             self.prod.list_topics(self.topic, timeout=10)
+            if self.warm_topic:
+                self.prod.produce(self.warm_topic, value=b"{}", partition=0)
+                if self.prod.flush(10) != 0:
+                    raise RuntimeError("warm-up record not delivered")
         except Exception as e:  # noqa: BLE001  (reported by finish())
-            self.error = "producer metadata: %r" % e
+            self.error = "producer warm-up: %r" % e
             self.left = -1
             return
         start = time.monotonic()

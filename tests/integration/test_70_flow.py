@@ -12,7 +12,7 @@ multiplies the rate by 200 and a burst of 20 MB would put every *fast* client ov
 1 MiB hard limit too (the bridge reads Kafka far faster than 200 sockets drain), which is
 correct behaviour for the bridge but not what this test is about.
 
-The producer connects (metadata request) before the paced loop starts: produce() only
+The producer connects (one record flushed to another topic) before the paced loop starts: produce() only
 queues locally, and paced calls made before the connection is up would leave as one burst
 of ~1,000 records — exactly the kind of burst that puts every client over hard_bytes.
 
@@ -45,10 +45,11 @@ FAST = 200
 SLOW = 10
 RSS_BOUND_KIB = 300 * 1024
 TOPIC = "flow"
+WARM_TOPIC = "flow-warm"  # the producer's first record goes here (no subscriber)
 
 
 def flow_bridge(bridge_factory, kafka_mock, policy):  # noqa: F811
-    mc = kafka_mock(brokers=1, topics={TOPIC: 1})
+    mc = kafka_mock(brokers=1, topics={TOPIC: 1, WARM_TOPIC: 1})
     limits = {"send_buffer": {"soft_bytes": 262144, "soft_seconds": 1,
                               "hard_bytes": 1048576, "policy": policy},
               "max_subscriptions": 10,
@@ -99,7 +100,7 @@ def test_slow_clients_disconnected_4408_fast_clients_get_everything(
     try:
         wait_subscriptions(b, FAST + SLOW)
         rss.start()
-        prod = PacedProducer(mc.bootstrap, TOPIC, TOTAL, SIZE, PRODUCE_RATE)
+        prod = PacedProducer(mc.bootstrap, TOPIC, TOTAL, SIZE, PRODUCE_RATE, WARM_TOPIC)
         prod.start()
         prod.finish()
         rc, summary = load.result(timeout=90)
@@ -138,7 +139,7 @@ def test_drop_oldest_slow_clients_see_gaps_that_account_for_everything(
     try:
         wait_subscriptions(b, FAST + SLOW)
         rss.start()
-        prod = PacedProducer(mc.bootstrap, TOPIC, TOTAL, SIZE, PRODUCE_RATE)
+        prod = PacedProducer(mc.bootstrap, TOPIC, TOTAL, SIZE, PRODUCE_RATE, WARM_TOPIC)
         prod.start()
         prod.finish()
         rc, summary = load.result(timeout=90)
