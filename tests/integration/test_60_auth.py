@@ -437,3 +437,19 @@ def test_logs_never_contain_a_token(bridge_factory, keys):
     text = b.logs()
     assert text, "the bridge logged nothing at debug level"
     assert_no_token_in(text, used + MINTED)
+
+
+def test_wsb_load_token_flag(bridge_factory, keys, tmp_path):
+    """The C load client presents --token as ?access_token=; a bad one is counted as 401."""
+    from flow_helpers import LoadRun
+
+    b = start(bridge_factory, keys)
+    good = mint(keys, "ES256", sub="loader")
+    rc, s = LoadRun(["--url", b.ws_url, "--clients", 3, "--token", good, "--channel", "a.b",
+                     "--duration", 1], tmp_path / "good.stderr").result(timeout=20)
+    assert s["handshakes_ok"] == 3 and s["subscribed"] == 3, s
+    bad = tamper(good)
+    rc, s = LoadRun(["--url", b.ws_url, "--clients", 3, "--token", bad, "--expect", 1,
+                     "--duration", 2], tmp_path / "bad.stderr").result(timeout=20)
+    assert s["refused"] == {"401": 3}, s
+    assert rc == 1, s
