@@ -17,6 +17,10 @@ echo "== asan+ubsan build"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DWSB_SANITIZE=ON >/dev/null
 cmake --build build-asan -j"$jobs"
 
+echo "== tsan build"
+cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DWSB_TSAN=ON >/dev/null
+cmake --build build-tsan -j"$jobs"
+
 echo "== fuzz build (clang, libFuzzer)"
 CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWSB_FUZZ=ON \
   -DWSB_FUZZ_SECONDS="${WSB_FUZZ_SECONDS:-15}" >/dev/null
@@ -28,6 +32,11 @@ echo "== tests: release"
 echo "== tests: asan+ubsan"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --output-on-failure -j"$jobs") || status=1
+# librdkafka 2.0.2 crashes under TSan (its threads start outside TSan's interceptors), so the
+# TSan pass covers the unit tests and the integration tests that use the memory connector.
+echo "== tests: tsan"
+(cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+  ctest --output-on-failure -j"$jobs" -R 'unit\.|integration\.test_(40|61|80)_') || status=1
 echo "== fuzz targets"
 (cd build-fuzz && ctest --output-on-failure -j"$jobs") || status=1
 
