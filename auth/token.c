@@ -3,6 +3,7 @@
 
 #include <string.h>
 #include <strings.h>
+#include "util/form.h"
 
 #define SUBPROTOCOL "wsbridge.v1"
 
@@ -56,46 +57,6 @@ static long from_header(const char *v, size_t len, char *out, size_t outlen)
     return emit(v, len, out, outlen);
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* Percent-decodes (and '+' as space, HTML form encoding) into out, NUL-terminated.
- * Returns the decoded length, or -1 on a broken escape or when out is too small. */
-static long pct_decode(const char *in, size_t len, char *out, size_t outlen)
-{
-    size_t n = 0;
-
-    for (size_t i = 0; i < len; i++) {
-        char c = in[i];
-        if (c == '%') {
-            int hi, lo;
-            if (len - i < 3)
-                return -1;
-            hi = hexval(in[i + 1]);
-            lo = hexval(in[i + 2]);
-            if (hi < 0 || lo < 0)
-                return -1;
-            c = (char)(hi << 4 | lo);
-            i += 2;
-        } else if (c == '+') {
-            c = ' ';
-        }
-        if (n + 1 >= outlen)
-            return -1;
-        out[n++] = c;
-    }
-    out[n] = '\0';
-    return (long)n;
-}
-
 static bool name_is(const char *p, size_t len, const char *want)
 {
     return len == strlen(want) && memcmp(p, want, len) == 0;
@@ -104,25 +65,13 @@ static bool name_is(const char *p, size_t len, const char *want)
 /* The first access_token parameter of the query. */
 static long from_query(const char *q, size_t len, char *out, size_t outlen)
 {
-    const char *end = q + len;
-
-    while (q < end) {
-        const char *amp = memchr(q, '&', (size_t)(end - q));
-        const char *pend = amp ? amp : end;
-        const char *eq = memchr(q, '=', (size_t)(pend - q));
-        char name[16];
-
-        if (eq && pct_decode(q, (size_t)(eq - q), name, sizeof(name)) >= 0 &&
-            strcmp(name, "access_token") == 0) {
-            char tmp[WSB_TOKEN_MAX + 1];
-            long n = pct_decode(eq + 1, (size_t)(pend - eq - 1), tmp, sizeof(tmp));
-            if (n < 0)
-                return -1;
-            return emit(tmp, (size_t)n, out, outlen);
-        }
-        q = pend + (amp ? 1 : 0);
-    }
-    return 0;
+    char tmp[WSB_TOKEN_MAX + 1];
+    long n = wsb_form_param(q, len, "access_token", tmp, sizeof(tmp));
+    if (n == -1 || n == 0) /* absent, or present without a value: no token */
+        return 0;
+    if (n < 0)
+        return -1;
+    return emit(tmp, (size_t)n, out, outlen);
 }
 
 /* Calls f on each comma-separated, trimmed entry until it returns non-zero. */

@@ -7,6 +7,7 @@
 
 #include "bridge/ws/ws_utf8.h"
 #include "util/pattern.h"
+#include "util/form.h"
 
 #define JSON_MAX_DEPTH 64
 #define ID_STR_MAX 64 /* bytes of a string id before encoding */
@@ -30,17 +31,6 @@ static bool is_digit(uint8_t c)
     return c >= '0' && c <= '9';
 }
 
-static int hex_val(uint8_t c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Reads the 4 hex digits of a \u escape at p. Returns the code unit or -1. */
 static int32_t hex4(const uint8_t *p, const uint8_t *end)
 {
@@ -49,7 +39,7 @@ static int32_t hex4(const uint8_t *p, const uint8_t *end)
     if (end - p < 4)
         return -1;
     for (int i = 0; i < 4; i++) {
-        int h = hex_val(p[i]);
+        int h = wsb_hexval(p[i]);
         if (h < 0)
             return -1;
         v = v << 4 | h;

@@ -4,6 +4,7 @@
 #include <openssl/evp.h>
 #include <string.h>
 #include <strings.h>
+#include "util/form.h"
 
 long wsb_http_head_end(const char *buf, size_t len)
 {
@@ -280,75 +281,9 @@ void wsb_ws_accept_key(const char *key, size_t key_len, char out[29])
     EVP_MD_CTX_free(ctx);
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* Decodes one application/x-www-form-urlencoded character at *p (advancing it). Returns the
- * byte, or -1 when a '%' escape is malformed. */
-static int form_char(const char **p, const char *end)
-{
-    char c = *(*p)++;
-
-    if (c == '+')
-        return ' ';
-    if (c != '%')
-        return (unsigned char)c;
-    if (end - *p < 2)
-        return -1;
-    int hi = hexval((*p)[0]), lo = hexval((*p)[1]);
-    if (hi < 0 || lo < 0)
-        return -1;
-    *p += 2;
-    return hi << 4 | lo;
-}
-
-/* Compares the encoded name [p, end) with `name` after decoding. */
-static bool form_name_eq(const char *p, const char *end, const char *name)
-{
-    while (p < end) {
-        int c = form_char(&p, end);
-        if (c < 0 || *name == '\0' || (unsigned char)*name != c)
-            return false;
-        name++;
-    }
-    return *name == '\0';
-}
-
 long wsb_http_query_param(struct wsb_slice query, const char *name, char *out, size_t outlen)
 {
-    const char *p = query.ptr, *end = query.ptr ? query.ptr + query.len : NULL;
-
-    while (p && p < end) {
-        const char *amp = memchr(p, '&', (size_t)(end - p));
-        const char *pe = amp ? amp : end;
-        const char *eq = memchr(p, '=', (size_t)(pe - p));
-        const char *ne = eq ? eq : pe;
-
-        if (form_name_eq(p, ne, name)) {
-            const char *v = eq ? eq + 1 : pe;
-            size_t n = 0;
-            while (v < pe) {
-                int c = form_char(&v, pe);
-                if (c <= 0 || n + 1 >= outlen) /* malformed, NUL, or too long */
-                    return -2;
-                out[n++] = (char)c;
-            }
-            if (outlen == 0)
-                return -2;
-            out[n] = '\0';
-            return (long)n;
-        }
-        p = amp ? amp + 1 : end;
-    }
-    return -1;
+    return wsb_form_param(query.ptr, query.len, name, out, outlen);
 }
 
 struct wsb_slice wsb_http_cookie(struct wsb_slice cookie_header, const char *name)
