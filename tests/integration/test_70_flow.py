@@ -12,15 +12,15 @@ multiplies the rate by 200 and a burst of 20 MB would put every *fast* client ov
 1 MiB hard limit too (the bridge reads Kafka far faster than 200 sockets drain), which is
 correct behaviour for the bridge but not what this test is about.
 
-The producer connects (one record flushed to another topic) before the paced loop starts: produce() only
-queues locally, and paced calls made before the connection is up would leave as one burst
-of ~1,000 records — exactly the kind of burst that puts every client over hard_bytes.
+The producer connects (one record flushed to another topic) before the paced loop
+starts: produce() only queues locally, and paced calls made before the connection is up
+would leave as one burst of ~1,000 records, exactly the kind of burst that puts every
+client over hard_bytes.
 
-The consumer's fetch.wait.max.ms is set to 10 ms: librdkafka's mock broker holds an empty
-fetch for the whole wait (500 ms by default) and does not wake it when records arrive, so
-with the default every fetch would bring ~1,000 records (1 MiB) in one go, more than the
-1 MiB hard limit for every client at once. A real deployment tuned for latency sets it
-low too (connector "properties").
+The consumer's fetch.wait.max.ms is set to 10 ms: librdkafka's mock broker holds a fetch
+for the whole wait (500 ms by default) instead of answering when records arrive (measured:
+latency p50 259 ms, max 505 ms at 1,000 records/s), so every fetch would bring ~500
+records at once. A real broker answers a fetch as soon as fetch.min.bytes is there.
 
 RSS bound (RSS_BOUND_KIB = 300 MiB), reasoning: frames are encoded once and shared by
 reference, so per-client queues hold references, not copies; still, in the worst case each
