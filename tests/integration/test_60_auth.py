@@ -129,8 +129,10 @@ def test_refusals_are_401_with_bearer_challenge_and_json(bridge_factory, keys):
             assert_401(err, codes)
         except AssertionError as e:
             raise AssertionError("case %s: %s" % (name, e))
-    m = b.metrics()
+    # no refused handshake left a connection behind (the last one may still be closing)
+    m = b.wait_metric("wsbridge_connections", lambda v: v == 0)
     assert m.value("wsbridge_connections", 0) == 0
+    assert m.value("wsbridge_handshakes_total", 0, result="ok") == 0
 
 
 def test_each_token_source_is_accepted(bridge_factory, keys):
