@@ -10,7 +10,7 @@
 
 #include "connectors/connector.h"
 
-#define DRAIN_BATCH 4096 /* mails handled per wake-up before yielding to I/O */
+#define DRAIN_BATCH 256 /* mails handled per wake-up before yielding to I/O */
 
 struct wsb_mailbox {
     pthread_mutex_t lock;
