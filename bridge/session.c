@@ -82,7 +82,8 @@ struct wsb_session {
     struct wsb_inflater *inflater;
     bool pmd;
     bool deflate_out; /* compress messages we send */
-    bool discard_input; /* refusal=close: nothing more is read */
+    bool discard_input; /* input is read and thrown away */
+    bool close_only;    /* after 4401: requests are ignored, a close frame ends it */
     struct wsb_buf msg;
     bool msg_binary;
     uint64_t msg_total;
@@ -863,10 +864,15 @@ static void read_frames(struct wsb_session *s, struct evbuffer *in)
                 s->discard_input = true;
                 break;
             }
-            if (ev.type == WSB_FEV_DATA && s->state == S_OPEN)
+            if (s->close_only) {
+                /* After a 4401 close only the client's close frame is looked at. */
+                if (ev.type == WSB_FEV_CONTROL && ev.opcode == WSB_OP_CLOSE)
+                    on_control(s, &ev);
+            } else if (ev.type == WSB_FEV_DATA && s->state == S_OPEN) {
                 on_data(s, &ev);
-            else if (ev.type == WSB_FEV_CONTROL)
+            } else if (ev.type == WSB_FEV_CONTROL) {
                 on_control(s, &ev);
+            }
             if (ev.type == WSB_FEV_NONE && used == 0)
                 break;
             if (s->state == S_CLOSING && s->close_after_flush)
@@ -1003,7 +1009,7 @@ static void close_with_token_error(struct wsb_session *s, const char *code)
     char reason[96];
     snprintf(reason, sizeof(reason), "{\"error\":\"%s\"}", code);
     session_close(s, 4401, reason, false);
-    s->discard_input = true;
+    s->close_only = true;
 }
 
 static void handshake(struct wsb_session *s, const char *head, size_t head_len)
