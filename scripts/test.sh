@@ -30,7 +30,7 @@ status=0
 echo "== tests: release"
 (cd build && ctest --output-on-failure -j"$jobs") || status=1
 echo "== tests: asan+ubsan"
-(cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+(cd build-asan && WSB_SANITIZED=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --output-on-failure -j"$jobs") || status=1
 # librdkafka 2.0.2 crashes under TSan (its threads start outside TSan's interceptors), so the
 # TSan pass covers the unit tests and the integration tests that use the memory connector.

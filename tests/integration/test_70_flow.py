@@ -31,6 +31,7 @@ client (10 x 22 MB) or per fast client (200 x 22 MB = 4.4 GB) would exceed it.
 """
 
 import json
+import os
 import time
 
 import pytest
@@ -38,9 +39,12 @@ import pytest
 from flow_helpers import LoadRun, PacedProducer, RssSampler, drain_messages, slow_client
 from kafka_helpers import kafka_mock, kafka_overrides  # noqa: F401  (fixture)
 
-TOTAL = 20000
+# The ASan+UBSan pass (scripts/test.sh sets WSB_SANITIZED=1) runs a bridge 3-5x slower: the
+# same scenario, scaled to a rate it sustains. The release pass carries the issue's figures.
+SANITIZED = os.environ.get("WSB_SANITIZED") == "1"
+TOTAL = 5000 if SANITIZED else 20000
 SIZE = 1024
-PRODUCE_RATE = 1000.0  # 20 s per run; 200x fan-out = 220 MB/s out of the bridge
+PRODUCE_RATE = 250.0 if SANITIZED else 1000.0  # 20 s per run; 200x fan-out = 220 MB/s out
 FAST = 200
 SLOW = 10
 RSS_BOUND_KIB = 300 * 1024
