@@ -61,8 +61,27 @@ def kafka_mock_bin():
     return os.path.join(REPO, "build/wsb-kafka-mock")
 
 
+_PORT_LO, _PORT_HI = 20000, 32000  # below Linux's ephemeral range (32768-60999)
+
+
 def free_port():
-    """A currently free TCP port on 127.0.0.1 (bind 0, read, close)."""
+    """A currently free TCP port on 127.0.0.1, chosen below the kernel's ephemeral range so
+    that no socket bound to port 0 meanwhile (a client connection, the demo's in-process
+    Kafka cluster, another test's mock broker) can take it before the bridge binds it.
+    Random start, then probe upward; falls back to a kernel-chosen port."""
+    import random
+
+    start = random.randrange(_PORT_LO, _PORT_HI)
+    for i in range(_PORT_HI - _PORT_LO):
+        port = _PORT_LO + (start - _PORT_LO + i) % (_PORT_HI - _PORT_LO)
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         s.bind(("127.0.0.1", 0))
