@@ -57,7 +57,11 @@ int64_t wsb_now_ms(void)
 
 int64_t wsb_wall_s(void)
 {
-    return (int64_t)time(NULL);
+    /* Not time(NULL): on Linux it reads the coarse clock, which can still show the previous
+     * second when the token issuer's clock (and iat = now) already shows the next. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec;
 }
 
 int64_t wsb_wall_ms(void)
