@@ -25,6 +25,7 @@
 #define HEALTH_TIMEOUT_MS 1000    /* metadata probe timeout */
 #define REFRESH_INTERVAL_MS 30000 /* look for partitions added to read topics */
 #define SUBSCRIBE_TIMEOUT_MS 5000 /* metadata and offset lookups of a subscribe */
+#define VERIFY_TIMEOUT_MS 2000    /* reading the last records to check a lookup by time */
 #define MAX_STACK_HEADERS 32
 
 enum cmd_kind { CMD_SUBSCRIBE, CMD_UNSUBSCRIBE, CMD_PUBLISH, CMD_ACK, CMD_STOP };
@@ -49,6 +50,12 @@ struct source {
     char *topic;
     int handle;
     rd_kafka_topic_partition_list_t *parts; /* what it has assigned */
+    /* from {timestamp} when the broker's lookup by time was found wrong: these partitions
+     * start at their low watermark and drop records older than filter_ts until the first
+     * one at or after it (see check_end_answers). */
+    int64_t filter_ts;
+    int32_t *filtering;
+    int nfiltering;
 };
 
 struct handle {
@@ -86,7 +93,7 @@ struct kc {
     const rd_kafka_topic_t *cache_rkt; /* last (topic, partition) → source lookup */
     int32_t cache_partition;
     int cache_handle;
-    uint64_t cache_source;
+    struct source *cache_source;
 };
 
 static int64_t mono_ms(void)
@@ -467,17 +474,124 @@ static rd_kafka_resp_err_t list_offsets(rd_kafka_t *rk, rd_kafka_topic_partition
     return RD_KAFKA_RESP_ERR_NO_ERROR;
 }
 
-/* Resolves the start offset of every partition of `c->topic` into `parts`. */
-static bool resolve_start(rd_kafka_t *rk, const struct cmd *c,
-                          rd_kafka_topic_partition_list_t *parts, char *err, size_t errlen)
+/* The timestamp of the record at offset `check->elems[i].offset` (or, should that one be
+ * gone, the next one) of every partition in `check`, into stamps[i]; -1 for those not read
+ * within VERIFY_TIMEOUT_MS, INT64_MIN for a record without one. A short-lived assign-only consumer
+ * reads them, so the handles' queues and assignments are left alone; it gets no error callback (its
+ * trouble must not flip the connector's readiness) and is destroyed without a consumer close (it
+ * never joined a group). Runs on the connector thread, bounded by the timeout. */
+static void read_timestamps(struct kc *k, const rd_kafka_topic_partition_list_t *check,
+                            int64_t *stamps)
+{
+    char why[256];
+    int missing = check->cnt;
+    rd_kafka_t *rk = NULL;
+    for (int i = 0; i < check->cnt; i++)
+        stamps[i] = -1;
+    rd_kafka_conf_t *conf = rd_kafka_conf_dup(k->consumer_conf);
+    rd_kafka_conf_set_error_cb(conf, NULL);
+    if (!conf_set(conf, "auto.offset.reset", "latest", why, sizeof(why)) ||
+        !conf_set(conf, "fetch.wait.max.ms", "100", why, sizeof(why))) {
+        rd_kafka_conf_destroy(conf);
+        goto done;
+    }
+    if (!(rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof(why)))) {
+        rd_kafka_conf_destroy(conf);
+        goto done;
+    }
+    rd_kafka_resp_err_t ae = rd_kafka_assign(rk, check);
+    if (ae) {
+        snprintf(why, sizeof(why), "assign: %s", rd_kafka_err2str(ae));
+        goto done;
+    }
+    int64_t deadline = mono_ms() + VERIFY_TIMEOUT_MS;
+    for (int64_t left; missing > 0 && (left = deadline - mono_ms()) > 0;) {
+        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(rk, (int)left);
+        if (!rkm)
+            continue;
+        for (int i = 0; i < check->cnt && !rkm->err; i++) {
+            if (check->elems[i].partition != rkm->partition || stamps[i] != -1 ||
+                rkm->offset < check->elems[i].offset)
+                continue;
+            int64_t ts = rd_kafka_message_timestamp(rkm, NULL);
+            stamps[i] = ts < 0 ? INT64_MIN : ts; /* no timestamp: older than any T */
+            missing--;
+        }
+        rd_kafka_message_destroy(rkm);
+    }
+    snprintf(why, sizeof(why), "timed out");
+
+done:
+    if (missing > 0)
+        wsb_log(WSB_LOG_WARN, "kafka lookup by time left unchecked", WSB_LSTR("connector", k->name),
+                WSB_LSTR("topic", check->elems[0].topic), WSB_LINT("unread", missing),
+                WSB_LSTR("reason", why));
+    if (rk)
+        rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+}
+
+/* librdkafka 2.0.2's mock cluster (and possibly other Kafka-compatible brokers) answers -1,
+ * "no record at or after T", to every lookup by time. For each partition in `parts` so
+ * answered that is not empty, its last record tells whether the answer can be right: when
+ * that record is at or after T it cannot, and the partition starts at its low watermark in
+ * filter mode instead, its number added to filtering[*nfiltering]. A last record that cannot
+ * be read in time leaves the broker's answer (the end) in place. Real Kafka answers -1 only
+ * when T is after every record; the check then confirms it, at the cost of one read. */
+static void check_end_answers(struct kc *k, const struct cmd *c, int64_t t,
+                              rd_kafka_topic_partition_list_t *parts,
+                              const rd_kafka_topic_partition_list_t *lo,
+                              const rd_kafka_topic_partition_list_t *hi,
+                              const rd_kafka_topic_partition_list_t *ts, int32_t *filtering,
+                              int *nfiltering)
+{
+    rd_kafka_topic_partition_list_t *check = rd_kafka_topic_partition_list_new(parts->cnt);
+    int64_t *stamps = malloc((size_t)parts->cnt * sizeof(*stamps));
+    if (!stamps)
+        goto done;
+    for (int i = 0; i < parts->cnt; i++)
+        if (ts->elems[i].offset == RD_KAFKA_OFFSET_END && hi->elems[i].offset > lo->elems[i].offset)
+            rd_kafka_topic_partition_list_add(check, c->topic, parts->elems[i].partition)->offset =
+                hi->elems[i].offset - 1;
+    if (!check->cnt)
+        goto done;
+    read_timestamps(k, check, stamps);
+    for (int j = 0; j < check->cnt; j++) {
+        if (stamps[j] < t)
+            continue; /* unread, or the broker was right */
+        for (int i = 0; i < parts->cnt; i++) {
+            if (parts->elems[i].partition != check->elems[j].partition)
+                continue;
+            parts->elems[i].offset = lo->elems[i].offset;
+            filtering[(*nfiltering)++] = parts->elems[i].partition;
+        }
+    }
+    if (*nfiltering)
+        wsb_log(WSB_LOG_INFO, "kafka lookup by time answered the end before later records",
+                WSB_LSTR("connector", k->name), WSB_LSTR("topic", c->topic),
+                WSB_LINT("filtered", *nfiltering));
+
+done:
+    free(stamps);
+    rd_kafka_topic_partition_list_destroy(check);
+}
+
+/* Resolves the start offset of every partition of `c->topic` into `parts`. For
+ * {timestamp}, *filtering (NULL when none) gets the partitions whose records older than T
+ * must be dropped, see check_end_answers. */
+static bool resolve_start(struct kc *k, rd_kafka_t *rk, const struct cmd *c,
+                          rd_kafka_topic_partition_list_t *parts, int32_t **filtering,
+                          int *nfiltering, char *err, size_t errlen)
 {
     int n = parts->cnt;
+    int64_t t = c->from_timestamp_ms < 0 ? 0 : c->from_timestamp_ms;
     rd_kafka_topic_partition_list_t *lo = rd_kafka_topic_partition_list_copy(parts);
     rd_kafka_topic_partition_list_t *hi = rd_kafka_topic_partition_list_copy(parts);
     rd_kafka_topic_partition_list_t *ts = NULL;
     rd_kafka_resp_err_t e;
     bool ok = false;
 
+    *filtering = NULL;
+    *nfiltering = 0;
     if ((e = list_offsets(rk, lo, RD_KAFKA_OFFSET_BEGINNING)) ||
         (e = list_offsets(rk, hi, RD_KAFKA_OFFSET_END))) {
         snprintf(err, errlen, "offsets of %s: %s", c->topic, rd_kafka_err2str(e));
@@ -485,7 +599,7 @@ static bool resolve_start(rd_kafka_t *rk, const struct cmd *c,
     }
     if (c->from == WSB_FROM_TIMESTAMP) {
         ts = rd_kafka_topic_partition_list_copy(parts);
-        if ((e = list_offsets(rk, ts, c->from_timestamp_ms < 0 ? 0 : c->from_timestamp_ms))) {
+        if ((e = list_offsets(rk, ts, t))) {
             snprintf(err, errlen, "offsets for time on %s: %s", c->topic, rd_kafka_err2str(e));
             goto done;
         }
@@ -508,6 +622,17 @@ static bool resolve_start(rd_kafka_t *rk, const struct cmd *c,
         if (o > h)
             o = h;
         parts->elems[i].offset = o;
+    }
+    if (c->from == WSB_FROM_TIMESTAMP) {
+        if (!(*filtering = malloc((size_t)n * sizeof(**filtering)))) {
+            snprintf(err, errlen, "out of memory");
+            goto done;
+        }
+        check_end_answers(k, c, t, parts, lo, hi, ts, *filtering, nfiltering);
+        if (!*nfiltering) {
+            free(*filtering);
+            *filtering = NULL;
+        }
     }
     ok = true;
 
@@ -577,6 +702,8 @@ static void do_subscribe(struct kc *k, struct cmd *c)
     rd_kafka_topic_partition_list_t *parts = NULL;
     struct source *s = NULL;
     char *positions = NULL;
+    int32_t *filtering = NULL;
+    int nfiltering = 0;
     int h;
 
     if (c->ack) {
@@ -601,7 +728,7 @@ static void do_subscribe(struct kc *k, struct cmd *c)
     if (!(parts = topic_partitions(k->handles[h].rk, c->topic, &code, err, sizeof(err))))
         goto fail;
     code = "unavailable";
-    if (!resolve_start(k->handles[h].rk, c, parts, err, sizeof(err)))
+    if (!resolve_start(k, k->handles[h].rk, c, parts, &filtering, &nfiltering, err, sizeof(err)))
         goto fail;
     rd_kafka_error_t *ae = rd_kafka_incremental_assign(k->handles[h].rk, parts);
     if (ae) {
@@ -624,6 +751,9 @@ static void do_subscribe(struct kc *k, struct cmd *c)
     c->topic = NULL;
     s->handle = h;
     s->parts = parts;
+    s->filter_ts = c->from_timestamp_ms < 0 ? 0 : c->from_timestamp_ms;
+    s->filtering = filtering;
+    s->nfiltering = nfiltering;
     s->next = k->sources;
     k->sources = s;
     k->handles[h].nsources++;
@@ -636,6 +766,7 @@ static void do_subscribe(struct kc *k, struct cmd *c)
 
 fail:
     free(positions);
+    free(filtering);
     free(s);
     if (parts)
         rd_kafka_topic_partition_list_destroy(parts);
@@ -650,6 +781,7 @@ static void source_free(struct source *s)
 {
     if (s->parts)
         rd_kafka_topic_partition_list_destroy(s->parts);
+    free(s->filtering);
     free(s->topic);
     free(s);
 }
@@ -701,7 +833,7 @@ static void do_publish(struct kc *k, struct cmd *c)
 
 /* ---- Consuming ----------------------------------------------------------------------- */
 
-static uint64_t owner_of(struct kc *k, int h, const rd_kafka_message_t *rkm)
+static struct source *owner_of(struct kc *k, int h, const rd_kafka_message_t *rkm)
 {
     if (k->cache_rkt == rkm->rkt && k->cache_partition == rkm->partition && k->cache_handle == h)
         return k->cache_source;
@@ -714,19 +846,38 @@ static uint64_t owner_of(struct kc *k, int h, const rd_kafka_message_t *rkm)
                 k->cache_rkt = rkm->rkt;
                 k->cache_partition = rkm->partition;
                 k->cache_handle = h;
-                k->cache_source = s->id;
-                return s->id;
+                k->cache_source = s;
+                return s;
             }
         }
     }
-    return 0;
+    return NULL;
+}
+
+/* Filter mode (see check_end_answers): true when `rkm` is to be dropped. The first record of
+ * the partition at or after filter_ts ends the filtering of that partition. */
+static bool filtered(struct source *s, const rd_kafka_message_t *rkm, int64_t ts)
+{
+    for (int i = 0; i < s->nfiltering; i++) {
+        if (s->filtering[i] != rkm->partition)
+            continue;
+        if (ts < s->filter_ts)
+            return true;
+        s->filtering[i] = s->filtering[--s->nfiltering];
+        return false;
+    }
+    return false;
 }
 
 static void deliver(struct kc *k, int h, const rd_kafka_message_t *rkm)
 {
-    uint64_t source = owner_of(k, h, rkm);
-    if (!source)
+    struct source *s = owner_of(k, h, rkm);
+    if (!s)
         return; /* unsubscribed meanwhile */
+    rd_kafka_timestamp_type_t tstype;
+    int64_t ts = rd_kafka_message_timestamp(rkm, &tstype);
+    if (s->nfiltering && filtered(s, rkm, ts))
+        return;
     struct wsb_header stack[MAX_STACK_HEADERS], *hv = stack;
     size_t nh = 0;
     rd_kafka_headers_t *hdrs = NULL;
@@ -745,9 +896,7 @@ static void deliver(struct kc *k, int h, const rd_kafka_message_t *rkm)
             hv[i] = (struct wsb_header){.name = name, .value = val, .value_len = size};
         }
     }
-    rd_kafka_timestamp_type_t tstype;
-    int64_t ts = rd_kafka_message_timestamp(rkm, &tstype);
-    struct wsb_msg *m = wsb_msg_new(source, rkm->partition, rkm->offset, ts, rkm->key, rkm->key_len,
+    struct wsb_msg *m = wsb_msg_new(s->id, rkm->partition, rkm->offset, ts, rkm->key, rkm->key_len,
                                     rkm->payload, rkm->len, hv, nh);
     if (hv != stack)
         free(hv);

@@ -325,22 +325,91 @@ static void test_publish(void **state)
     assert_string_equal(nth(EV_FAILED, 6, 0)->text, "unsupported");
 }
 
+static void produce_at(int32_t partition, const char *value, int64_t timestamp_ms)
+{
+    assert_int_equal(rd_kafka_producev(producer, RD_KAFKA_V_TOPIC("t1"),
+                                       RD_KAFKA_V_PARTITION(partition),
+                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                       RD_KAFKA_V_VALUE((void *)value, strlen(value)),
+                                       RD_KAFKA_V_TIMESTAMP(timestamp_ms), RD_KAFKA_V_END),
+                     0);
+}
+
 /* librdkafka 2.0.2's mock cluster answers every ListOffsets-by-time with -1 ("no record at or
- * after T"), so only that rule can be checked here: such a partition starts at its end. */
+ * after T"). The connector checks such an answer against the partition's last record and,
+ * when that one is at or after T, starts at the low watermark dropping what is older than T
+ * up to the first record at or after it. (Should the mock learn to answer, the same records
+ * must come out, from the broker's offset.) */
 static void test_from_timestamp(void **state)
 {
     (void)state;
-    produce(0, NULL, "x0");
-    produce(1, NULL, "y0");
+    /* Partition 0 crosses T at offset 2 (a later record older than T is still delivered);
+     * partition 1 is entirely older than T; partition 2 is empty. */
+    const int64_t p0[] = {1000, 2000, 3000, 2500, 4000};
+    for (int i = 0; i < 5; i++)
+        produce_at(0, p0[i] == 2500 ? "late" : "p0", p0[i]);
+    produce_at(1, "old", 1000);
+    produce_at(1, "old", 1500);
     flush_producer();
-    struct wsb_source s = {.topic = "t1", .from = WSB_FROM_TIMESTAMP, .from_timestamp_ms = 1};
+
+    struct wsb_source s = {.topic = "t1", .from = WSB_FROM_TIMESTAMP, .from_timestamp_ms = 3000};
     assert_int_equal(wsb_connector_subscribe(conn, 4, &s), WSB_OK);
     assert_int_equal(wait_for(EV_STARTED, 4, 1, 10000, true), 1);
-    assert_string_equal(nth(EV_STARTED, 4, 0)->text, "{\"0\":1,\"1\":1,\"2\":0}");
-    produce(2, NULL, "z0");
+    const char *pos = nth(EV_STARTED, 4, 0)->text;
+    /* Filter mode reports the low watermark; a broker that answers reports offset 2. */
+    assert_true(strcmp(pos, "{\"0\":0,\"1\":2,\"2\":0}") == 0 ||
+                strcmp(pos, "{\"0\":2,\"1\":2,\"2\":0}") == 0);
+    assert_int_equal(wait_for(EV_MESSAGE, 4, 3, 10000, true), 3);
+    for (int i = 0; i < 3; i++) {
+        struct wsb_msg *m = nth(EV_MESSAGE, 4, (size_t)i)->msg;
+        assert_int_equal(m->partition, 0);
+        assert_int_equal(m->offset, 2 + i);
+        assert_int_equal(m->timestamp_ms, p0[2 + i]);
+    }
+    /* Live records after the start come through, whatever their timestamps. */
+    produce_at(1, "new", 500);
+    produce_at(2, "z0", 6000);
     flush_producer();
-    assert_int_equal(wait_for(EV_MESSAGE, 4, 1, 10000, true), 1);
-    assert_int_equal(nth(EV_MESSAGE, 4, 0)->msg->partition, 2);
+    assert_int_equal(wait_for(EV_MESSAGE, 4, 5, 10000, true), 5);
+    assert_int_equal(wait_for(EV_MESSAGE, 4, 6, 300, true), 5);
+    for (size_t i = 3; i < 5; i++) {
+        struct wsb_msg *m = nth(EV_MESSAGE, 4, i)->msg;
+        assert_true((m->partition == 1 && m->offset == 2) || (m->partition == 2 && m->offset == 0));
+    }
+
+    /* T after every record: -1 is right, every partition starts at its end. */
+    struct wsb_source f = {.topic = "t1", .from = WSB_FROM_TIMESTAMP, .from_timestamp_ms = 7000};
+    assert_int_equal(wsb_connector_subscribe(conn, 5, &f), WSB_OK);
+    assert_int_equal(wait_for(EV_STARTED, 5, 1, 10000, true), 1);
+    assert_string_equal(nth(EV_STARTED, 5, 0)->text, "{\"0\":5,\"1\":3,\"2\":1}");
+    assert_int_equal(wait_for(EV_MESSAGE, 5, 1, 500, true), 0);
+}
+
+/* The last record cannot be read within the 2 s cap (every fetch fails): the broker's -1
+ * stands and the partition starts at its end. */
+static void test_from_timestamp_unverified(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 3; i++)
+        produce_at(0, "p0", 1000 + i * 1000);
+    flush_producer();
+    rd_kafka_resp_err_t errs[12];
+    for (size_t i = 0; i < 12; i++)
+        errs[i] = RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION;
+    rd_kafka_mock_push_request_errors_array(mcluster, 1 /* Fetch */, 12, errs);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    struct wsb_source s = {.topic = "t1", .from = WSB_FROM_TIMESTAMP, .from_timestamp_ms = 2000};
+    assert_int_equal(wsb_connector_subscribe(conn, 4, &s), WSB_OK);
+    assert_int_equal(wait_for(EV_STARTED, 4, 1, 10000, true), 1);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    int64_t ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    assert_true(ms >= 1900 && ms < 5000);
+    assert_string_equal(nth(EV_STARTED, 4, 0)->text, "{\"0\":3,\"1\":0,\"2\":0}");
+    produce_at(0, "new", 500);
+    flush_producer();
+    assert_int_equal(wait_for(EV_MESSAGE, 4, 1, 15000, true), 1);
+    assert_int_equal(nth(EV_MESSAGE, 4, 0)->msg->offset, 3);
 }
 
 /* Many messages: the consume loop batches and must not stall between wake-ups. */
@@ -490,6 +559,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_latest_then_live, setup, teardown),
         cmocka_unit_test_setup_teardown(test_publish, setup, teardown),
         cmocka_unit_test_setup_teardown(test_from_timestamp, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_from_timestamp_unverified, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_fails_pending_publishes, setup, teardown),
