@@ -81,7 +81,7 @@ struct wsb_session {
     struct wsb_utf8 utf8;
     struct wsb_inflater *inflater;
     bool pmd;
-    bool deflate_out; /* compress messages we send */
+    bool deflate_out;   /* compress messages we send */
     bool discard_input; /* input is read and thrown away */
     bool close_only;    /* after 4401: requests are ignored, a close frame ends it */
     struct wsb_buf msg;

@@ -27,6 +27,11 @@ CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWSB_FUZZ=O
 cmake --build build-fuzz -j"$jobs"
 
 status=0
+echo "== format check (clang-format, .clang-format)"
+if ! git ls-files '*.c' '*.h' | xargs clang-format --dry-run --Werror; then
+  echo "format check failed: run 'cmake --build build --target format'"
+  status=1
+fi
 echo "== tests: release"
 (cd build && ctest --output-on-failure -j"$jobs") || status=1
 echo "== tests: asan+ubsan"
