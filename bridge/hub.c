@@ -304,14 +304,14 @@ void wsb_hub_message(struct wsb_hub *h, const struct wsb_msg *m)
                 if (!sub->active)
                     continue;
                 c->rr = (start + k + 1) % c->nsubs;
-                h->cbs.deliver(sub->owner, sub->slot, f, true);
+                h->cbs.deliver(sub->owner, sub->slot, f, m->ack_token);
                 break;
             }
         } else {
             for (size_t i = 0; i < c->nsubs; i++) {
                 struct wsb_hub_sub *sub = c->subs[i];
                 if (sub->active)
-                    h->cbs.deliver(sub->owner, sub->slot, f, false);
+                    h->cbs.deliver(sub->owner, sub->slot, f, 0);
             }
         }
         wsb_frame_unref(f);

@@ -14,8 +14,9 @@ struct wsb_frame;
 struct wsb_loop_metrics;
 
 struct wsb_hub_cbs {
-    /** A message frame for one subscriber. Borrowed: ref it to keep it. */
-    void (*deliver)(void *owner, uint32_t slot, struct wsb_frame *f, bool ack);
+    /** A message frame for one subscriber. Borrowed: ref it to keep it. `ack_token` is
+     * non-zero on `delivery: ack` sources (this subscriber alone got the message). */
+    void (*deliver)(void *owner, uint32_t slot, struct wsb_frame *f, uint64_t ack_token);
     /** A pending subscription's source started; positions is JSON text or NULL. */
     void (*started)(void *owner, uint32_t slot, const char *positions);
     /** The source failed; the hub frees the subscription right after this call (forget the

@@ -50,7 +50,9 @@ struct sub {
     size_t connector;
     uint64_t source_id;
     struct wsb_hub_sub *hs;
-    uint64_t gap; /* messages dropped and not reported yet */
+    uint64_t gap;      /* messages dropped and not reported yet */
+    uint64_t *unacked; /* ack sources: tokens delivered to this client, not yet acked */
+    size_t nunacked, capunacked;
     char id[WSB_ID_MAX + 1];
     char channel[WSB_CHANNEL_MAX + 1];
 };
@@ -65,7 +67,8 @@ struct pending_pub {
 
 struct wsb_session {
     struct wsb_worker *w;
-    struct wsb_session *prev, *next, *reap_next;
+    struct wsb_session *prev, *next, *reap_next, *detach_next;
+    bool detach_queued;
     uint64_t id;
     char sid[24];
     struct bufferevent *bev;
@@ -265,6 +268,19 @@ static void drop_queued(struct wsb_session *s)
         wsb_metric_add(s->w->metrics.dropped[WSB_DROP_DISCONNECTED], n);
 }
 
+/* A closing session takes no more messages: its subscriptions end (ack deliveries go back to
+ * the broker) at the next safe point, never inside a hub callback that may be walking the
+ * subscriber list. */
+static void detach_later(struct wsb_session *s)
+{
+    if (s->detach_queued || s->nsubs == 0)
+        return;
+    s->detach_queued = true;
+    s->detach_next = s->w->detach;
+    s->w->detach = s;
+    event_active(s->w->reap_ev, EV_READ, 0);
+}
+
 /* Starts the close handshake (RFC 6455 §7.1.2). `fail`: we close TCP as soon as our close
  * frame is flushed (protocol errors, slow consumers); otherwise we wait for the client's
  * close frame for a while. */
@@ -273,6 +289,7 @@ static void session_close(struct wsb_session *s, uint16_t code, const char *reas
     if (s->state != S_OPEN)
         return;
     s->state = S_CLOSING;
+    detach_later(s);
     count_disconnect(s, code);
     drop_queued(s);
     uint8_t payload[125];
@@ -345,11 +362,28 @@ static void release_source(struct wsb_session *s, uint64_t source_id)
 }
 
 /* Ends a subscription: hub, registry, slot. */
+/* Hands a delivery the client will never ack back to the broker (nothing is lost). */
+static void requeue(struct wsb_session *s, const struct sub *sub, uint64_t token)
+{
+    wsb_connector_ack(s->w->shared->connectors[sub->connector], sub->source_id, token,
+                      WSB_NACK_REQUEUE);
+}
+
+static void forget_unacked(struct sub *sub)
+{
+    free(sub->unacked);
+    sub->unacked = NULL;
+    sub->nunacked = sub->capunacked = 0;
+}
+
 static void drop_sub(struct wsb_session *s, struct sub *sub)
 {
     if (sub->hs)
         wsb_hub_detach(s->w->hub, sub->hs);
     sub->hs = NULL;
+    for (size_t i = 0; i < sub->nunacked; i++)
+        requeue(s, sub, sub->unacked[i]);
+    forget_unacked(sub);
     release_source(s, sub->source_id);
     sub->used = false;
     s->nsubs--;
@@ -384,6 +418,7 @@ static void hub_failed(void *owner, uint32_t slot, const char *code, const char 
         reply_error(s, sub->id, code, message ? message : "source failed");
     }
     /* The registry entry is forgotten by the worker that handled the failure. */
+    forget_unacked(sub);
     sub->used = false;
     s->nsubs--;
     wsb_metric_add(s->w->metrics.subscriptions, -1);
@@ -397,14 +432,32 @@ static void count_drop(void *ctx, uint32_t tag)
     wsb_metric_add(s->w->metrics.dropped[WSB_DROP_SLOW_CONSUMER], 1);
 }
 
-static void hub_deliver(void *owner, uint32_t slot, struct wsb_frame *f, bool ack)
+/* Remembers an ack token handed to this client; false on allocation failure. */
+static bool track_unacked(struct sub *sub, uint64_t token)
+{
+    if (sub->nunacked == sub->capunacked) {
+        size_t cap = sub->capunacked ? sub->capunacked * 2 : 8;
+        uint64_t *u = realloc(sub->unacked, cap * sizeof(*u));
+        if (!u)
+            return false;
+        sub->unacked = u;
+        sub->capunacked = cap;
+    }
+    sub->unacked[sub->nunacked++] = token;
+    return true;
+}
+
+static void hub_deliver(void *owner, uint32_t slot, struct wsb_frame *f, uint64_t ack_token)
 {
     struct wsb_session *s = owner;
-    if (s->state != S_OPEN)
-        return;
     struct sub *sub = &s->subs[slot];
+    if (s->state != S_OPEN || (ack_token && !track_unacked(sub, ack_token))) {
+        if (ack_token)
+            requeue(s, sub, ack_token);
+        return;
+    }
     const struct wsb_limits *l = limits(s);
-    if (!ack) {
+    if (!ack_token) {
         s->sb.bytes = out_bytes(s) + f->len;
         enum wsb_sendbuf_verdict v = wsb_sendbuf_check(
             &s->sb, l->send_soft_bytes, l->send_soft_seconds, l->send_hard_bytes, wsb_now_us());
@@ -648,6 +701,15 @@ static void op_ack(struct wsb_session *s, struct wsb_request *r)
         reply_error(s, r->id, "invalid_request", "channel does not use delivery: ack");
         return;
     }
+    /* Only deliveries this client was given can be acked by it. */
+    size_t i = 0;
+    while (i < sub->nunacked && sub->unacked[i] != r->ack_id)
+        i++;
+    if (i == sub->nunacked) {
+        reply_error(s, r->id, "invalid_request", "unknown ack_id for this channel");
+        return;
+    }
+    sub->unacked[i] = sub->unacked[--sub->nunacked];
     enum wsb_ack_kind kind = WSB_ACK;
     if (r->op == WSB_REQ_NACK)
         kind = r->requeue ? WSB_NACK_REQUEUE : WSB_NACK_DROP;
@@ -830,6 +892,7 @@ static void on_control(struct wsb_session *s, const struct wsb_frame_ev *ev)
             return;
         }
         s->state = S_CLOSING;
+        detach_later(s);
         count_disconnect(s, code == 1005 ? 1000 : code);
         drop_queued(s);
         /* Echo the status code (RFC 6455 §5.5.1); an empty close gets an empty close. */
@@ -1434,6 +1497,14 @@ static void session_free(struct wsb_session *s)
 
 void wsb_session_reap(struct wsb_worker *w)
 {
+    while (w->detach) {
+        struct wsb_session *s = w->detach;
+        w->detach = s->detach_next;
+        s->detach_queued = false;
+        for (size_t i = 0; i < s->cap; i++)
+            if (s->subs[i].used)
+                drop_sub(s, &s->subs[i]);
+    }
     while (w->reap) {
         struct wsb_session *s = w->reap;
         w->reap = s->reap_next;

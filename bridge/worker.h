@@ -70,7 +70,8 @@ struct wsb_worker {
     struct wsb_runtime *rt;       /* the loop's current snapshot */
     struct wsb_session *sessions; /* intrusive list */
     size_t nsessions;
-    struct wsb_session *reap; /* sessions to free at a safe point */
+    struct wsb_session *reap;   /* sessions to free at a safe point */
+    struct wsb_session *detach; /* closing sessions whose subscriptions end at a safe point */
     struct event *reap_ev;
     struct event *tick_ev;
     atomic_int_fast64_t last_tick_ms;
