@@ -149,3 +149,39 @@ void wsb_connector_free(struct wsb_connector *c)
         c->ops->destroy(c->impl);
     free(c);
 }
+
+int wsb_connector_check_topic_channel(const json_t *channel, const char *type,
+                                      const char *const *optional,
+                                      void (*report)(void *ctx, const char *path, const char *msg),
+                                      void *ctx)
+{
+    static const char *const amqp_only[] = {"exchange", "queue", "binding_key", "routing_key"};
+    char path[64], msg[96];
+    int problems = 0;
+    json_t *topic = json_object_get(channel, "topic");
+    if (!topic) {
+        snprintf(msg, sizeof(msg), "required for a %s channel", type);
+        report(ctx, ".topic", msg);
+        problems++;
+    } else if (!json_is_string(topic) || json_string_length(topic) == 0) {
+        report(ctx, ".topic", "must be a non-empty string");
+        problems++;
+    }
+    for (size_t i = 0; i < WSB_ARRAY_LEN(amqp_only); i++) {
+        if (json_object_get(channel, amqp_only[i])) {
+            snprintf(path, sizeof(path), ".%s", amqp_only[i]);
+            snprintf(msg, sizeof(msg), "not used by a %s channel (use \"topic\")", type);
+            report(ctx, path, msg);
+            problems++;
+        }
+    }
+    for (; optional && *optional; optional++) {
+        json_t *v = json_object_get(channel, *optional);
+        if (v && (!json_is_string(v) || json_string_length(v) == 0)) {
+            snprintf(path, sizeof(path), ".%s", *optional);
+            report(ctx, path, "must be a non-empty string");
+            problems++;
+        }
+    }
+    return problems;
+}

@@ -160,6 +160,15 @@ struct wsb_connector {
     char name[64];
 };
 
+/** Shared check_channel for connectors whose channels name a "topic": "topic" is a required
+ * non-empty string, the AMQP fields (exchange, queue, binding_key, routing_key) are refused,
+ * and each name in the NULL-terminated `optional` list must be a non-empty string when
+ * present. `type` names the connector in messages. Returns the number of problems. */
+int wsb_connector_check_topic_channel(const json_t *channel, const char *type,
+                                      const char *const *optional,
+                                      void (*report)(void *ctx, const char *path, const char *msg),
+                                      void *ctx);
+
 /** The registry: the only place that lists which connectors exist. NULL when unknown. */
 const struct wsb_connector_ops *wsb_connector_find(const char *type);
 

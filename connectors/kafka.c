@@ -371,35 +371,8 @@ static int check_config(const json_t *conf,
 static int check_channel(const json_t *channel,
                          void (*report)(void *ctx, const char *path, const char *msg), void *ctx)
 {
-    int problems = 0;
-    json_t *topic = json_object_get(channel, "topic");
-    if (!topic) {
-        report(ctx, ".topic", "required for a kafka channel");
-        problems++;
-    } else if (!json_is_string(topic) || json_string_length(topic) == 0) {
-        report(ctx, ".topic", "must be a non-empty string");
-        problems++;
-    }
-    static const char *const amqp_only[] = {"exchange", "queue", "binding_key", "routing_key"};
-    for (size_t i = 0; i < WSB_ARRAY_LEN(amqp_only); i++) {
-        if (json_object_get(channel, amqp_only[i])) {
-            char path[32];
-            snprintf(path, sizeof(path), ".%s", amqp_only[i]);
-            report(ctx, path, "not used by a kafka channel (use \"topic\")");
-            problems++;
-        }
-    }
-    static const char *const strings[] = {"group", "dead_letter_topic"};
-    for (size_t i = 0; i < WSB_ARRAY_LEN(strings); i++) {
-        json_t *v = json_object_get(channel, strings[i]);
-        if (v && (!json_is_string(v) || json_string_length(v) == 0)) {
-            char path[32];
-            snprintf(path, sizeof(path), ".%s", strings[i]);
-            report(ctx, path, "must be a non-empty string");
-            problems++;
-        }
-    }
-    return problems;
+    static const char *const optional[] = {"group", "dead_letter_topic", NULL};
+    return wsb_connector_check_topic_channel(channel, "kafka", optional, report, ctx);
 }
 
 /* ---- Sources ------------------------------------------------------------------------- */

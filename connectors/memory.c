@@ -483,30 +483,8 @@ static int check_config(const json_t *conf,
 static int check_channel(const json_t *channel,
                          void (*report)(void *ctx, const char *path, const char *msg), void *ctx)
 {
-    int problems = 0;
-    json_t *topic = json_object_get(channel, "topic");
-    if (!topic) {
-        report(ctx, ".topic", "required for a memory channel");
-        problems++;
-    } else if (!json_is_string(topic) || json_string_length(topic) == 0) {
-        report(ctx, ".topic", "must be a non-empty string");
-        problems++;
-    }
-    static const char *const amqp_only[] = {"exchange", "queue", "binding_key", "routing_key"};
-    for (size_t i = 0; i < WSB_ARRAY_LEN(amqp_only); i++) {
-        if (json_object_get(channel, amqp_only[i])) {
-            char path[32];
-            snprintf(path, sizeof(path), ".%s", amqp_only[i]);
-            report(ctx, path, "not used by a memory channel (use \"topic\")");
-            problems++;
-        }
-    }
-    json_t *dlq = json_object_get(channel, "dead_letter_topic");
-    if (dlq && !json_is_string(dlq)) {
-        report(ctx, ".dead_letter_topic", "must be a string");
-        problems++;
-    }
-    return problems;
+    static const char *const optional[] = {"dead_letter_topic", NULL};
+    return wsb_connector_check_topic_channel(channel, "memory", optional, report, ctx);
 }
 
 static enum wsb_err create(const char *name, const json_t *conf, const struct wsb_sink *sink,
