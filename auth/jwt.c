@@ -274,14 +274,26 @@ static long jwk_bytes(const json_t *jwk, const char *name, unsigned char **out)
     return n;
 }
 
+/* Builds a public key of `type` ("RSA", "EC") from the parameters collected in `bld`. */
+static EVP_PKEY *public_key_from(OSSL_PARAM_BLD *bld, const char *type)
+{
+    EVP_PKEY *pkey = NULL;
+    OSSL_PARAM *params = OSSL_PARAM_BLD_to_param(bld);
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, type, NULL);
+    if (!params || !ctx || EVP_PKEY_fromdata_init(ctx) <= 0 ||
+        EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0)
+        pkey = NULL;
+    EVP_PKEY_CTX_free(ctx);
+    OSSL_PARAM_free(params);
+    return pkey;
+}
+
 static EVP_PKEY *jwk_rsa(const json_t *jwk)
 {
     unsigned char *nb = NULL, *eb = NULL;
     long nl = jwk_bytes(jwk, "n", &nb), el = jwk_bytes(jwk, "e", &eb);
     BIGNUM *n = NULL, *e = NULL;
     OSSL_PARAM_BLD *bld = NULL;
-    OSSL_PARAM *params = NULL;
-    EVP_PKEY_CTX *ctx = NULL;
     EVP_PKEY *pkey = NULL;
 
     if (nl < 0 || el < 0)
@@ -292,14 +304,8 @@ static EVP_PKEY *jwk_rsa(const json_t *jwk)
     if (!n || !e || !bld || !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n) ||
         !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e))
         goto out;
-    params = OSSL_PARAM_BLD_to_param(bld);
-    ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
-    if (!params || !ctx || EVP_PKEY_fromdata_init(ctx) <= 0 ||
-        EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0)
-        pkey = NULL;
+    pkey = public_key_from(bld, "RSA");
 out:
-    EVP_PKEY_CTX_free(ctx);
-    OSSL_PARAM_free(params);
     OSSL_PARAM_BLD_free(bld);
     BN_free(n);
     BN_free(e);
@@ -316,8 +322,6 @@ static EVP_PKEY *jwk_ec(const json_t *jwk)
     const char *group;
     long size;
     OSSL_PARAM_BLD *bld = NULL;
-    OSSL_PARAM *params = NULL;
-    EVP_PKEY_CTX *ctx = NULL;
     EVP_PKEY *pkey = NULL;
 
     if (crv && strcmp(crv, "P-256") == 0) {
@@ -340,14 +344,8 @@ static EVP_PKEY *jwk_ec(const json_t *jwk)
         !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pub,
                                           (size_t)(1 + 2 * size)))
         goto out;
-    params = OSSL_PARAM_BLD_to_param(bld);
-    ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
-    if (!params || !ctx || EVP_PKEY_fromdata_init(ctx) <= 0 ||
-        EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0)
-        pkey = NULL;
+    pkey = public_key_from(bld, "EC");
 out:
-    EVP_PKEY_CTX_free(ctx);
-    OSSL_PARAM_free(params);
     OSSL_PARAM_BLD_free(bld);
     free(xb);
     free(yb);
