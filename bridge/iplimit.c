@@ -1,5 +1,5 @@
-/* Per-IP admission: a chained hash table of addresses, each with a handshake-rate bucket and
- * a live connection count, under one mutex. */
+/* Per-IP admission: a chained hash table of addresses (IPv6 cut to a prefix), each with a
+ * handshake-rate bucket and a live connection count, under one mutex. */
 #include "bridge/iplimit.h"
 
 #include <netinet/in.h>
@@ -14,6 +14,7 @@
 
 #define MIN_BUCKETS 64
 #define DEFAULT_MAX_ENTRIES (1u << 20)
+#define DEFAULT_IPV6_PREFIX 64
 
 struct ipent {
     struct ipent *next;
@@ -33,12 +34,14 @@ struct wsb_iplimit {
     double rate;
     double burst;
     uint32_t cap;
+    unsigned v6_prefix; /* 1..128 */
 };
 
 static const uint8_t v4mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 
-/* Fills key from addr; false for families we do not track. */
-static bool addr_key(const struct sockaddr *addr, uint8_t key[16])
+/* Fills key from addr; false for families we do not track. IPv6 keeps its first `v6_prefix`
+ * bits; the rest are zeroed (a mapped IPv4 address is never cut). */
+static bool addr_key(const struct sockaddr *addr, unsigned v6_prefix, uint8_t key[16])
 {
     if (addr == NULL)
         return false;
@@ -51,6 +54,10 @@ static bool addr_key(const struct sockaddr *addr, uint8_t key[16])
     if (addr->sa_family == AF_INET6) {
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)addr;
         memcpy(key, &in6->sin6_addr, 16);
+        if (memcmp(key, v4mapped_prefix, 12) == 0)
+            return true;
+        for (unsigned bit = v6_prefix; bit < 128; bit++)
+            key[bit / 8] &= (uint8_t) ~(0x80u >> (bit % 8));
         return true;
     }
     return false;
@@ -99,6 +106,7 @@ struct wsb_iplimit *wsb_iplimit_new(double rate, double burst, uint32_t cap)
     l->nslots = MIN_BUCKETS;
     l->max_entries = DEFAULT_MAX_ENTRIES;
     l->last_full_scan_us = INT64_MIN;
+    l->v6_prefix = DEFAULT_IPV6_PREFIX;
     if (getrandom(l->seed, sizeof(l->seed), GRND_NONBLOCK) != (ssize_t)sizeof(l->seed)) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -133,6 +141,13 @@ void wsb_iplimit_reconfigure(struct wsb_iplimit *l, double rate, double burst, u
     for (size_t i = 0; i < l->nslots; i++)
         for (struct ipent *e = l->slots[i]; e != NULL; e = e->next)
             wsb_bucket_reconfigure(&e->bucket, l->rate, l->burst);
+    pthread_mutex_unlock(&l->mu);
+}
+
+void wsb_iplimit_set_ipv6_prefix(struct wsb_iplimit *l, unsigned prefix)
+{
+    pthread_mutex_lock(&l->mu);
+    l->v6_prefix = prefix < 1 ? 1 : prefix > 128 ? 128 : prefix;
     pthread_mutex_unlock(&l->mu);
 }
 
@@ -237,26 +252,30 @@ static bool make_room(struct wsb_iplimit *l, int64_t now_us)
 }
 
 enum wsb_ip_verdict wsb_iplimit_acquire(struct wsb_iplimit *l, const struct sockaddr *addr,
-                                        int64_t now_us, uint32_t *retry_after_s)
+                                        int64_t now_us, uint32_t *retry_after_s,
+                                        struct wsb_ip_ticket *ticket)
 {
     uint8_t key[16];
     enum wsb_ip_verdict v = WSB_IP_OK;
     struct ipent *e;
     if (retry_after_s != NULL)
         *retry_after_s = 0;
-    if (!addr_key(addr, key))
-        return WSB_IP_OK;
+    memset(ticket, 0, sizeof(*ticket));
 
     pthread_mutex_lock(&l->mu);
+    if (!addr_key(addr, l->v6_prefix, key))
+        goto out; /* not an IP address: nothing to key on */
     if (!(l->rate > 0) && l->cap == 0)
         goto out; /* nothing to enforce, nothing to track */
     e = find(l, key, NULL);
     if (e == NULL) {
-        if (!make_room(l, now_us))
-            goto out; /* saturated with live entries: admit untracked */
-        e = calloc(1, sizeof(*e));
-        if (e == NULL)
+        /* Full of live entries, or out of memory: refuse rather than admit uncounted. */
+        if (!make_room(l, now_us) || (e = calloc(1, sizeof(*e))) == NULL) {
+            v = WSB_IP_FULL;
+            if (retry_after_s != NULL)
+                *retry_after_s = 1;
             goto out;
+        }
         memcpy(e->key, key, 16);
         wsb_bucket_init(&e->bucket, l->rate, l->burst, now_us);
         size_t s = slot_of(l, key);
@@ -277,19 +296,22 @@ enum wsb_ip_verdict wsb_iplimit_acquire(struct wsb_iplimit *l, const struct sock
         goto out;
     }
     e->conns++;
+    memcpy(ticket->key, key, 16);
+    ticket->counted = true;
 out:
     pthread_mutex_unlock(&l->mu);
     return v;
 }
 
-void wsb_iplimit_release(struct wsb_iplimit *l, const struct sockaddr *addr)
+void wsb_iplimit_release(struct wsb_iplimit *l, struct wsb_ip_ticket *ticket)
 {
-    uint8_t key[16];
-    if (!addr_key(addr, key))
+    if (ticket == NULL || !ticket->counted)
         return;
+    ticket->counted = false;
     pthread_mutex_lock(&l->mu);
     struct ipent **where;
-    struct ipent *e = find(l, key, &where);
+    struct ipent *e = find(l, ticket->key, &where);
+    /* A counted entry cannot have been pruned (it has a connection): e is ours. */
     if (e != NULL && e->conns > 0) {
         e->conns--;
         /* Nothing to remember when rate is unlimited: drop it now. */

@@ -471,6 +471,8 @@ enum wsb_err wsb_server_new(struct wsb_config *cfg, const struct wsb_server_opts
     const struct wsb_limits *l = &cfg->limits;
     s->sh.iplimit = wsb_iplimit_new(l->handshake_rate_per_s, l->handshake_rate_burst,
                                     l->max_connections_per_ip);
+    if (s->sh.iplimit)
+        wsb_iplimit_set_ipv6_prefix(s->sh.iplimit, l->ipv6_prefix);
     unsigned n = worker_count(cfg);
     s->sh.sources = wsb_sources_new(s->sh.connectors, s->sh.nconnectors, n);
     s->sh.workers = calloc(n, sizeof(*s->sh.workers));
@@ -595,6 +597,7 @@ static void reload(struct wsb_server *s)
     const struct wsb_limits *l = &cfg->limits;
     wsb_iplimit_reconfigure(s->sh.iplimit, l->handshake_rate_per_s, l->handshake_rate_burst,
                             l->max_connections_per_ip);
+    wsb_iplimit_set_ipv6_prefix(s->sh.iplimit, l->ipv6_prefix);
     if (cfg->log_level)
         wsb_log_init((enum wsb_log_level)wsb_log_level_parse(cfg->log_level), cfg->log_json);
     for (unsigned i = 0; i < s->sh.nworkers; i++) {

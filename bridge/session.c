@@ -74,8 +74,8 @@ struct wsb_session {
     struct bufferevent *bev;
     struct sockaddr_storage addr;
     char ip[INET6_ADDRSTRLEN];
-    bool ip_counted;
-    bool counted; /* in shared->connections and metrics.connections */
+    struct wsb_ip_ticket ip_ticket; /* what the per-IP table counted for us */
+    bool counted;                   /* in shared->connections and metrics.connections */
     enum state state;
     struct wsb_runtime *rt;
 
@@ -1109,19 +1109,19 @@ static void handshake(struct wsb_session *s, const char *head, size_t head_len)
     char extra[64];
     uint32_t retry = 1;
     enum wsb_ip_verdict iv = wsb_iplimit_acquire(
-        w->shared->iplimit, (const struct sockaddr *)&s->addr, wsb_now_us(), &retry);
+        w->shared->iplimit, (const struct sockaddr *)&s->addr, wsb_now_us(), &retry, &s->ip_ticket);
     if (iv != WSB_IP_OK) {
         snprintf(extra, sizeof(extra), "Retry-After: %u\r\n", retry ? retry : 1);
         wsb_metric_add(w->metrics.rate_limited[iv == WSB_IP_RATE ? WSB_RL_HANDSHAKE
                                                                  : WSB_RL_CONNECTIONS_PER_IP],
                        1);
         refuse(s, 429, "rate_limited",
-               iv == WSB_IP_RATE ? "too many handshakes from this address"
-                                 : "too many connections from this address",
+               iv == WSB_IP_RATE  ? "too many handshakes from this address"
+               : iv == WSB_IP_CAP ? "too many connections from this address"
+                                  : "too many client addresses at once",
                extra, WSB_HS_RATE_LIMITED);
         return;
     }
-    s->ip_counted = true;
     if (atomic_load(&w->shared->draining) || w->draining) {
         refuse(s, 503, "draining", "server is shutting down", "Retry-After: 5\r\n",
                WSB_HS_OVERLOADED);
@@ -1463,8 +1463,7 @@ static void session_free(struct wsb_session *s)
             drop_sub(s, &s->subs[i]);
     for (struct pending_pub *p = s->pubs; p; p = p->next_in_session)
         p->s = NULL;
-    if (s->ip_counted)
-        wsb_iplimit_release(w->shared->iplimit, (const struct sockaddr *)&s->addr);
+    wsb_iplimit_release(w->shared->iplimit, &s->ip_ticket);
     if (s->counted) {
         atomic_fetch_sub(&w->shared->connections, 1);
         wsb_metric_add(w->metrics.connections, -1);

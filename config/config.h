@@ -72,6 +72,7 @@ enum wsb_sb_policy { WSB_POLICY_DISCONNECT, WSB_POLICY_DROP_OLDEST };
 struct wsb_limits {
     uint32_t max_connections;
     uint32_t max_connections_per_ip;
+    uint32_t ipv6_prefix; /* IPv6 per-address limits key on this many leading bits */
     double handshake_rate_per_s, handshake_rate_burst;
     uint32_t handshake_timeout_ms;
     uint32_t ping_interval_ms;

@@ -134,6 +134,10 @@ const struct cfg_field wsb_cfg_fields[] = {
      .flags = CF_RELOAD, .doc = "Open WebSocket connections."},
     {"limits.max_connections_per_ip", CT_U32, L(max_connections_per_ip), .min = 1, .max = U32MAX,
      .def = "1000", .flags = CF_RELOAD, .doc = "Open connections per client IP."},
+    {"limits.ipv6_prefix", CT_U32, L(ipv6_prefix), .min = 1, .max = 128, .def = "64",
+     .flags = CF_RELOAD,
+     .doc = "IPv6 clients are limited per prefix of this length (a /64 is usually one "
+            "subscriber); IPv4 per address."},
     {"limits.handshake_rate_per_ip", CT_OBJ, 0, .flags = CF_RELOAD,
      .doc = "Token bucket for upgrades per client IP."},
     {"limits.handshake_rate_per_ip.per_second", CT_DBL, L(handshake_rate_per_s), .max = 1e9,
