@@ -769,6 +769,26 @@ static void check_channels(struct load *L, json_t *arr, json_t *declared)
     }
 }
 
+/* Limits that are each in range but together would refuse every message or every
+ * handshake: a bucket smaller than one unit never has a token to give. */
+static void check_limits(struct load *L, const struct wsb_limits *l)
+{
+    if (l->send_soft_bytes > l->send_hard_bytes)
+        report(L, "limits.send_buffer.soft_bytes", "must not exceed hard_bytes (%llu)",
+               (unsigned long long)l->send_hard_bytes);
+    if (l->handshake_rate_per_s > 0 && l->handshake_rate_burst < 1)
+        report(L, "limits.handshake_rate_per_ip.burst",
+               "must be at least 1 when per_second is set (every handshake would be refused)");
+    if (l->inbound_rate_per_s > 0 && l->inbound_rate_burst < 1)
+        report(L, "limits.inbound_rate.burst",
+               "must be at least 1 when per_second is set (every message would be refused)");
+    if (l->inbound_bytes_per_s > 0 && l->inbound_bytes_burst < (double)l->max_message_bytes)
+        report(L, "limits.inbound_bytes.burst",
+               "must be at least max_message_bytes (%llu) when per_second is set (a message "
+               "that size would always be refused)",
+               (unsigned long long)l->max_message_bytes);
+}
+
 static void check_all(struct load *L, json_t *root)
 {
     struct wsb_config *c = L->c;
@@ -779,9 +799,7 @@ static void check_all(struct load *L, json_t *root)
         report(L, "tls", "\"cert\" and \"key\" are required together");
     if (c->tls_client_ca && !c->tls_cert)
         report(L, "tls.client_ca", "needs \"cert\" and \"key\"");
-    if (c->limits.send_soft_bytes > c->limits.send_hard_bytes)
-        report(L, "limits.send_buffer.soft_bytes", "must not exceed hard_bytes (%llu)",
-               (unsigned long long)c->limits.send_hard_bytes);
+    check_limits(L, &c->limits);
     json_t *ch = json_object_get(root, "channels");
     if (json_is_array(ch))
         check_channels(L, ch, json_object_get(root, "connectors"));

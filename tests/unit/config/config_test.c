@@ -302,6 +302,30 @@ static void test_ranges_and_enums(void **state)
                "auth.refusal: unknown value");
 }
 
+/* Values each in range that together would refuse every message or handshake. */
+static void test_limits_that_refuse_everything(void **state)
+{
+    (void)state;
+    expect_err("{\"limits\": {\"inbound_rate\": {\"per_second\": 10, \"burst\": 0.5}}}",
+               "limits.inbound_rate.burst: must be at least 1");
+    expect_err("{\"limits\": {\"inbound_rate\": {\"per_second\": 10, \"burst\": 0}}}",
+               "limits.inbound_rate.burst: must be at least 1");
+    expect_ok("{\"limits\": {\"inbound_rate\": {\"per_second\": 10, \"burst\": 1}}}");
+    expect_ok("{\"limits\": {\"inbound_rate\": {\"per_second\": 0, \"burst\": 0}}}");
+    expect_err("{\"limits\": {\"handshake_rate_per_ip\": {\"per_second\": 1, \"burst\": 0}}}",
+               "limits.handshake_rate_per_ip.burst: must be at least 1");
+    expect_ok("{\"limits\": {\"handshake_rate_per_ip\": {\"per_second\": 0, \"burst\": 0}}}");
+    /* the default max_message_bytes is 1 MiB */
+    expect_err("{\"limits\": {\"inbound_bytes\": {\"per_second\": 1000, \"burst\": 1048575}}}",
+               "limits.inbound_bytes.burst: must be at least max_message_bytes (1048576)");
+    expect_err("{\"limits\": {\"inbound_bytes\": {\"per_second\": 1000}}}",
+               "limits.inbound_bytes.burst: must be at least max_message_bytes");
+    expect_ok("{\"limits\": {\"inbound_bytes\": {\"per_second\": 1000, \"burst\": 1048576}}}");
+    expect_ok("{\"limits\": {\"max_message_bytes\": 4096,"
+              " \"inbound_bytes\": {\"per_second\": 1000, \"burst\": 4096}}}");
+    expect_ok("{\"limits\": {\"inbound_bytes\": {\"per_second\": 0, \"burst\": 5}}}");
+}
+
 static void test_listen(void **state)
 {
     (void)state;
@@ -607,6 +631,7 @@ int main(void)
         cmocka_unit_test(test_unknown_keys),
         cmocka_unit_test(test_wrong_types),
         cmocka_unit_test(test_ranges_and_enums),
+        cmocka_unit_test(test_limits_that_refuse_everything),
         cmocka_unit_test(test_listen),
         cmocka_unit_test(test_admin_tls),
         cmocka_unit_test(test_auth),
