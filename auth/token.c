@@ -67,10 +67,12 @@ static long from_query(const char *q, size_t len, char *out, size_t outlen)
 {
     char tmp[WSB_TOKEN_MAX + 1];
     long n = wsb_form_param(q, len, "access_token", tmp, sizeof(tmp));
-    if (n == -1 || n == 0) /* absent, or present without a value: no token */
+    if (n == -1) /* absent */
         return 0;
-    if (n < 0)
+    if (n < 0) /* present but undecodable */
         return -1;
+    /* "access_token=" (or a bare "access_token") is a token that is present and empty:
+     * malformed, like an empty cookie or a bare "Bearer", never "no token". */
     return emit(tmp, (size_t)n, out, outlen);
 }
 

@@ -59,7 +59,11 @@ static void test_sources(void **state)
         {ALL, {.query = "access_token=abc%"}, -1, "query"},
         {ALL, {.query = "access_token=a%20b"}, -1, "query"},
         {ALL, {.query = "access_tokens=" TOK}, 0, NULL},
-        {ALL, {.query = "access_token"}, 0, NULL},
+        {ALL, {.query = "access_token"}, -1, "query"},
+        {ALL, {.query = "access_token="}, -1, "query"},
+        {ALL, {.query = "a=1&access_token=&b=2"}, -1, "query"},
+        /* an empty query token is not skipped for a later source */
+        {ALL, {.query = "access_token=", .protocols = "bearer." TOK}, -1, "query"},
         {ALL, {.query = "&&&"}, 0, NULL},
         {ALL & ~WSB_TOKEN_QUERY, {.query = "access_token=" TOK}, 0, NULL},
         {ALL, {.protocols = "wsbridge.v1, bearer." TOK}, 1, "subprotocol"},
