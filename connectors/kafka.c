@@ -1,8 +1,6 @@
 /* The "kafka" connector: librdkafka consumers by assignment, one producer, one thread. */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +10,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "connectors/cmdq.h"
 #include "connectors/kafka.h"
 #include "util/log.h"
 
@@ -27,22 +26,6 @@
 #define SUBSCRIBE_TIMEOUT_MS 5000 /* metadata and offset lookups of a subscribe */
 #define VERIFY_TIMEOUT_MS 2000    /* reading the last records to check a lookup by time */
 #define MAX_STACK_HEADERS 32
-
-enum cmd_kind { CMD_SUBSCRIBE, CMD_UNSUBSCRIBE, CMD_PUBLISH, CMD_ACK, CMD_STOP };
-
-struct cmd {
-    struct cmd *next;
-    enum cmd_kind kind;
-    uint64_t id; /* source id, or the publish cookie */
-    char *topic;
-    bool ack;
-    enum wsb_from_kind from;
-    int64_t from_timestamp_ms;
-    struct wsb_partition_offset *offsets;
-    size_t noffsets;
-    struct wsb_msg *msg; /* publish: key, payload and headers */
-    uint32_t timeout_ms; /* stop */
-};
 
 struct source {
     struct source *next;
@@ -72,12 +55,10 @@ struct kc {
 
     atomic_uint_fast64_t messages_in;
     atomic_bool up;
-    atomic_bool stopping; /* no new commands */
-    pthread_mutex_t lock; /* guards the command queue and `reason` */
-    struct cmd *qhead, *qtail;
+    pthread_mutex_t lock; /* guards `reason` */
     char reason[256];
 
-    int wake_rd, wake_wr; /* a pipe: commands and librdkafka queues wake the thread */
+    struct wsb_cmdq *cmdq; /* its fd also wakes the thread for librdkafka's queues */
     pthread_t thread;
     bool started, joined;
 
@@ -101,43 +82,6 @@ static int64_t mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void wake(struct kc *k)
-{
-    char b = 1;
-    ssize_t r = write(k->wake_wr, &b, 1);
-    WSB_UNUSED(r); /* a full pipe already wakes the thread */
-}
-
-static void cmd_free(struct cmd *c)
-{
-    if (!c)
-        return;
-    free(c->topic);
-    free(c->offsets);
-    wsb_msg_unref(c->msg);
-    free(c);
-}
-
-static enum wsb_err enqueue(struct kc *k, struct cmd *c)
-{
-    pthread_mutex_lock(&k->lock);
-    if (atomic_load(&k->stopping) && c->kind != CMD_STOP) {
-        pthread_mutex_unlock(&k->lock);
-        cmd_free(c);
-        return WSB_ERR_UNAVAILABLE;
-    }
-    if (c->kind == CMD_STOP)
-        atomic_store(&k->stopping, true);
-    if (k->qtail)
-        k->qtail->next = c;
-    else
-        k->qhead = c;
-    k->qtail = c;
-    pthread_mutex_unlock(&k->lock);
-    wake(k);
-    return WSB_OK;
 }
 
 /* ---- Readiness and librdkafka callbacks ---------------------------------------------- */
@@ -412,7 +356,8 @@ static bool handle_open(struct kc *k, int h, char *err, size_t errlen)
     }
     rd_kafka_poll_set_consumer(hd->rk); /* errors and logs come through the consumer queue */
     hd->queue = rd_kafka_queue_get_consumer(hd->rk);
-    rd_kafka_queue_io_event_enable(hd->queue, k->wake_wr, "1", 1);
+    rd_kafka_queue_io_event_enable(hd->queue, wsb_cmdq_fd(k->cmdq), &WSB_CMDQ_WAKE_PAYLOAD,
+                                   sizeof(WSB_CMDQ_WAKE_PAYLOAD));
     return true;
 }
 
@@ -510,7 +455,7 @@ done:
  * filter mode instead, its number added to filtering[*nfiltering]. A last record that cannot
  * be read in time leaves the broker's answer (the end) in place. Real Kafka answers -1 only
  * when T is after every record; the check then confirms it, at the cost of one read. */
-static void check_end_answers(struct kc *k, const struct cmd *c, int64_t t,
+static void check_end_answers(struct kc *k, const struct wsb_cmd *c, int64_t t,
                               rd_kafka_topic_partition_list_t *parts,
                               const rd_kafka_topic_partition_list_t *lo,
                               const rd_kafka_topic_partition_list_t *hi,
@@ -523,8 +468,8 @@ static void check_end_answers(struct kc *k, const struct cmd *c, int64_t t,
         goto done;
     for (int i = 0; i < parts->cnt; i++)
         if (ts->elems[i].offset == RD_KAFKA_OFFSET_END && hi->elems[i].offset > lo->elems[i].offset)
-            rd_kafka_topic_partition_list_add(check, c->topic, parts->elems[i].partition)->offset =
-                hi->elems[i].offset - 1;
+            rd_kafka_topic_partition_list_add(check, c->src.topic, parts->elems[i].partition)
+                ->offset = hi->elems[i].offset - 1;
     if (!check->cnt)
         goto done;
     read_timestamps(k, check, stamps);
@@ -540,7 +485,7 @@ static void check_end_answers(struct kc *k, const struct cmd *c, int64_t t,
     }
     if (*nfiltering)
         wsb_log(WSB_LOG_INFO, "kafka lookup by time answered the end before later records",
-                WSB_LSTR("connector", k->name), WSB_LSTR("topic", c->topic),
+                WSB_LSTR("connector", k->name), WSB_LSTR("topic", c->src.topic),
                 WSB_LINT("filtered", *nfiltering));
 
 done:
@@ -548,15 +493,15 @@ done:
     rd_kafka_topic_partition_list_destroy(check);
 }
 
-/* Resolves the start offset of every partition of `c->topic` into `parts`. For
+/* Resolves the start offset of every partition of `c->src.topic` into `parts`. For
  * {timestamp}, *filtering (NULL when none) gets the partitions whose records older than T
  * must be dropped, see check_end_answers. */
-static bool resolve_start(struct kc *k, rd_kafka_t *rk, const struct cmd *c,
+static bool resolve_start(struct kc *k, rd_kafka_t *rk, const struct wsb_cmd *c,
                           rd_kafka_topic_partition_list_t *parts, int32_t **filtering,
                           int *nfiltering, char *err, size_t errlen)
 {
     int n = parts->cnt;
-    int64_t t = c->from_timestamp_ms < 0 ? 0 : c->from_timestamp_ms;
+    int64_t t = c->src.from_timestamp_ms < 0 ? 0 : c->src.from_timestamp_ms;
     rd_kafka_topic_partition_list_t *lo = rd_kafka_topic_partition_list_copy(parts);
     rd_kafka_topic_partition_list_t *hi = rd_kafka_topic_partition_list_copy(parts);
     rd_kafka_topic_partition_list_t *ts = NULL;
@@ -567,27 +512,27 @@ static bool resolve_start(struct kc *k, rd_kafka_t *rk, const struct cmd *c,
     *nfiltering = 0;
     if ((e = list_offsets(rk, lo, RD_KAFKA_OFFSET_BEGINNING)) ||
         (e = list_offsets(rk, hi, RD_KAFKA_OFFSET_END))) {
-        snprintf(err, errlen, "offsets of %s: %s", c->topic, rd_kafka_err2str(e));
+        snprintf(err, errlen, "offsets of %s: %s", c->src.topic, rd_kafka_err2str(e));
         goto done;
     }
-    if (c->from == WSB_FROM_TIMESTAMP) {
+    if (c->src.from == WSB_FROM_TIMESTAMP) {
         ts = rd_kafka_topic_partition_list_copy(parts);
         if ((e = list_offsets(rk, ts, t))) {
-            snprintf(err, errlen, "offsets for time on %s: %s", c->topic, rd_kafka_err2str(e));
+            snprintf(err, errlen, "offsets for time on %s: %s", c->src.topic, rd_kafka_err2str(e));
             goto done;
         }
     }
     for (int i = 0; i < n; i++) {
         int64_t l = lo->elems[i].offset, h = hi->elems[i].offset, o = h;
-        switch (c->from) {
+        switch (c->src.from) {
         case WSB_FROM_LATEST: o = h; break;
         case WSB_FROM_EARLIEST: o = l; break;
         case WSB_FROM_TIMESTAMP: o = ts->elems[i].offset < 0 ? h : ts->elems[i].offset; break;
         case WSB_FROM_OFFSETS:
             /* A partition the client did not name starts at latest. */
-            for (size_t j = 0; j < c->noffsets; j++)
-                if (c->offsets[j].partition == parts->elems[i].partition)
-                    o = c->offsets[j].offset;
+            for (size_t j = 0; j < c->src.nfrom_offsets; j++)
+                if (c->src.from_offsets[j].partition == parts->elems[i].partition)
+                    o = c->src.from_offsets[j].offset;
             break;
         }
         if (o < l)
@@ -596,7 +541,7 @@ static bool resolve_start(struct kc *k, rd_kafka_t *rk, const struct cmd *c,
             o = h;
         parts->elems[i].offset = o;
     }
-    if (c->from == WSB_FROM_TIMESTAMP) {
+    if (c->src.from == WSB_FROM_TIMESTAMP) {
         if (!(*filtering = malloc((size_t)n * sizeof(**filtering)))) {
             snprintf(err, errlen, "out of memory");
             goto done;
@@ -668,7 +613,7 @@ static char *positions_json(const rd_kafka_topic_partition_list_t *parts)
     return s;
 }
 
-static void do_subscribe(struct kc *k, struct cmd *c)
+static void do_subscribe(struct kc *k, struct wsb_cmd *c)
 {
     char err[512];
     const char *code = "unavailable";
@@ -677,9 +622,10 @@ static void do_subscribe(struct kc *k, struct cmd *c)
     char *positions = NULL;
     int32_t *filtering = NULL;
     int nfiltering = 0;
+    char *topic = NULL;
     int h;
 
-    if (c->ack) {
+    if (c->src.ack) {
         /* Later: a group consumer per `group`, commits past contiguous acked runs. */
         k->sink.source_failed(k->sink.ctx, c->id, "unsupported",
                               "delivery: ack on kafka comes in a later release");
@@ -690,28 +636,29 @@ static void do_subscribe(struct kc *k, struct cmd *c)
         return;
     }
     for (h = 0; h < MAX_HANDLES; h++)
-        if (!handle_reads(k, h, c->topic))
+        if (!handle_reads(k, h, c->src.topic))
             break;
     if (h == MAX_HANDLES) {
-        snprintf(err, sizeof(err), "too many concurrent readers of topic %s", c->topic);
+        snprintf(err, sizeof(err), "too many concurrent readers of topic %s", c->src.topic);
         goto fail;
     }
     if (!handle_open(k, h, err, sizeof(err)))
         goto fail;
-    if (!(parts = topic_partitions(k->handles[h].rk, c->topic, &code, err, sizeof(err))))
+    if (!(parts = topic_partitions(k->handles[h].rk, c->src.topic, &code, err, sizeof(err))))
         goto fail;
     code = "unavailable";
     if (!resolve_start(k, k->handles[h].rk, c, parts, &filtering, &nfiltering, err, sizeof(err)))
         goto fail;
     rd_kafka_error_t *ae = rd_kafka_incremental_assign(k->handles[h].rk, parts);
     if (ae) {
-        snprintf(err, sizeof(err), "assign %s: %s", c->topic, rd_kafka_error_string(ae));
+        snprintf(err, sizeof(err), "assign %s: %s", c->src.topic, rd_kafka_error_string(ae));
         rd_kafka_error_destroy(ae);
         goto fail;
     }
     positions = positions_json(parts);
     s = calloc(1, sizeof(*s));
-    if (!s || !positions) {
+    topic = strdup(c->src.topic);
+    if (!s || !positions || !topic) {
         /* Undo the assignment: nothing may be read for a source the core does not know. */
         rd_kafka_error_t *ue = rd_kafka_incremental_unassign(k->handles[h].rk, parts);
         if (ue)
@@ -720,11 +667,11 @@ static void do_subscribe(struct kc *k, struct cmd *c)
         goto fail;
     }
     s->id = c->id;
-    s->topic = c->topic;
-    c->topic = NULL;
+    s->topic = topic;
+    topic = NULL;
     s->handle = h;
     s->parts = parts;
-    s->filter_ts = c->from_timestamp_ms < 0 ? 0 : c->from_timestamp_ms;
+    s->filter_ts = c->src.from_timestamp_ms < 0 ? 0 : c->src.from_timestamp_ms;
     s->filtering = filtering;
     s->nfiltering = nfiltering;
     s->next = k->sources;
@@ -738,6 +685,7 @@ static void do_subscribe(struct kc *k, struct cmd *c)
     return;
 
 fail:
+    free(topic);
     free(positions);
     free(filtering);
     free(s);
@@ -782,7 +730,7 @@ static void do_unsubscribe(struct kc *k, uint64_t id)
     source_free(s);
 }
 
-static void do_publish(struct kc *k, struct cmd *c)
+static void do_publish(struct kc *k, struct wsb_cmd *c)
 {
     const struct wsb_msg *m = c->msg;
     rd_kafka_headers_t *hdrs = NULL;
@@ -793,7 +741,7 @@ static void do_publish(struct kc *k, struct cmd *c)
                                 (ssize_t)m->headers[i].value_len);
     }
     rd_kafka_resp_err_t e = rd_kafka_producev(
-        k->producer, RD_KAFKA_V_TOPIC(c->topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        k->producer, RD_KAFKA_V_TOPIC(c->pub.topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
         RD_KAFKA_V_KEY(m->key, m->key ? m->key_len : 0),
         RD_KAFKA_V_VALUE((void *)m->payload, m->payload_len), RD_KAFKA_V_HEADERS(hdrs),
         RD_KAFKA_V_OPAQUE((void *)(uintptr_t)c->id), RD_KAFKA_V_END);
@@ -982,36 +930,26 @@ static void *run(void *arg)
         int64_t wait = k->next_health_ms - mono_ms();
         if (more || wait < 0)
             wait = 0;
-        struct pollfd pfd = {.fd = k->wake_rd, .events = POLLIN};
-        if (poll(&pfd, 1, (int)wait) > 0) {
-            char buf[256];
-            while (read(k->wake_rd, buf, sizeof(buf)) > 0)
-                ;
-        }
-
-        pthread_mutex_lock(&k->lock);
-        struct cmd *list = k->qhead;
-        k->qhead = k->qtail = NULL;
-        pthread_mutex_unlock(&k->lock);
-        while (list) {
-            struct cmd *c = list;
+        wsb_cmdq_wait(k->cmdq, (int)wait);
+        for (struct wsb_cmd *list = wsb_cmdq_take(k->cmdq), *c; list; wsb_cmd_free(c)) {
+            c = list;
             list = c->next;
             switch (c->kind) {
-            case CMD_SUBSCRIBE: do_subscribe(k, c); break;
-            case CMD_UNSUBSCRIBE: do_unsubscribe(k, c->id); break;
-            case CMD_PUBLISH: do_publish(k, c); break;
-            case CMD_ACK: break; /* no ack sources yet */
-            case CMD_STOP:
+            case WSB_CMD_SUBSCRIBE: do_subscribe(k, c); break;
+            case WSB_CMD_UNSUBSCRIBE: do_unsubscribe(k, c->id); break;
+            case WSB_CMD_PUBLISH: do_publish(k, c); break;
+            case WSB_CMD_ACK: break; /* no ack sources yet */
+            case WSB_CMD_SYNC: break;
+            case WSB_CMD_STOP:
                 shutdown_clients(k, c->timeout_ms);
-                cmd_free(c);
+                wsb_cmd_free(c);
                 while (list) { /* nothing can follow a stop; drop defensively */
                     c = list;
                     list = c->next;
-                    cmd_free(c);
+                    wsb_cmd_free(c);
                 }
                 return NULL;
             }
-            cmd_free(c);
         }
 
         rd_kafka_poll(k->producer, 0);
@@ -1042,13 +980,11 @@ static enum wsb_err create(const char *name, const json_t *conf, const struct ws
         snprintf(err, errlen, "out of memory");
         return WSB_ERR_NOMEM;
     }
-    k->wake_rd = k->wake_wr = -1;
     snprintf(k->name, sizeof(k->name), "%s", name);
     k->sink = *sink;
     snprintf(k->reason, sizeof(k->reason), "connecting");
     atomic_init(&k->messages_in, 0);
     atomic_init(&k->up, false);
-    atomic_init(&k->stopping, false);
     pthread_mutex_init(&k->lock, NULL);
     k->cache_handle = -1;
 
@@ -1058,14 +994,11 @@ static enum wsb_err create(const char *name, const json_t *conf, const struct ws
         snprintf(err, errlen, "kafka connector %s: %s", name, why);
         goto fail;
     }
-    int fds[2];
-    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) {
-        snprintf(err, errlen, "pipe: %s", strerror(errno));
+    if (!(k->cmdq = wsb_cmdq_new())) {
+        snprintf(err, errlen, "command queue: %s", strerror(errno));
         rc = WSB_ERR_IO;
         goto fail;
     }
-    k->wake_rd = fds[0];
-    k->wake_wr = fds[1];
     *impl = k;
     return WSB_OK;
 
@@ -1094,7 +1027,8 @@ static enum wsb_err start(void *impl)
         return WSB_ERR_INVALID;
     }
     k->producer_queue = rd_kafka_queue_get_main(k->producer);
-    rd_kafka_queue_io_event_enable(k->producer_queue, k->wake_wr, "1", 1);
+    rd_kafka_queue_io_event_enable(k->producer_queue, wsb_cmdq_fd(k->cmdq), &WSB_CMDQ_WAKE_PAYLOAD,
+                                   sizeof(WSB_CMDQ_WAKE_PAYLOAD));
     if (pthread_create(&k->thread, NULL, run, k) != 0) {
         rd_kafka_queue_io_event_enable(k->producer_queue, -1, NULL, 0);
         rd_kafka_queue_destroy(k->producer_queue);
@@ -1109,16 +1043,9 @@ static enum wsb_err start(void *impl)
 static void stop(void *impl, uint32_t timeout_ms)
 {
     struct kc *k = impl;
-    if (!k->started || k->joined) {
-        atomic_store(&k->stopping, true);
+    wsb_cmdq_stop(k->cmdq, timeout_ms);
+    if (!k->started || k->joined)
         return;
-    }
-    struct cmd *c = calloc(1, sizeof(*c));
-    if (!c)
-        abort(); /* cannot reach the thread without it */
-    c->kind = CMD_STOP;
-    c->timeout_ms = timeout_ms;
-    enqueue(k, c);
     pthread_join(k->thread, NULL);
     k->joined = true;
 }
@@ -1129,15 +1056,9 @@ static void destroy(void *impl)
     if (!k)
         return;
     stop(k, 0);
-    while (k->qhead) {
-        struct cmd *c = k->qhead;
-        k->qhead = c->next;
-        cmd_free(c);
-    }
+    wsb_cmdq_free(k->cmdq);
     rd_kafka_conf_destroy(k->consumer_conf);
     rd_kafka_conf_destroy(k->producer_conf);
-    close(k->wake_rd);
-    close(k->wake_wr);
     pthread_mutex_destroy(&k->lock);
     free(k);
 }
@@ -1147,38 +1068,13 @@ static enum wsb_err subscribe(void *impl, uint64_t source_id, const struct wsb_s
     struct kc *k = impl;
     if (!src->topic || !*src->topic)
         return WSB_ERR_INVALID;
-    struct cmd *c = calloc(1, sizeof(*c));
-    if (!c)
-        return WSB_ERR_NOMEM;
-    c->kind = CMD_SUBSCRIBE;
-    c->id = source_id;
-    c->topic = strdup(src->topic);
-    c->ack = src->ack;
-    c->from = src->from;
-    c->from_timestamp_ms = src->from_timestamp_ms;
-    if (src->from == WSB_FROM_OFFSETS && src->nfrom_offsets) {
-        c->offsets = malloc(src->nfrom_offsets * sizeof(*c->offsets));
-        if (c->offsets) {
-            memcpy(c->offsets, src->from_offsets, src->nfrom_offsets * sizeof(*c->offsets));
-            c->noffsets = src->nfrom_offsets;
-        }
-    }
-    if (!c->topic || (src->from == WSB_FROM_OFFSETS && src->nfrom_offsets && !c->offsets)) {
-        cmd_free(c);
-        return WSB_ERR_NOMEM;
-    }
-    return enqueue(k, c);
+    return wsb_cmdq_subscribe(k->cmdq, source_id, src);
 }
 
 static void unsubscribe(void *impl, uint64_t source_id)
 {
     struct kc *k = impl;
-    struct cmd *c = calloc(1, sizeof(*c));
-    if (!c)
-        return;
-    c->kind = CMD_UNSUBSCRIBE;
-    c->id = source_id;
-    enqueue(k, c);
+    wsb_cmdq_unsubscribe(k->cmdq, source_id);
 }
 
 static enum wsb_err publish(void *impl, const struct wsb_publish *p, uint64_t cookie)
@@ -1186,19 +1082,7 @@ static enum wsb_err publish(void *impl, const struct wsb_publish *p, uint64_t co
     struct kc *k = impl;
     if (!p->topic || !*p->topic)
         return WSB_ERR_INVALID;
-    struct cmd *c = calloc(1, sizeof(*c));
-    if (!c)
-        return WSB_ERR_NOMEM;
-    c->kind = CMD_PUBLISH;
-    c->id = cookie;
-    c->topic = strdup(p->topic);
-    c->msg = wsb_msg_new(0, -1, -1, -1, p->key, p->key_len, p->payload, p->payload_len, p->headers,
-                         p->nheaders);
-    if (!c->topic || !c->msg) {
-        cmd_free(c);
-        return WSB_ERR_NOMEM;
-    }
-    return enqueue(k, c);
+    return wsb_cmdq_publish(k->cmdq, p, cookie);
 }
 
 static void ack(void *impl, uint64_t source_id, uint64_t ack_token, enum wsb_ack_kind kind)

@@ -7,29 +7,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "connectors/cmdq.h"
 #include "connectors/memory.h"
 
 #define DEFAULT_RETAIN 10000
-
-enum cmd_kind { CMD_SUBSCRIBE, CMD_UNSUBSCRIBE, CMD_PUBLISH, CMD_ACK, CMD_SYNC, CMD_STOP };
-
-struct cmd {
-    struct cmd *next;
-    enum cmd_kind kind;
-    uint64_t id; /* source id, or the publish cookie */
-    char *topic;
-    char *dead_letter_topic;
-    bool ack;
-    uint32_t max_unacked;
-    enum wsb_from_kind from;
-    int64_t from_timestamp_ms;
-    bool has_offset;
-    int64_t from_offset;
-    struct wsb_msg *msg; /* publish: built by the caller, offset set on the thread */
-    uint64_t ack_token;
-    enum wsb_ack_kind ack_kind;
-    bool *done; /* sync */
-};
 
 /* A message waiting in (or taken from) a topic's work queue. */
 struct qitem {
@@ -65,11 +46,8 @@ struct mem {
     struct wsb_sink sink;
     size_t retain;
     atomic_uint_fast64_t messages_in;
-    atomic_bool stopped;
 
-    pthread_mutex_t lock; /* guards the command queue */
-    pthread_cond_t cond;
-    struct cmd *qhead, *qtail;
+    struct wsb_cmdq *cmdq;
     bool started, joined;
     pthread_t thread;
 
@@ -79,38 +57,11 @@ struct mem {
     uint64_t next_token;
 };
 
-static char *dup_str(const char *s)
-{
-    return s && *s ? strdup(s) : NULL;
-}
-
 static int64_t now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void cmd_free(struct cmd *c)
-{
-    if (!c)
-        return;
-    free(c->topic);
-    free(c->dead_letter_topic);
-    wsb_msg_unref(c->msg);
-    free(c);
-}
-
-static void enqueue(struct mem *mm, struct cmd *c)
-{
-    pthread_mutex_lock(&mm->lock);
-    if (mm->qtail)
-        mm->qtail->next = c;
-    else
-        mm->qhead = c;
-    mm->qtail = c;
-    pthread_cond_broadcast(&mm->cond);
-    pthread_mutex_unlock(&mm->lock);
 }
 
 /* ---- Topics -------------------------------------------------------------------------- */
@@ -280,47 +231,49 @@ static struct source *source_find(struct mem *mm, uint64_t id, struct source ***
     return NULL;
 }
 
-static int64_t start_offset(const struct topic *t, const struct mem *mm, const struct cmd *c)
+static int64_t start_offset(const struct topic *t, const struct mem *mm,
+                            const struct wsb_source *src)
 {
-    switch (c->from) {
+    switch (src->from) {
     case WSB_FROM_LATEST: return t->next_offset;
     case WSB_FROM_EARLIEST: return t->base;
     case WSB_FROM_TIMESTAMP:
         for (int64_t o = t->base; o < t->next_offset; o++)
-            if (topic_at(mm, t, o)->timestamp_ms >= c->from_timestamp_ms)
+            if (topic_at(mm, t, o)->timestamp_ms >= src->from_timestamp_ms)
                 return o;
         return t->next_offset;
     case WSB_FROM_OFFSETS:
-        if (!c->has_offset)
-            return t->next_offset; /* partition not given: latest */
-        if (c->from_offset < t->base)
-            return t->base;
-        if (c->from_offset > t->next_offset)
-            return t->next_offset;
-        return c->from_offset;
+        for (size_t i = 0; i < src->nfrom_offsets; i++) {
+            int64_t o = src->from_offsets[i].offset;
+            if (src->from_offsets[i].partition != 0)
+                continue;
+            return o < t->base ? t->base : o > t->next_offset ? t->next_offset : o;
+        }
+        return t->next_offset; /* partition not given: latest */
     }
     return t->next_offset;
 }
 
-static void do_subscribe(struct mem *mm, struct cmd *c)
+static void do_subscribe(struct mem *mm, const struct wsb_cmd *c)
 {
     if (source_find(mm, c->id, NULL)) {
         mm->sink.source_failed(mm->sink.ctx, c->id, "unavailable", "source already subscribed");
         return;
     }
-    struct topic *t = topic_get(mm, c->topic, true);
+    struct topic *t = topic_get(mm, c->src.topic, true);
     struct source *s = calloc(1, sizeof(*s));
-    if (!t || !s) {
+    char *dlq = *c->src.dead_letter_topic ? strdup(c->src.dead_letter_topic) : NULL;
+    if (!t || !s || (*c->src.dead_letter_topic && !dlq)) {
         free(s);
+        free(dlq);
         mm->sink.source_failed(mm->sink.ctx, c->id, "unavailable", "out of memory");
         return;
     }
     s->id = c->id;
     s->topic = t;
-    s->ack = c->ack;
-    s->max_unacked = c->max_unacked;
-    s->dead_letter_topic = c->dead_letter_topic;
-    c->dead_letter_topic = NULL;
+    s->ack = c->src.ack;
+    s->max_unacked = c->src.max_unacked;
+    s->dead_letter_topic = dlq;
     s->next = mm->sources;
     mm->sources = s;
 
@@ -330,7 +283,7 @@ static void do_subscribe(struct mem *mm, struct cmd *c)
         dispatch_queue(mm, t);
         return;
     }
-    int64_t from = start_offset(t, mm, c);
+    int64_t from = start_offset(t, mm, &c->src);
     char positions[48];
     snprintf(positions, sizeof(positions), "{\"0\":%" PRId64 "}", from);
     mm->sink.source_started(mm->sink.ctx, s->id, positions);
@@ -370,7 +323,7 @@ static void do_unsubscribe(struct mem *mm, uint64_t id)
         dispatch_queue(mm, t);
 }
 
-static void do_ack(struct mem *mm, struct cmd *c)
+static void do_ack(struct mem *mm, const struct wsb_cmd *c)
 {
     struct source *s = source_find(mm, c->id, NULL);
     if (!s || !s->ack)
@@ -402,9 +355,9 @@ static void do_ack(struct mem *mm, struct cmd *c)
     dispatch_queue(mm, t);
 }
 
-static void do_publish(struct mem *mm, struct cmd *c)
+static void do_publish(struct mem *mm, struct wsb_cmd *c)
 {
-    struct topic *t = topic_get(mm, c->topic, true);
+    struct topic *t = topic_get(mm, c->pub.topic, true);
     if (!t) {
         mm->sink.publish_done(mm->sink.ctx, c->id, false, "out of memory");
         return;
@@ -419,29 +372,27 @@ static void *run(void *arg)
     struct mem *mm = arg;
     mm->sink.state(mm->sink.ctx, mm->name, true, NULL);
     for (;;) {
-        pthread_mutex_lock(&mm->lock);
-        while (!mm->qhead)
-            pthread_cond_wait(&mm->cond, &mm->lock);
-        struct cmd *c = mm->qhead;
-        mm->qhead = c->next;
-        if (!mm->qhead)
-            mm->qtail = NULL;
-        pthread_mutex_unlock(&mm->lock);
-
-        switch (c->kind) {
-        case CMD_SUBSCRIBE: do_subscribe(mm, c); break;
-        case CMD_UNSUBSCRIBE: do_unsubscribe(mm, c->id); break;
-        case CMD_PUBLISH: do_publish(mm, c); break;
-        case CMD_ACK: do_ack(mm, c); break;
-        case CMD_SYNC:
-            pthread_mutex_lock(&mm->lock);
-            *c->done = true;
-            pthread_cond_broadcast(&mm->cond);
-            pthread_mutex_unlock(&mm->lock);
-            break;
-        case CMD_STOP: cmd_free(c); return NULL;
+        wsb_cmdq_wait(mm->cmdq, -1);
+        for (struct wsb_cmd *list = wsb_cmdq_take(mm->cmdq), *c; list; wsb_cmd_free(c)) {
+            c = list;
+            list = c->next;
+            switch (c->kind) {
+            case WSB_CMD_SUBSCRIBE: do_subscribe(mm, c); break;
+            case WSB_CMD_UNSUBSCRIBE: do_unsubscribe(mm, c->id); break;
+            case WSB_CMD_PUBLISH: do_publish(mm, c); break;
+            case WSB_CMD_ACK: do_ack(mm, c); break;
+            case WSB_CMD_SYNC: break;
+            case WSB_CMD_STOP:
+                /* Everything is in memory: nothing to flush. Nothing follows a stop. */
+                wsb_cmd_free(c);
+                while (list) {
+                    c = list;
+                    list = c->next;
+                    wsb_cmd_free(c);
+                }
+                return NULL;
+            }
         }
-        cmd_free(c);
     }
 }
 
@@ -503,9 +454,11 @@ static enum wsb_err create(const char *name, const json_t *conf, const struct ws
     if (json_is_integer(retain) && json_integer_value(retain) > 0)
         mm->retain = (size_t)json_integer_value(retain);
     atomic_init(&mm->messages_in, 0);
-    atomic_init(&mm->stopped, false);
-    pthread_mutex_init(&mm->lock, NULL);
-    pthread_cond_init(&mm->cond, NULL);
+    if (!(mm->cmdq = wsb_cmdq_new())) {
+        free(mm);
+        snprintf(err, errlen, "command queue: %s", strerror(errno));
+        return WSB_ERR_IO;
+    }
     *impl = mm;
     return WSB_OK;
 }
@@ -523,16 +476,10 @@ static enum wsb_err start(void *impl)
 
 static void stop(void *impl, uint32_t timeout_ms)
 {
-    WSB_UNUSED(timeout_ms); /* everything is in memory: the queue drains at once */
     struct mem *mm = impl;
-    atomic_store(&mm->stopped, true);
+    wsb_cmdq_stop(mm->cmdq, timeout_ms); /* everything is in memory: nothing to flush */
     if (!mm->started || mm->joined)
         return;
-    struct cmd *c = calloc(1, sizeof(*c));
-    if (!c)
-        abort(); /* cannot stop the thread without it */
-    c->kind = CMD_STOP;
-    enqueue(mm, c);
     pthread_join(mm->thread, NULL);
     mm->joined = true;
 }
@@ -543,11 +490,7 @@ static void destroy(void *impl)
     if (!mm)
         return;
     stop(mm, 0);
-    while (mm->qhead) {
-        struct cmd *c = mm->qhead;
-        mm->qhead = c->next;
-        cmd_free(c);
-    }
+    wsb_cmdq_free(mm->cmdq);
     while (mm->sources) {
         struct source *s = mm->sources;
         mm->sources = s->next;
@@ -569,8 +512,6 @@ static void destroy(void *impl)
         free(t->name);
         free(t);
     }
-    pthread_cond_destroy(&mm->cond);
-    pthread_mutex_destroy(&mm->lock);
     free(mm);
 }
 
@@ -579,42 +520,13 @@ static enum wsb_err subscribe(void *impl, uint64_t source_id, const struct wsb_s
     struct mem *mm = impl;
     if (!src->topic || !*src->topic)
         return WSB_ERR_INVALID;
-    if (atomic_load(&mm->stopped))
-        return WSB_ERR_UNAVAILABLE;
-    struct cmd *c = calloc(1, sizeof(*c));
-    if (!c)
-        return WSB_ERR_NOMEM;
-    c->kind = CMD_SUBSCRIBE;
-    c->id = source_id;
-    c->topic = strdup(src->topic);
-    c->dead_letter_topic = dup_str(src->dead_letter_topic);
-    c->ack = src->ack;
-    c->max_unacked = src->max_unacked;
-    c->from = src->from;
-    c->from_timestamp_ms = src->from_timestamp_ms;
-    for (size_t i = 0; i < src->nfrom_offsets; i++) {
-        if (src->from_offsets[i].partition == 0) {
-            c->has_offset = true;
-            c->from_offset = src->from_offsets[i].offset;
-        }
-    }
-    if (!c->topic || (src->dead_letter_topic && *src->dead_letter_topic && !c->dead_letter_topic)) {
-        cmd_free(c);
-        return WSB_ERR_NOMEM;
-    }
-    enqueue(mm, c);
-    return WSB_OK;
+    return wsb_cmdq_subscribe(mm->cmdq, source_id, src);
 }
 
 static void unsubscribe(void *impl, uint64_t source_id)
 {
     struct mem *mm = impl;
-    struct cmd *c = calloc(1, sizeof(*c));
-    if (!c)
-        return; /* nothing better to do; the source keeps its slot */
-    c->kind = CMD_UNSUBSCRIBE;
-    c->id = source_id;
-    enqueue(mm, c);
+    wsb_cmdq_unsubscribe(mm->cmdq, source_id); /* on failure the source keeps its slot */
 }
 
 static enum wsb_err publish(void *impl, const struct wsb_publish *p, uint64_t cookie)
@@ -622,35 +534,13 @@ static enum wsb_err publish(void *impl, const struct wsb_publish *p, uint64_t co
     struct mem *mm = impl;
     if (!p->topic || !*p->topic)
         return WSB_ERR_INVALID;
-    if (atomic_load(&mm->stopped))
-        return WSB_ERR_UNAVAILABLE;
-    struct cmd *c = calloc(1, sizeof(*c));
-    if (!c)
-        return WSB_ERR_NOMEM;
-    c->kind = CMD_PUBLISH;
-    c->id = cookie;
-    c->topic = strdup(p->topic);
-    c->msg = wsb_msg_new(0, 0, -1, -1, p->key, p->key_len, p->payload, p->payload_len, p->headers,
-                         p->nheaders);
-    if (!c->topic || !c->msg) {
-        cmd_free(c);
-        return WSB_ERR_NOMEM;
-    }
-    enqueue(mm, c);
-    return WSB_OK;
+    return wsb_cmdq_publish(mm->cmdq, p, cookie);
 }
 
 static void ack(void *impl, uint64_t source_id, uint64_t ack_token, enum wsb_ack_kind kind)
 {
     struct mem *mm = impl;
-    struct cmd *c = calloc(1, sizeof(*c));
-    if (!c)
-        return;
-    c->kind = CMD_ACK;
-    c->id = source_id;
-    c->ack_token = ack_token;
-    c->ack_kind = kind;
-    enqueue(mm, c);
+    wsb_cmdq_ack(mm->cmdq, source_id, ack_token, kind);
 }
 
 static bool ready(void *impl, char *reason, size_t reasonlen)
@@ -670,17 +560,7 @@ static uint64_t messages_in(void *impl)
 void wsb_memory_sync(void *impl)
 {
     struct mem *mm = impl;
-    bool done = false;
-    struct cmd *c = calloc(1, sizeof(*c));
-    if (!c)
-        return;
-    c->kind = CMD_SYNC;
-    c->done = &done;
-    enqueue(mm, c);
-    pthread_mutex_lock(&mm->lock);
-    while (!done)
-        pthread_cond_wait(&mm->cond, &mm->lock);
-    pthread_mutex_unlock(&mm->lock);
+    wsb_cmdq_sync(mm->cmdq);
 }
 
 const struct wsb_connector_ops wsb_memory_ops = {
