@@ -597,3 +597,15 @@ def metrics():
         return b.metrics()
 
     return get
+
+
+@pytest.fixture(scope="session")
+def rabbitmq():
+    """A private Debian rabbitmq-server node on loopback (amqp_helpers.RabbitMQ), started
+    once per test session (start-up takes seconds) and stopped at the end with nothing left
+    behind. Skips when rabbitmq-server is not installed."""
+    from amqp_helpers import RabbitMQ
+
+    node = RabbitMQ()
+    yield node
+    node.stop()
