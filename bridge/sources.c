@@ -99,9 +99,11 @@ enum wsb_err wsb_sources_acquire(struct wsb_sources *s, size_t connector,
     if (connector >= s->nconnectors || loop >= WSB_MAX_LOOPS)
         return WSB_ERR_INVALID;
     /* Shared: every subscriber of the source sees the same stream from now on. Positions
-     * other than latest are a private read for one subscriber. ack sources are shared too:
-     * the hub hands each message to one subscriber. */
-    bool shared = src->from == WSB_FROM_LATEST;
+     * other than latest are a private read for one subscriber. An ack source is private to
+     * one subscription: the broker (or connector) hands each message to one of its
+     * consumers, so it reaches exactly one client whatever the number of loops, and
+     * max_unacked bounds that subscription alone. */
+    bool shared = src->from == WSB_FROM_LATEST && !src->ack;
     char *key = NULL;
     if (shared && !(key = make_key(connector, src)))
         return WSB_ERR_NOMEM;

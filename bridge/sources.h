@@ -22,9 +22,10 @@ struct wsb_sources *wsb_sources_new(struct wsb_connector *const *connectors, siz
 void wsb_sources_free(struct wsb_sources *s);
 
 /** Finds or starts the source `src` on connector `connector` and takes one reference.
- * A shared source (from latest, broadcast) is keyed by its broker fields; any other is
- * private to the calling loop. Calls the connector's subscribe (non-blocking) when it starts
- * a source. Returns WSB_OK and *id. @locality loop */
+ * A shared source (from latest, broadcast) is keyed by its broker fields; any other (another
+ * start position, or `delivery: ack`) is private to the calling subscription and loop. Calls the
+ * connector's subscribe (non-blocking) when it starts a source. Returns WSB_OK and *id. @locality
+ * loop */
 enum wsb_err wsb_sources_acquire(struct wsb_sources *s, size_t connector,
                                  const struct wsb_source *src, unsigned loop, uint64_t *id);
 

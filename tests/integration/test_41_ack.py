@@ -35,7 +35,7 @@ def drain(c, quiet=0.5):
 
 @pytest.fixture
 def ab(bridge_factory):
-    b = bridge_factory({"channels": ACK_CHANNELS, "workers": 1})
+    b = bridge_factory({"channels": ACK_CHANNELS})  # 2 workers (the default config)
     a, bb, pub = b.connect(), b.connect(), b.connect()
     for c in (a, bb):
         r = c.request({"op": "subscribe", "id": 1, "channel": "jobs"})
@@ -101,3 +101,41 @@ def test_nack_requeue_redelivers(ab):
     assert m2["data"] == m["data"]
     a.send_json({"op": "ack", "channel": "jobs", "ack_id": m2["ack_id"]})
     assert drain(a) == []
+
+
+def test_exactly_one_client_across_worker_loops(bridge_factory):
+    """An ack source shared by several loops must not deliver one copy per loop: 6 clients
+    over the 2 workers, every message delivered exactly once in all."""
+    b = bridge_factory({"channels": ACK_CHANNELS})
+    subs = [b.connect() for _ in range(6)]
+    for c in subs:
+        assert c.request({"op": "subscribe", "id": 1, "channel": "jobs"})["type"] == "subscribed"
+    pub = b.connect()
+    got = []
+    for k in range(3):  # each round: 20 jobs, acked, so max_unacked never binds
+        publish(pub, 20, start=20 * k)
+        for c in subs:
+            for m in drain(c, quiet=0.3):
+                got.append(m["data"]["job"])
+                c.send_json({"op": "ack", "channel": "jobs", "ack_id": m["ack_id"]})
+    assert sorted(got) == list(range(60)), sorted(got)
+
+
+def test_one_client_that_never_acks_does_not_stall_the_others(bridge_factory):
+    """max_unacked (10) is per subscription: a client holding 10 unacked deliveries gets no
+    more, and every other message goes to the client that acks."""
+    b = bridge_factory({"channels": ACK_CHANNELS})
+    lazy, busy, pub = b.connect(), b.connect(), b.connect()
+    for c in (lazy, busy):
+        assert c.request({"op": "subscribe", "id": 1, "channel": "jobs"})["type"] == "subscribed"
+    publish(pub, 50)
+    held = drain(lazy, quiet=0.3)
+    done = []
+    deadline = time.monotonic() + 10
+    while len(done) + len(held) < 50 and time.monotonic() < deadline:
+        for m in drain(busy, quiet=0.3):
+            done.append(m["data"]["job"])
+            busy.send_json({"op": "ack", "channel": "jobs", "ack_id": m["ack_id"]})
+        held += drain(lazy, quiet=0.1)
+    assert len(held) == 10, len(held)
+    assert sorted(done + [m["data"]["job"] for m in held]) == list(range(50))
