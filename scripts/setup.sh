@@ -9,6 +9,9 @@ PKGS=(
   libcmocka-dev libclang-rt-14-dev
   python3 python3-pytest python3-websockets python3-jwt python3-pika python3-confluent-kafka
   python3-cryptography kcat rabbitmq-server procps
+  # tests/ops: the Helm chart rendered offline (Go text/template + sprig), YAML, Prometheus text
+  golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev python3-yaml
+  python3-prometheus-client
 )
 
 missing=()
@@ -20,4 +23,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# tests/ops: Kubernetes API schemas (kubernetes-models) and a Dockerfile linter (dockerfilelint)
+# from the npm registry, pinned by tests/ops/package-lock.json. Node.js comes with the machine
+# image; Debian's nodejs/npm are the fallback.
+if ! command -v npm >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+ops_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/ops"
+if [ ! -f "$ops_dir/node_modules/.wsb-stamp" ] || \
+   [ "$ops_dir/package-lock.json" -nt "$ops_dir/node_modules/.wsb-stamp" ]; then
+  echo "setup: npm ci in tests/ops"
+  (cd "$ops_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  touch "$ops_dir/node_modules/.wsb-stamp"
 fi
