@@ -39,11 +39,17 @@ void wsb_identity_unref(struct wsb_identity *id);
 /** Verifies a compact JWS token at time `now` (unix seconds).
  * Returns WSB_OK and a new identity (caller owns it), or WSB_ERR_AUTH with *code set to a
  * static wire reason: "token_missing", "token_malformed", "token_invalid" (signature or
- * key), "token_alg" (alg not allowed or not matching the key), "token_expired",
+ * key), "token_alg" (alg not allowed or not matching the key), "token_typ" (a `typ` header
+ * other than JWT / at+jwt, RFC 9068), "token_expired",
  * "token_not_yet_valid", "token_issuer", "token_audience", "token_exp_required".
  * Never logs or copies the token into error text. @locality any */
 enum wsb_err wsb_auth_verify(const struct wsb_auth *a, const char *token, size_t len, int64_t now,
                              struct wsb_identity **out, const char **code);
+
+/** How many signature checks (one per candidate key tried) the calling thread has made
+ * since it started: a token costs at most as many checks as it has candidate keys. Tests
+ * only. @locality any */
+unsigned long wsb_auth_signature_checks(void);
 
 /** The leeway in seconds applied to exp/nbf. */
 int wsb_auth_leeway(const struct wsb_auth *a);

@@ -1,6 +1,7 @@
 /* Tests for auth/jwt.c: tokens minted at test time with fresh RSA/EC keys and libjwt. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -13,7 +14,9 @@
 #include <jwt.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
+#include <openssl/ec.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/pem.h>
 
 #include "auth/jwt.h"
@@ -569,9 +572,9 @@ static void test_jwks_rotation(void **state)
     t = mint(JWT_ALG_HS256, "jwks-oct-secret", "e1", GOOD);
     assert_string_equal(verify(a, t), "token_alg");
     free(t);
-    /* no kid: every key is tried */
+    /* no kid: only keys without a kid are tried, and every JWKS key here has one */
     t = mint(JWT_ALG_RS256, rsa2_priv, NULL, GOOD);
-    assert_null(verify(a, t));
+    assert_string_equal(verify(a, t), "token_invalid");
     free(t);
     wsb_auth_unref(a);
 
@@ -642,6 +645,204 @@ static void test_new_errors(void **state)
     wsb_auth_unref(a);
 }
 
+/* A compact JWS with the header given verbatim, signed here (not by libjwt, which always
+ * writes typ "JWT"): HS* with `secret`, RS256/ES256 with `pkey`. Caller frees. */
+static char *mint_hdr(const char *header, const char *claims, const char *secret, EVP_PKEY *pkey)
+{
+    char h[512], c[1024], sigb[1024], input[2048];
+    unsigned char sig[1024];
+    size_t siglen = sizeof(sig);
+    b64url((const unsigned char *)header, strlen(header), h);
+    b64url((const unsigned char *)claims, strlen(claims), c);
+    snprintf(input, sizeof(input), "%s.%s", h, c);
+    if (secret) {
+        unsigned int n = 0;
+        assert_non_null(HMAC(EVP_sha256(), secret, (int)strlen(secret),
+                             (const unsigned char *)input, strlen(input), sig, &n));
+        siglen = n;
+    } else {
+        EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+        unsigned char der[256];
+        size_t dlen = sizeof(der);
+        bool ec = EVP_PKEY_is_a(pkey, "EC");
+        assert_int_equal(EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, pkey), 1);
+        assert_int_equal(EVP_DigestSign(ctx, ec ? der : sig, ec ? &dlen : &siglen,
+                                        (const unsigned char *)input, strlen(input)),
+                         1);
+        EVP_MD_CTX_free(ctx);
+        if (ec) { /* DER -> R || S (RFC 7518 §3.4) */
+            const unsigned char *p = der;
+            ECDSA_SIG *es = d2i_ECDSA_SIG(NULL, &p, (long)dlen);
+            assert_non_null(es);
+            assert_int_equal(BN_bn2binpad(ECDSA_SIG_get0_r(es), sig, 32), 32);
+            assert_int_equal(BN_bn2binpad(ECDSA_SIG_get0_s(es), sig + 32, 32), 32);
+            ECDSA_SIG_free(es);
+            siglen = 64;
+        }
+    }
+    b64url(sig, siglen, sigb);
+    char *tok = malloc(4096);
+    snprintf(tok, 4096, "%s.%s", input, sigb);
+    return tok;
+}
+
+/* RFC 9068 access tokens: typ JWT, at+jwt, application/at+jwt (any case) or absent. */
+static void test_typ(void **state)
+{
+    struct conf_keys k = {.keys = {{.secret = SECRET}, {.file = rsa1_file}, {.file = ec256_file}},
+                          .n = 3};
+    struct wsb_auth_conf c = base_conf(&k);
+    struct wsb_auth *a = new_auth(&c);
+    static const char *ok[] = {
+        "{\"alg\":\"HS256\"}",
+        "{\"alg\":\"HS256\",\"typ\":\"JWT\"}",
+        "{\"alg\":\"HS256\",\"typ\":\"jwt\"}",
+        "{\"alg\":\"HS256\",\"typ\":\"at+jwt\"}",
+        "{\"alg\":\"HS256\",\"typ\":\"AT+JWT\"}",
+        "{\"alg\":\"HS256\",\"typ\":\"application/at+jwt\"}",
+        "{\"alg\":\"HS256\",\"typ\":\"Application/At+Jwt\"}",
+        "{\"alg\":\"HS256\",\"typ\":\"application/jwt\"}",
+    };
+    static const char *bad[] = {
+        "{\"alg\":\"HS256\",\"typ\":\"JOSE\"}",
+        "{\"alg\":\"HS256\",\"typ\":\"dpop+jwt\"}",
+        "{\"alg\":\"HS256\",\"typ\":\"application/\"}",
+        "{\"alg\":\"HS256\",\"typ\":\"application/application/at+jwt\"}",
+        "{\"alg\":\"HS256\",\"typ\":\"at+jwt \"}",
+        "{\"alg\":\"HS256\",\"typ\":\"\"}",
+        "{\"alg\":\"HS256\",\"typ\":1}",
+        "{\"alg\":\"HS256\",\"typ\":null}",
+        "{\"alg\":\"HS256\",\"typ\":[\"JWT\"]}",
+    };
+    (void)state;
+    for (size_t i = 0; i < WSB_ARRAY_LEN(ok); i++) {
+        char *t = mint_hdr(ok[i], GOOD, SECRET, NULL);
+        const char *got = verify(a, t);
+        if (got)
+            fail_msg("%s refused: %s", ok[i], got);
+        free(t);
+    }
+    for (size_t i = 0; i < WSB_ARRAY_LEN(bad); i++) {
+        char *t = mint_hdr(bad[i], GOOD, SECRET, NULL);
+        const char *got = verify(a, t);
+        if (!got || strcmp(got, "token_typ") != 0)
+            fail_msg("%s: got %s, want token_typ", bad[i], got ? got : "accepted");
+        free(t);
+    }
+    /* an escaped NUL in the header never parses (no "at+jwt\0anything") */
+    char *t = mint_hdr("{\"alg\":\"HS256\",\"typ\":\"at+jwt\\u0000x\"}", GOOD, SECRET, NULL);
+    assert_string_equal(verify(a, t), "token_malformed");
+    free(t);
+    /* the signature is still checked for an accepted typ */
+    t = mint_hdr("{\"alg\":\"HS256\",\"typ\":\"at+jwt\"}", GOOD, "other-secret", NULL);
+    assert_string_equal(verify(a, t), "token_invalid");
+    free(t);
+    /* RSA and EC at+jwt tokens, signed by OpenSSL directly */
+    t = mint_hdr("{\"alg\":\"RS256\",\"typ\":\"at+jwt\"}", GOOD, NULL, rsa1);
+    assert_null(verify(a, t));
+    free(t);
+    t = mint_hdr("{\"alg\":\"ES256\",\"typ\":\"application/at+jwt\"}", GOOD, NULL, ec256);
+    assert_null(verify(a, t));
+    free(t);
+    t = mint_hdr("{\"alg\":\"RS256\",\"typ\":\"at+jwt\"}", GOOD, NULL, rsa2);
+    assert_string_equal(verify(a, t), "token_invalid");
+    free(t);
+    EVP_PKEY *ec_other = EVP_EC_gen("P-256");
+    t = mint_hdr("{\"alg\":\"ES256\",\"typ\":\"at+jwt\"}", GOOD, NULL, ec_other);
+    EVP_PKEY_free(ec_other);
+    assert_string_equal(verify(a, t), "token_invalid");
+    free(t);
+    wsb_auth_unref(a);
+}
+
+/* An ECDSA signature must be exactly R || S of the curve's size (RFC 7518 §3.4): a DER
+ * signature, a truncated one or one with a zero R never verifies. */
+static void test_es_signature_form(void **state)
+{
+    struct conf_keys k = {.keys = {{.file = ec256_file}}, .n = 1};
+    struct wsb_auth_conf c = base_conf(&k);
+    struct wsb_auth *a = new_auth(&c);
+    (void)state;
+    char *t = mint(JWT_ALG_ES256, ec256_priv, NULL, GOOD);
+    assert_null(verify(a, t));
+    char *dot = strrchr(t, '.');
+    char forged[4096];
+    /* truncated signature */
+    snprintf(forged, sizeof(forged), "%.*s", (int)(strlen(t) - 4), t);
+    assert_string_equal(verify(a, forged), "token_invalid");
+    /* all-zero R || S */
+    unsigned char zero[64] = {0};
+    char zb[128];
+    b64url(zero, sizeof(zero), zb);
+    snprintf(forged, sizeof(forged), "%.*s.%s", (int)(dot - t), t, zb);
+    assert_string_equal(verify(a, forged), "token_invalid");
+    free(t);
+    wsb_auth_unref(a);
+}
+
+static void checks_at(struct wsb_auth *a, const char *tok, const char *want_code,
+                      unsigned long want_checks, int line)
+{
+    unsigned long before = wsb_auth_signature_checks();
+    const char *got = verify(a, tok);
+    if (want_code == NULL ? got != NULL : (!got || strcmp(got, want_code) != 0))
+        fail_msg("line %d: got %s, want %s", line, got ? got : "ok", want_code ? want_code : "ok");
+    if (wsb_auth_signature_checks() - before != want_checks)
+        fail_msg("line %d: %lu signature checks, want %lu", line,
+                 wsb_auth_signature_checks() - before, want_checks);
+}
+#define CHECKS(a, t, code, n) checks_at(a, t, code, n, __LINE__)
+
+/* A token without kid is tried only against keys without kid (docs/auth.md §3), each at most
+ * once: the signature checks per token are counted. */
+static void test_kid_candidates_counted(void **state)
+{
+    struct conf_keys k = {.keys = {{.secret = "kidless-one-0123456789abcdef"},
+                                   {.kid = "h1", .secret = "kid-h1-secret-0123456789abcdef"},
+                                   {.secret = "kidless-two-0123456789abcdef"},
+                                   {.kid = "r1", .file = rsa1_file}},
+                          .n = 4};
+    struct wsb_auth_conf c = base_conf(&k);
+    struct wsb_auth *a = new_auth(&c);
+    (void)state;
+    /* no kid, second kid-less secret: the kid-less keys in order, never h1 */
+    char *t = mint(JWT_ALG_HS256, "kidless-two-0123456789abcdef", NULL, GOOD);
+    CHECKS(a, t, NULL, 2);
+    free(t);
+    t = mint(JWT_ALG_HS256, "kidless-one-0123456789abcdef", NULL, GOOD);
+    CHECKS(a, t, NULL, 1);
+    free(t);
+    /* no kid, signed with h1's secret: h1 is never a candidate */
+    t = mint(JWT_ALG_HS256, "kid-h1-secret-0123456789abcdef", NULL, GOOD);
+    CHECKS(a, t, "token_invalid", 2);
+    free(t);
+    /* kid h1: only h1 */
+    t = mint(JWT_ALG_HS256, "kid-h1-secret-0123456789abcdef", "h1", GOOD);
+    CHECKS(a, t, NULL, 1);
+    free(t);
+    t = mint(JWT_ALG_HS256, "kidless-one-0123456789abcdef", "h1", GOOD);
+    CHECKS(a, t, "token_invalid", 1);
+    free(t);
+    /* an unknown kid falls back to the kid-less keys */
+    t = mint(JWT_ALG_HS256, "kidless-two-0123456789abcdef", "zz", GOOD);
+    CHECKS(a, t, NULL, 2);
+    free(t);
+    /* RS256 without kid: the only RSA key has a kid, so no candidate of the alg's type and
+     * no signature check at all */
+    t = mint(JWT_ALG_RS256, rsa1_priv, NULL, GOOD);
+    CHECKS(a, t, "token_alg", 0);
+    free(t);
+    t = mint(JWT_ALG_RS256, rsa1_priv, "r1", GOOD);
+    CHECKS(a, t, NULL, 1);
+    free(t);
+    /* refusals before the signature (alg, typ, malformed) cost no check */
+    t = mint_hdr("{\"alg\":\"HS256\",\"typ\":\"JOSE\"}", GOOD, "kidless-one-0123456789abcdef",
+                 NULL);
+    CHECKS(a, t, "token_typ", 0);
+    free(t);
+    wsb_auth_unref(a);
+}
+
 struct thread_arg {
     struct wsb_auth *a;
     char *tokens[3];
@@ -694,11 +895,19 @@ static void test_threads(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_accept_hs),        cmocka_unit_test(test_identity),
-        cmocka_unit_test(test_accept_rs_es),     cmocka_unit_test(test_certificate_key),
-        cmocka_unit_test(test_reject_malformed), cmocka_unit_test(test_reject_alg),
-        cmocka_unit_test(test_es_curves),        cmocka_unit_test(test_claims),
-        cmocka_unit_test(test_jwks_rotation),    cmocka_unit_test(test_new_errors),
+        cmocka_unit_test(test_accept_hs),
+        cmocka_unit_test(test_identity),
+        cmocka_unit_test(test_accept_rs_es),
+        cmocka_unit_test(test_certificate_key),
+        cmocka_unit_test(test_reject_malformed),
+        cmocka_unit_test(test_reject_alg),
+        cmocka_unit_test(test_es_curves),
+        cmocka_unit_test(test_claims),
+        cmocka_unit_test(test_jwks_rotation),
+        cmocka_unit_test(test_new_errors),
+        cmocka_unit_test(test_typ),
+        cmocka_unit_test(test_es_signature_form),
+        cmocka_unit_test(test_kid_candidates_counted),
         cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
