@@ -1007,12 +1007,14 @@ static void serve_page(struct wsb_session *s, const char *type, const char *body
     on_write(s->bev, s);
 }
 
+/* Origins guard browsers against cross-site WebSocket hijacking. A request without Origin
+ * is not from a browser (browsers always send it on a WebSocket upgrade), so refusing it
+ * protects nothing and locks out server-side and mobile clients: it is admitted, as
+ * gorilla/websocket and Centrifugo do. "*" admits any origin. */
 static bool origin_allowed(const struct wsb_config *cfg, struct wsb_slice origin)
 {
-    if (cfg->nallowed_origins == 0)
+    if (cfg->nallowed_origins == 0 || !origin.ptr)
         return true;
-    if (!origin.ptr)
-        return false;
     for (size_t i = 0; i < cfg->nallowed_origins; i++) {
         const char *o = cfg->allowed_origins[i];
         if (strcmp(o, "*") == 0)

@@ -789,12 +789,37 @@ static void check_limits(struct load *L, const struct wsb_limits *l)
                (unsigned long long)l->max_message_bytes);
 }
 
+/* Cross-site WebSocket hijacking: with a cookie token source, any page the user visits
+ * could open a socket that carries the user's cookie. The origins must be listed, or "any"
+ * said out loud with ["*"]. */
+static void check_cookie_origins(struct load *L, json_t *auth)
+{
+    json_t *srcs = json_object_get(auth, "token_sources"), *v;
+    size_t i;
+    if (!L->c->auth.cookie_name || L->c->nallowed_origins > 0 || !json_is_array(srcs))
+        return;
+    json_array_foreach(srcs, i, v)
+    {
+        const char *s = json_string_value(v);
+        if (s && strncmp(s, "cookie:", 7) == 0) {
+            report(L, "allowed_origins",
+                   "required with the cookie token source (auth.token_sources[%zu]): list the "
+                   "origins whose pages may open sockets with the user's cookie, or [\"*\"] "
+                   "for any",
+                   i);
+            return;
+        }
+    }
+}
+
 static void check_all(struct load *L, json_t *root)
 {
     struct wsb_config *c = L->c;
     json_t *auth = json_object_get(root, "auth");
-    if (json_is_object(auth))
+    if (json_is_object(auth)) {
         check_auth(L, auth);
+        check_cookie_origins(L, auth);
+    }
     if ((c->tls_cert == NULL) != (c->tls_key == NULL))
         report(L, "tls", "\"cert\" and \"key\" are required together");
     if (c->tls_client_ca && !c->tls_cert)

@@ -47,7 +47,9 @@ const struct cfg_field wsb_cfg_fields[] = {
     {"drain_timeout_ms", CT_U32, C(drain_timeout_ms), .max = 3600000, .def = "10000",
      .flags = CF_RELOAD, .doc = "On SIGTERM, how long to wait for clients and brokers."},
     {"allowed_origins", CT_STRARR, C(allowed_origins), C(nallowed_origins), .flags = CF_RELOAD,
-     .doc = "Allowed `Origin` header values; absent or empty allows any origin."},
+     .doc = "Allowed `Origin` header values; `[\"*\"]` or absent allows any origin. A request "
+            "without `Origin` (not a browser) is admitted. Required with a `cookie:` token "
+            "source."},
 
     {"auth", CT_OBJ, 0, .flags = CF_RELOAD,
      .doc = "Token authentication. Absent: anonymous clients (auth disabled)."},

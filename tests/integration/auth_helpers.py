@@ -140,6 +140,9 @@ def auth_overrides(keys, sources=None, refusal=None, acl=None, permissions_claim
         "channels": [{"match": "**", "connector": "m", "topic": "t-{1}"}],
         "log": {"level": "debug", "format": "json"},
     }
+    if allowed_origins is None and any(s.startswith("cookie:") for s in auth["token_sources"]):
+        # a cookie source needs its origins said out loud (config error otherwise)
+        allowed_origins = ["*"]
     if allowed_origins is not None:
         out["allowed_origins"] = allowed_origins
     if extra_limits:

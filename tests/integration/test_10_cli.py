@@ -280,3 +280,25 @@ def test_check_config_limit_that_refuses_everything(run_cli, tmp_path, limits, p
     r = run_cli(["-c", f])
     assert r.returncode == 1, combined(r)
     assert path in r.stderr, r.stderr
+
+
+
+@pytest.mark.parametrize("origins", [None, []])
+def test_check_config_cookie_source_needs_allowed_origins(run_cli, tmp_path, origins):
+    """Cross-site WebSocket hijacking (issue 9 item 8): a cookie token source with no listed
+    origins is an error naming allowed_origins; ["*"] or a list makes it valid."""
+    cfg = base_config()
+    cfg["auth"] = {"token_sources": ["header", "cookie:wsb_token"],
+                   "jwt": {"algorithms": ["HS256"], "keys": [{"secret": "s" * 32}]}}
+    if origins is not None:
+        cfg["allowed_origins"] = origins
+    f = write_config(tmp_path, cfg)
+    r = run_cli(["--check-config", "-c", f])
+    assert r.returncode == 1, combined(r)
+    lines = problem_lines(combined(r), (f, "allowed_origins"))
+    assert lines and "auth.token_sources[1]" in lines[0], combined(r)
+    for ok in (["*"], ["https://app.example"]):
+        cfg["allowed_origins"] = ok
+        g = write_config(tmp_path, cfg, "ok.json")
+        r = run_cli(["--check-config", "-c", g])
+        assert r.returncode == 0, combined(r)

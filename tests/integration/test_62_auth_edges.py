@@ -120,3 +120,39 @@ def test_token_without_kid_never_tries_keyed_keys(bridge_factory, keys):
     c.close()
     c = connect(b, mint(keys, "HS256", kid="rotated-away"))
     c.close()
+
+
+# ---- item 8: origins ----------------------------------------------------------------------
+
+
+def test_request_without_origin_is_admitted_when_origins_are_set(bridge_factory, keys):
+    b = start(bridge_factory, keys, allowed_origins=["https://app.test"])
+    tok = mint(keys, "RS256")
+    c = connect(b, tok)  # no Origin header: a server-side or mobile client
+    c.close()
+    c = connect(b, tok, headers=[("Origin", "HTTPS://APP.TEST")])
+    c.close()
+    err = refused(b, tok, headers=[("Origin", "https://evil.test")])
+    assert err.status == 403 and err.json()["error"] == "origin_not_allowed", err.body
+    # "null" (sandboxed frames, file: pages) is an origin like any other: refused
+    err = refused(b, tok, headers=[("Origin", "null")])
+    assert err.status == 403, err.body
+
+
+def test_star_admits_any_origin_with_cookie_source(bridge_factory, keys):
+    b = start(bridge_factory, keys, sources=["cookie:wsb_token"], allowed_origins=["*"])
+    tok = mint(keys, "HS256")
+    for origin in ("https://evil.test", "http://localhost:3000", None):
+        hdrs = [("Origin", origin)] if origin else []
+        c = connect(b, tok, "cookie", headers=hdrs)
+        c.close()
+
+
+def test_cookie_source_with_listed_origins_refuses_others(bridge_factory, keys):
+    b = start(bridge_factory, keys, sources=["cookie:wsb_token"],
+              allowed_origins=["https://app.test"])
+    tok = mint(keys, "HS256")
+    c = connect(b, tok, "cookie", headers=[("Origin", "https://app.test")])
+    c.close()
+    err = refused(b, tok, "cookie", headers=[("Origin", "https://evil.test")])
+    assert err.status == 403, err.body

@@ -392,6 +392,19 @@ static void test_auth(void **state)
                "auth.token_sources[0]");
     expect_err("{\"auth\": {\"token_sources\": [], \"jwt\": {\"jwks_file\": \"j\"}}}",
                "auth.token_sources: expected a non-empty array");
+    /* cross-site WebSocket hijacking: a cookie source needs listed origins, or ["*"] */
+    expect_err("{\"auth\": {\"token_sources\": [\"header\", \"cookie:t\"], \"jwt\": "
+               "{\"jwks_file\": \"j\"}}}",
+               "allowed_origins: required with the cookie token source (auth.token_sources[1])");
+    expect_err("{\"allowed_origins\": [], \"auth\": {\"token_sources\": [\"cookie:t\"], "
+               "\"jwt\": {\"jwks_file\": \"j\"}}}",
+               "allowed_origins: required with the cookie token source (auth.token_sources[0])");
+    expect_ok("{\"allowed_origins\": [\"*\"], \"auth\": {\"token_sources\": [\"cookie:t\"], "
+              "\"jwt\": {\"jwks_file\": \"j\"}}}");
+    expect_ok("{\"allowed_origins\": [\"https://a.example\"], \"auth\": {\"token_sources\": "
+              "[\"cookie:t\"], \"jwt\": {\"jwks_file\": \"j\"}}}");
+    expect_ok("{\"auth\": {\"token_sources\": [\"header\", \"subprotocol\"], \"jwt\": "
+              "{\"jwks_file\": \"j\"}}}");
 
     struct wsb_config *c = load("{\"auth\": {\"jwt\": {\"jwks_file\": \"j.json\"}}}");
     assert_non_null(c);
