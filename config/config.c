@@ -747,6 +747,8 @@ static void check_channels(struct load *L, json_t *arr, json_t *declared)
         }
         if (r->binding_key && !r->routing_key)
             r->routing_key = strdup(r->binding_key);
+        else if (r->queue && !r->routing_key) /* AMQP: the default exchange routes by queue */
+            r->routing_key = strdup(r->queue);
 
         json_t *name = json_object_get(cj, "connector");
         if (!json_is_string(name))

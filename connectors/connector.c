@@ -5,12 +5,13 @@
 
 #include "connectors/connector.h"
 
+#include "connectors/amqp.h"
 #include "connectors/kafka.h"
 #include "connectors/memory.h"
 
-/* The only list of connectors that exist. amqp: add `&wsb_amqp_ops,` once connectors/amqp.c
- * lands (with its extern declaration above). */
+/* The only list of connectors that exist. */
 static const struct wsb_connector_ops *const registry[] = {
+    &wsb_amqp_ops,
     &wsb_kafka_ops,
     &wsb_memory_ops,
 };

@@ -1,0 +1,1188 @@
+/* The "amqp" connector: rabbitmq-c on a thread of its own. */
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <amqp.h>
+#include <amqp_ssl_socket.h>
+#include <amqp_tcp_socket.h>
+
+#include "connectors/amqp.h"
+#include "connectors/cmdq.h"
+#include "util/log.h"
+
+#define PUB_CHANNEL 1
+#define FRAME_MAX 131072
+#define DEFAULT_HEARTBEAT_S 10
+#define DEFAULT_CONNECT_TIMEOUT_MS 5000
+#define DEFAULT_RECONNECT_MAX_MS 5000
+#define RECONNECT_MIN_MS 100
+#define PUMP_BATCH 512
+#define MAX_HEADERS 64
+#define EPOCH_SHIFT 40 /* ack token = connection epoch << 40 | delivery tag */
+#define NCHANNELS 65536
+
+/* A source: thread-owned. `ch` is its channel on the current connection, 0 while closed. */
+struct source {
+    struct source *next;
+    uint64_t id;
+    char *exchange, *binding_key, *queue;
+    bool ack;
+    uint32_t prefetch;
+    amqp_channel_t ch;
+    bool started; /* source_started was sent */
+};
+
+/* A publish waiting for its confirm (channel 1), in publish order. */
+struct pending {
+    struct pending *next;
+    uint64_t seq, cookie;
+    char *exchange, *routing_key;
+    bool returned;
+};
+
+struct amqp {
+    char name[64];
+    struct wsb_sink sink;
+    /* Config. */
+    char *url_copy; /* amqp_parse_url parses in place: host/user/vhost point into it */
+    struct amqp_connection_info ci;
+    int heartbeat_s;
+    uint32_t connect_timeout_ms, reconnect_max_ms;
+    char *ca_file;
+    bool verify;
+
+    atomic_uint_fast64_t messages_in;
+    atomic_bool up;
+    pthread_mutex_t lock; /* guards `reason` */
+    char reason[160];
+    struct wsb_cmdq *cmdq;
+    bool started, joined;
+    pthread_t thread;
+
+    /* Thread-owned from here on. */
+    amqp_connection_state_t conn; /* NULL while down */
+    uint64_t epoch;               /* connection generation */
+    int64_t next_attempt_ms, backoff_ms, last_rx_ms;
+    struct source *sources;
+    struct pending *phead, *ptail;
+    uint64_t pub_seq; /* last publish sequence number on channel 1 */
+    int channel_max;
+    uint64_t chan_used[NCHANNELS / 64];
+};
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s && *s ? strdup(s) : NULL;
+}
+
+static amqp_bytes_t bytes_of(const char *s)
+{
+    return s ? amqp_cstring_bytes(s) : amqp_empty_bytes;
+}
+
+/* ---- State and errors ------------------------------------------------------------------- */
+
+static void set_state(struct amqp *a, bool up, const char *reason)
+{
+    bool was = atomic_load(&a->up);
+    pthread_mutex_lock(&a->lock);
+    snprintf(a->reason, sizeof(a->reason), "%s", up ? "" : reason);
+    pthread_mutex_unlock(&a->lock);
+    atomic_store(&a->up, up);
+    if (was != up) {
+        wsb_log(up ? WSB_LOG_INFO : WSB_LOG_WARN, up ? "amqp up" : "amqp down",
+                WSB_LSTR("connector", a->name), WSB_LSTR("reason", up ? NULL : reason));
+        a->sink.state(a->sink.ctx, a->name, up, up ? NULL : reason);
+    }
+}
+
+/* Describes a failed rabbitmq-c call. Returns true when the connection is still usable
+ * (a channel-level refusal), false when it is gone. `code` gets the AMQP reply code. */
+static bool describe(const amqp_rpc_reply_t *r, char *buf, size_t len, int *code)
+{
+    *code = 0;
+    switch (r->reply_type) {
+    case AMQP_RESPONSE_NORMAL: snprintf(buf, len, "ok"); return true;
+    case AMQP_RESPONSE_NONE: snprintf(buf, len, "no reply"); return false;
+    case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+        snprintf(buf, len, "%s", amqp_error_string2(r->library_error));
+        return false;
+    case AMQP_RESPONSE_SERVER_EXCEPTION:
+        if (r->reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+            const amqp_channel_close_t *m = r->reply.decoded;
+            *code = m->reply_code;
+            snprintf(buf, len, "%.*s", (int)m->reply_text.len, (const char *)m->reply_text.bytes);
+            return true;
+        }
+        if (r->reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
+            const amqp_connection_close_t *m = r->reply.decoded;
+            *code = m->reply_code;
+            snprintf(buf, len, "%.*s", (int)m->reply_text.len, (const char *)m->reply_text.bytes);
+            return false;
+        }
+        snprintf(buf, len, "unexpected method 0x%08x", r->reply.id);
+        return false;
+    }
+    return false;
+}
+
+/* ---- Channels ----------------------------------------------------------------------------- */
+
+static amqp_channel_t chan_alloc(struct amqp *a)
+{
+    int max = a->channel_max > 0 && a->channel_max < NCHANNELS ? a->channel_max : NCHANNELS - 1;
+    for (int ch = PUB_CHANNEL + 1; ch <= max; ch++) {
+        if (!(a->chan_used[ch / 64] & (1ull << (ch % 64)))) {
+            a->chan_used[ch / 64] |= 1ull << (ch % 64);
+            return (amqp_channel_t)ch;
+        }
+    }
+    return 0;
+}
+
+static void chan_release(struct amqp *a, amqp_channel_t ch)
+{
+    if (ch)
+        a->chan_used[ch / 64] &= ~(1ull << (ch % 64));
+}
+
+static struct source *source_by_channel(struct amqp *a, amqp_channel_t ch)
+{
+    for (struct source *s = a->sources; s; s = s->next)
+        if (s->ch == ch)
+            return s;
+    return NULL;
+}
+
+static struct source *source_by_id(struct amqp *a, uint64_t id, struct source ***prev)
+{
+    for (struct source **pp = &a->sources; *pp; pp = &(*pp)->next)
+        if ((*pp)->id == id) {
+            if (prev)
+                *prev = pp;
+            return *pp;
+        }
+    return NULL;
+}
+
+static void source_free(struct source *s)
+{
+    free(s->exchange);
+    free(s->binding_key);
+    free(s->queue);
+    free(s);
+}
+
+/* ---- Publishes waiting for confirms ---------------------------------------------------- */
+
+static void pending_free(struct pending *p)
+{
+    free(p->exchange);
+    free(p->routing_key);
+    free(p);
+}
+
+/* Finishes every pending publish with seq <= upto (or only == upto). */
+static void confirm(struct amqp *a, uint64_t upto, bool multiple, bool ok)
+{
+    struct pending **pp = &a->phead;
+    while (*pp) {
+        struct pending *p = *pp;
+        if (p->seq > upto)
+            break;
+        if (!multiple && p->seq != upto) {
+            pp = &p->next;
+            continue;
+        }
+        *pp = p->next;
+        if (a->ptail == p) {
+            a->ptail = NULL;
+            for (struct pending *q = a->phead; q; q = q->next)
+                a->ptail = q;
+        }
+        if (p->returned)
+            a->sink.publish_done(a->sink.ctx, p->cookie, false,
+                                 "unroutable: no queue is bound for this routing key");
+        else
+            a->sink.publish_done(a->sink.ctx, p->cookie, ok,
+                                 ok ? NULL : "the broker refused the message (nack)");
+        pending_free(p);
+    }
+}
+
+static void fail_pending(struct amqp *a, const char *why)
+{
+    while (a->phead) {
+        struct pending *p = a->phead;
+        a->phead = p->next;
+        a->sink.publish_done(a->sink.ctx, p->cookie, false, why);
+        pending_free(p);
+    }
+    a->ptail = NULL;
+}
+
+/* ---- Connection ---------------------------------------------------------------------------- */
+
+static void lost(struct amqp *a, const char *why);
+
+/* Opens channel 1 in confirm mode. False when the connection failed. */
+static bool open_pub_channel(struct amqp *a, char *err, size_t errlen)
+{
+    int code;
+    if (!amqp_channel_open(a->conn, PUB_CHANNEL)) {
+        amqp_rpc_reply_t r = amqp_get_rpc_reply(a->conn);
+        describe(&r, err, errlen, &code);
+        return false;
+    }
+    amqp_confirm_select(a->conn, PUB_CHANNEL);
+    amqp_rpc_reply_t r = amqp_get_rpc_reply(a->conn);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        describe(&r, err, errlen, &code);
+        return false;
+    }
+    a->pub_seq = 0;
+    return true;
+}
+
+/* Answers a broker's channel.close so the channel number can be used again. */
+static void close_ok(struct amqp *a, amqp_channel_t ch)
+{
+    amqp_channel_close_ok_t ok = {0};
+    amqp_send_method(a->conn, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+}
+
+static const char *code_for(int reply_code)
+{
+    return reply_code == AMQP_ACCESS_REFUSED ? "forbidden" : "unavailable";
+}
+
+/* Opens the source's channel and starts consuming. Returns 0, 1 when the broker refused the
+ * source (it has failed and is removed), -1 when the connection failed. */
+static int open_source(struct amqp *a, struct source *s)
+{
+    char why[200];
+    int code = 0;
+    amqp_rpc_reply_t r;
+    amqp_channel_t ch = chan_alloc(a);
+    if (!ch) {
+        snprintf(why, sizeof(why), "no free AMQP channel");
+        goto refused_noclose;
+    }
+    if (!amqp_channel_open(a->conn, ch)) {
+        r = amqp_get_rpc_reply(a->conn);
+        goto fail;
+    }
+    s->ch = ch;
+    amqp_bytes_t queue = bytes_of(s->queue);
+    bool no_ack = !s->ack;
+    if (s->exchange) {
+        amqp_queue_declare_ok_t *d =
+            amqp_queue_declare(a->conn, ch, amqp_empty_bytes, 0, 0, 1, 1, amqp_empty_table);
+        if (!d) {
+            r = amqp_get_rpc_reply(a->conn);
+            goto fail;
+        }
+        queue = d->queue; /* valid until buffers are released */
+        amqp_queue_bind(a->conn, ch, queue, amqp_cstring_bytes(s->exchange),
+                        bytes_of(s->binding_key ? s->binding_key : "#"), amqp_empty_table);
+        r = amqp_get_rpc_reply(a->conn);
+        if (r.reply_type != AMQP_RESPONSE_NORMAL)
+            goto fail;
+        no_ack = true;
+    } else if (s->ack) {
+        amqp_basic_qos(a->conn, ch, 0, (uint16_t)(s->prefetch > 65535 ? 65535 : s->prefetch), 0);
+        r = amqp_get_rpc_reply(a->conn);
+        if (r.reply_type != AMQP_RESPONSE_NORMAL)
+            goto fail;
+    }
+    amqp_basic_consume(a->conn, ch, queue, amqp_empty_bytes, 0, no_ack, s->exchange != NULL,
+                       amqp_empty_table);
+    r = amqp_get_rpc_reply(a->conn);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL)
+        goto fail;
+    amqp_maybe_release_buffers(a->conn);
+    if (!s->started) {
+        s->started = true;
+        a->sink.source_started(a->sink.ctx, s->id, NULL);
+    }
+    return 0;
+
+fail:
+    if (!describe(&r, why, sizeof(why), &code)) {
+        s->ch = 0;
+        chan_release(a, ch);
+        lost(a, why);
+        return -1;
+    }
+    close_ok(a, ch);
+    s->ch = 0;
+    chan_release(a, ch);
+refused_noclose:
+    wsb_log(WSB_LOG_WARN, "amqp source refused", WSB_LSTR("connector", a->name),
+            WSB_LSTR("exchange", s->exchange), WSB_LSTR("queue", s->queue),
+            WSB_LSTR("reason", why));
+    a->sink.source_failed(a->sink.ctx, s->id, code_for(code), why);
+    struct source **pp;
+    if (source_by_id(a, s->id, &pp)) {
+        *pp = s->next;
+        source_free(s);
+    }
+    return 1;
+}
+
+static void teardown(struct amqp *a)
+{
+    if (!a->conn)
+        return;
+    amqp_destroy_connection(a->conn); /* closes the socket */
+    a->conn = NULL;
+    memset(a->chan_used, 0, sizeof(a->chan_used));
+    for (struct source *s = a->sources; s; s = s->next)
+        s->ch = 0;
+}
+
+/* The connection is gone: unconfirmed publishes fail (the broker may or may not have them),
+ * unacked deliveries are the broker's again, sources wait for the next connection. */
+static void lost(struct amqp *a, const char *why)
+{
+    if (!a->conn)
+        return;
+    teardown(a);
+    fail_pending(a, "connection to the broker lost before the confirm");
+    char reason[200];
+    snprintf(reason, sizeof(reason), "connection lost: %s", why);
+    set_state(a, false, reason);
+    a->backoff_ms = RECONNECT_MIN_MS;
+    a->next_attempt_ms = mono_ms() + a->backoff_ms;
+}
+
+static bool try_connect(struct amqp *a)
+{
+    char why[200];
+    int code;
+    struct timeval tv = {.tv_sec = a->connect_timeout_ms / 1000,
+                         .tv_usec = (a->connect_timeout_ms % 1000) * 1000};
+    a->conn = amqp_new_connection();
+    if (!a->conn) {
+        snprintf(why, sizeof(why), "out of memory");
+        goto fail;
+    }
+    amqp_socket_t *sock;
+    if (a->ci.ssl) {
+        sock = amqp_ssl_socket_new(a->conn);
+        if (sock) {
+            amqp_ssl_socket_set_verify_peer(sock, a->verify);
+            amqp_ssl_socket_set_verify_hostname(sock, a->verify);
+            if (a->ca_file && amqp_ssl_socket_set_cacert(sock, a->ca_file) != AMQP_STATUS_OK) {
+                snprintf(why, sizeof(why), "cannot load tls.ca_file");
+                goto fail;
+            }
+        }
+    } else {
+        sock = amqp_tcp_socket_new(a->conn);
+    }
+    if (!sock) {
+        snprintf(why, sizeof(why), "cannot create a socket");
+        goto fail;
+    }
+    int st = amqp_socket_open_noblock(sock, a->ci.host, a->ci.port, &tv);
+    if (st != AMQP_STATUS_OK) {
+        snprintf(why, sizeof(why), "cannot connect to %s:%d: %s", a->ci.host, a->ci.port,
+                 amqp_error_string2(st));
+        goto fail;
+    }
+    amqp_set_handshake_timeout(a->conn, &tv);
+    struct timeval rpc = {.tv_sec = 30};
+    amqp_set_rpc_timeout(a->conn, &rpc);
+    amqp_rpc_reply_t r = amqp_login(a->conn, a->ci.vhost, 0, FRAME_MAX, a->heartbeat_s,
+                                    AMQP_SASL_METHOD_PLAIN, a->ci.user, a->ci.password);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        describe(&r, why, sizeof(why), &code);
+        goto fail;
+    }
+    a->channel_max = amqp_get_channel_max(a->conn);
+    if (!open_pub_channel(a, why, sizeof(why)))
+        goto fail;
+    a->epoch++;
+    a->last_rx_ms = mono_ms();
+    /* Re-open every source (a new connection after an outage). */
+    struct source *s = a->sources;
+    while (s) {
+        struct source *next = s->next; /* open_source may free s */
+        if (open_source(a, s) < 0)
+            return false; /* lost() already ran */
+        s = next;
+    }
+    a->backoff_ms = 0;
+    set_state(a, true, NULL);
+    return true;
+
+fail:
+    if (a->conn) {
+        amqp_destroy_connection(a->conn);
+        a->conn = NULL;
+    }
+    memset(a->chan_used, 0, sizeof(a->chan_used));
+    a->backoff_ms = a->backoff_ms ? a->backoff_ms * 2 : RECONNECT_MIN_MS;
+    if (a->backoff_ms > (int64_t)a->reconnect_max_ms)
+        a->backoff_ms = a->reconnect_max_ms;
+    a->next_attempt_ms = mono_ms() + a->backoff_ms;
+    set_state(a, false, why);
+    return false;
+}
+
+/* ---- Commands ------------------------------------------------------------------------------ */
+
+static void do_subscribe(struct amqp *a, const struct wsb_cmd *c)
+{
+    if (c->src.from != WSB_FROM_LATEST) {
+        a->sink.source_failed(a->sink.ctx, c->id, "unsupported",
+                              "AMQP channels only start from \"latest\"");
+        return;
+    }
+    if (source_by_id(a, c->id, NULL)) {
+        a->sink.source_failed(a->sink.ctx, c->id, "unavailable", "source already subscribed");
+        return;
+    }
+    struct source *s = calloc(1, sizeof(*s));
+    if (!s) {
+        a->sink.source_failed(a->sink.ctx, c->id, "unavailable", "out of memory");
+        return;
+    }
+    s->id = c->id;
+    s->exchange = dup_or_null(c->src.exchange);
+    s->binding_key = dup_or_null(c->src.binding_key);
+    s->queue = dup_or_null(c->src.queue);
+    s->ack = c->src.ack;
+    s->prefetch = c->src.max_unacked;
+    if ((*c->src.exchange && !s->exchange) || (*c->src.queue && !s->queue) ||
+        (*c->src.binding_key && !s->binding_key) || (!s->exchange == !s->queue)) {
+        source_free(s);
+        a->sink.source_failed(a->sink.ctx, c->id, "unavailable", "out of memory");
+        return;
+    }
+    s->next = a->sources;
+    a->sources = s;
+    if (a->conn)
+        open_source(a, s); /* answers through the sink, or waits for the next connection */
+}
+
+static void do_unsubscribe(struct amqp *a, uint64_t id)
+{
+    struct source **pp;
+    struct source *s = source_by_id(a, id, &pp);
+    if (!s)
+        return;
+    *pp = s->next;
+    amqp_channel_t ch = s->ch;
+    source_free(s);
+    if (a->conn && ch) {
+        /* Closing the channel gives its unacked deliveries back to the broker. */
+        amqp_rpc_reply_t r = amqp_channel_close(a->conn, ch, AMQP_REPLY_SUCCESS);
+        char why[200];
+        int code;
+        if (!describe(&r, why, sizeof(why), &code)) {
+            lost(a, why);
+            return;
+        }
+        chan_release(a, ch);
+    }
+}
+
+static void do_publish(struct amqp *a, const struct wsb_cmd *c)
+{
+    if (!a->conn) {
+        a->sink.publish_done(a->sink.ctx, c->id, false, "not connected to the broker");
+        return;
+    }
+    const struct wsb_msg *m = c->msg;
+    if (m->key) {
+        a->sink.publish_done(a->sink.ctx, c->id, false,
+                             "\"key\" is not supported on AMQP channels (the routing key comes "
+                             "from the channel)");
+        return;
+    }
+    struct pending *p = calloc(1, sizeof(*p));
+    amqp_table_entry_t entries[MAX_HEADERS];
+    if (!p) {
+        a->sink.publish_done(a->sink.ctx, c->id, false, "out of memory");
+        return;
+    }
+    amqp_basic_properties_t props;
+    memset(&props, 0, sizeof(props));
+    props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_TIMESTAMP_FLAG;
+    props.delivery_mode = 2; /* persistent: what a work queue expects */
+    props.timestamp = (uint64_t)time(NULL);
+    size_t n = 0;
+    for (size_t i = 0; i < m->nheaders && n < MAX_HEADERS; i++) {
+        const struct wsb_header *h = &m->headers[i];
+        amqp_bytes_t v = {.len = h->value_len, .bytes = (void *)h->value};
+        if (strcasecmp(h->name, "content-type") == 0) {
+            props._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
+            props.content_type = v;
+            continue;
+        }
+        entries[n].key = amqp_cstring_bytes(h->name);
+        entries[n].value.kind = AMQP_FIELD_KIND_UTF8;
+        entries[n].value.value.bytes = v;
+        n++;
+    }
+    if (n) {
+        props._flags |= AMQP_BASIC_HEADERS_FLAG;
+        props.headers.num_entries = (int)n;
+        props.headers.entries = entries;
+    }
+    amqp_bytes_t body = {.len = m->payload_len, .bytes = (void *)m->payload};
+    const char *exchange = c->pub.exchange;
+    const char *rk = c->pub.routing_key;
+    p->cookie = c->id;
+    p->seq = ++a->pub_seq;
+    p->exchange = strdup(exchange);
+    p->routing_key = strdup(rk);
+    if (!p->exchange || !p->routing_key) {
+        a->pub_seq--;
+        pending_free(p);
+        a->sink.publish_done(a->sink.ctx, c->id, false, "out of memory");
+        return;
+    }
+    if (a->ptail)
+        a->ptail->next = p;
+    else
+        a->phead = p;
+    a->ptail = p;
+    int st = amqp_basic_publish(a->conn, PUB_CHANNEL, amqp_cstring_bytes(exchange),
+                                amqp_cstring_bytes(rk), 1 /* mandatory */, 0, &props, body);
+    if (st != AMQP_STATUS_OK)
+        lost(a, amqp_error_string2(st)); /* fails p with every other pending publish */
+}
+
+static void do_ack(struct amqp *a, const struct wsb_cmd *c)
+{
+    struct source *s = source_by_id(a, c->id, NULL);
+    /* A token of an earlier connection: the broker took that delivery back when the
+     * connection went away and delivers it again, so there is nothing to ack. */
+    if (!s || !s->ack || !a->conn || !s->ch || (c->ack_token >> EPOCH_SHIFT) != a->epoch)
+        return;
+    uint64_t tag = c->ack_token & ((1ull << EPOCH_SHIFT) - 1);
+    int st = c->ack_kind == WSB_ACK
+                 ? amqp_basic_ack(a->conn, s->ch, tag, 0)
+                 : amqp_basic_nack(a->conn, s->ch, tag, 0, c->ack_kind == WSB_NACK_REQUEUE);
+    if (st != AMQP_STATUS_OK)
+        lost(a, amqp_error_string2(st));
+}
+
+/* Runs the queued commands. Returns false after the STOP command (then *stop_timeout_ms is its
+ * flush time). */
+static bool run_commands(struct amqp *a, uint32_t *stop_timeout_ms)
+{
+    bool go_on = true;
+    for (struct wsb_cmd *list = wsb_cmdq_take(a->cmdq), *c; list; wsb_cmd_free(c)) {
+        c = list;
+        list = c->next;
+        switch (c->kind) {
+        case WSB_CMD_SUBSCRIBE: do_subscribe(a, c); break;
+        case WSB_CMD_UNSUBSCRIBE: do_unsubscribe(a, c->id); break;
+        case WSB_CMD_PUBLISH: do_publish(a, c); break;
+        case WSB_CMD_ACK: do_ack(a, c); break;
+        case WSB_CMD_SYNC: break;
+        case WSB_CMD_STOP:
+            go_on = false;
+            *stop_timeout_ms = c->timeout_ms;
+            break;
+        }
+    }
+    return go_on;
+}
+
+/* ---- Incoming frames ----------------------------------------------------------------------- */
+
+/* Formats a header value as bytes; false for kinds with no text form (tables, arrays). */
+static bool field_text(const amqp_field_value_t *v, char *buf, size_t len, amqp_bytes_t *out)
+{
+    int n = -1;
+    switch (v->kind) {
+    case AMQP_FIELD_KIND_UTF8:
+    case AMQP_FIELD_KIND_BYTES: *out = v->value.bytes; return true;
+    case AMQP_FIELD_KIND_BOOLEAN:
+        n = snprintf(buf, len, "%s", v->value.boolean ? "true" : "false");
+        break;
+    case AMQP_FIELD_KIND_I8: n = snprintf(buf, len, "%d", v->value.i8); break;
+    case AMQP_FIELD_KIND_U8: n = snprintf(buf, len, "%u", v->value.u8); break;
+    case AMQP_FIELD_KIND_I16: n = snprintf(buf, len, "%d", v->value.i16); break;
+    case AMQP_FIELD_KIND_U16: n = snprintf(buf, len, "%u", v->value.u16); break;
+    case AMQP_FIELD_KIND_I32: n = snprintf(buf, len, "%" PRId32, v->value.i32); break;
+    case AMQP_FIELD_KIND_U32: n = snprintf(buf, len, "%" PRIu32, v->value.u32); break;
+    case AMQP_FIELD_KIND_I64: n = snprintf(buf, len, "%" PRId64, v->value.i64); break;
+    case AMQP_FIELD_KIND_U64:
+    case AMQP_FIELD_KIND_TIMESTAMP: n = snprintf(buf, len, "%" PRIu64, v->value.u64); break;
+    case AMQP_FIELD_KIND_F32: n = snprintf(buf, len, "%.9g", (double)v->value.f32); break;
+    case AMQP_FIELD_KIND_F64: n = snprintf(buf, len, "%.17g", v->value.f64); break;
+    default: return false;
+    }
+    if (n < 0 || (size_t)n >= len)
+        return false;
+    out->bytes = buf;
+    out->len = (size_t)n;
+    return true;
+}
+
+static void deliver(struct amqp *a, amqp_envelope_t *env)
+{
+    struct source *s = source_by_channel(a, env->channel);
+    if (!s)
+        return; /* a channel being closed: an ack source's delivery goes back to the broker */
+    const amqp_basic_properties_t *p = &env->message.properties;
+    struct wsb_header hdrs[MAX_HEADERS + 1];
+    char names[MAX_HEADERS + 1][256];
+    char text[MAX_HEADERS + 1][32];
+    size_t n = 0;
+    if ((p->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG) && p->content_type.len) {
+        hdrs[n++] = (struct wsb_header){.name = "content-type",
+                                        .value = p->content_type.bytes,
+                                        .value_len = p->content_type.len};
+    }
+    if (p->_flags & AMQP_BASIC_HEADERS_FLAG) {
+        for (int i = 0; i < p->headers.num_entries && n <= MAX_HEADERS; i++) {
+            const amqp_table_entry_t *e = &p->headers.entries[i];
+            amqp_bytes_t v;
+            if (e->key.len >= sizeof(names[0]) ||
+                !field_text(&e->value, text[n], sizeof(text[n]), &v))
+                continue; /* tables, arrays and absurd names have no header form */
+            memcpy(names[n], e->key.bytes, e->key.len);
+            names[n][e->key.len] = '\0';
+            hdrs[n] = (struct wsb_header){.name = names[n], .value = v.bytes, .value_len = v.len};
+            n++;
+        }
+    }
+    int64_t ts = (p->_flags & AMQP_BASIC_TIMESTAMP_FLAG) ? (int64_t)p->timestamp * 1000 : -1;
+    struct wsb_msg *m = wsb_msg_new(s->id, -1, -1, ts, env->routing_key.bytes, env->routing_key.len,
+                                    env->message.body.bytes, env->message.body.len, hdrs, n);
+    if (!m) {
+        if (s->ack) /* give it back rather than lose it */
+            amqp_basic_nack(a->conn, s->ch, env->delivery_tag, 0, 1);
+        return;
+    }
+    if (s->ack)
+        m->ack_token =
+            (a->epoch << EPOCH_SHIFT) | (env->delivery_tag & ((1ull << EPOCH_SHIFT) - 1));
+    atomic_fetch_add(&a->messages_in, 1);
+    a->sink.message(a->sink.ctx, m);
+}
+
+/* basic.return: the earliest unconfirmed publish to the same exchange and routing key is the
+ * one returned (the broker handles a channel's publishes in order and sends the return just
+ * before that message's confirm). */
+static void returned(struct amqp *a, const amqp_basic_return_t *r)
+{
+    for (struct pending *p = a->phead; p; p = p->next) {
+        if (p->returned || strlen(p->exchange) != r->exchange.len ||
+            strlen(p->routing_key) != r->routing_key.len ||
+            memcmp(p->exchange, r->exchange.bytes, r->exchange.len) != 0 ||
+            memcmp(p->routing_key, r->routing_key.bytes, r->routing_key.len) != 0)
+            continue;
+        p->returned = true;
+        return;
+    }
+}
+
+/* A method frame that is not a delivery. Returns false when the connection is gone. */
+static bool handle_method(struct amqp *a, const amqp_frame_t *f)
+{
+    char why[200];
+    switch (f->payload.method.id) {
+    case AMQP_BASIC_ACK_METHOD: {
+        const amqp_basic_ack_t *m = f->payload.method.decoded;
+        if (f->channel == PUB_CHANNEL)
+            confirm(a, m->delivery_tag, m->multiple, true);
+        return true;
+    }
+    case AMQP_BASIC_NACK_METHOD: {
+        const amqp_basic_nack_t *m = f->payload.method.decoded;
+        if (f->channel == PUB_CHANNEL)
+            confirm(a, m->delivery_tag, m->multiple, false);
+        return true;
+    }
+    case AMQP_BASIC_RETURN_METHOD: {
+        const amqp_basic_return_t *m = f->payload.method.decoded;
+        if (f->channel == PUB_CHANNEL)
+            returned(a, m);
+        amqp_message_t msg;
+        amqp_rpc_reply_t r = amqp_read_message(a->conn, f->channel, &msg, 0);
+        if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+            int code;
+            describe(&r, why, sizeof(why), &code);
+            lost(a, why);
+            return false;
+        }
+        amqp_destroy_message(&msg);
+        return true;
+    }
+    case AMQP_CHANNEL_CLOSE_METHOD: {
+        const amqp_channel_close_t *m = f->payload.method.decoded;
+        snprintf(why, sizeof(why), "%.*s", (int)m->reply_text.len,
+                 (const char *)m->reply_text.bytes);
+        int code = m->reply_code;
+        close_ok(a, f->channel);
+        if (f->channel == PUB_CHANNEL) {
+            /* e.g. a publish to an exchange that does not exist: everything unconfirmed on
+             * the channel is lost with it. */
+            fail_pending(a, why);
+            char err[200];
+            if (!open_pub_channel(a, err, sizeof(err))) {
+                lost(a, err);
+                return false;
+            }
+            return true;
+        }
+        struct source *s = source_by_channel(a, f->channel);
+        chan_release(a, f->channel);
+        if (s) {
+            s->ch = 0;
+            a->sink.source_failed(a->sink.ctx, s->id, code_for(code), why);
+            struct source **pp;
+            if (source_by_id(a, s->id, &pp)) {
+                *pp = s->next;
+                source_free(s);
+            }
+        }
+        return true;
+    }
+    case AMQP_BASIC_CANCEL_METHOD: {
+        /* The broker cancelled a consumer (its queue was deleted). */
+        struct source *s = source_by_channel(a, f->channel);
+        if (s) {
+            amqp_channel_t ch = s->ch;
+            s->ch = 0;
+            a->sink.source_failed(a->sink.ctx, s->id, "unavailable",
+                                  "the broker cancelled the consumer");
+            struct source **pp;
+            if (source_by_id(a, s->id, &pp)) {
+                *pp = s->next;
+                source_free(s);
+            }
+            amqp_rpc_reply_t r = amqp_channel_close(a->conn, ch, AMQP_REPLY_SUCCESS);
+            int code;
+            if (!describe(&r, why, sizeof(why), &code)) {
+                lost(a, why);
+                return false;
+            }
+            chan_release(a, ch);
+        }
+        return true;
+    }
+    case AMQP_CONNECTION_CLOSE_METHOD: {
+        const amqp_connection_close_t *m = f->payload.method.decoded;
+        snprintf(why, sizeof(why), "%.*s", (int)m->reply_text.len,
+                 (const char *)m->reply_text.bytes);
+        amqp_connection_close_ok_t ok = {0};
+        amqp_send_method(a->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+        lost(a, why);
+        return false;
+    }
+    default: return true;
+    }
+}
+
+/* Reads what the socket has (and what rabbitmq-c queued during RPCs) without blocking, up to
+ * a batch, so commands keep their turn. */
+static void pump(struct amqp *a)
+{
+    struct timeval zero = {0, 0};
+    char why[200];
+    int code;
+    for (int i = 0; i < PUMP_BATCH && a->conn; i++) {
+        amqp_maybe_release_buffers(a->conn);
+        amqp_envelope_t env;
+        amqp_rpc_reply_t r = amqp_consume_message(a->conn, &env, &zero, 0);
+        if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+            deliver(a, &env);
+            amqp_destroy_envelope(&env);
+            continue;
+        }
+        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+            r.library_error == AMQP_STATUS_TIMEOUT)
+            return;
+        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+            r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
+            amqp_frame_t f;
+            int st = amqp_simple_wait_frame_noblock(a->conn, &f, &zero);
+            if (st == AMQP_STATUS_TIMEOUT)
+                return;
+            if (st != AMQP_STATUS_OK) {
+                lost(a, amqp_error_string2(st));
+                return;
+            }
+            if (f.frame_type == AMQP_FRAME_METHOD && !handle_method(a, &f))
+                return;
+            continue;
+        }
+        describe(&r, why, sizeof(why), &code);
+        lost(a, why);
+        return;
+    }
+}
+
+/* ---- The thread ----------------------------------------------------------------------------- */
+
+static void shutdown_conn(struct amqp *a, uint32_t timeout_ms)
+{
+    /* Flush: wait for outstanding confirms up to the drain timeout. */
+    int64_t deadline = mono_ms() + timeout_ms;
+    while (a->conn && a->phead && mono_ms() < deadline) {
+        struct pollfd pfd = {.fd = amqp_get_sockfd(a->conn), .events = POLLIN};
+        if (!amqp_data_in_buffer(a->conn) && !amqp_frames_enqueued(a->conn))
+            poll(&pfd, 1, 50);
+        pump(a);
+    }
+    fail_pending(a, "the bridge is shutting down");
+    if (a->conn) {
+        amqp_connection_close(a->conn, AMQP_REPLY_SUCCESS);
+        amqp_destroy_connection(a->conn);
+        a->conn = NULL;
+    }
+}
+
+static void *run(void *arg)
+{
+    struct amqp *a = arg;
+    uint32_t stop_timeout_ms = 0;
+    a->next_attempt_ms = 0;
+    for (;;) {
+        int64_t now = mono_ms();
+        if (!a->conn && now >= a->next_attempt_ms) {
+            try_connect(a);
+            now = mono_ms();
+        }
+        struct pollfd pfd[2] = {{.fd = wsb_cmdq_fd(a->cmdq), .events = POLLIN}, {.fd = -1}};
+        int timeout = 1000;
+        if (a->conn) {
+            pfd[1].fd = amqp_get_sockfd(a->conn);
+            pfd[1].events = POLLIN;
+            if (a->heartbeat_s > 0 && timeout > a->heartbeat_s * 500)
+                timeout = a->heartbeat_s * 500;
+            if (amqp_data_in_buffer(a->conn) || amqp_frames_enqueued(a->conn))
+                timeout = 0;
+        } else if (a->next_attempt_ms - now < timeout) {
+            timeout = a->next_attempt_ms > now ? (int)(a->next_attempt_ms - now) : 0;
+        }
+        int n = poll(pfd, a->conn ? 2 : 1, timeout);
+        if (n < 0 && errno != EINTR)
+            break;
+        if (a->conn && n > 0 && (pfd[1].revents & (POLLIN | POLLHUP | POLLERR)))
+            a->last_rx_ms = mono_ms();
+        if ((pfd[0].revents & POLLIN) && !run_commands(a, &stop_timeout_ms))
+            break;
+        if (a->conn)
+            pump(a); /* also sends heartbeats when due */
+        /* Missed heartbeats: the broker sends one every heartbeat/2 s while idle. */
+        if (a->conn && a->heartbeat_s > 0 && mono_ms() - a->last_rx_ms > a->heartbeat_s * 2000)
+            lost(a, "missed heartbeats");
+    }
+    shutdown_conn(a, stop_timeout_ms); /* nothing is queued after the stop */
+    return NULL;
+}
+
+/* ---- The vtable ------------------------------------------------------------------------------ */
+
+static int check_config(const json_t *conf,
+                        void (*report)(void *ctx, const char *path, const char *msg), void *ctx)
+{
+    int problems = 0;
+    if (!json_is_object(conf)) {
+        report(ctx, "", "must be an object");
+        return 1;
+    }
+    if (!json_object_get(conf, "url")) {
+        report(ctx, ".url", "required (amqp://user:pass@host:port/vhost)");
+        problems++;
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)conf, key, v)
+    {
+        char path[160];
+        snprintf(path, sizeof(path), ".%s", key);
+        if (strcmp(key, "type") == 0) {
+            if (!json_is_string(v) || strcmp(json_string_value(v), "amqp") != 0) {
+                report(ctx, path, "must be \"amqp\"");
+                problems++;
+            }
+        } else if (strcmp(key, "url") == 0) {
+            struct amqp_connection_info ci;
+            char *copy = json_is_string(v) ? strdup(json_string_value(v)) : NULL;
+            if (!copy || amqp_parse_url(copy, &ci) != AMQP_STATUS_OK) {
+                report(ctx, path, "must be an amqp:// or amqps:// URL");
+                problems++;
+            }
+            free(copy);
+        } else if (strcmp(key, "heartbeat_s") == 0) {
+            if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 600) {
+                report(ctx, path, "must be an integer from 0 to 600");
+                problems++;
+            }
+        } else if (strcmp(key, "connect_timeout_ms") == 0 || strcmp(key, "reconnect_max_ms") == 0) {
+            if (!json_is_integer(v) || json_integer_value(v) < 100 ||
+                json_integer_value(v) > 600000) {
+                report(ctx, path, "must be an integer from 100 to 600000");
+                problems++;
+            }
+        } else if (strcmp(key, "tls") == 0) {
+            if (!json_is_object(v)) {
+                report(ctx, path, "must be an object");
+                problems++;
+                continue;
+            }
+            const char *k2;
+            json_t *v2;
+            json_object_foreach(v, k2, v2)
+            {
+                char p2[200];
+                snprintf(p2, sizeof(p2), ".tls.%s", k2);
+                if (strcmp(k2, "ca_file") == 0 && json_is_string(v2))
+                    continue;
+                if (strcmp(k2, "verify") == 0 && json_is_boolean(v2))
+                    continue;
+                report(ctx, p2,
+                       strcmp(k2, "ca_file") == 0  ? "must be a string"
+                       : strcmp(k2, "verify") == 0 ? "must be true or false"
+                                                   : "unknown key");
+                problems++;
+            }
+        } else {
+            report(ctx, path, "unknown key");
+            problems++;
+        }
+    }
+    return problems;
+}
+
+static int check_channel(const json_t *channel,
+                         void (*report)(void *ctx, const char *path, const char *msg), void *ctx)
+{
+    static const char *const kafka_only[] = {"topic", "group", "dead_letter_topic"};
+    static const char *const strings[] = {"exchange", "queue", "binding_key", "routing_key"};
+    char path[64];
+    int problems = 0;
+    for (size_t i = 0; i < WSB_ARRAY_LEN(kafka_only); i++) {
+        if (json_object_get(channel, kafka_only[i])) {
+            snprintf(path, sizeof(path), ".%s", kafka_only[i]);
+            report(ctx, path, "not used by an amqp channel (use \"exchange\" or \"queue\")");
+            problems++;
+        }
+    }
+    for (size_t i = 0; i < WSB_ARRAY_LEN(strings); i++) {
+        json_t *v = json_object_get(channel, strings[i]);
+        if (v && (!json_is_string(v) || (json_string_length(v) == 0 && i < 2))) {
+            snprintf(path, sizeof(path), ".%s", strings[i]);
+            report(ctx, path, i < 2 ? "must be a non-empty string" : "must be a string");
+            problems++;
+        }
+    }
+    bool ex = json_object_get(channel, "exchange") != NULL;
+    bool q = json_object_get(channel, "queue") != NULL;
+    if (ex == q) {
+        report(ctx, ex ? ".queue" : ".exchange",
+               ex ? "an amqp channel names an exchange or a queue, not both"
+                  : "required for an amqp channel (or \"queue\")");
+        problems++;
+    }
+    if (q && json_object_get(channel, "binding_key")) {
+        report(ctx, ".binding_key", "only for exchange channels");
+        problems++;
+    }
+    if (q && json_object_get(channel, "routing_key")) {
+        report(ctx, ".routing_key",
+               "only for exchange channels (a queue channel publishes to "
+               "its queue)");
+        problems++;
+    }
+    json_t *d = json_object_get(channel, "delivery");
+    if (ex && json_is_string(d) && strcmp(json_string_value(d), "ack") == 0) {
+        report(ctx, ".delivery", "\"ack\" needs a queue channel (competing consumers)");
+        problems++;
+    }
+    return problems;
+}
+
+static const char *str_member(const json_t *conf, const char *key)
+{
+    json_t *v = conf ? json_object_get(conf, key) : NULL;
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+static enum wsb_err create(const char *name, const json_t *conf, const struct wsb_sink *sink,
+                           void **impl, char *err, size_t errlen)
+{
+    *impl = NULL;
+    struct amqp *a = calloc(1, sizeof(*a));
+    if (!a) {
+        snprintf(err, errlen, "out of memory");
+        return WSB_ERR_NOMEM;
+    }
+    snprintf(a->name, sizeof(a->name), "%s", name);
+    a->sink = *sink;
+    const char *url = str_member(conf, "url");
+    a->url_copy = strdup(url ? url : "");
+    if (!a->url_copy) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    amqp_default_connection_info(&a->ci);
+    if (amqp_parse_url(a->url_copy, &a->ci) != AMQP_STATUS_OK) {
+        snprintf(err, errlen, "url: not an amqp:// or amqps:// URL");
+        goto fail;
+    }
+    a->heartbeat_s = DEFAULT_HEARTBEAT_S;
+    a->connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS;
+    a->reconnect_max_ms = DEFAULT_RECONNECT_MAX_MS;
+    json_t *v;
+    if ((v = json_object_get(conf, "heartbeat_s")) && json_is_integer(v))
+        a->heartbeat_s = (int)json_integer_value(v);
+    if ((v = json_object_get(conf, "connect_timeout_ms")) && json_is_integer(v))
+        a->connect_timeout_ms = (uint32_t)json_integer_value(v);
+    if ((v = json_object_get(conf, "reconnect_max_ms")) && json_is_integer(v))
+        a->reconnect_max_ms = (uint32_t)json_integer_value(v);
+    a->verify = true;
+    json_t *tls = json_object_get(conf, "tls");
+    if (json_is_object(tls)) {
+        a->ca_file = dup_or_null(str_member(tls, "ca_file"));
+        if ((v = json_object_get(tls, "verify")) && json_is_boolean(v))
+            a->verify = json_is_true(v);
+    }
+    if (!(a->cmdq = wsb_cmdq_new())) {
+        snprintf(err, errlen, "cannot create the command queue");
+        goto fail;
+    }
+    atomic_init(&a->messages_in, 0);
+    atomic_init(&a->up, false);
+    snprintf(a->reason, sizeof(a->reason), "connecting");
+    pthread_mutex_init(&a->lock, NULL);
+    *impl = a;
+    return WSB_OK;
+
+fail:
+    free(a->url_copy);
+    free(a->ca_file);
+    free(a);
+    return WSB_ERR_INVALID;
+}
+
+static enum wsb_err start(void *impl)
+{
+    struct amqp *a = impl;
+    if (a->started)
+        return WSB_ERR_INVALID;
+    if (pthread_create(&a->thread, NULL, run, a) != 0)
+        return WSB_ERR_IO;
+    a->started = true;
+    return WSB_OK;
+}
+
+static void stop(void *impl, uint32_t timeout_ms)
+{
+    struct amqp *a = impl;
+    wsb_cmdq_stop(a->cmdq, timeout_ms);
+    if (!a->started || a->joined)
+        return;
+    pthread_join(a->thread, NULL);
+    a->joined = true;
+}
+
+static void destroy(void *impl)
+{
+    struct amqp *a = impl;
+    if (!a)
+        return;
+    stop(a, 0);
+    if (a->conn)
+        amqp_destroy_connection(a->conn);
+    wsb_cmdq_free(a->cmdq);
+    while (a->sources) {
+        struct source *s = a->sources;
+        a->sources = s->next;
+        source_free(s);
+    }
+    while (a->phead) {
+        struct pending *p = a->phead;
+        a->phead = p->next;
+        pending_free(p);
+    }
+    pthread_mutex_destroy(&a->lock);
+    free(a->url_copy);
+    free(a->ca_file);
+    free(a);
+}
+
+static enum wsb_err subscribe(void *impl, uint64_t source_id, const struct wsb_source *src)
+{
+    struct amqp *a = impl;
+    bool ex = src->exchange && *src->exchange, q = src->queue && *src->queue;
+    if (ex == q)
+        return WSB_ERR_INVALID;
+    return wsb_cmdq_subscribe(a->cmdq, source_id, src);
+}
+
+static void unsubscribe(void *impl, uint64_t source_id)
+{
+    struct amqp *a = impl;
+    wsb_cmdq_unsubscribe(a->cmdq, source_id); /* on failure the channel stays open */
+}
+
+static enum wsb_err publish(void *impl, const struct wsb_publish *p, uint64_t cookie)
+{
+    struct amqp *a = impl;
+    return wsb_cmdq_publish(a->cmdq, p, cookie);
+}
+
+static void ack(void *impl, uint64_t source_id, uint64_t ack_token, enum wsb_ack_kind kind)
+{
+    struct amqp *a = impl;
+    wsb_cmdq_ack(a->cmdq, source_id, ack_token, kind);
+}
+
+static bool ready(void *impl, char *reason, size_t reasonlen)
+{
+    struct amqp *a = impl;
+    if (atomic_load(&a->up))
+        return true;
+    pthread_mutex_lock(&a->lock);
+    snprintf(reason, reasonlen, "%s", a->reason);
+    pthread_mutex_unlock(&a->lock);
+    return false;
+}
+
+static uint64_t messages_in(void *impl)
+{
+    struct amqp *a = impl;
+    return atomic_load(&a->messages_in);
+}
+
+const struct wsb_connector_ops wsb_amqp_ops = {
+    .type = "amqp",
+    .check_config = check_config,
+    .check_channel = check_channel,
+    .create = create,
+    .start = start,
+    .stop = stop,
+    .destroy = destroy,
+    .subscribe = subscribe,
+    .unsubscribe = unsubscribe,
+    .publish = publish,
+    .ack = ack,
+    .ready = ready,
+    .messages_in = messages_in,
+};
