@@ -1,0 +1,218 @@
+"""AMQP connector end to end against a real rabbitmq-server (the session's `rabbitmq` node),
+pika on the broker side, WebSocket clients on the other, the bridge with 2 workers in between.
+
+Covers: exchange fan-out (20 clients x 5,000 messages, each all in order, headers and
+content-type carried); a work queue (5,000 messages over 4 acking clients, each delivered to
+exactly one; a client leaving with 100 unacked loses none; the broker's counts end at 0 ready,
+0 unacked); publish confirmed then read back by pika with headers intact; unroutable and
+unknown-exchange publishes get publish_failed; `from` other than latest is unsupported; a
+missing queue is unavailable. Loads scale down under the sanitizer pass (WSB_SANITIZED=1).
+"""
+
+import asyncio
+import json
+import time
+
+import pika
+
+from amqp_helpers import amqp_overrides, scale
+from kafka_helpers import ws_open, ws_request
+
+CHANNELS = [
+    {"match": "fan.*", "connector": "r", "exchange": "wsb.fan", "binding_key": "fan.{1}"},
+    {"match": "jobs", "connector": "r", "queue": "wsb.jobs", "delivery": "ack",
+     "max_unacked": 100},
+    {"match": "out.*", "connector": "r", "exchange": "wsb.out", "routing_key": "out.{1}"},
+    {"match": "ghost", "connector": "r", "exchange": "wsb.ghost", "routing_key": "x"},
+    {"match": "noq", "connector": "r", "queue": "wsb.no-such-queue"},
+]
+
+
+def start(rabbitmq, bridge_factory):
+    return bridge_factory(amqp_overrides(rabbitmq.url, CHANNELS))
+
+
+def publish_all(rabbitmq, exchange, routing_key, n, props=None):
+    conn = rabbitmq.connection()
+    try:
+        ch = conn.channel()
+        for i in range(n):
+            ch.basic_publish(exchange, routing_key, json.dumps({"i": i}).encode(),
+                             properties=props)
+    finally:
+        conn.close()
+
+
+async def read_messages(ws, n, timeout=60.0, on_message=None):
+    out = []
+    deadline = time.monotonic() + timeout
+    while len(out) < n:
+        left = deadline - time.monotonic()
+        assert left > 0, "got %d of %d messages" % (len(out), n)
+        m = json.loads(await asyncio.wait_for(ws.recv(), left))
+        if m.get("type") == "message":
+            out.append(m)
+            if on_message:
+                await on_message(ws, m)
+    return out
+
+
+def test_exchange_fanout_every_client_gets_everything_in_order(rabbitmq, bridge_factory):
+    b = start(rabbitmq, bridge_factory)
+    conn = rabbitmq.connection()
+    conn.channel().exchange_declare("wsb.fan", "topic")
+    conn.close()
+    nclients, nmsgs = scale(20, 2), scale(5000, 5)
+    props = pika.BasicProperties(content_type="application/json", headers={"origin": "pika"})
+
+    async def run():
+        clients = [await ws_open(b.ws_url) for _ in range(nclients)]
+        for c in clients:
+            r = await ws_request(c, {"op": "subscribe", "id": 1, "channel": "fan.t"})
+            assert r["type"] == "subscribed", r
+        pub = asyncio.get_running_loop().run_in_executor(
+            None, publish_all, rabbitmq, "wsb.fan", "fan.t", nmsgs, props)
+        got = await asyncio.gather(*[read_messages(c, nmsgs) for c in clients])
+        await pub
+        # nothing more than published
+        await asyncio.sleep(0.3)
+        for c in clients:
+            try:
+                extra = await asyncio.wait_for(c.recv(), 0.05)
+                raise AssertionError("extra message %r" % extra)
+            except asyncio.TimeoutError:
+                pass
+            await c.close()
+        return got
+
+    got = asyncio.run(run())
+    for msgs in got:
+        assert [m["data"]["i"] for m in msgs] == list(range(nmsgs))
+    m = got[0][0]
+    assert m["channel"] == "fan.t" and m["key"] == "fan.t", m
+    assert m["headers"] == {"content-type": "application/json", "origin": "pika"}, m
+    # read once upstream: one consumer queue however many subscribers
+    m = b.metrics()
+    assert m.value("wsbridge_messages_in_total", connector="r") == nmsgs
+    assert m.value("wsbridge_connector_up", connector="r") == 1
+
+
+def test_work_queue_each_message_to_one_client_none_lost(rabbitmq, bridge_factory):
+    b = start(rabbitmq, bridge_factory)
+    conn = rabbitmq.connection()
+    ch = conn.channel()
+    ch.queue_declare("wsb.jobs")
+    ch.queue_purge("wsb.jobs")
+    conn.close()
+    n = scale(5000, 5)
+    acked = []
+
+    async def ack(ws, m):
+        acked.append(m["data"]["i"])
+        await ws.send(json.dumps({"op": "ack", "channel": "jobs", "ack_id": m["ack_id"]}))
+
+    async def run():
+        # A client takes 100 (its max_unacked: the broker's prefetch) and leaves without acking.
+        quitter = await ws_open(b.ws_url)
+        r = await ws_request(quitter, {"op": "subscribe", "id": 1, "channel": "jobs"})
+        assert r["type"] == "subscribed", r
+        await asyncio.get_running_loop().run_in_executor(None, publish_all, rabbitmq, "",
+                                                         "wsb.jobs", n)
+        held = await read_messages(quitter, 100)
+        try:  # prefetch: no 101st delivery while 100 are unacked
+            extra = await asyncio.wait_for(quitter.recv(), 0.5)
+            raise AssertionError("delivery past max_unacked: %r" % extra)
+        except asyncio.TimeoutError:
+            pass
+        assert rabbitmq.queue_counts("wsb.jobs") == (n - 100, 100)
+
+        workers = [await ws_open(b.ws_url) for _ in range(4)]
+        for w in workers:
+            r = await ws_request(w, {"op": "subscribe", "id": 1, "channel": "jobs"})
+            assert r["type"] == "subscribed", r
+        await quitter.close()
+        counts = [0] * 4
+
+        async def work(k, w):
+            while len(acked) < n:
+                try:
+                    m = json.loads(await asyncio.wait_for(w.recv(), 1.0))
+                except asyncio.TimeoutError:
+                    continue
+                if m.get("type") == "message":
+                    counts[k] += 1
+                    await ack(w, m)
+
+        await asyncio.wait_for(asyncio.gather(*[work(k, w) for k, w in enumerate(workers)]),
+                               120)
+        await asyncio.sleep(0.5)
+        for w in workers:
+            await w.close()
+        return held, counts
+
+    held, counts = asyncio.run(run())
+    assert len(acked) == n and sorted(acked) == list(range(n)), "duplicates or gaps"
+    assert set(m["data"]["i"] for m in held) <= set(acked)
+    assert all(c > 0 for c in counts), counts
+    deadline = time.monotonic() + 10
+    while rabbitmq.queue_counts("wsb.jobs") != (0, 0) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert rabbitmq.queue_counts("wsb.jobs") == (0, 0)
+
+
+def test_publish_confirmed_and_read_back(rabbitmq, bridge_factory):
+    b = start(rabbitmq, bridge_factory)
+    conn = rabbitmq.connection()
+    ch = conn.channel()
+    ch.exchange_declare("wsb.out", "topic")
+    ch.queue_declare("wsb.out.q")
+    ch.queue_purge("wsb.out.q")
+    ch.queue_bind("wsb.out.q", "wsb.out", "out.#")
+    c = b.connect()
+    r = c.request({"op": "publish", "id": 7, "channel": "out.x", "data": {"hello": [1, 2]},
+                   "headers": {"trace": "abc", "content-type": "application/json"}})
+    assert r == {"type": "published", "id": 7, "channel": "out.x"}, r
+    method, props, body = ch.basic_get("wsb.out.q", auto_ack=True)
+    assert method is not None and method.routing_key == "out.x", method
+    assert json.loads(body) == {"hello": [1, 2]}
+    assert props.content_type == "application/json"
+    assert props.headers == {"trace": "abc"}, props.headers
+    conn.close()
+
+    # an exchange that does not exist: the broker closes the publish channel
+    r = c.request({"op": "publish", "id": 9, "channel": "ghost", "data": 1})
+    assert r["type"] == "error" and r["code"] == "publish_failed" and r["id"] == 9, r
+    # the publish channel recovers after the broker closed it
+    r = c.request({"op": "publish", "id": 10, "channel": "out.y", "data": 2})
+    assert r["type"] == "published", r
+    assert b.metrics().value("wsbridge_publish_total", result="failed") == 1
+
+
+def test_unroutable_publish_fails(rabbitmq, bridge_factory):
+    b = start(rabbitmq, bridge_factory)
+    conn = rabbitmq.connection()
+    conn.channel().exchange_declare("wsb.fan", "topic")
+    conn.close()
+    c = b.connect()
+    # fan.* has a binding_key and so a routing key, but no queue is bound while nobody
+    # subscribes: mandatory publish comes back
+    r = c.request({"op": "publish", "id": 1, "channel": "fan.lonely", "data": {"x": 1}})
+    assert r["type"] == "error" and r["code"] == "publish_failed", r
+    assert "unroutable" in r["message"], r
+    r = c.request({"op": "publish", "id": 2, "channel": "fan.lonely", "data": {"x": 1},
+                   "key": "k"})
+    assert r["type"] == "error" and r["code"] == "publish_failed", r
+
+
+def test_refusals(rabbitmq, bridge_factory):
+    b = start(rabbitmq, bridge_factory)
+    c = b.connect()
+    r = c.request({"op": "subscribe", "id": 1, "channel": "fan.t", "from": "earliest"})
+    assert r["type"] == "error" and r["code"] == "unsupported" and r["id"] == 1, r
+    r = c.request({"op": "subscribe", "id": 2, "channel": "noq"})
+    assert r["type"] == "error" and r["code"] == "unavailable" and r["id"] == 2, r
+    assert "no-such-queue" in r["message"], r
+    # the connection survives a refused source
+    assert b.readyz()[0] == 200
+    r = c.request({"op": "subscribe", "id": 3, "channel": "fan.t"})
+    assert r["type"] == "subscribed", r
