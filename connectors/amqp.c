@@ -809,6 +809,7 @@ static void pump(struct amqp *a)
         amqp_envelope_t env;
         amqp_rpc_reply_t r = amqp_consume_message(a->conn, &env, &zero, 0);
         if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+            a->last_rx_ms = mono_ms();
             deliver(a, &env);
             amqp_destroy_envelope(&env);
             continue;
@@ -826,6 +827,7 @@ static void pump(struct amqp *a)
                 lost(a, amqp_error_string2(st));
                 return;
             }
+            a->last_rx_ms = mono_ms();
             if (f.frame_type == AMQP_FRAME_METHOD && !handle_method(a, &f))
                 return;
             continue;

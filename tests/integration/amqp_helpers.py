@@ -176,7 +176,7 @@ def amqp_overrides(url, channels, extra=None, name="r", conn=None):
     at `url`, with `channels`."""
     c = {"type": "amqp", "url": url}
     c.update(conn or {})
-    out = {"drain_timeout_ms": 2000, "connectors": {"m": DELETE, name: c}, "channels": channels,
+    out = {"drain_timeout_ms": 1000, "connectors": {"m": DELETE, name: c}, "channels": channels,
            "limits": {"send_buffer": {"soft_bytes": 256 << 20, "hard_bytes": 256 << 20,
                                       "soft_seconds": 600}}}
     out.update(extra or {})

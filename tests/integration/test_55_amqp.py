@@ -216,3 +216,16 @@ def test_refusals(rabbitmq, bridge_factory):
     assert b.readyz()[0] == 200
     r = c.request({"op": "subscribe", "id": 3, "channel": "fan.t"})
     assert r["type"] == "subscribed", r
+
+
+def test_heartbeats_keep_an_idle_connection(rabbitmq, bridge_factory):
+    """heartbeat_s 1: the broker closes a connection that stays silent for two intervals, and
+    the bridge one whose broker does; 3.5 s idle must leave the first connection in place."""
+    b = bridge_factory(amqp_overrides(rabbitmq.url, CHANNELS, conn={"heartbeat_s": 1}))
+    c = b.connect()
+    assert c.request({"op": "subscribe", "id": 1, "channel": "fan.hb"})["type"] == "subscribed"
+    time.sleep(3.5)
+    assert b.readyz()[0] == 200
+    ups = [r for r in b.log_records() if r.get("msg") in ("amqp up", "amqp down")]
+    assert [r["msg"] for r in ups] == ["amqp up"], ups
+    assert "\t1\n" in rabbitmq.ctl("list_connections", "name", "timeout")
