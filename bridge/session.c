@@ -518,8 +518,12 @@ static void op_subscribe(struct wsb_session *s, struct wsb_request *r)
         return;
     }
     struct wsb_route route;
-    if (wsb_config_route(s->rt->cfg, ch, r->channel_len, &route) < 0) {
-        reply_error(s, r->id, "unknown_channel", "no channel rule matches");
+    int routed = wsb_config_route(s->rt->cfg, ch, r->channel_len, &route);
+    if (routed < 0) {
+        if (routed == WSB_ROUTE_INTERNAL)
+            reply_error(s, r->id, "forbidden", "the channel maps to an internal topic");
+        else
+            reply_error(s, r->id, "unknown_channel", "no channel rule matches");
         return;
     }
     const struct wsb_channel_rule *rule = route.rule;
@@ -608,9 +612,13 @@ static void op_publish(struct wsb_session *s, struct wsb_request *r)
         return;
     }
     struct wsb_route route;
-    if (wsb_config_route(s->rt->cfg, ch, r->channel_len, &route) < 0) {
+    int routed = wsb_config_route(s->rt->cfg, ch, r->channel_len, &route);
+    if (routed < 0) {
         wsb_metric_add(m->publish[WSB_PUB_REJECTED], 1);
-        reply_error(s, r->id, "unknown_channel", "no channel rule matches");
+        if (routed == WSB_ROUTE_INTERNAL)
+            reply_error(s, r->id, "forbidden", "the channel maps to an internal topic");
+        else
+            reply_error(s, r->id, "unknown_channel", "no channel rule matches");
         return;
     }
     if (!route.rule->allow_publish) {

@@ -745,6 +745,13 @@ static void check_channels(struct load *L, json_t *arr, json_t *declared)
             if (t && wsb_pattern_expand_check(t, ncaps, err, sizeof(err)) < 0)
                 report(L, fpath, "%s", err);
         }
+        /* Kafka's internal topics (__consumer_offsets, ...) are never a channel's. */
+        for (size_t k = 0; k < 2; k++) {
+            const char *key = k == 0 ? "topic" : "dead_letter_topic";
+            path_key(fpath, sub, key);
+            if (wsb_config_topic_internal(k == 0 ? r->topic : r->dead_letter_topic))
+                report(L, fpath, "topics beginning with \"__\" are internal and never reachable");
+        }
         if (r->binding_key && !r->routing_key)
             r->routing_key = strdup(r->binding_key);
         else if (r->queue && !r->routing_key) /* AMQP: the default exchange routes by queue */

@@ -190,8 +190,16 @@ struct wsb_route {
     char dead_letter_topic[256];
 };
 
-/** Routes a channel: first matching rule wins. Returns 0 and fills `out`, or -1 when no rule
- * matches or an expansion does not fit. */
+#define WSB_ROUTE_NONE (-1)     /* no rule matches, or an expansion does not fit */
+#define WSB_ROUTE_INTERNAL (-2) /* the rule maps the channel to a topic beginning with "__" */
+
+/** True for a topic name a channel must never reach: Kafka's internal topics
+ * (`__consumer_offsets`, `__transaction_state`, ...) all begin with "__". */
+bool wsb_config_topic_internal(const char *topic);
+
+/** Routes a channel: first matching rule wins. Returns 0 and fills `out`; WSB_ROUTE_NONE
+ * when no rule matches or an expansion does not fit; WSB_ROUTE_INTERNAL when the matching
+ * rule expands `topic` or `dead_letter_topic` to an internal name (answer `forbidden`). */
 int wsb_config_route(const struct wsb_config *c, const char *channel, size_t len,
                      struct wsb_route *out);
 

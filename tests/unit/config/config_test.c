@@ -302,6 +302,20 @@ static void test_ranges_and_enums(void **state)
                "auth.refusal: unknown value");
 }
 
+static void test_internal_topic_literal(void **state)
+{
+    (void)state;
+    expect_err("{\"connectors\": {\"m\": {\"type\": \"memory\"}}, \"channels\": [{\"match\": "
+               "\"o\", \"connector\": \"m\", \"topic\": \"__consumer_offsets\"}]}",
+               "channels[0].topic: topics beginning with \"__\" are internal");
+    expect_err("{\"connectors\": {\"m\": {\"type\": \"memory\"}}, \"channels\": [{\"match\": "
+               "\"o.*\", \"connector\": \"m\", \"topic\": \"t\", \"dead_letter_topic\": "
+               "\"__{1}\"}]}",
+               "channels[0].dead_letter_topic: topics beginning with \"__\" are internal");
+    expect_ok("{\"connectors\": {\"m\": {\"type\": \"memory\"}}, \"channels\": [{\"match\": "
+              "\"o.*\", \"connector\": \"m\", \"topic\": \"_{1}\"}]}");
+}
+
 /* Values each in range that together would refuse every message or handshake. */
 static void test_limits_that_refuse_everything(void **state)
 {
@@ -645,6 +659,7 @@ int main(void)
         cmocka_unit_test(test_wrong_types),
         cmocka_unit_test(test_ranges_and_enums),
         cmocka_unit_test(test_limits_that_refuse_everything),
+        cmocka_unit_test(test_internal_topic_literal),
         cmocka_unit_test(test_listen),
         cmocka_unit_test(test_admin_tls),
         cmocka_unit_test(test_auth),

@@ -89,6 +89,46 @@ static void test_route(void **state)
 #undef ROUTE
 }
 
+/* Topics beginning with "__" (Kafka's internal topics) are never reachable: a literal one is
+ * a config error, one spelled by a capture routes to WSB_ROUTE_INTERNAL (forbidden) and does
+ * not fall through to a later rule. */
+static void test_internal_topics(void **state)
+{
+    (void)state;
+    struct wsb_config *c =
+        load("{" MEM ", \"channels\": ["
+             " {\"match\": \"raw.**\", \"connector\": \"m\", \"topic\": \"{1}\"},"
+             " {\"match\": \"pre.*\", \"connector\": \"m\", \"topic\": \"_{1}\"},"
+             " {\"match\": \"dl.*\", \"connector\": \"m\", \"topic\": \"t\","
+             "  \"dead_letter_topic\": \"{1}\"},"
+             " {\"match\": \"**\", \"connector\": \"m\", \"topic\": \"catchall\"}]}");
+    assert_non_null(c);
+    struct wsb_route r;
+#define ROUTE(name) wsb_config_route(c, name, strlen(name), &r)
+    assert_int_equal(ROUTE("raw.__consumer_offsets"), WSB_ROUTE_INTERNAL);
+    assert_int_equal(ROUTE("raw.__transaction_state"), WSB_ROUTE_INTERNAL);
+    assert_int_equal(ROUTE("raw.__"), WSB_ROUTE_INTERNAL);
+    assert_int_equal(ROUTE("raw.__a.b"), WSB_ROUTE_INTERNAL);
+    assert_int_equal(ROUTE("raw._x"), 0);
+    assert_string_equal(r.topic, "_x");
+    assert_int_equal(ROUTE("raw.a.__b"), 0); /* "a.__b" does not begin with __ */
+    assert_int_equal(ROUTE("raw.orders"), 0);
+    assert_string_equal(r.topic, "orders");
+    assert_int_equal(ROUTE("pre._offsets"), WSB_ROUTE_INTERNAL);
+    assert_int_equal(ROUTE("pre.offsets"), 0);
+    assert_string_equal(r.topic, "_offsets");
+    assert_int_equal(ROUTE("dl.__x"), WSB_ROUTE_INTERNAL);
+    assert_int_equal(ROUTE("dl.x"), 0);
+    assert_int_equal(ROUTE("nothing.__x"), 0); /* the catch-all's topic is literal */
+    assert_string_equal(r.topic, "catchall");
+#undef ROUTE
+    wsb_config_unref(c);
+    assert_true(wsb_config_topic_internal("__consumer_offsets"));
+    assert_false(wsb_config_topic_internal("_a_"));
+    assert_false(wsb_config_topic_internal(""));
+    assert_false(wsb_config_topic_internal(NULL));
+}
+
 /* AMQP broker fields; runs once the amqp connector is in the registry. */
 static void test_route_amqp(void **state)
 {
@@ -120,6 +160,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_route),
+        cmocka_unit_test(test_internal_topics),
         cmocka_unit_test(test_route_amqp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
