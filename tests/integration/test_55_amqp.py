@@ -229,3 +229,29 @@ def test_heartbeats_keep_an_idle_connection(rabbitmq, bridge_factory):
     ups = [r for r in b.log_records() if r.get("msg") in ("amqp up", "amqp down")]
     assert [r["msg"] for r in ups] == ["amqp up"], ups
     assert "\t1\n" in rabbitmq.ctl("list_connections", "name", "timeout")
+
+
+def test_check_config_amqp_rules(run_cli, tmp_path):
+    cfg = {"connectors": {"r": {"type": "amqp", "url": "amqp://u:${AMQP_PW:-x}@h:5672/%2f",
+                                "heartbeat": 5}},
+           "channels": [{"match": "a", "connector": "r", "exchange": "e", "queue": "q"},
+                        {"match": "b", "connector": "r", "topic": "t"},
+                        {"match": "c", "connector": "r", "exchange": "e", "delivery": "ack"},
+                        {"match": "d", "connector": "r", "queue": "q", "binding_key": "k"}]}
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps(cfg))
+    r = run_cli(["--check-config", "-c", str(p)])
+    assert r.returncode == 1, r
+    out = r.stdout + r.stderr
+    for path in ("connectors.r.heartbeat: unknown key", "channels[0].queue:",
+                 "channels[1].topic:", "channels[1].exchange:", "channels[2].delivery:",
+                 "channels[3].binding_key:"):
+        assert path in out, (path, out)
+    cfg = {"connectors": {"r": {"type": "amqp", "url": "amqps://u:p@h/v", "heartbeat_s": 5,
+                                "tls": {"verify": False}}},
+           "channels": [{"match": "x.*", "connector": "r", "exchange": "e",
+                         "binding_key": "k.{1}"},
+                        {"match": "jobs", "connector": "r", "queue": "q", "delivery": "ack"}]}
+    p.write_text(json.dumps(cfg))
+    r = run_cli(["--check-config", "-c", str(p)])
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r
