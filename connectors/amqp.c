@@ -516,6 +516,17 @@ static void do_publish(struct amqp *a, const struct wsb_cmd *c)
                              "from the channel)");
         return;
     }
+    /* Header names and content-type are AMQP short strings: refuse what cannot be encoded
+     * here, rather than have rabbitmq-c fail half way through a frame. */
+    for (size_t i = 0; i < m->nheaders; i++) {
+        const struct wsb_header *h = &m->headers[i];
+        if (strlen(h->name) > 255 ||
+            (strcasecmp(h->name, "content-type") == 0 && h->value_len > 255)) {
+            a->sink.publish_done(a->sink.ctx, c->id, false,
+                                 "a header name or content-type is longer than 255 bytes");
+            return;
+        }
+    }
     struct pending *p = calloc(1, sizeof(*p));
     amqp_table_entry_t entries[MAX_HEADERS];
     if (!p) {

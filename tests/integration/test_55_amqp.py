@@ -202,6 +202,12 @@ def test_unroutable_publish_fails(rabbitmq, bridge_factory):
     r = c.request({"op": "publish", "id": 2, "channel": "fan.lonely", "data": {"x": 1},
                    "key": "k"})
     assert r["type"] == "error" and r["code"] == "publish_failed", r
+    # a header name AMQP cannot encode (short string) is refused; the connection stays up
+    r = c.request({"op": "publish", "id": 3, "channel": "fan.lonely", "data": 1,
+                   "headers": {"h" * 300: "v"}})
+    assert r["type"] == "error" and r["code"] == "publish_failed" and "255" in r["message"], r
+    assert b.readyz()[0] == 200
+    assert [x["msg"] for x in b.log_records() if x.get("msg") == "amqp down"] == []
 
 
 def test_refusals(rabbitmq, bridge_factory):
