@@ -6,6 +6,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <event2/util.h>
 #include <jansson.h>
 #include <netdb.h>
@@ -16,6 +17,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include "util/log.h"
 
 #define READY_REASON_MAX 2048
 
@@ -199,6 +202,31 @@ static void destroy(struct wsb_admin *a)
     free(a);
 }
 
+#define ACCEPT_PAUSE_MS 250
+
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    evconnlistener_enable(arg);
+}
+
+/* accept() failed with an error libevent does not retry (EMFILE/ENFILE: out of
+ * descriptors): pause instead of spinning on a socket that stays readable. The listener
+ * lives as long as the event base, so a once-timer may hold it. */
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    (void)arg;
+    int e = EVUTIL_SOCKET_ERROR();
+    struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+    evconnlistener_disable(l);
+    if (event_base_once(evconnlistener_get_base(l), -1, EV_TIMEOUT, on_accept_resume, l, &tv) < 0)
+        evconnlistener_enable(l);
+    wsb_log(WSB_LOG_WARN, "admin accept failed; accepting paused",
+            WSB_LSTR("error", evutil_socket_error_to_string(e)),
+            WSB_LUINT("pause_ms", ACCEPT_PAUSE_MS));
+}
+
 enum wsb_err wsb_admin_start(const char *addr, const struct wsb_admin_hooks *hooks,
                              struct wsb_admin **out, char *err, size_t errlen)
 {
@@ -237,11 +265,13 @@ enum wsb_err wsb_admin_start(const char *addr, const struct wsb_admin_hooks *hoo
     evhttp_set_max_headers_size(a->http, 8192);
     evhttp_set_max_body_size(a->http, 4096);
     evhttp_set_gencb(a->http, handle, a);
-    if (evhttp_accept_socket_with_handle(a->http, fd) == NULL) {
+    struct evhttp_bound_socket *bound = evhttp_accept_socket_with_handle(a->http, fd);
+    if (bound == NULL) {
         rc = WSB_ERR_IO;
         snprintf(err, errlen, "admin listen %s: cannot accept", addr);
         goto cleanup;
     }
+    evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(bound), on_accept_error);
     fd = -1; /* owned by evhttp now */
 
     if (pthread_create(&a->thread, NULL, run, a) != 0) {

@@ -216,6 +216,10 @@ char *wsb_metrics_render(const struct wsb_metrics_source *src, size_t *len)
              "kind", rl_labels, WSB_RL__COUNT, offsetof(struct wsb_loop_metrics, rate_limited));
     labelled(&b, src, "wsbridge_acl_decisions_total", "ACL checks by decision.", "result",
              acl_labels, WSB_ACL__COUNT, offsetof(struct wsb_loop_metrics, acl));
+    counter(&b, "wsbridge_accept_paused_total",
+            "Times a listener stopped accepting for a back-off because accept() failed (out "
+            "of file descriptors).",
+            SUM_U(accept_paused));
     counter(&b, "wsbridge_frames_encoded_total",
             "Message frames encoded (once per loop, channel and message).", SUM_U(frames_encoded));
     histogram(&b, src, "wsbridge_delivery_latency_seconds",

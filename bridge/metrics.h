@@ -76,6 +76,7 @@ struct wsb_loop_metrics {
     atomic_uint_fast64_t publish[WSB_PUB__COUNT];
     atomic_uint_fast64_t rate_limited[WSB_RL__COUNT];
     atomic_uint_fast64_t acl[WSB_ACL__COUNT];
+    atomic_uint_fast64_t accept_paused; /* listener paused after accept() failed (EMFILE...) */
     struct wsb_histogram delivery_latency;
     struct wsb_histogram ping_rtt;
 };

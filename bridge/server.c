@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -240,6 +241,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 {
     (void)l;
     struct wsb_worker *w = arg;
+    w->accept_backoff_ms = 0;
     if (w->draining) {
         evutil_closesocket(fd);
         return;
@@ -247,12 +249,35 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     wsb_session_accept(w, fd, addr, socklen);
 }
 
+#define ACCEPT_BACKOFF_MIN_MS 50
+#define ACCEPT_BACKOFF_MAX_MS 1000
+
+/* libevent calls this only for errors it does not retry itself: EMFILE/ENFILE (out of
+ * descriptors), ENOBUFS/ENOMEM. The listening socket stays readable, so leaving it armed
+ * would spin the loop (and the log). Pause accepting instead, doubling the pause while the
+ * failures last; pending clients wait in the kernel's backlog meanwhile. */
 static void on_accept_error(struct evconnlistener *l, void *arg)
 {
-    (void)l;
-    (void)arg;
+    struct wsb_worker *w = arg;
     int e = EVUTIL_SOCKET_ERROR();
-    wsb_log(WSB_LOG_WARN, "accept failed", WSB_LSTR("error", evutil_socket_error_to_string(e)));
+    uint32_t ms = w->accept_backoff_ms ? w->accept_backoff_ms : ACCEPT_BACKOFF_MIN_MS;
+    w->accept_backoff_ms = ms * 2 > ACCEPT_BACKOFF_MAX_MS ? ACCEPT_BACKOFF_MAX_MS : ms * 2;
+    evconnlistener_disable(l);
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    event_add(w->accept_ev, &tv);
+    wsb_metric_add(w->metrics.accept_paused, 1);
+    wsb_log(WSB_LOG_WARN, "accept failed; accepting paused",
+            WSB_LSTR("error", evutil_socket_error_to_string(e)), WSB_LUINT("pause_ms", ms),
+            WSB_LUINT("worker", w->idx));
+}
+
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct wsb_worker *w = arg;
+    if (w->listener && !w->draining) /* the drain frees the listener */
+        evconnlistener_enable(w->listener);
 }
 
 static void *worker_main(void *arg)
@@ -280,7 +305,8 @@ static enum wsb_err worker_new(struct wsb_server *srv, unsigned idx, const struc
     w->deflater = wsb_deflater_new(15);
     w->reap_ev = event_new(w->base, -1, 0, on_reap, w);
     w->tick_ev = event_new(w->base, -1, EV_PERSIST, on_tick, w);
-    if (!w->mailbox || !w->hub || !w->deflater || !w->reap_ev || !w->tick_ev)
+    w->accept_ev = event_new(w->base, -1, 0, on_accept_resume, w);
+    if (!w->mailbox || !w->hub || !w->deflater || !w->reap_ev || !w->tick_ev || !w->accept_ev)
         goto nomem;
     struct timeval tv = {0, TICK_MS * 1000};
     event_add(w->tick_ev, &tv);
@@ -324,6 +350,8 @@ static void worker_free(struct wsb_worker *w)
         event_free(w->reap_ev);
     if (w->tick_ev)
         event_free(w->tick_ev);
+    if (w->accept_ev)
+        event_free(w->accept_ev);
     wsb_map_cleanup(&w->pubs);
     if (w->base)
         event_base_free(w->base);
@@ -420,6 +448,49 @@ static unsigned worker_count(const struct wsb_config *cfg)
     return n;
 }
 
+/* Each connection holds one descriptor; the rest of the process (listeners, event loops,
+ * mailboxes, connector clients and their broker sockets, the admin server, files) needs
+ * some more. A conservative estimate: only used to warn. */
+#define FD_RESERVE_BASE 64
+#define FD_RESERVE_PER_WORKER 8
+
+/* Raises the soft RLIMIT_NOFILE to the hard limit: the default soft 1024 would cap a bridge
+ * far below max_connections. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == rl.rlim_max)
+        return;
+    rlim_t before = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    /* An infinite hard limit is refused for NOFILE (fs.nr_open caps it): try 1M. */
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0 && rl.rlim_max == RLIM_INFINITY) {
+        rl.rlim_cur = 1u << 20;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            return;
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != before)
+        wsb_log(WSB_LOG_DEBUG, "descriptor limit raised", WSB_LUINT("from", (uint64_t)before),
+                WSB_LUINT("to", (uint64_t)rl.rlim_cur));
+}
+
+/* Says so when max_connections cannot be reached with the descriptors we have: the bridge
+ * would hit EMFILE (and pause accepting) first. */
+static void check_fd_budget(const struct wsb_config *cfg, unsigned nworkers)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return;
+    uint64_t reserve = FD_RESERVE_BASE + (uint64_t)FD_RESERVE_PER_WORKER * nworkers;
+    uint64_t usable = rl.rlim_cur > reserve ? (uint64_t)rl.rlim_cur - reserve : 0;
+    if (cfg->limits.max_connections > usable)
+        wsb_log(WSB_LOG_WARN,
+                "limits.max_connections exceeds what the descriptor limit allows; raise the "
+                "hard RLIMIT_NOFILE (ulimit -Hn, LimitNOFILE=)",
+                WSB_LUINT("max_connections", cfg->limits.max_connections),
+                WSB_LUINT("nofile", (uint64_t)rl.rlim_cur), WSB_LUINT("usable", usable));
+}
+
 enum wsb_err wsb_server_new(struct wsb_config *cfg, const struct wsb_server_opts *opts,
                             struct wsb_server **out, char *err, size_t errlen)
 {
@@ -474,6 +545,8 @@ enum wsb_err wsb_server_new(struct wsb_config *cfg, const struct wsb_server_opts
     if (s->sh.iplimit)
         wsb_iplimit_set_ipv6_prefix(s->sh.iplimit, l->ipv6_prefix);
     unsigned n = worker_count(cfg);
+    raise_nofile();
+    check_fd_budget(cfg, n);
     s->sh.sources = wsb_sources_new(s->sh.connectors, s->sh.nconnectors, n);
     s->sh.workers = calloc(n, sizeof(*s->sh.workers));
     s->loop_metrics = calloc(n, sizeof(*s->loop_metrics));
@@ -598,6 +671,7 @@ static void reload(struct wsb_server *s)
     wsb_iplimit_reconfigure(s->sh.iplimit, l->handshake_rate_per_s, l->handshake_rate_burst,
                             l->max_connections_per_ip);
     wsb_iplimit_set_ipv6_prefix(s->sh.iplimit, l->ipv6_prefix);
+    check_fd_budget(cfg, s->sh.nworkers);
     if (cfg->log_level)
         wsb_log_init((enum wsb_log_level)wsb_log_level_parse(cfg->log_level), cfg->log_json);
     for (unsigned i = 0; i < s->sh.nworkers; i++) {

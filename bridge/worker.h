@@ -74,6 +74,8 @@ struct wsb_worker {
     struct wsb_session *detach; /* closing sessions whose subscriptions end at a safe point */
     struct event *reap_ev;
     struct event *tick_ev;
+    struct event *accept_ev;    /* re-arms the listener after an accept() failure back-off */
+    uint32_t accept_backoff_ms; /* next back-off; 0 after a successful accept */
     atomic_int_fast64_t last_tick_ms;
     atomic_bool drained; /* draining and no session left */
     bool draining;

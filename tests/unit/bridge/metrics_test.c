@@ -110,6 +110,8 @@ static void test_render(void **state)
     wsb_metric_add(a.publish[WSB_PUB_REJECTED], 1);
     wsb_metric_add(b.rate_limited[WSB_RL_INFLIGHT_PUBLISHES], 8);
     wsb_metric_add(a.acl[WSB_ACL_DENY], 6);
+    wsb_metric_add(a.accept_paused, 2);
+    wsb_metric_add(b.accept_paused, 1);
     wsb_histogram_observe(&a.delivery_latency, 0.002);
     wsb_histogram_observe(&b.delivery_latency, 0.003);
     wsb_histogram_observe(&b.delivery_latency, 30);
@@ -139,6 +141,7 @@ static void test_render(void **state)
     assert_true(sample(t, "wsbridge_messages_out_total") == 10);
     assert_true(sample(t, "wsbridge_bytes_out_total") == 1234);
     assert_true(sample(t, "wsbridge_frames_encoded_total") == 9);
+    assert_true(sample(t, "wsbridge_accept_paused_total") == 3);
     assert_true(sample(t, "wsbridge_messages_dropped_total{reason=\"disconnected\"}") == 4);
     assert_true(sample(t, "wsbridge_messages_dropped_total{reason=\"slow_consumer\"}") == 0);
     assert_true(sample(t, "wsbridge_disconnects_total{code=\"4408\"}") == 1);
@@ -184,6 +187,7 @@ static void test_render(void **state)
         {"wsbridge_rate_limited_total", "counter"},
         {"wsbridge_acl_decisions_total", "counter"},
         {"wsbridge_frames_encoded_total", "counter"},
+        {"wsbridge_accept_paused_total", "counter"},
         {"wsbridge_delivery_latency_seconds", "histogram"},
         {"wsbridge_ping_rtt_seconds", "histogram"},
         {"wsbridge_connector_up", "gauge"},
