@@ -821,9 +821,25 @@ static void check_cookie_origins(struct load *L, json_t *auth)
     }
 }
 
+/* The upgrade path is compared with the request's path (query already split off): one that
+ * cannot be a request path would answer 404 to every upgrade. */
+static void check_path(struct load *L, const char *path)
+{
+    if (!path)
+        return;
+    bool ok = path[0] == '/';
+    for (const char *p = path; ok && *p; p++)
+        ok = (unsigned char)*p > 0x20 && *p != 0x7f && *p != '?' && *p != '#';
+    if (!ok)
+        report(L, "path",
+               "must begin with \"/\" and hold no '?', '#', spaces or control characters "
+               "(every upgrade would get 404)");
+}
+
 static void check_all(struct load *L, json_t *root)
 {
     struct wsb_config *c = L->c;
+    check_path(L, c->path);
     json_t *auth = json_object_get(root, "auth");
     if (json_is_object(auth)) {
         check_auth(L, auth);

@@ -267,12 +267,16 @@ def test_logs_are_json_lines(bridge_factory):
     ({"inbound_bytes": {"per_second": 10000, "burst": 1000}}, "limits.inbound_bytes.burst"),
     ({"handshake_rate_per_ip": {"per_second": 5, "burst": 0}},
      "limits.handshake_rate_per_ip.burst"),
+    ({"path": "ws"}, "path"),
 ])
 def test_check_config_limit_that_refuses_everything(run_cli, tmp_path, limits, path):
     """Values each in range that would refuse every message or handshake are errors that
     name the path (issue 9 item 9), and the start path refuses them too."""
     cfg = base_config()
-    cfg["limits"].update(limits)
+    if "path" in limits:
+        cfg.update(limits)
+    else:
+        cfg["limits"].update(limits)
     f = write_config(tmp_path, cfg)
     r = run_cli(["--check-config", "-c", f])
     assert r.returncode == 1, combined(r)

@@ -338,6 +338,15 @@ static void test_limits_that_refuse_everything(void **state)
     expect_ok("{\"limits\": {\"max_message_bytes\": 4096,"
               " \"inbound_bytes\": {\"per_second\": 1000, \"burst\": 4096}}}");
     expect_ok("{\"limits\": {\"inbound_bytes\": {\"per_second\": 0, \"burst\": 5}}}");
+    /* an upgrade path no request can have: every upgrade would be 404 */
+    const char *bad_paths[] = {"ws", "", "/ws?x=1", "/w s", "/ws#a", "/ws\\t"};
+    char text[128];
+    for (size_t i = 0; i < WSB_ARRAY_LEN(bad_paths); i++) {
+        snprintf(text, sizeof(text), "{\"path\": \"%s\"}", bad_paths[i]);
+        expect_err(text, "path: must begin with \"/\"");
+    }
+    expect_ok("{\"path\": \"/\"}");
+    expect_ok("{\"path\": \"/api/v1/socket\"}");
 }
 
 static void test_listen(void **state)
