@@ -18,10 +18,16 @@
 
 #include "auth/jwt.h"
 #include "bridge/admin.h"
+#include "bridge/clock.h"
+#include "bridge/conn.h"
+#include "bridge/delivery.h"
 #include "bridge/hub.h"
+#include "bridge/ids.h"
 #include "bridge/iplimit.h"
 #include "bridge/mailbox.h"
 #include "bridge/metrics.h"
+#include "bridge/ops.h"
+#include "bridge/runtime.h"
 #include "bridge/session.h"
 #include "bridge/sources.h"
 #include "bridge/worker.h"
@@ -42,123 +48,33 @@ struct wsb_server {
     struct wsb_loop_metrics **loop_metrics;
 };
 
-/* ---- time ------------------------------------------------------------------------- */
-
-int64_t wsb_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-int64_t wsb_now_ms(void)
-{
-    return wsb_now_us() / 1000;
-}
-
-int64_t wsb_wall_s(void)
-{
-    /* Not time(NULL): on Linux it reads the coarse clock, which can still show the previous
-     * second when the token issuer's clock (and iat = now) already shows the next. */
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec;
-}
-
-int64_t wsb_wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* ---- runtime snapshots ------------------------------------------------------------ */
-
-static struct wsb_runtime *runtime_new(struct wsb_config *cfg, char *err, size_t errlen)
-{
-    struct wsb_runtime *rt = calloc(1, sizeof(*rt));
-    if (!rt) {
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
-    atomic_init(&rt->refs, 1);
-    if (cfg->auth.enabled && wsb_auth_new(&cfg->auth, &rt->auth, err, errlen) != WSB_OK) {
-        free(rt);
-        return NULL;
-    }
-    rt->cfg = cfg;
-    return rt;
-}
-
-struct wsb_runtime *wsb_runtime_ref(struct wsb_runtime *rt)
-{
-    atomic_fetch_add(&rt->refs, 1);
-    return rt;
-}
-
-void wsb_runtime_unref(struct wsb_runtime *rt)
-{
-    if (!rt || atomic_fetch_sub(&rt->refs, 1) != 1)
-        return;
-    if (rt->auth)
-        wsb_auth_unref(rt->auth);
-    wsb_config_unref(rt->cfg);
-    free(rt);
-}
-
-struct wsb_runtime *wsb_shared_runtime(struct wsb_shared *sh)
-{
-    pthread_mutex_lock(&sh->rt_lock);
-    struct wsb_runtime *rt = wsb_runtime_ref(sh->rt);
-    pthread_mutex_unlock(&sh->rt_lock);
-    return rt;
-}
-
 /* ---- the sink: connector threads -> mailboxes ------------------------------------- */
-
-static void post_mask(struct wsb_shared *sh, uint64_t mask, enum wsb_mail_type type, uint64_t id,
-                      struct wsb_msg *msg, const char *text, const char *text2, bool ok)
-{
-    for (unsigned i = 0; i < sh->nworkers; i++) {
-        if (!(mask & (1u << i)))
-            continue;
-        struct wsb_msg *m = msg ? wsb_msg_ref(msg) : NULL;
-        struct wsb_mail *mail = wsb_mail_new(type, id, m, text, text2, ok);
-        if (mail)
-            wsb_mailbox_post(sh->workers[i]->mailbox, mail);
-    }
-}
-
-void wsb_worker_broadcast_source(struct wsb_shared *sh, int type, uint64_t id)
-{
-    post_mask(sh, id & WSB_SOURCE_LOOP_MASK, (enum wsb_mail_type)type, id, NULL, NULL, NULL, true);
-}
 
 static void sink_message(void *ctx, struct wsb_msg *m)
 {
     struct wsb_shared *sh = ctx;
-    post_mask(sh, m->source_id & WSB_SOURCE_LOOP_MASK, WSB_MAIL_MESSAGE, m->source_id, m, NULL,
-              NULL, true);
+    wsb_worker_post(sh, wsb_source_loops(m->source_id), WSB_MAIL_MESSAGE, m->source_id, m, NULL,
+                    NULL, true);
     wsb_msg_unref(m);
 }
 
 static void sink_started(void *ctx, uint64_t id, const char *positions)
 {
-    post_mask(ctx, id & WSB_SOURCE_LOOP_MASK, WSB_MAIL_STARTED, id, NULL, positions, NULL, true);
+    wsb_worker_post(ctx, wsb_source_loops(id), WSB_MAIL_STARTED, id, NULL, positions, NULL, true);
 }
 
 static void sink_failed(void *ctx, uint64_t id, const char *code, const char *message)
 {
-    post_mask(ctx, id & WSB_SOURCE_LOOP_MASK, WSB_MAIL_FAILED, id, NULL,
-              code ? code : "unavailable", message, false);
+    wsb_worker_post(ctx, wsb_source_loops(id), WSB_MAIL_FAILED, id, NULL,
+                    code ? code : "unavailable", message, false);
 }
 
 static void sink_publish_done(void *ctx, uint64_t cookie, bool ok, const char *message)
 {
     struct wsb_shared *sh = ctx;
-    unsigned w = (unsigned)(cookie >> 56);
+    unsigned w = wsb_cookie_loop(cookie);
     if (w < sh->nworkers)
-        post_mask(sh, 1u << w, WSB_MAIL_PUBLISH_DONE, cookie, NULL, message, NULL, ok);
+        wsb_worker_post(sh, 1u << w, WSB_MAIL_PUBLISH_DONE, cookie, NULL, message, NULL, ok);
 }
 
 static void sink_state(void *ctx, const char *connector, bool up, const char *reason)
@@ -184,7 +100,7 @@ static void on_mail(void *ctx, struct wsb_mail *m)
         wsb_hub_failed(w->hub, m->id, m->text, m->text2);
         break;
     case WSB_MAIL_STOPPED: wsb_hub_stopped(w->hub, m->id); break;
-    case WSB_MAIL_PUBLISH_DONE: wsb_session_publish_done(w, m->id, m->ok, m->text); break;
+    case WSB_MAIL_PUBLISH_DONE: wsb_ops_publish_done(w, m->id, m->ok, m->text); break;
     case WSB_MAIL_CONNECTOR: break;
     case WSB_MAIL_DRAIN:
         w->draining = true;
@@ -246,7 +162,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         evutil_closesocket(fd);
         return;
     }
-    wsb_session_accept(w, fd, addr, socklen);
+    wsb_conn_accept(w, fd, addr, socklen);
 }
 
 #define ACCEPT_BACKOFF_MIN_MS 50
@@ -301,7 +217,7 @@ static enum wsb_err worker_new(struct wsb_server *srv, unsigned idx, const struc
     if (!w->base)
         goto nomem;
     w->mailbox = wsb_mailbox_new(w->base, on_mail, w);
-    w->hub = wsb_hub_new(&wsb_session_hub_cbs, &w->metrics);
+    w->hub = wsb_hub_new(&wsb_delivery_hub_cbs, &w->metrics);
     w->deflater = wsb_deflater_new(15);
     w->reap_ev = event_new(w->base, -1, 0, on_reap, w);
     w->tick_ev = event_new(w->base, -1, EV_PERSIST, on_tick, w);
@@ -509,7 +425,7 @@ enum wsb_err wsb_server_new(struct wsb_config *cfg, const struct wsb_server_opts
     if (opts->config_file && !(s->config_file = strdup(opts->config_file)))
         goto fail;
 
-    s->sh.rt = runtime_new(cfg, err, errlen);
+    s->sh.rt = wsb_runtime_new(cfg, err, errlen);
     if (!s->sh.rt) {
         wsb_config_unref(cfg);
         rc = WSB_ERR_INVALID;
@@ -655,7 +571,7 @@ static void reload(struct wsb_server *s)
         return;
     }
     char err[256] = "";
-    struct wsb_runtime *rt = runtime_new(cfg, err, sizeof(err));
+    struct wsb_runtime *rt = wsb_runtime_new(cfg, err, sizeof(err));
     if (!rt) {
         wsb_config_unref(cfg);
         wsb_log(WSB_LOG_ERROR, "reload failed; keeping the running configuration",

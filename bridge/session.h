@@ -1,20 +1,199 @@
-/* One client connection: the HTTP upgrade (with origin, limits and token checks), the
- * WebSocket connection (frames, UTF-8, deflate, ping/pong, close handshake), the wsbridge.v1
- * requests, its subscriptions and its send buffer. Runs on its worker's loop only. */
+/* A client session: its identity, subscription table and send queue, and the primitives
+ * the layers above it share (replies, timers, the close handshake, token expiry, ACL
+ * re-checks). The layers above: conn (socket callbacks, frame reading), upgrade (the HTTP
+ * upgrade and its admission steps) and ops (the wsbridge.v1 requests). The session calls
+ * none of them. Internal to bridge/; everything here runs on the session's worker loop. */
 #ifndef WSB_BRIDGE_SESSION_H
 #define WSB_BRIDGE_SESSION_H
 
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "bridge/flow.h"
 #include "bridge/hub.h"
+#include "bridge/iplimit.h"
+#include "bridge/outq.h"
+#include "bridge/protocol.h"
+#include "bridge/ws/ws_frame.h"
+#include "bridge/ws/ws_utf8.h"
+#include "util/buf.h"
+#include "util/pattern.h"
 
+struct bufferevent;
+struct event;
+struct wsb_acl;
+struct wsb_identity;
+struct wsb_inflater;
+struct wsb_limits;
+struct wsb_runtime;
 struct wsb_worker;
-struct wsb_session;
 
-/** Takes over an accepted socket. @locality worker loop */
-void wsb_session_accept(struct wsb_worker *w, int fd, const struct sockaddr *addr, int socklen);
+/* Bytes kept in the socket buffer; the rest waits in the out-queue. */
+#define WSB_SESSION_SOCKET_CHUNK (256 * 1024)
+
+enum wsb_session_state { WSB_SS_HANDSHAKE, WSB_SS_OPEN, WSB_SS_CLOSING, WSB_SS_DEAD };
+
+/** One subscription: a slot of the session's table (the slot index is the hub's tag). */
+struct wsb_sub {
+    bool used;
+    bool active;
+    bool ack;
+    int policy; /* enum wsb_sb_policy or -1 */
+    size_t connector;
+    uint64_t source_id;
+    struct wsb_hub_sub *hs;
+    uint64_t gap;      /* messages dropped and not reported yet */
+    uint64_t *unacked; /* ack sources: tokens delivered to this client, not yet acked */
+    size_t nunacked, capunacked;
+    char id[WSB_ID_MAX + 1];
+    char channel[WSB_CHANNEL_MAX + 1];
+};
+
+/** A publish waiting for the broker's answer; in the worker's `pubs` map by cookie. */
+struct wsb_pending_pub {
+    uint64_t cookie;
+    struct wsb_session *s; /* NULL once the session is gone */
+    struct wsb_pending_pub *next_in_session;
+    char id[WSB_ID_MAX + 1];
+    char channel[WSB_CHANNEL_MAX + 1];
+};
+
+struct wsb_session {
+    struct wsb_worker *w;
+    struct wsb_session *prev, *next, *reap_next, *detach_next;
+    bool detach_queued;
+    uint64_t id;
+    char sid[24];
+    struct bufferevent *bev;
+    struct sockaddr_storage addr;
+    char ip[INET6_ADDRSTRLEN];
+    struct wsb_ip_ticket ip_ticket; /* what the per-IP table counted for us */
+    bool counted;                   /* in shared->connections and metrics.connections */
+    enum wsb_session_state state;
+    struct wsb_runtime *rt;
+
+    /* WebSocket */
+    struct wsb_frame_parser fp;
+    struct wsb_utf8 utf8;
+    struct wsb_inflater *inflater;
+    bool pmd;
+    bool deflate_out;   /* compress messages we send */
+    bool discard_input; /* input is read and thrown away */
+    bool close_only;    /* after 4401: requests are ignored, a close frame ends it */
+    struct wsb_buf msg;
+    bool msg_binary;
+    uint64_t msg_total;
+
+    /* application */
+    struct wsb_identity *ident;
+    struct wsb_acl *acl;
+    struct wsb_sub *subs;
+    size_t nsubs; /* used slots */
+    size_t cap;
+    uint32_t inflight;
+    struct wsb_pending_pub *pubs;
+    struct wsb_bucket in_msgs, in_bytes;
+    uint32_t strikes;
+
+    /* output */
+    struct wsb_outq q;
+    struct wsb_sendbuf sb;
+    bool close_after_flush;
+    bool read_paused;
+
+    /* timers */
+    struct event *timer; /* handshake deadline, pong deadline, close wait */
+    struct event *ping_ev;
+    struct event *exp_ev;
+    int64_t ping_sent_ms;
+    bool awaiting_pong;
+};
+
+/* ---- life ---------------------------------------------------------------------------- */
+
+/** A new session in the handshake state on `bev` (borrowed until the session is freed,
+ * which frees it), linked into the worker's list, with its handshake deadline armed. The
+ * caller installs the bufferevent callbacks. NULL on OOM (the caller frees bev). */
+struct wsb_session *wsb_session_new(struct wsb_worker *w, struct bufferevent *bev,
+                                    const struct sockaddr *addr, int socklen);
+
+/** The upgrade succeeded: inbound buckets, ACL compile, ping and expiry timers. */
+void wsb_session_start(struct wsb_session *s);
+
+/** Puts the session on the worker's reap list (freed at a safe point, never here). */
+void wsb_session_kill(struct wsb_session *s);
+
+/** Starts the close handshake (RFC 6455 §7.1.2) from an open session. `fail`: TCP closes as
+ * soon as our close frame is flushed; otherwise we wait a while for the client's. */
+void wsb_session_close(struct wsb_session *s, uint16_t code, const char *reason, bool fail);
+
+/** Answers the client's close frame (its status code echoed, or an empty close) and closes
+ * TCP once that is flushed. `code` is the client's code (1005 when none). */
+void wsb_session_close_echo(struct wsb_session *s, uint16_t code, const uint8_t *payload,
+                            size_t len);
+
+/** Closes with 4401 and {"error":CODE}; afterwards only the client's close frame counts. */
+void wsb_session_close_token_error(struct wsb_session *s, const char *code);
+
+/** A connection that never became a WebSocket: what is queued is flushed, then TCP closes
+ * (input is discarded meanwhile). */
+void wsb_session_end_after_flush(struct wsb_session *s);
+
+/** The socket buffer drained: more of the out-queue goes out, and a session that waits to
+ * close after the flush is killed once everything is written. */
+void wsb_session_written(struct wsb_session *s);
+
+/** Arms the session's one-shot timer (handshake, pong or close deadline). */
+void wsb_session_arm_timer(struct wsb_session *s, uint32_t ms);
+
+/** (Re)arms the token-expiry timer from the identity's `exp`. */
+void wsb_session_set_expiry(struct wsb_session *s);
+
+/** Compiles the ACL for the current identity and runtime; subscriptions it no longer allows
+ * end with `unsubscribed` reason forbidden. Keeps the old grants on OOM. */
+void wsb_session_recompile_acl(struct wsb_session *s);
+
+/* ---- output -------------------------------------------------------------------------- */
+
+/** The limits of the session's runtime snapshot. */
+const struct wsb_limits *wsb_session_limits(const struct wsb_session *s);
+
+/** Bytes queued for the client (out-queue and socket buffer). */
+uint64_t wsb_session_queued(const struct wsb_session *s);
+
+/** Writes a control frame straight to the socket buffer. */
+void wsb_session_send_control(struct wsb_session *s, uint8_t opcode, const void *p, size_t len);
+
+/** Queues `b` as a text frame (open sessions only) and flushes. */
+void wsb_session_reply(struct wsb_session *s, struct wsb_buf *b);
+
+/** Queues an `error` reply. */
+void wsb_session_reply_error(struct wsb_session *s, const char *id, const char *code,
+                             const char *msg);
+
+/** Moves frames from the out-queue into the socket buffer while it has room. */
+void wsb_session_flush(struct wsb_session *s);
+
+/* ---- subscriptions ------------------------------------------------------------------- */
+
+/** The subscription to `channel`, or NULL. */
+struct wsb_sub *wsb_session_find_sub(struct wsb_session *s, const char *channel, size_t len);
+
+/** A free slot (the table grows); NULL on OOM. The slot is not marked used. */
+struct wsb_sub *wsb_session_new_sub(struct wsb_session *s);
+
+/** Ends a subscription: hub, unacked deliveries back to the broker, registry, slot. */
+void wsb_session_drop_sub(struct wsb_session *s, struct wsb_sub *sub);
+
+/** Frees a slot whose hub subscription is gone: its unacked list, the count. */
+void wsb_session_free_slot(struct wsb_session *s, struct wsb_sub *sub);
+
+/** Hands a delivery the client will never ack back to the broker (nothing is lost). */
+void wsb_session_requeue(struct wsb_session *s, const struct wsb_sub *sub, uint64_t token);
+
+/* ---- the worker's view --------------------------------------------------------------- */
 
 /** Closes with 1001 (drain). */
 void wsb_session_drain(struct wsb_session *s);
@@ -25,22 +204,13 @@ void wsb_session_recheck(struct wsb_session *s);
 /** Frees sessions on the worker's reap list. */
 void wsb_session_reap(struct wsb_worker *w);
 
-/** A publish finished (mailbox). */
-void wsb_session_publish_done(struct wsb_worker *w, uint64_t cookie, bool ok, const char *msg);
-
-/** Periodic work: pings, send-buffer soft limit, gauges. */
+/** Periodic work: the send-buffer soft limit. */
 void wsb_session_tick(struct wsb_session *s, int64_t now_ms);
 
 /** The next session of the worker's list. */
 struct wsb_session *wsb_session_next(struct wsb_session *s);
 
-/** Bytes queued for the client (out-queue and socket buffer). */
-uint64_t wsb_session_queued(const struct wsb_session *s);
-
 /** Puts the session on the reap list at once (shutdown after the drain timeout). */
 void wsb_session_force_close(struct wsb_session *s);
-
-/** The hub callbacks sessions implement. */
-extern const struct wsb_hub_cbs wsb_session_hub_cbs;
 
 #endif

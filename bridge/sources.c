@@ -124,7 +124,7 @@ enum wsb_err wsb_sources_acquire(struct wsb_sources *s, size_t connector,
         goto out;
     }
     uint64_t mask = shared ? ((1u << s->nloops) - 1) : (1u << loop);
-    e->id = (++s->seq << 16) | mask;
+    e->id = wsb_source_id(++s->seq, mask);
     e->connector = connector;
     e->refs = 1;
     e->key = key;

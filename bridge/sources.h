@@ -10,10 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bridge/ids.h"
 #include "connectors/connector.h"
-
-#define WSB_MAX_LOOPS 16
-#define WSB_SOURCE_LOOP_MASK ((uint64_t)0xffff)
 
 struct wsb_sources;
 

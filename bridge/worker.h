@@ -1,6 +1,8 @@
 /* An event-loop thread ("worker") and the process-wide state its sessions share. Internal to
- * bridge/: server.c creates workers, session.c runs on them. Each worker owns its sessions,
- * its hub, its mailbox and its metrics; a session never moves between workers. */
+ * bridge/: server.c creates workers, the session layer (conn, upgrade, ops, session) runs on
+ * them. Each worker owns its sessions, its hub, its mailbox and its metrics; a session never
+ * moves between workers. worker.c holds what the session layer asks of the shared state:
+ * the current runtime snapshot and mail to other loops. */
 #ifndef WSB_BRIDGE_WORKER_H
 #define WSB_BRIDGE_WORKER_H
 
@@ -23,20 +25,11 @@ struct wsb_deflater;
 struct wsb_hub;
 struct wsb_iplimit;
 struct wsb_mailbox;
+struct wsb_msg;
+struct wsb_runtime;
 struct wsb_session;
 struct wsb_sources;
 struct wsb_worker;
-
-/** An immutable configuration snapshot with the key material built from it. Sessions and
- * workers hold references; a reload swaps in a new one. */
-struct wsb_runtime {
-    atomic_int refs;
-    struct wsb_config *cfg;
-    struct wsb_auth *auth; /* NULL when auth is disabled */
-};
-
-struct wsb_runtime *wsb_runtime_ref(struct wsb_runtime *rt);
-void wsb_runtime_unref(struct wsb_runtime *rt);
 
 /** What every worker shares. Owned by the server. */
 struct wsb_shared {
@@ -79,18 +72,19 @@ struct wsb_worker {
     atomic_int_fast64_t last_tick_ms;
     atomic_bool drained; /* draining and no session left */
     bool draining;
-    struct wsb_map pubs; /* publish cookie -> struct pending_pub (session.c) */
+    struct wsb_map pubs; /* publish cookie -> struct wsb_pending_pub (session.h) */
     uint64_t next_cookie;
     uint64_t next_session;
 };
 
-/** Posts a mail of `type` for source `id` to every worker in the id's loop mask. */
-void wsb_worker_broadcast_source(struct wsb_shared *sh, int type, uint64_t id);
+/** Posts one mail of `type` to every worker whose bit is set in `mask`; each gets its own
+ * reference to `msg` (borrowed) and copies of the texts. Mails that cannot be allocated are
+ * dropped. @locality any */
+void wsb_worker_post(struct wsb_shared *sh, uint64_t mask, int type, uint64_t id,
+                     struct wsb_msg *msg, const char *text, const char *text2, bool ok);
 
-/** Monotonic milliseconds / microseconds and wall-clock seconds. */
-int64_t wsb_now_ms(void);
-int64_t wsb_now_us(void);
-int64_t wsb_wall_s(void);
-int64_t wsb_wall_ms(void);
+/** Posts a mail of `type` for source `id` to every worker in the id's loop mask.
+ * @locality any */
+void wsb_worker_broadcast_source(struct wsb_shared *sh, int type, uint64_t id);
 
 #endif

@@ -1,0 +1,260 @@
+/* Connections: accept, the bufferevent callbacks, and reading WebSocket frames (UTF-8,
+ * permessage-deflate, control frames, inbound limits) of an open session. The HTTP upgrade
+ * is upgrade.c's; complete text messages go to ops.c. */
+#include "bridge/conn.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/util.h>
+
+#include "bridge/clock.h"
+#include "bridge/metrics.h"
+#include "bridge/ops.h"
+#include "bridge/session.h"
+#include "bridge/upgrade.h"
+#include "bridge/worker.h"
+#include "bridge/ws/ws_deflate.h"
+#include "config/config.h"
+#include "util/log.h"
+
+#define READ_CHUNK (16 * 1024)
+#define RATE_STRIKES_MIN 10 /* refused messages in a row before 4429 */
+
+/* Inbound limits: a message bucket and a byte bucket; persistent abuse closes with 4429. */
+static bool admit_message(struct wsb_session *s, size_t len)
+{
+    int64_t now = wsb_now_us();
+    bool ok = wsb_bucket_take(&s->in_msgs, 1, now);
+    enum wsb_rl_kind kind = WSB_RL_MESSAGES;
+    if (ok && s->in_bytes.rate > 0 && !wsb_bucket_take(&s->in_bytes, (double)len, now)) {
+        ok = false;
+        kind = WSB_RL_BYTES;
+    }
+    if (ok) {
+        s->strikes = 0;
+        return true;
+    }
+    wsb_metric_add(s->w->metrics.rate_limited[kind], 1);
+    uint32_t max = (uint32_t)wsb_session_limits(s)->inbound_rate_burst;
+    if (max < RATE_STRIKES_MIN)
+        max = RATE_STRIKES_MIN;
+    if (++s->strikes > max) {
+        wsb_log(WSB_LOG_INFO, "inbound rate limit exceeded", WSB_LSTR("conn", s->sid),
+                WSB_LSTR("ip", s->ip));
+        wsb_session_close(s, 4429, "rate limit exceeded", true);
+        return false;
+    }
+    wsb_session_reply_error(s, "", "rate_limited", "too many requests; slow down");
+    return false;
+}
+
+/* ---- WebSocket input -------------------------------------------------------------- */
+
+static int inflated_chunk(void *ctx, const uint8_t *p, size_t len)
+{
+    struct wsb_session *s = ctx;
+    if (!s->msg_binary) {
+        if (wsb_utf8_feed(&s->utf8, p, len) < 0)
+            return 1007;
+        wsb_buf_append(&s->msg, p, len);
+        if (s->msg.oom)
+            return 1011;
+    }
+    return 0;
+}
+
+static void on_data(struct wsb_session *s, const struct wsb_frame_ev *ev)
+{
+    if (ev->message_start) {
+        s->msg.len = 0;
+        s->msg.oom = false;
+        s->msg_total = 0;
+        s->msg_binary = ev->opcode == WSB_OP_BINARY;
+        wsb_utf8_init(&s->utf8);
+    }
+    if (ev->compressed) {
+        int rc = wsb_inflater_feed(s->inflater, ev->payload, ev->len, ev->message_end,
+                                   wsb_session_limits(s)->max_message_bytes, &s->msg_total,
+                                   inflated_chunk, s);
+        if (rc == 1009) {
+            wsb_session_close(s, 1009, "message too big", true);
+            return;
+        }
+        if (rc == 1007) {
+            wsb_session_close(s, 1007, "invalid data", true);
+            return;
+        }
+        if (rc != 0) {
+            wsb_session_close(s, (uint16_t)rc, NULL, true);
+            return;
+        }
+    } else if (ev->len) {
+        s->msg_total += ev->len;
+        if (inflated_chunk(s, ev->payload, ev->len) != 0) {
+            wsb_session_close(s, 1007, "invalid UTF-8", true);
+            return;
+        }
+    }
+    if (!ev->message_end)
+        return;
+    if (!s->msg_binary && !wsb_utf8_complete(&s->utf8)) {
+        wsb_session_close(s, 1007, "invalid UTF-8", true);
+        return;
+    }
+    if (!admit_message(s, (size_t)s->msg_total))
+        return;
+    if (s->msg_binary) {
+        wsb_session_reply_error(s, "", "invalid_request", "binary messages are not supported");
+        return;
+    }
+    wsb_ops_dispatch(s, s->msg.data, s->msg.len);
+    if (s->msg.cap > 64 * 1024) /* do not keep a large buffer around */
+        wsb_buf_cleanup(&s->msg);
+}
+
+static void on_control(struct wsb_session *s, const struct wsb_frame_ev *ev)
+{
+    switch (ev->opcode) {
+    case WSB_OP_PING:
+        if (s->state == WSB_SS_OPEN)
+            wsb_session_send_control(s, WSB_OP_PONG, ev->payload, ev->len);
+        break;
+    case WSB_OP_PONG:
+        if (s->awaiting_pong && ev->len == sizeof(int64_t) &&
+            memcmp(ev->payload, &s->ping_sent_ms, sizeof(int64_t)) == 0) {
+            s->awaiting_pong = false;
+            double rtt = (double)(wsb_now_ms() - s->ping_sent_ms) / 1000.0;
+            wsb_histogram_observe(&s->w->metrics.ping_rtt, rtt);
+            if (s->state == WSB_SS_OPEN)
+                event_del(s->timer);
+        }
+        break;
+    case WSB_OP_CLOSE: {
+        uint16_t code = 0;
+        uint16_t bad = wsb_close_payload_check(ev->payload, ev->len, &code);
+        if (s->state == WSB_SS_CLOSING) {
+            /* The answer to our close: done (RFC 6455 §7.1.1, the server closes TCP). */
+            s->close_after_flush = true;
+            wsb_session_written(s);
+            return;
+        }
+        if (bad) {
+            wsb_session_close(s, bad, "invalid close frame", true);
+            return;
+        }
+        wsb_session_close_echo(s, code, ev->payload, ev->len);
+        break;
+    }
+    }
+}
+
+static void read_frames(struct wsb_session *s, struct evbuffer *in)
+{
+    uint8_t chunk[READ_CHUNK];
+    while (s->state == WSB_SS_OPEN || s->state == WSB_SS_CLOSING) {
+        int n = evbuffer_remove(in, chunk, sizeof(chunk));
+        if (n <= 0)
+            return;
+        if (s->discard_input)
+            continue;
+        size_t off = 0;
+        while (off < (size_t)n && s->state != WSB_SS_DEAD) {
+            struct wsb_frame_ev ev;
+            size_t used = wsb_frame_parse(&s->fp, chunk + off, (size_t)n - off, &ev);
+            off += used;
+            if (ev.type == WSB_FEV_ERROR) {
+                if (s->state == WSB_SS_OPEN)
+                    wsb_session_close(s, ev.close_code, ev.reason, true);
+                else
+                    wsb_session_kill(s);
+                s->discard_input = true;
+                break;
+            }
+            if (s->close_only) {
+                /* After a 4401 close only the client's close frame is looked at. */
+                if (ev.type == WSB_FEV_CONTROL && ev.opcode == WSB_OP_CLOSE)
+                    on_control(s, &ev);
+            } else if (ev.type == WSB_FEV_DATA && s->state == WSB_SS_OPEN) {
+                on_data(s, &ev);
+            } else if (ev.type == WSB_FEV_CONTROL) {
+                on_control(s, &ev);
+            }
+            if (ev.type == WSB_FEV_NONE && used == 0)
+                break;
+            if (s->state == WSB_SS_CLOSING && s->close_after_flush)
+                s->discard_input = true;
+        }
+    }
+}
+
+/* ---- libevent callbacks ----------------------------------------------------------- */
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    struct wsb_session *s = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    if (s->state == WSB_SS_HANDSHAKE)
+        wsb_upgrade_read(s, in);
+    if (s->state == WSB_SS_OPEN || s->state == WSB_SS_CLOSING)
+        read_frames(s, in);
+    else if (s->state != WSB_SS_HANDSHAKE)
+        evbuffer_drain(in, evbuffer_get_length(in));
+    /* Back-pressure on a client that sends while not reading. */
+    if (s->state == WSB_SS_OPEN && !s->read_paused && wsb_session_limits(s)->send_hard_bytes &&
+        wsb_session_queued(s) > wsb_session_limits(s)->send_hard_bytes) {
+        s->read_paused = true;
+        bufferevent_disable(bev, EV_READ);
+    }
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    wsb_session_written(arg);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    struct wsb_session *s = arg;
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
+        wsb_session_kill(s);
+}
+
+/* ---- accept ----------------------------------------------------------------------- */
+
+void wsb_conn_accept(struct wsb_worker *w, int fd, const struct sockaddr *addr, int socklen)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    struct bufferevent *bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (!bev) {
+        evutil_closesocket(fd);
+        return;
+    }
+    wsb_conn_open(w, bev, addr, socklen);
+}
+
+struct wsb_session *wsb_conn_open(struct wsb_worker *w, struct bufferevent *bev,
+                                  const struct sockaddr *addr, int socklen)
+{
+    struct wsb_session *s = wsb_session_new(w, bev, addr, socklen);
+    if (!s) {
+        bufferevent_free(bev);
+        return NULL;
+    }
+    bufferevent_setcb(bev, on_read, on_write, on_event, s);
+    bufferevent_setwatermark(bev, EV_WRITE, WSB_SESSION_SOCKET_CHUNK / 2, 0);
+    /* libevent writes at most 16 KiB per socket per loop pass by default: let one pass
+     * drain what the session's flush queued (many frames per writev). */
+    bufferevent_set_max_single_write(bev, WSB_SESSION_SOCKET_CHUNK);
+    bufferevent_set_max_single_read(bev, 64 * 1024);
+    bufferevent_setwatermark(bev, EV_READ, 0, 256 * 1024);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    return s;
+}

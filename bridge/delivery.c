@@ -1,0 +1,119 @@
+/* Deliveries: the hub's callbacks into a session. A message frame joins the session's
+ * out-queue under the flow-control verdict (disconnect, or drop_oldest down to the soft
+ * limit, whole messages only); `delivery: ack` messages are tracked until the client acks
+ * them; a source's start or failure is answered to the client. */
+#include "bridge/delivery.h"
+
+#include <stdlib.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+
+#include "bridge/clock.h"
+#include "bridge/flow.h"
+#include "bridge/metrics.h"
+#include "bridge/outq.h"
+#include "bridge/protocol.h"
+#include "bridge/session.h"
+#include "bridge/worker.h"
+#include "config/config.h"
+#include "util/buf.h"
+#include "util/log.h"
+
+void wsb_delivery_started(void *owner, uint32_t slot, const char *positions)
+{
+    struct wsb_session *s = owner;
+    struct wsb_sub *sub = &s->subs[slot];
+    sub->active = true;
+    struct wsb_buf b;
+    wsb_buf_init(&b);
+    wsb_encode_subscribed(&b, sub->id, sub->channel, positions);
+    wsb_session_reply(s, &b);
+    wsb_buf_cleanup(&b);
+    sub->id[0] = '\0';
+}
+
+static void hub_failed(void *owner, uint32_t slot, const char *code, const char *message)
+{
+    struct wsb_session *s = owner;
+    struct wsb_sub *sub = &s->subs[slot];
+    sub->hs = NULL; /* the hub frees it */
+    if (sub->active) {
+        struct wsb_buf b;
+        wsb_buf_init(&b);
+        wsb_encode_unsubscribed(&b, "", sub->channel, code);
+        wsb_session_reply(s, &b);
+        wsb_buf_cleanup(&b);
+    } else {
+        wsb_session_reply_error(s, sub->id, code, message ? message : "source failed");
+    }
+    /* The registry entry is forgotten by the worker that handled the failure. */
+    wsb_session_free_slot(s, sub);
+}
+
+static void count_drop(void *ctx, uint32_t tag)
+{
+    struct wsb_session *s = ctx;
+    if (tag < s->cap && s->subs[tag].used)
+        s->subs[tag].gap++;
+    wsb_metric_add(s->w->metrics.dropped[WSB_DROP_SLOW_CONSUMER], 1);
+}
+
+/* Remembers an ack token handed to this client; false on allocation failure. */
+static bool track_unacked(struct wsb_sub *sub, uint64_t token)
+{
+    if (sub->nunacked == sub->capunacked) {
+        size_t cap = sub->capunacked ? sub->capunacked * 2 : 8;
+        uint64_t *u = realloc(sub->unacked, cap * sizeof(*u));
+        if (!u)
+            return false;
+        sub->unacked = u;
+        sub->capunacked = cap;
+    }
+    sub->unacked[sub->nunacked++] = token;
+    return true;
+}
+
+static void hub_deliver(void *owner, uint32_t slot, struct wsb_frame *f, uint64_t ack_token)
+{
+    struct wsb_session *s = owner;
+    struct wsb_sub *sub = &s->subs[slot];
+    if (s->state != WSB_SS_OPEN || (ack_token && !track_unacked(sub, ack_token))) {
+        if (ack_token)
+            wsb_session_requeue(s, sub, ack_token);
+        return;
+    }
+    const struct wsb_limits *l = wsb_session_limits(s);
+    if (!ack_token) {
+        s->sb.bytes = wsb_session_queued(s) + f->len;
+        enum wsb_sendbuf_verdict v = wsb_sendbuf_check(
+            &s->sb, l->send_soft_bytes, l->send_soft_seconds, l->send_hard_bytes, wsb_now_us());
+        if (v != WSB_SB_OK) {
+            int policy = sub->policy >= 0 ? sub->policy : (int)l->send_policy;
+            if (policy == WSB_POLICY_DISCONNECT) {
+                wsb_metric_add(s->w->metrics.dropped[WSB_DROP_DISCONNECTED], 1);
+                wsb_log(WSB_LOG_INFO, "slow consumer disconnected", WSB_LSTR("conn", s->sid),
+                        WSB_LSTR("ip", s->ip), WSB_LUINT("queued", s->sb.bytes));
+                wsb_session_close(s, 4408, "slow consumer", true);
+                return;
+            }
+            /* drop_oldest: make room down to the soft limit, whole messages only. */
+            uint64_t sock = evbuffer_get_length(bufferevent_get_output(s->bev));
+            uint64_t target =
+                l->send_soft_bytes > sock + f->len ? l->send_soft_bytes - sock - f->len : 0;
+            wsb_outq_drop_oldest(&s->q, target, count_drop, s);
+            if (wsb_session_queued(s) + f->len > l->send_hard_bytes && l->send_hard_bytes) {
+                count_drop(s, slot);
+                return;
+            }
+        }
+    }
+    wsb_outq_push(&s->q, wsb_frame_ref(f), WSB_OUTQ_MESSAGE, slot);
+    wsb_session_flush(s);
+}
+
+const struct wsb_hub_cbs wsb_delivery_hub_cbs = {
+    .deliver = hub_deliver,
+    .started = wsb_delivery_started,
+    .failed = hub_failed,
+};

@@ -1,0 +1,341 @@
+/* The HTTP upgrade (RFC 6455 §4.2) and admission: each step is one named function that
+ * either lets the request on or answers it (status, JSON body, close). In order: the head
+ * is parsed (400), the path routed (404, or the demo page), the upgrade checked (400/426),
+ * the Origin (403), the per-IP rate and cap (429), drain and max_connections (503), the
+ * token (401, or 101 then 4401 in refusal=close mode); then 101, and the session opens with
+ * its ACL compiled and the welcome sent. */
+#include "bridge/upgrade.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "auth/jwt.h"
+#include "auth/token.h"
+#include "bridge/clock.h"
+#include "bridge/iplimit.h"
+#include "bridge/metrics.h"
+#include "bridge/protocol.h"
+#include "bridge/runtime.h"
+#include "bridge/session.h"
+#include "bridge/worker.h"
+#include "bridge/ws/ws_deflate.h"
+#include "bridge/ws/ws_frame.h"
+#include "bridge/ws/ws_http.h"
+#include "config/config.h"
+#include "util/buf.h"
+#include "util/log.h"
+
+/* One upgrade request on its way through the steps. */
+struct admission {
+    struct wsb_session *s;
+    struct wsb_worker *w;
+    const struct wsb_config *cfg;
+    struct wsb_http_req req;
+    struct wsb_upgrade_check chk;
+    const char *token_error; /* refusal=close: the token failed; 101, then 4401 */
+};
+
+static const char *status_text(int status)
+{
+    switch (status) {
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 426: return "Upgrade Required";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 503: return "Service Unavailable";
+    default: return "Error";
+    }
+}
+
+static void refuse(struct wsb_session *s, int status, const char *code, const char *message,
+                   const char *extra_headers, enum wsb_hs_result result)
+{
+    struct wsb_buf body;
+    wsb_buf_init(&body);
+    wsb_buf_puts(&body, "{\"error\":");
+    wsb_buf_json_str(&body, code, strlen(code));
+    wsb_buf_puts(&body, ",\"message\":");
+    wsb_buf_json_str(&body, message, strlen(message));
+    wsb_buf_puts(&body, "}");
+    struct evbuffer *out = bufferevent_get_output(s->bev);
+    evbuffer_add_printf(out,
+                        "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                        "Content-Length: %zu\r\nConnection: close\r\nCache-Control: no-store\r\n"
+                        "%s\r\n",
+                        status, status_text(status), body.len, extra_headers ? extra_headers : "");
+    evbuffer_add(out, body.data, body.len);
+    wsb_buf_cleanup(&body);
+    wsb_metric_add(s->w->metrics.handshakes[result], 1);
+    wsb_log(WSB_LOG_INFO, "handshake refused", WSB_LSTR("ip", s->ip), WSB_LINT("status", status),
+            WSB_LSTR("error", code));
+    wsb_session_end_after_flush(s);
+}
+
+static void serve_page(struct wsb_session *s, const char *type, const char *body)
+{
+    struct evbuffer *out = bufferevent_get_output(s->bev);
+    size_t len = strlen(body);
+    evbuffer_add_printf(out,
+                        "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                        "Connection: close\r\nCache-Control: no-store\r\n\r\n",
+                        type, len);
+    evbuffer_add(out, body, len);
+    wsb_session_end_after_flush(s);
+}
+
+/* Origins guard browsers against cross-site WebSocket hijacking. A request without Origin
+ * is not from a browser (browsers always send it on a WebSocket upgrade), so refusing it
+ * protects nothing and locks out server-side and mobile clients: it is admitted, as
+ * gorilla/websocket and Centrifugo do. "*" admits any origin. */
+static bool origin_allowed(const struct wsb_config *cfg, struct wsb_slice origin)
+{
+    if (cfg->nallowed_origins == 0 || !origin.ptr)
+        return true;
+    for (size_t i = 0; i < cfg->nallowed_origins; i++) {
+        const char *o = cfg->allowed_origins[i];
+        if (strcmp(o, "*") == 0)
+            return true;
+        if (strlen(o) == origin.len && strncasecmp(o, origin.ptr, origin.len) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* ---- the steps: each returns true to go on, false when it answered ---------------------- */
+
+static bool parse_request(struct admission *a, const char *head, size_t len)
+{
+    if (wsb_http_parse(head, len, &a->req) != 0) {
+        refuse(a->s, 400, "bad_request", "malformed HTTP request", NULL, WSB_HS_BAD_REQUEST);
+        return false;
+    }
+    return true;
+}
+
+/* Only the WebSocket path upgrades; in --demo, GET / serves the page. */
+static bool route_path(struct admission *a)
+{
+    const struct wsb_http_req *req = &a->req;
+    size_t plen = strlen(a->cfg->path);
+    if (req->path.len == plen && memcmp(req->path.ptr, a->cfg->path, plen) == 0)
+        return true;
+    bool get = req->method.len == 3 && memcmp(req->method.ptr, "GET", 3) == 0;
+    const char *page = a->w->shared->demo_page;
+    if (get && page && req->path.len == 1 && req->path.ptr[0] == '/') {
+        serve_page(a->s, "text/html; charset=utf-8", page);
+        return false;
+    }
+    refuse(a->s, 404, "not_found", "no such resource", NULL, WSB_HS_BAD_REQUEST);
+    return false;
+}
+
+static bool check_upgrade(struct admission *a)
+{
+    wsb_ws_check_upgrade(&a->req, &a->chk);
+    if (!a->chk.status)
+        return true;
+    refuse(a->s, a->chk.status, a->chk.error, a->chk.message,
+           a->chk.status == 426 ? "Sec-WebSocket-Version: 13\r\n" : NULL, WSB_HS_BAD_REQUEST);
+    return false;
+}
+
+static bool check_origin(struct admission *a)
+{
+    if (origin_allowed(a->cfg, wsb_http_header(&a->req, "Origin")))
+        return true;
+    refuse(a->s, 403, "origin_not_allowed", "Origin is not allowed", NULL, WSB_HS_FORBIDDEN);
+    return false;
+}
+
+/* Per-IP handshake rate and connection cap. Admitted: the address counts the connection
+ * until the session is freed. */
+static bool check_ip_limits(struct admission *a)
+{
+    struct wsb_session *s = a->s;
+    uint32_t retry = 1;
+    enum wsb_ip_verdict iv =
+        wsb_iplimit_acquire(a->w->shared->iplimit, (const struct sockaddr *)&s->addr, wsb_now_us(),
+                            &retry, &s->ip_ticket);
+    if (iv == WSB_IP_OK)
+        return true;
+    char extra[64];
+    snprintf(extra, sizeof(extra), "Retry-After: %u\r\n", retry ? retry : 1);
+    wsb_metric_add(a->w->metrics.rate_limited[iv == WSB_IP_RATE ? WSB_RL_HANDSHAKE
+                                                                : WSB_RL_CONNECTIONS_PER_IP],
+                   1);
+    refuse(s, 429, "rate_limited",
+           iv == WSB_IP_RATE  ? "too many handshakes from this address"
+           : iv == WSB_IP_CAP ? "too many connections from this address"
+                              : "too many client addresses at once",
+           extra, WSB_HS_RATE_LIMITED);
+    return false;
+}
+
+/* Drain and max_connections. Past the drain check the session counts as a connection. */
+static bool check_capacity(struct admission *a)
+{
+    struct wsb_worker *w = a->w;
+    if (atomic_load(&w->shared->draining) || w->draining) {
+        refuse(a->s, 503, "draining", "server is shutting down", "Retry-After: 5\r\n",
+               WSB_HS_OVERLOADED);
+        return false;
+    }
+    int64_t conns = atomic_fetch_add(&w->shared->connections, 1);
+    a->s->counted = true;
+    wsb_metric_add(w->metrics.connections, 1);
+    if (conns >= (int64_t)a->cfg->limits.max_connections) {
+        refuse(a->s, 503, "overloaded", "max_connections reached", "Retry-After: 5\r\n",
+               WSB_HS_OVERLOADED);
+        return false;
+    }
+    return true;
+}
+
+/* The token: found by the configured sources and verified. A failure is a 401, or in
+ * refusal=close mode remembered for a 4401 after the 101. */
+static bool authenticate(struct admission *a)
+{
+    struct wsb_session *s = a->s;
+    const struct wsb_config *cfg = a->cfg;
+    if (!s->rt->auth)
+        return true;
+    const struct wsb_http_req *req = &a->req;
+    char joined_proto[1024], joined_cookie[4096];
+    long pl =
+        wsb_http_header_join(req, "Sec-WebSocket-Protocol", joined_proto, sizeof(joined_proto));
+    long cl = wsb_http_header_join(req, "Cookie", joined_cookie, sizeof(joined_cookie));
+    struct wsb_slice authz = wsb_http_header(req, "Authorization");
+    struct wsb_token_inputs in = {
+        .authorization = authz.ptr,
+        .authorization_len = authz.len,
+        .query = req->query.ptr,
+        .query_len = req->query.len,
+        .protocols = pl > 0 ? joined_proto : NULL,
+        .protocols_len = pl > 0 ? (size_t)pl : 0,
+        .cookies = cl > 0 ? joined_cookie : NULL,
+        .cookies_len = cl > 0 ? (size_t)cl : 0,
+    };
+    char *token = malloc(WSB_TOKEN_MAX + 1);
+    const char *source = NULL;
+    const char *token_error = NULL;
+    long tl = token ? wsb_token_find(&cfg->auth, &in, token, WSB_TOKEN_MAX + 1, &source) : -1;
+    if (tl == 0) {
+        token_error = "token_missing";
+    } else if (tl < 0) {
+        token_error = "token_malformed";
+    } else if (wsb_auth_verify(s->rt->auth, token, (size_t)tl, wsb_wall_s(), &s->ident,
+                               &token_error) != WSB_OK) {
+        if (!token_error)
+            token_error = "token_invalid";
+    }
+    if (token) {
+        memset(token, 0, WSB_TOKEN_MAX + 1);
+        free(token);
+    }
+    if (token_error && cfg->auth.refusal == WSB_REFUSAL_HTTP) {
+        refuse(s, 401, token_error, "authentication failed",
+               "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n", WSB_HS_UNAUTHORIZED);
+        return false;
+    }
+    a->token_error = token_error;
+    return true;
+}
+
+/* 101 Switching Protocols, with the subprotocol and permessage-deflate answers. */
+static void switch_protocols(struct admission *a)
+{
+    struct wsb_session *s = a->s;
+    const struct wsb_config *cfg = a->cfg;
+    char accept[29];
+    wsb_ws_accept_key(a->chk.key.ptr, a->chk.key.len, accept);
+    char protos[1024];
+    long pl = wsb_http_header_join(&a->req, "Sec-WebSocket-Protocol", protos, sizeof(protos));
+    const char *proto = pl > 0 ? wsb_token_select_protocol(protos, (size_t)pl) : NULL;
+    char ext[256] = "";
+    struct wsb_pmd_params pmdp;
+    if (cfg->permessage_deflate && !a->token_error) {
+        char offers[2048];
+        long ol = wsb_http_header_join(&a->req, "Sec-WebSocket-Extensions", offers, sizeof(offers));
+        if (ol > 0 && wsb_pmd_negotiate(offers, (size_t)ol, &pmdp, ext, sizeof(ext)) == 1) {
+            s->inflater =
+                wsb_inflater_new(pmdp.client_max_window_bits, pmdp.client_no_context_takeover);
+            s->pmd = s->inflater != NULL;
+            /* Shared compressed frames use a 15-bit window; a client that asked for a
+             * smaller server window gets its messages uncompressed, which RFC 7692 allows
+             * per message (RSV1 clear). */
+            s->deflate_out = s->pmd && pmdp.server_max_window_bits >= 15;
+        }
+    }
+    struct evbuffer *out = bufferevent_get_output(s->bev);
+    evbuffer_add_printf(out,
+                        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                        "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n",
+                        accept);
+    if (proto)
+        evbuffer_add_printf(out, "Sec-WebSocket-Protocol: %s\r\n", proto);
+    if (s->pmd)
+        evbuffer_add_printf(out, "Sec-WebSocket-Extensions: %s\r\n", ext);
+    evbuffer_add(out, "\r\n", 2);
+    s->state = WSB_SS_OPEN;
+    event_del(s->timer);
+    wsb_frame_parser_init(&s->fp, cfg->limits.max_message_bytes, s->pmd);
+}
+
+/* The WebSocket is open: 4401 for a refused token, else ACL compile, timers and welcome. */
+static void open_session(struct admission *a)
+{
+    struct wsb_session *s = a->s;
+    struct wsb_worker *w = a->w;
+    if (a->token_error) {
+        wsb_metric_add(w->metrics.handshakes[WSB_HS_UNAUTHORIZED], 1);
+        wsb_log(WSB_LOG_INFO, "token refused", WSB_LSTR("conn", s->sid), WSB_LSTR("ip", s->ip),
+                WSB_LSTR("error", a->token_error));
+        wsb_session_close_token_error(s, a->token_error);
+        return;
+    }
+    wsb_metric_add(w->metrics.handshakes[WSB_HS_OK], 1);
+    wsb_session_start(s);
+    wsb_log(WSB_LOG_DEBUG, "connected", WSB_LSTR("conn", s->sid), WSB_LSTR("ip", s->ip),
+            WSB_LSTR("sub", s->ident ? s->ident->sub : NULL));
+    struct wsb_buf b;
+    wsb_buf_init(&b);
+    wsb_encode_welcome(&b, s->sid, s->ident ? s->ident->sub : NULL, s->ident ? s->ident->exp : 0);
+    wsb_session_reply(s, &b);
+    wsb_buf_cleanup(&b);
+}
+
+static void handshake(struct wsb_session *s, const char *head, size_t head_len)
+{
+    struct admission a = {.s = s, .w = s->w, .cfg = s->rt->cfg};
+    if (!parse_request(&a, head, head_len) || !route_path(&a) || !check_upgrade(&a) ||
+        !check_origin(&a) || !check_ip_limits(&a) || !check_capacity(&a) || !authenticate(&a))
+        return;
+    switch_protocols(&a);
+    open_session(&a);
+}
+
+void wsb_upgrade_read(struct wsb_session *s, struct evbuffer *in)
+{
+    size_t len = evbuffer_get_length(in);
+    size_t n = len < WSB_HTTP_MAX_HEAD + 4 ? len : WSB_HTTP_MAX_HEAD + 4;
+    const char *p = (const char *)evbuffer_pullup(in, (ssize_t)n);
+    long end = wsb_http_head_end(p, n);
+    if (end == 0)
+        return;
+    if (end < 0) {
+        refuse(s, 431, "headers_too_large", "request head is too large", NULL, WSB_HS_BAD_REQUEST);
+        return;
+    }
+    handshake(s, p, (size_t)end);
+    evbuffer_drain(in, (size_t)end);
+}

@@ -1,0 +1,15 @@
+/* The HTTP upgrade of a session in the handshake state, one named admission step after
+ * another (see upgrade.c). Calls down into the session only; never into conn. */
+#ifndef WSB_BRIDGE_UPGRADE_H
+#define WSB_BRIDGE_UPGRADE_H
+
+struct evbuffer;
+struct wsb_session;
+
+/** Looks for a complete request head in `in` (the session's input). Without one it waits
+ * (a head over 8 KiB is refused with 431). With one it runs the admission steps: afterwards
+ * the session is open (101 sent, head drained from `in`) or closing (refused or page
+ * served). @locality session loop */
+void wsb_upgrade_read(struct wsb_session *s, struct evbuffer *in);
+
+#endif
