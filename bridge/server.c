@@ -1,4 +1,4 @@
-/* Server: workers (one event loop per thread), the connector sink, admin hooks, signals. */
+/* Server: workers (one event loop per thread), connectors, admin hooks, signals. */
 #include "bridge/server.h"
 
 #include <errno.h>
@@ -47,45 +47,6 @@ struct wsb_server {
     struct wsb_sink sink;
     struct wsb_loop_metrics **loop_metrics;
 };
-
-/* ---- the sink: connector threads -> mailboxes ------------------------------------- */
-
-static void sink_message(void *ctx, struct wsb_msg *m)
-{
-    struct wsb_shared *sh = ctx;
-    wsb_worker_post(sh, wsb_source_loops(m->source_id), WSB_MAIL_MESSAGE, m->source_id, m, NULL,
-                    NULL, true);
-    wsb_msg_unref(m);
-}
-
-static void sink_started(void *ctx, uint64_t id, const char *positions)
-{
-    wsb_worker_post(ctx, wsb_source_loops(id), WSB_MAIL_STARTED, id, NULL, positions, NULL, true);
-}
-
-static void sink_failed(void *ctx, uint64_t id, const char *code, const char *message)
-{
-    wsb_worker_post(ctx, wsb_source_loops(id), WSB_MAIL_FAILED, id, NULL,
-                    code ? code : "unavailable", message, false);
-}
-
-static void sink_publish_done(void *ctx, uint64_t cookie, bool ok, const char *message)
-{
-    struct wsb_shared *sh = ctx;
-    unsigned w = wsb_cookie_loop(cookie);
-    if (w < sh->nworkers)
-        wsb_worker_post(sh, 1u << w, WSB_MAIL_PUBLISH_DONE, cookie, NULL, message, NULL, ok);
-}
-
-static void sink_state(void *ctx, const char *connector, bool up, const char *reason)
-{
-    (void)ctx;
-    if (up)
-        wsb_log(WSB_LOG_INFO, "connector up", WSB_LSTR("connector", connector));
-    else
-        wsb_log(WSB_LOG_WARN, "connector down", WSB_LSTR("connector", connector),
-                WSB_LSTR("reason", reason));
-}
 
 /* ---- workers ---------------------------------------------------------------------- */
 
@@ -432,14 +393,7 @@ enum wsb_err wsb_server_new(struct wsb_config *cfg, const struct wsb_server_opts
         goto fail;
     }
 
-    s->sink = (struct wsb_sink){
-        .ctx = &s->sh,
-        .message = sink_message,
-        .source_started = sink_started,
-        .source_failed = sink_failed,
-        .publish_done = sink_publish_done,
-        .state = sink_state,
-    };
+    wsb_worker_sink_init(&s->sink, &s->sh);
     s->sh.nconnectors = cfg->nconnectors;
     s->sh.connectors = calloc(cfg->nconnectors ? cfg->nconnectors : 1, sizeof(*s->sh.connectors));
     if (!s->sh.connectors)

@@ -1,11 +1,12 @@
-/* What the session layer asks of the state its workers share: the runtime snapshot and
- * mail to other loops. */
+/* What the session layer asks of the state its workers share (the runtime snapshot, mail to
+ * other loops), and the connector sink that turns connector events into mail. */
 #include "bridge/worker.h"
 
 #include "bridge/ids.h"
 #include "bridge/mailbox.h"
 #include "bridge/runtime.h"
 #include "connectors/connector.h"
+#include "util/log.h"
 
 struct wsb_runtime *wsb_shared_runtime(struct wsb_shared *sh)
 {
@@ -31,4 +32,55 @@ void wsb_worker_post(struct wsb_shared *sh, uint64_t mask, int type, uint64_t id
 void wsb_worker_broadcast_source(struct wsb_shared *sh, int type, uint64_t id)
 {
     wsb_worker_post(sh, wsb_source_loops(id), type, id, NULL, NULL, NULL, true);
+}
+
+/* ---- the sink: connector threads -> mailboxes ------------------------------------- */
+
+static void sink_message(void *ctx, struct wsb_msg *m)
+{
+    struct wsb_shared *sh = ctx;
+    wsb_worker_post(sh, wsb_source_loops(m->source_id), WSB_MAIL_MESSAGE, m->source_id, m, NULL,
+                    NULL, true);
+    wsb_msg_unref(m);
+}
+
+static void sink_started(void *ctx, uint64_t id, const char *positions)
+{
+    wsb_worker_post(ctx, wsb_source_loops(id), WSB_MAIL_STARTED, id, NULL, positions, NULL, true);
+}
+
+static void sink_failed(void *ctx, uint64_t id, const char *code, const char *message)
+{
+    wsb_worker_post(ctx, wsb_source_loops(id), WSB_MAIL_FAILED, id, NULL,
+                    code ? code : "unavailable", message, false);
+}
+
+static void sink_publish_done(void *ctx, uint64_t cookie, bool ok, const char *message)
+{
+    struct wsb_shared *sh = ctx;
+    unsigned w = wsb_cookie_loop(cookie);
+    if (w < sh->nworkers)
+        wsb_worker_post(sh, 1u << w, WSB_MAIL_PUBLISH_DONE, cookie, NULL, message, NULL, ok);
+}
+
+static void sink_state(void *ctx, const char *connector, bool up, const char *reason)
+{
+    (void)ctx;
+    if (up)
+        wsb_log(WSB_LOG_INFO, "connector up", WSB_LSTR("connector", connector));
+    else
+        wsb_log(WSB_LOG_WARN, "connector down", WSB_LSTR("connector", connector),
+                WSB_LSTR("reason", reason));
+}
+
+void wsb_worker_sink_init(struct wsb_sink *sink, struct wsb_shared *sh)
+{
+    *sink = (struct wsb_sink){
+        .ctx = sh,
+        .message = sink_message,
+        .source_started = sink_started,
+        .source_failed = sink_failed,
+        .publish_done = sink_publish_done,
+        .state = sink_state,
+    };
 }

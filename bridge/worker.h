@@ -28,6 +28,7 @@ struct wsb_mailbox;
 struct wsb_msg;
 struct wsb_runtime;
 struct wsb_session;
+struct wsb_sink;
 struct wsb_sources;
 struct wsb_worker;
 
@@ -82,6 +83,11 @@ struct wsb_worker {
  * dropped. @locality any */
 void wsb_worker_post(struct wsb_shared *sh, uint64_t mask, int type, uint64_t id,
                      struct wsb_msg *msg, const char *text, const char *text2, bool ok);
+
+/** Fills `sink` so that connector events become mail: a message or a source's start or
+ * failure to the loops in the source id's mask, a publish answer to the loop in its cookie.
+ * The sink's callbacks run on connector threads. */
+void wsb_worker_sink_init(struct wsb_sink *sink, struct wsb_shared *sh);
 
 /** Posts a mail of `type` for source `id` to every worker in the id's loop mask.
  * @locality any */
