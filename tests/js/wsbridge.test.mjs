@@ -1,0 +1,270 @@
+// Unit tests of clients/js/wsbridge.js against a scripted fake WebSocket (node --test).
+// The browser tests (tests/integration/test_90_browser.py) run the same library in Chromium
+// against the real bridge; these pin the pure parts: backoff, offsets bookkeeping, the
+// refusal rules, publish settlement and the refresh timer.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { connect } from "../../clients/js/wsbridge.js";
+
+// One fake connection per `new FakeWS`; the test plays the server.
+function fakeServer() {
+    const conns = [];
+    let waiters = [];
+    class FakeWS {
+        constructor(url, protocols) {
+            this.url = url;
+            this.protocols = protocols;
+            this.readyState = 0;
+            this.sent = [];
+            conns.push(this);
+            const w = waiters;
+            waiters = [];
+            w.forEach((f) => f(this));
+        }
+        send(text) {
+            this.sent.push(JSON.parse(text));
+            const w = this._sendWaiters || [];
+            this._sendWaiters = [];
+            w.forEach((f) => f());
+        }
+        close(code, reason) {
+            this.readyState = 3;
+            this.clientClosed = { code, reason };
+        }
+        // server side
+        open(welcome = {}) {
+            this.readyState = 1;
+            this.onopen && this.onopen({});
+            this.push({ type: "welcome", session: "s", sub: "u", expires_at: null, protocol: "wsbridge.v1", ...welcome });
+        }
+        push(obj) {
+            this.onmessage && this.onmessage({ data: JSON.stringify(obj) });
+        }
+        drop(code = 1006, reason = "") {
+            this.readyState = 3;
+            this.onclose && this.onclose({ code, reason });
+        }
+        async request(pred = () => true, timeout = 2000) {
+            const deadline = Date.now() + timeout;
+            for (;;) {
+                const i = this.sent.findIndex(pred);
+                if (i >= 0) return this.sent.splice(i, 1)[0];
+                assert.ok(Date.now() < deadline, "no matching request; sent: " + JSON.stringify(this.sent));
+                await new Promise((r) => {
+                    (this._sendWaiters = this._sendWaiters || []).push(r);
+                    setTimeout(r, 20);
+                });
+            }
+        }
+    }
+    return {
+        FakeWS,
+        conns,
+        next(timeout = 3000) {
+            return new Promise((resolve, reject) => {
+                const t = setTimeout(() => reject(new Error("no new connection")), timeout);
+                waiters.push((c) => {
+                    clearTimeout(t);
+                    resolve(c);
+                });
+            });
+        },
+    };
+}
+
+function states(client) {
+    const out = [];
+    client.on("state", (e) => out.push(e));
+    return out;
+}
+
+const until = async (pred, timeout = 2000) => {
+    const deadline = Date.now() + timeout;
+    while (!pred()) {
+        assert.ok(Date.now() < deadline, "condition not met in time");
+        await new Promise((r) => setTimeout(r, 5));
+    }
+};
+
+test("backoff is exponential, capped, jittered in [d/2, d], and stops at maxAttempts", async () => {
+    const srv = fakeServer();
+    const client = connect("ws://x/ws", {
+        token: "t",
+        WebSocket: srv.FakeWS,
+        backoff: { initialMs: 8, maxMs: 40, factor: 2, maxAttempts: 6 },
+    });
+    const st = states(client);
+    for (let i = 0; i < 7; i++) (await srv.next()).drop(1006);
+    await until(() => client.state === "closed");
+    const delays = st.filter((e) => e.state === "reconnecting").map((e) => e.delay);
+    assert.equal(delays.length, 6);
+    delays.forEach((d, n) => {
+        const cap = Math.min(40, 8 * 2 ** n);
+        assert.ok(d >= cap / 2 && d <= cap, `attempt ${n}: ${d} not in [${cap / 2}, ${cap}]`);
+    });
+    assert.equal(srv.conns.length, 7);
+    assert.equal(st.at(-1).code, 1006);
+});
+
+test("the token travels as a bearer subprotocol entry (or in the query when asked)", async () => {
+    const srv = fakeServer();
+    const a = connect("ws://x/ws", { token: "abc.def.ghi", WebSocket: srv.FakeWS });
+    const c = await srv.next();
+    assert.deepEqual(c.protocols, ["wsbridge.v1", "bearer.abc.def.ghi"]);
+    a.close();
+    const b = connect("ws://x/ws?x=1", { token: "a b", tokenIn: "query", WebSocket: srv.FakeWS });
+    const d = await srv.next();
+    assert.equal(d.url, "ws://x/ws?x=1&access_token=a%20b");
+    assert.deepEqual(d.protocols, ["wsbridge.v1"]);
+    b.close();
+});
+
+test("a reconnect resumes each Kafka partition just past the last delivered message", async () => {
+    const srv = fakeServer();
+    const client = connect("ws://x/ws", { token: "t", WebSocket: srv.FakeWS, backoff: { initialMs: 1 } });
+    const got = [];
+    const sub = client.subscribe("orders", (m) => got.push([m.partition, m.offset]), { from: "earliest" });
+    const c1 = await srv.next();
+    c1.open();
+    const r1 = await c1.request((r) => r.op === "subscribe");
+    assert.deepEqual(r1.from, "earliest");
+    c1.push({ type: "subscribed", id: r1.id, channel: "orders", offsets: { 0: 0, 1: 5, 2: 9 } });
+    for (const [p, o] of [[0, 0], [1, 5], [0, 1], [0, 2], [1, 6]])
+        c1.push({ type: "message", channel: "orders", data: {}, partition: p, offset: o });
+    assert.deepEqual(sub.offsets, { 0: 3, 1: 7, 2: 9 });
+    c1.drop(1001, "draining");
+    const c2 = await srv.next();
+    c2.open();
+    const r2 = await c2.request((r) => r.op === "subscribe");
+    // Partition 2 delivered nothing: it resumes where the first subscription started.
+    assert.deepEqual(r2.from, { offsets: { 0: 3, 1: 7, 2: 9 } });
+    const events = [];
+    client.on("subscribed", (e) => events.push(e));
+    c2.push({ type: "subscribed", id: r2.id, channel: "orders", offsets: { 0: 3, 1: 7, 2: 9 } });
+    assert.equal(events[0].resumed, true);
+    c2.push({ type: "message", channel: "orders", data: {}, partition: 0, offset: 3 });
+    assert.deepEqual(got.at(-1), [0, 3]);
+    // Channels without offsets (AMQP) resubscribe with their original `from`.
+    client.subscribe("jobs", () => {});
+    const r3 = await c2.request((r) => r.op === "subscribe" && r.channel === "jobs");
+    assert.equal(r3.from, undefined);
+    c2.push({ type: "subscribed", id: r3.id, channel: "jobs" });
+    c2.drop(1006);
+    const c3 = await srv.next();
+    c3.open();
+    const a = await c3.request((r) => r.channel === "orders");
+    const b = await c3.request((r) => r.channel === "jobs");
+    assert.deepEqual(a.from, { offsets: { 0: 4, 1: 7, 2: 9 } });
+    assert.equal(b.from, undefined);
+    client.close();
+});
+
+test("4401 with a fixed token ends the client with the server's reason; no retry", async () => {
+    const srv = fakeServer();
+    const client = connect("ws://x/ws", { token: "t", WebSocket: srv.FakeWS, backoff: { initialMs: 1 } });
+    const st = states(client);
+    (await srv.next()).drop(4401, '{"error":"token_expired"}');
+    await until(() => client.state === "closed");
+    assert.deepEqual(
+        { code: st.at(-1).code, reason: st.at(-1).reason, error: st.at(-1).error },
+        { code: 4401, reason: '{"error":"token_expired"}', error: "token_expired" }
+    );
+    await new Promise((r) => setTimeout(r, 30));
+    assert.equal(srv.conns.length, 1);
+});
+
+test("4401 with getToken: one retry with a fresh token; a fresh token refused at once is final", async () => {
+    const srv = fakeServer();
+    let n = 0;
+    const client = connect("ws://x/ws", {
+        getToken: async () => "tok" + ++n,
+        WebSocket: srv.FakeWS,
+        backoff: { initialMs: 1 },
+    });
+    const c1 = await srv.next();
+    c1.open();
+    c1.drop(4401, '{"error":"token_expired"}'); // expired mid-session: renew
+    const c2 = await srv.next();
+    assert.deepEqual(c2.protocols, ["wsbridge.v1", "bearer.tok2"]);
+    c2.readyState = 1;
+    c2.onopen({});
+    c2.drop(4401, '{"error":"token_invalid"}'); // the fresh token refused at the handshake
+    await until(() => client.state === "closed");
+    assert.equal(srv.conns.length, 2);
+});
+
+test("publish settles on published / error; an unanswered publish rejects on disconnect", async () => {
+    const srv = fakeServer();
+    const client = connect("ws://x/ws", { token: "t", WebSocket: srv.FakeWS, backoff: { initialMs: 1 } });
+    const early = client.publish("chat.a", { x: 1 }, { key: "k", headers: { h: "v" } }); // queued
+    const c1 = await srv.next();
+    c1.open();
+    const r1 = await c1.request((r) => r.op === "publish");
+    assert.deepEqual(r1, { op: "publish", id: r1.id, channel: "chat.a", data: { x: 1 }, key: "k", headers: { h: "v" } });
+    c1.push({ type: "published", id: r1.id, channel: "chat.a" });
+    assert.equal((await early).type, "published");
+    const bad = client.publish("chat.b", 1);
+    const r2 = await c1.request((r) => r.op === "publish");
+    c1.push({ type: "error", id: r2.id, code: "forbidden", message: "no" });
+    await assert.rejects(bad, (e) => e.code === "forbidden" && e.message === "no");
+    const lost = client.publish("chat.c", 2);
+    await c1.request((r) => r.op === "publish");
+    c1.drop(1006);
+    await assert.rejects(lost, (e) => e.code === "disconnected");
+    const later = client.publish("chat.d", 3);
+    client.close();
+    await assert.rejects(later, (e) => e.code === "closed");
+});
+
+test("the token is refreshed through auth before expires_at, on the same connection", async () => {
+    const srv = fakeServer();
+    let n = 0;
+    const client = connect("ws://x/ws", { getToken: () => "tok" + ++n, WebSocket: srv.FakeWS });
+    const st = states(client);
+    const c1 = await srv.next();
+    const now = Math.floor(Date.now() / 1000);
+    c1.open({ expires_at: now + 1 }); // under a second left: refresh at half of it
+    const auth = await c1.request((r) => r.op === "auth", 1500);
+    assert.equal(auth.token, "tok2");
+    c1.push({ type: "authenticated", id: auth.id, expires_at: now + 3600 });
+    await until(() => client.expiresAt === now + 3600);
+    assert.equal(srv.conns.length, 1);
+    assert.deepEqual(st.map((e) => e.state), ["connecting", "open"]);
+    client.close();
+});
+
+test("unsubscribe stops delivery at once and tells the server", async () => {
+    const srv = fakeServer();
+    const client = connect("ws://x/ws", { token: "t", WebSocket: srv.FakeWS });
+    const got = [];
+    const sub = client.subscribe("a", (m) => got.push(m.data));
+    const c1 = await srv.next();
+    c1.open();
+    const r = await c1.request((x) => x.op === "subscribe");
+    c1.push({ type: "subscribed", id: r.id, channel: "a" });
+    await sub.ready;
+    c1.push({ type: "message", channel: "a", data: 1 });
+    const done = sub.unsubscribe();
+    c1.push({ type: "message", channel: "a", data: 2 }); // in flight: not delivered
+    const u = await c1.request((x) => x.op === "unsubscribe");
+    c1.push({ type: "unsubscribed", id: u.id, channel: "a" });
+    await done;
+    assert.deepEqual(got, [1]);
+    assert.equal(sub.active, false);
+    client.close();
+});
+
+test("handshakes failing twice in a row (an invisible 401?) ask getToken again", async () => {
+    const srv = fakeServer();
+    let n = 0;
+    const client = connect("ws://x/ws", { getToken: () => "tok" + ++n, WebSocket: srv.FakeWS, backoff: { initialMs: 1 } });
+    (await srv.next()).drop(1006);
+    const c2 = await srv.next();
+    assert.deepEqual(c2.protocols, ["wsbridge.v1", "bearer.tok1"]); // one failure: same token
+    c2.drop(1006);
+    const c3 = await srv.next();
+    assert.deepEqual(c3.protocols, ["wsbridge.v1", "bearer.tok2"]);
+    c3.open();
+    await until(() => client.state === "open");
+    client.close();
+});
