@@ -18,6 +18,7 @@
 
 #include "auth/jwt.h"
 #include "auth/token.h"
+#include "bridge/assets.h"
 #include "bridge/clock.h"
 #include "bridge/iplimit.h"
 #include "bridge/metrics.h"
@@ -122,7 +123,8 @@ static bool parse_request(struct admission *a, const char *head, size_t len)
     return true;
 }
 
-/* Only the WebSocket path upgrades; in --demo, GET / serves the page. */
+/* Only the WebSocket path upgrades; /wsbridge.js and /wsbridge.d.ts are served; in --demo,
+ * GET / serves the page. */
 static bool route_path(struct admission *a)
 {
     const struct wsb_http_req *req = &a->req;
@@ -130,6 +132,16 @@ static bool route_path(struct admission *a)
     if (req->path.len == plen && memcmp(req->path.ptr, a->cfg->path, plen) == 0)
         return true;
     bool get = req->method.len == 3 && memcmp(req->method.ptr, "GET", 3) == 0;
+    bool head = req->method.len == 4 && memcmp(req->method.ptr, "HEAD", 4) == 0;
+    /* The browser library, embedded at build time (bridge/assets.h). */
+    const struct wsb_asset *asset =
+        req->path.len > 1 ? wsb_asset_find(req->path.ptr, req->path.len) : NULL;
+    if ((get || head) && asset) {
+        struct wsb_slice inm = wsb_http_header(req, "If-None-Match");
+        wsb_asset_respond(asset, head, inm.ptr, inm.len, bufferevent_get_output(a->s->bev));
+        wsb_session_end_after_flush(a->s);
+        return false;
+    }
     const char *page = a->w->shared->demo_page;
     if (get && page && req->path.len == 1 && req->path.ptr[0] == '/') {
         serve_page(a->s, "text/html; charset=utf-8", page);
