@@ -1,4 +1,4 @@
-/* --demo: secret, token and the page at `/` that subscribes to demo.ticks. */
+/* --demo: secret, token and the page at `/` (bridge/demo.html) built on the browser library. */
 #include "bridge/demo.h"
 
 #include <stdio.h>
@@ -9,6 +9,7 @@
 #include <jwt.h>
 #include <openssl/rand.h>
 
+#include "bridge/assets.h"
 #include "util/buf.h"
 
 int wsb_demo_secret(char out[65])
@@ -36,45 +37,49 @@ char *wsb_demo_token(const char *secret, long ttl_s)
     return tok;
 }
 
-static const char page_head[] =
-    "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
-    "<title>wsbridge demo</title>\n<style>\n"
-    "body{font:14px/1.4 system-ui,sans-serif;margin:2rem;max-width:60rem;color:#222}\n"
-    "#state{font-weight:bold}#log{font:12px ui-monospace,monospace;background:#f5f5f5;"
-    "padding:1rem;height:24rem;overflow:auto;white-space:pre}\n"
-    "</style></head><body>\n<h1>wsbridge demo</h1>\n"
-    "<p>Live messages from the Kafka topic <code>demo.ticks</code> (an in-process mock "
-    "cluster), through the bridge, into this page. State: <span id=\"state\">connecting"
-    "</span> &middot; messages: <span id=\"count\">0</span></p>\n<div id=\"log\"></div>\n"
-    "<script>\n";
-
-static const char page_tail[] =
-    "const log = document.getElementById('log');\n"
-    "const state = document.getElementById('state');\n"
-    "const count = document.getElementById('count');\n"
-    "let n = 0;\n"
-    "function line(t){log.textContent = t + '\\n' + log.textContent.slice(0, 20000);}\n"
-    "const url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + PATH;\n"
-    "const ws = new WebSocket(url, ['wsbridge.v1', 'bearer.' + TOKEN]);\n"
-    "ws.onopen = () => { state.textContent = 'open'; "
-    "ws.send(JSON.stringify({op:'subscribe', id:1, channel:'demo.ticks'})); };\n"
-    "ws.onclose = (e) => { state.textContent = 'closed (' + e.code + ')'; };\n"
-    "ws.onmessage = (e) => { const m = JSON.parse(e.data);\n"
-    "  if (m.type === 'message') { count.textContent = ++n; }\n"
-    "  line(e.data); };\n"
-    "</script></body></html>\n";
+/* HTML-escapes `s` into `b` (attribute context). */
+static void put_escaped(struct wsb_buf *b, const char *s)
+{
+    for (; *s; s++) {
+        switch (*s) {
+        case '&': wsb_buf_puts(b, "&amp;"); break;
+        case '<': wsb_buf_puts(b, "&lt;"); break;
+        case '>': wsb_buf_puts(b, "&gt;"); break;
+        case '"': wsb_buf_puts(b, "&quot;"); break;
+        case '\'': wsb_buf_puts(b, "&#39;"); break;
+        default: wsb_buf_append(b, s, 1);
+        }
+    }
+}
 
 char *wsb_demo_page(const char *token, const char *path)
 {
+    /* The template is bridge/demo.html, embedded at build time; {{TOKEN}} and {{PATH}} sit
+     * in <meta> attributes. */
+    const struct wsb_asset *a = wsb_asset_find("demo.html", strlen("demo.html"));
+    if (!a)
+        return NULL;
     struct wsb_buf b;
     wsb_buf_init(&b);
-    wsb_buf_append(&b, page_head, sizeof(page_head) - 1);
-    wsb_buf_puts(&b, "const TOKEN = ");
-    wsb_buf_json_str(&b, token, strlen(token));
-    wsb_buf_puts(&b, ";\nconst PATH = ");
-    wsb_buf_json_str(&b, path, strlen(path));
-    wsb_buf_puts(&b, ";\n");
-    wsb_buf_append(&b, page_tail, sizeof(page_tail) - 1);
+    const char *p = (const char *)a->data, *end = p + a->len;
+    while (p < end) {
+        const char *mark = strstr(p, "{{");
+        if (!mark || mark >= end) {
+            wsb_buf_append(&b, p, (size_t)(end - p));
+            break;
+        }
+        wsb_buf_append(&b, p, (size_t)(mark - p));
+        if (strncmp(mark, "{{TOKEN}}", 9) == 0) {
+            put_escaped(&b, token);
+            p = mark + 9;
+        } else if (strncmp(mark, "{{PATH}}", 8) == 0) {
+            put_escaped(&b, path);
+            p = mark + 8;
+        } else {
+            wsb_buf_append(&b, mark, 2);
+            p = mark + 2;
+        }
+    }
     wsb_buf_append(&b, "", 1);
     if (b.oom) {
         wsb_buf_cleanup(&b);

@@ -123,6 +123,12 @@ int main(int argc, char **argv)
             wsb_config_unref(cfg);
             return 1;
         }
+        if (strncmp(cfg->listen, "127.", 4) != 0 && strncmp(cfg->listen, "localhost:", 10) != 0 &&
+            strncmp(cfg->listen, "[::1]:", 6) != 0)
+            fprintf(stderr,
+                    "wsbridge: demo: listening on %s: the page at / hands a valid "
+                    "token to anyone who can reach it\n",
+                    cfg->listen);
         const char *port = strrchr(cfg->listen, ':');
         port = port ? port + 1 : "8080";
         printf("wsbridge demo\n"

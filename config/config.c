@@ -928,7 +928,7 @@ void wsb_config_unref(struct wsb_config *c)
 /* ---- Entry points --------------------------------------------------------------------- */
 
 static const char demo_json[] =
-    "{\"listen\": \"0.0.0.0:8080\", \"admin\": {\"listen\": \"0.0.0.0:9090\"},"
+    "{\"listen\": \"127.0.0.1:8080\", \"admin\": {\"listen\": \"127.0.0.1:9090\"},"
     " \"auth\": {\"jwt\": {\"algorithms\": [\"HS256\"],"
     "   \"keys\": [{\"secret\": \"${WSBRIDGE_DEMO_SECRET:-" WSB_CONFIG_DEMO_PLACEHOLDER_SECRET
     "}\"}]}},"
