@@ -12,6 +12,8 @@ PKGS=(
   # tests/ops: the Helm chart rendered offline (Go text/template + sprig), YAML, Prometheus text
   golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev python3-yaml
   python3-prometheus-client
+  # tests/integration/test_90_browser: headless chromium, driven by playwright-core (npm)
+  chromium
 )
 
 missing=()
@@ -25,18 +27,21 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# tests/ops: Kubernetes API schemas (kubernetes-models) and a Dockerfile linter (dockerfilelint)
-# from the npm registry, pinned by tests/ops/package-lock.json. Node.js comes with the machine
-# image; Debian's nodejs/npm are the fallback.
-if ! command -v npm >/dev/null 2>&1; then
+# npm packages, each folder pinned by its package-lock.json: tests/ops (Kubernetes API
+# schemas (kubernetes-models) and a Dockerfile linter (dockerfilelint)), tests/browser
+# (playwright-core, which drives Debian's chromium and downloads no browser). Node.js comes
+# with the machine image; Debian's nodejs/npm are the fallback.
+if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
 fi
-ops_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/ops"
-if [ ! -f "$ops_dir/node_modules/.wsb-stamp" ] || \
-   [ "$ops_dir/package-lock.json" -nt "$ops_dir/node_modules/.wsb-stamp" ]; then
-  echo "setup: npm ci in tests/ops"
-  (cd "$ops_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-  touch "$ops_dir/node_modules/.wsb-stamp"
-fi
+root="$(cd "$(dirname "$0")/.." && pwd)"
+for dir in "$root/tests/ops" "$root/tests/browser"; do
+  if [ ! -f "$dir/node_modules/.wsb-stamp" ] || \
+     [ "$dir/package-lock.json" -nt "$dir/node_modules/.wsb-stamp" ]; then
+    echo "setup: npm ci in ${dir#"$root"/}"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    touch "$dir/node_modules/.wsb-stamp"
+  fi
+done
