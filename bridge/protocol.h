@@ -11,6 +11,7 @@
 
 #include "connectors/connector.h"
 #include "util/buf.h"
+#include "util/json_text.h" /* wsb_json_valid */
 
 enum wsb_op {
     WSB_REQ_SUBSCRIBE,
@@ -88,9 +89,5 @@ void wsb_encode_gap(struct wsb_buf *out, const char *channel, uint64_t dropped);
  * follow the same string-or-base64 rule ("key_encoding":"base64" when needed). */
 void wsb_encode_message(struct wsb_buf *out, const char *channel, size_t channel_len,
                         const struct wsb_msg *m);
-
-/** True when p[0..len) is exactly one valid JSON value (RFC 8259) with optional surrounding
- * whitespace, nesting <= 64. Pure, no allocation. */
-bool wsb_json_valid(const uint8_t *p, size_t len);
 
 #endif

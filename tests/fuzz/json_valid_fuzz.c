@@ -5,7 +5,7 @@
 
 #include <jansson.h>
 
-#include "bridge/protocol.h"
+#include "util/json_text.h"
 
 /* An upper bound of the nesting depth: brackets counted without regard to strings. */
 static size_t naive_depth(const uint8_t *p, size_t n)
