@@ -67,12 +67,16 @@ struct amqp {
     pthread_t thread;
 
     /* Thread-owned from here on. */
-    amqp_connection_state_t conn; /* NULL while down */
-    uint64_t epoch;               /* connection generation */
-    int64_t next_attempt_ms, backoff_ms, last_rx_ms;
+    /* Two connections, up and down together: consumers on `conn`, publishes on `pconn`, so
+     * a broker that blocks a publishing connection (resource alarm) never holds up deliveries
+     * and acks. NULL while down. */
+    amqp_connection_state_t conn, pconn;
+    uint64_t epoch; /* connection generation */
+    int64_t next_attempt_ms, backoff_ms, last_rx_ms, plast_rx_ms;
     struct source *sources;
     struct pending *phead, *ptail;
     uint64_t pub_seq; /* last publish sequence number on channel 1 */
+    bool blocked;     /* connection.blocked: the broker is not taking publishes */
     int channel_max;
     uint64_t chan_used[NCHANNELS / 64];
 };
@@ -243,13 +247,13 @@ static void lost(struct amqp *a, const char *why);
 static bool open_pub_channel(struct amqp *a, char *err, size_t errlen)
 {
     int code;
-    if (!amqp_channel_open(a->conn, PUB_CHANNEL)) {
-        amqp_rpc_reply_t r = amqp_get_rpc_reply(a->conn);
+    if (!amqp_channel_open(a->pconn, PUB_CHANNEL)) {
+        amqp_rpc_reply_t r = amqp_get_rpc_reply(a->pconn);
         describe(&r, err, errlen, &code);
         return false;
     }
-    amqp_confirm_select(a->conn, PUB_CHANNEL);
-    amqp_rpc_reply_t r = amqp_get_rpc_reply(a->conn);
+    amqp_confirm_select(a->pconn, PUB_CHANNEL);
+    amqp_rpc_reply_t r = amqp_get_rpc_reply(a->pconn);
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
         describe(&r, err, errlen, &code);
         return false;
@@ -259,10 +263,10 @@ static bool open_pub_channel(struct amqp *a, char *err, size_t errlen)
 }
 
 /* Answers a broker's channel.close so the channel number can be used again. */
-static void close_ok(struct amqp *a, amqp_channel_t ch)
+static void close_ok(amqp_connection_state_t conn, amqp_channel_t ch)
 {
     amqp_channel_close_ok_t ok = {0};
-    amqp_send_method(a->conn, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+    amqp_send_method(conn, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
 }
 
 static const char *code_for(int reply_code)
@@ -328,7 +332,7 @@ fail:
         lost(a, why);
         return -1;
     }
-    close_ok(a, ch);
+    close_ok(a->conn, ch);
     s->ch = 0;
     chan_release(a, ch);
 refused_noclose:
@@ -346,10 +350,11 @@ refused_noclose:
 
 static void teardown(struct amqp *a)
 {
-    if (!a->conn)
-        return;
-    amqp_destroy_connection(a->conn); /* closes the socket */
-    a->conn = NULL;
+    if (a->conn)
+        amqp_destroy_connection(a->conn); /* closes the socket */
+    if (a->pconn)
+        amqp_destroy_connection(a->pconn);
+    a->conn = a->pconn = NULL;
     memset(a->chan_used, 0, sizeof(a->chan_used));
     for (struct source *s = a->sources; s; s = s->next)
         s->ch = 0;
@@ -359,7 +364,7 @@ static void teardown(struct amqp *a)
  * unacked deliveries are the broker's again, sources wait for the next connection. */
 static void lost(struct amqp *a, const char *why)
 {
-    if (!a->conn)
+    if (!a->conn && !a->pconn)
         return;
     teardown(a);
     fail_pending(a, "connection to the broker lost before the confirm");
@@ -370,55 +375,96 @@ static void lost(struct amqp *a, const char *why)
     a->next_attempt_ms = mono_ms() + a->backoff_ms;
 }
 
-static bool try_connect(struct amqp *a)
+/* Opens one connection and logs in. Returns NULL and a reason in `why` on failure. */
+static amqp_connection_state_t open_connection(struct amqp *a, const char *role, char *why,
+                                               size_t whylen)
 {
-    char why[200];
     int code;
     struct timeval tv = {.tv_sec = a->connect_timeout_ms / 1000,
                          .tv_usec = (a->connect_timeout_ms % 1000) * 1000};
-    a->conn = amqp_new_connection();
-    if (!a->conn) {
-        snprintf(why, sizeof(why), "out of memory");
-        goto fail;
+    amqp_connection_state_t conn = amqp_new_connection();
+    if (!conn) {
+        snprintf(why, whylen, "out of memory");
+        return NULL;
     }
     amqp_socket_t *sock;
     if (a->ci.ssl) {
-        sock = amqp_ssl_socket_new(a->conn);
+        sock = amqp_ssl_socket_new(conn);
         if (sock) {
             amqp_ssl_socket_set_verify_peer(sock, a->verify);
             amqp_ssl_socket_set_verify_hostname(sock, a->verify);
             if (a->ca_file && amqp_ssl_socket_set_cacert(sock, a->ca_file) != AMQP_STATUS_OK) {
-                snprintf(why, sizeof(why), "cannot load tls.ca_file");
+                snprintf(why, whylen, "cannot load tls.ca_file");
                 goto fail;
             }
         }
     } else {
-        sock = amqp_tcp_socket_new(a->conn);
+        sock = amqp_tcp_socket_new(conn);
     }
     if (!sock) {
-        snprintf(why, sizeof(why), "cannot create a socket");
+        snprintf(why, whylen, "cannot create a socket");
         goto fail;
     }
     int st = amqp_socket_open_noblock(sock, a->ci.host, a->ci.port, &tv);
     if (st != AMQP_STATUS_OK) {
-        snprintf(why, sizeof(why), "cannot connect to %s:%d: %s", a->ci.host, a->ci.port,
+        snprintf(why, whylen, "cannot connect to %s:%d: %s", a->ci.host, a->ci.port,
                  amqp_error_string2(st));
         goto fail;
     }
-    amqp_set_handshake_timeout(a->conn, &tv);
+    amqp_set_handshake_timeout(conn, &tv);
     struct timeval rpc = {.tv_sec = 30};
-    amqp_set_rpc_timeout(a->conn, &rpc);
-    amqp_rpc_reply_t r = amqp_login(a->conn, a->ci.vhost, 0, FRAME_MAX, a->heartbeat_s,
-                                    AMQP_SASL_METHOD_PLAIN, a->ci.user, a->ci.password);
+    amqp_set_rpc_timeout(conn, &rpc);
+    /* Capabilities: connection.blocked tells the publishing connection about a broker resource
+     * alarm (publishes then fail fast); consumer_cancel_notify makes the broker tell us when a
+     * consumed queue is deleted. */
+    amqp_table_entry_t caps[] = {
+        {.key = amqp_cstring_bytes("connection.blocked"),
+         .value = {.kind = AMQP_FIELD_KIND_BOOLEAN, .value.boolean = 1}},
+        {.key = amqp_cstring_bytes("consumer_cancel_notify"),
+         .value = {.kind = AMQP_FIELD_KIND_BOOLEAN, .value.boolean = 1}},
+        {.key = amqp_cstring_bytes("publisher_confirms"),
+         .value = {.kind = AMQP_FIELD_KIND_BOOLEAN, .value.boolean = 1}},
+        {.key = amqp_cstring_bytes("basic.nack"),
+         .value = {.kind = AMQP_FIELD_KIND_BOOLEAN, .value.boolean = 1}},
+    };
+    char name[96];
+    snprintf(name, sizeof(name), "wsbridge %s (%s)", a->name, role);
+    amqp_table_entry_t props[] = {
+        {.key = amqp_cstring_bytes("product"),
+         .value = {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes("wsbridge")}},
+        {.key = amqp_cstring_bytes("connection_name"),
+         .value = {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes(name)}},
+        {.key = amqp_cstring_bytes("capabilities"),
+         .value = {.kind = AMQP_FIELD_KIND_TABLE,
+                   .value.table = {.num_entries = (int)WSB_ARRAY_LEN(caps), .entries = caps}}},
+    };
+    amqp_table_t client_props = {.num_entries = (int)WSB_ARRAY_LEN(props), .entries = props};
+    amqp_rpc_reply_t r =
+        amqp_login_with_properties(conn, a->ci.vhost, 0, FRAME_MAX, a->heartbeat_s, &client_props,
+                                   AMQP_SASL_METHOD_PLAIN, a->ci.user, a->ci.password);
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-        describe(&r, why, sizeof(why), &code);
+        describe(&r, why, whylen, &code);
         goto fail;
     }
+    return conn;
+
+fail:
+    amqp_destroy_connection(conn);
+    return NULL;
+}
+
+static bool try_connect(struct amqp *a)
+{
+    char why[200];
+    if (!(a->conn = open_connection(a, "consume", why, sizeof(why))) ||
+        !(a->pconn = open_connection(a, "publish", why, sizeof(why))))
+        goto fail;
     a->channel_max = amqp_get_channel_max(a->conn);
     if (!open_pub_channel(a, why, sizeof(why)))
         goto fail;
     a->epoch++;
-    a->last_rx_ms = mono_ms();
+    a->blocked = false;
+    a->last_rx_ms = a->plast_rx_ms = mono_ms();
     /* Re-open every source (a new connection after an outage). */
     struct source *s = a->sources;
     while (s) {
@@ -432,11 +478,7 @@ static bool try_connect(struct amqp *a)
     return true;
 
 fail:
-    if (a->conn) {
-        amqp_destroy_connection(a->conn);
-        a->conn = NULL;
-    }
-    memset(a->chan_used, 0, sizeof(a->chan_used));
+    teardown(a);
     a->backoff_ms = a->backoff_ms ? a->backoff_ms * 2 : RECONNECT_MIN_MS;
     if (a->backoff_ms > (int64_t)a->reconnect_max_ms)
         a->backoff_ms = a->reconnect_max_ms;
@@ -505,8 +547,13 @@ static void do_unsubscribe(struct amqp *a, uint64_t id)
 
 static void do_publish(struct amqp *a, const struct wsb_cmd *c)
 {
-    if (!a->conn) {
+    if (!a->pconn) {
         a->sink.publish_done(a->sink.ctx, c->id, false, "not connected to the broker");
+        return;
+    }
+    if (a->blocked) {
+        a->sink.publish_done(a->sink.ctx, c->id, false,
+                             "the broker is blocking publishes (resource alarm)");
         return;
     }
     const struct wsb_msg *m = c->msg;
@@ -575,7 +622,7 @@ static void do_publish(struct amqp *a, const struct wsb_cmd *c)
     else
         a->phead = p;
     a->ptail = p;
-    int st = amqp_basic_publish(a->conn, PUB_CHANNEL, amqp_cstring_bytes(exchange),
+    int st = amqp_basic_publish(a->pconn, PUB_CHANNEL, amqp_cstring_bytes(exchange),
                                 amqp_cstring_bytes(rk), 1 /* mandatory */, 0, &props, body);
     if (st != AMQP_STATUS_OK)
         lost(a, amqp_error_string2(st)); /* fails p with every other pending publish */
@@ -711,28 +758,29 @@ static void returned(struct amqp *a, const amqp_basic_return_t *r)
 }
 
 /* A method frame that is not a delivery. Returns false when the connection is gone. */
-static bool handle_method(struct amqp *a, const amqp_frame_t *f)
+static bool handle_method(struct amqp *a, amqp_connection_state_t conn, const amqp_frame_t *f)
 {
+    bool pub = conn == a->pconn; /* channel 1 of the publishing connection */
     char why[200];
     switch (f->payload.method.id) {
     case AMQP_BASIC_ACK_METHOD: {
         const amqp_basic_ack_t *m = f->payload.method.decoded;
-        if (f->channel == PUB_CHANNEL)
+        if (pub && f->channel == PUB_CHANNEL)
             confirm(a, m->delivery_tag, m->multiple, true);
         return true;
     }
     case AMQP_BASIC_NACK_METHOD: {
         const amqp_basic_nack_t *m = f->payload.method.decoded;
-        if (f->channel == PUB_CHANNEL)
+        if (pub && f->channel == PUB_CHANNEL)
             confirm(a, m->delivery_tag, m->multiple, false);
         return true;
     }
     case AMQP_BASIC_RETURN_METHOD: {
         const amqp_basic_return_t *m = f->payload.method.decoded;
-        if (f->channel == PUB_CHANNEL)
+        if (pub && f->channel == PUB_CHANNEL)
             returned(a, m);
         amqp_message_t msg;
-        amqp_rpc_reply_t r = amqp_read_message(a->conn, f->channel, &msg, 0);
+        amqp_rpc_reply_t r = amqp_read_message(conn, f->channel, &msg, 0);
         if (r.reply_type != AMQP_RESPONSE_NORMAL) {
             int code;
             describe(&r, why, sizeof(why), &code);
@@ -747,8 +795,8 @@ static bool handle_method(struct amqp *a, const amqp_frame_t *f)
         snprintf(why, sizeof(why), "%.*s", (int)m->reply_text.len,
                  (const char *)m->reply_text.bytes);
         int code = m->reply_code;
-        close_ok(a, f->channel);
-        if (f->channel == PUB_CHANNEL) {
+        close_ok(conn, f->channel);
+        if (pub) {
             /* e.g. a publish to an exchange that does not exist: everything unconfirmed on
              * the channel is lost with it. */
             fail_pending(a, why);
@@ -761,7 +809,7 @@ static bool handle_method(struct amqp *a, const amqp_frame_t *f)
         }
         struct source *s = source_by_channel(a, f->channel);
         chan_release(a, f->channel);
-        if (s) {
+        if (s && s->ch) {
             s->ch = 0;
             a->sink.source_failed(a->sink.ctx, s->id, code_for(code), why);
             struct source **pp;
@@ -774,7 +822,7 @@ static bool handle_method(struct amqp *a, const amqp_frame_t *f)
     }
     case AMQP_BASIC_CANCEL_METHOD: {
         /* The broker cancelled a consumer (its queue was deleted). */
-        struct source *s = source_by_channel(a, f->channel);
+        struct source *s = pub ? NULL : source_by_channel(a, f->channel);
         if (s) {
             amqp_channel_t ch = s->ch;
             s->ch = 0;
@@ -795,12 +843,23 @@ static bool handle_method(struct amqp *a, const amqp_frame_t *f)
         }
         return true;
     }
+    case AMQP_CONNECTION_BLOCKED_METHOD:
+    case AMQP_CONNECTION_UNBLOCKED_METHOD: {
+        a->blocked = f->payload.method.id == AMQP_CONNECTION_BLOCKED_METHOD;
+        const amqp_connection_blocked_t *m = a->blocked ? f->payload.method.decoded : NULL;
+        if (m)
+            snprintf(why, sizeof(why), "%.*s", (int)m->reason.len, (const char *)m->reason.bytes);
+        wsb_log(a->blocked ? WSB_LOG_WARN : WSB_LOG_INFO,
+                a->blocked ? "amqp publishing blocked" : "amqp publishing unblocked",
+                WSB_LSTR("connector", a->name), WSB_LSTR("reason", m ? why : NULL));
+        return true;
+    }
     case AMQP_CONNECTION_CLOSE_METHOD: {
         const amqp_connection_close_t *m = f->payload.method.decoded;
         snprintf(why, sizeof(why), "%.*s", (int)m->reply_text.len,
                  (const char *)m->reply_text.bytes);
         amqp_connection_close_ok_t ok = {0};
-        amqp_send_method(a->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+        amqp_send_method(conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
         lost(a, why);
         return false;
     }
@@ -810,18 +869,19 @@ static bool handle_method(struct amqp *a, const amqp_frame_t *f)
 
 /* Reads what the socket has (and what rabbitmq-c queued during RPCs) without blocking, up to
  * a batch, so commands keep their turn. */
-static void pump(struct amqp *a)
+static void pump(struct amqp *a, amqp_connection_state_t conn, int64_t *last_rx)
 {
     struct timeval zero = {0, 0};
     char why[200];
     int code;
-    for (int i = 0; i < PUMP_BATCH && a->conn; i++) {
-        amqp_maybe_release_buffers(a->conn);
+    for (int i = 0; i < PUMP_BATCH && (conn == a->conn || conn == a->pconn); i++) {
+        amqp_maybe_release_buffers(conn);
         amqp_envelope_t env;
-        amqp_rpc_reply_t r = amqp_consume_message(a->conn, &env, &zero, 0);
+        amqp_rpc_reply_t r = amqp_consume_message(conn, &env, &zero, 0);
         if (r.reply_type == AMQP_RESPONSE_NORMAL) {
-            a->last_rx_ms = mono_ms();
-            deliver(a, &env);
+            *last_rx = mono_ms();
+            if (conn == a->conn)
+                deliver(a, &env);
             amqp_destroy_envelope(&env);
             continue;
         }
@@ -831,15 +891,15 @@ static void pump(struct amqp *a)
         if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
             r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
             amqp_frame_t f;
-            int st = amqp_simple_wait_frame_noblock(a->conn, &f, &zero);
+            int st = amqp_simple_wait_frame_noblock(conn, &f, &zero);
             if (st == AMQP_STATUS_TIMEOUT)
                 return;
             if (st != AMQP_STATUS_OK) {
                 lost(a, amqp_error_string2(st));
                 return;
             }
-            a->last_rx_ms = mono_ms();
-            if (f.frame_type == AMQP_FRAME_METHOD && !handle_method(a, &f))
+            *last_rx = mono_ms();
+            if (f.frame_type == AMQP_FRAME_METHOD && !handle_method(a, conn, &f))
                 return;
             continue;
         }
@@ -855,18 +915,23 @@ static void shutdown_conn(struct amqp *a, uint32_t timeout_ms)
 {
     /* Flush: wait for outstanding confirms up to the drain timeout. */
     int64_t deadline = mono_ms() + timeout_ms;
-    while (a->conn && a->phead && mono_ms() < deadline) {
-        struct pollfd pfd = {.fd = amqp_get_sockfd(a->conn), .events = POLLIN};
-        if (!amqp_data_in_buffer(a->conn) && !amqp_frames_enqueued(a->conn))
+    while (a->pconn && a->phead && mono_ms() < deadline) {
+        struct pollfd pfd = {.fd = amqp_get_sockfd(a->pconn), .events = POLLIN};
+        if (!amqp_data_in_buffer(a->pconn) && !amqp_frames_enqueued(a->pconn))
             poll(&pfd, 1, 50);
-        pump(a);
+        pump(a, a->pconn, &a->plast_rx_ms);
     }
     fail_pending(a, "the bridge is shutting down");
-    if (a->conn) {
+    if (a->conn)
         amqp_connection_close(a->conn, AMQP_REPLY_SUCCESS);
-        amqp_destroy_connection(a->conn);
-        a->conn = NULL;
-    }
+    if (a->pconn)
+        amqp_connection_close(a->pconn, AMQP_REPLY_SUCCESS);
+    teardown(a);
+}
+
+static bool buffered(amqp_connection_state_t conn)
+{
+    return amqp_data_in_buffer(conn) || amqp_frames_enqueued(conn);
 }
 
 static void *run(void *arg)
@@ -880,29 +945,38 @@ static void *run(void *arg)
             try_connect(a);
             now = mono_ms();
         }
-        struct pollfd pfd[2] = {{.fd = wsb_cmdq_fd(a->cmdq), .events = POLLIN}, {.fd = -1}};
+        struct pollfd pfd[3] = {
+            {.fd = wsb_cmdq_fd(a->cmdq), .events = POLLIN}, {.fd = -1}, {.fd = -1}};
         int timeout = 1000;
         if (a->conn) {
-            pfd[1].fd = amqp_get_sockfd(a->conn);
-            pfd[1].events = POLLIN;
+            pfd[1] = (struct pollfd){.fd = amqp_get_sockfd(a->conn), .events = POLLIN};
+            pfd[2] = (struct pollfd){.fd = amqp_get_sockfd(a->pconn), .events = POLLIN};
             if (a->heartbeat_s > 0 && timeout > a->heartbeat_s * 500)
                 timeout = a->heartbeat_s * 500;
-            if (amqp_data_in_buffer(a->conn) || amqp_frames_enqueued(a->conn))
+            if (buffered(a->conn) || buffered(a->pconn))
                 timeout = 0;
         } else if (a->next_attempt_ms - now < timeout) {
             timeout = a->next_attempt_ms > now ? (int)(a->next_attempt_ms - now) : 0;
         }
-        int n = poll(pfd, a->conn ? 2 : 1, timeout);
+        int n = poll(pfd, a->conn ? 3 : 1, timeout);
         if (n < 0 && errno != EINTR)
             break;
-        if (a->conn && n > 0 && (pfd[1].revents & (POLLIN | POLLHUP | POLLERR)))
-            a->last_rx_ms = mono_ms();
+        if (a->conn && n > 0) {
+            if (pfd[1].revents & (POLLIN | POLLHUP | POLLERR))
+                a->last_rx_ms = mono_ms();
+            if (pfd[2].revents & (POLLIN | POLLHUP | POLLERR))
+                a->plast_rx_ms = mono_ms();
+        }
         if ((pfd[0].revents & POLLIN) && !run_commands(a, &stop_timeout_ms))
             break;
+        /* Reading also sends heartbeats when due. */
         if (a->conn)
-            pump(a); /* also sends heartbeats when due */
+            pump(a, a->conn, &a->last_rx_ms);
+        if (a->pconn)
+            pump(a, a->pconn, &a->plast_rx_ms);
         /* Missed heartbeats: the broker sends one every heartbeat/2 s while idle. */
-        if (a->conn && a->heartbeat_s > 0 && mono_ms() - a->last_rx_ms > a->heartbeat_s * 2000)
+        int64_t late = mono_ms() - (int64_t)a->heartbeat_s * 2000;
+        if (a->conn && a->heartbeat_s > 0 && (a->last_rx_ms < late || a->plast_rx_ms < late))
             lost(a, "missed heartbeats");
     }
     shutdown_conn(a, stop_timeout_ms); /* nothing is queued after the stop */
@@ -1121,8 +1195,7 @@ static void destroy(void *impl)
     if (!a)
         return;
     stop(a, 0);
-    if (a->conn)
-        amqp_destroy_connection(a->conn);
+    teardown(a);
     wsb_cmdq_free(a->cmdq);
     while (a->sources) {
         struct source *s = a->sources;

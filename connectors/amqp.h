@@ -9,9 +9,10 @@
  * {"type":"amqp","url":"amqp[s]://user:pass@host:port/vhost","heartbeat_s":10,
  *  "connect_timeout_ms":5000,"reconnect_max_ms":5000,"tls":{"ca_file":F,"verify":true}}.
  *
- * One connection, driven by one thread that polls the command queue's wake fd and the AMQP
- * socket (rabbitmq-c's blocking calls run only there). Channel 1 publishes in confirm mode;
- * every source has a channel of its own:
+ * Two connections (consumers; publishes, so that a broker blocking publishers during a
+ * resource alarm never stops acks), driven by one thread that polls the command queue's wake
+ * fd and both sockets (rabbitmq-c's blocking calls run only there). Channel 1 of the publishing
+ * connection is in confirm mode; every source has a channel of its own on the other:
  * - exchange sources (`exchange` + `binding_key`): an exclusive auto-delete server-named
  *   queue bound once, consumed without acks; the core fans it out;
  * - queue sources: basic.consume on the queue; with `ack`, manual acks and basic.qos

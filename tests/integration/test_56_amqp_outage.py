@@ -121,3 +121,81 @@ def test_broker_restart_mid_stream(rabbitmq, bridge_factory):
     assert rabbitmq.queue_counts("wsb.durable-jobs") == (0, 0)
     m = b.metrics()
     assert m.value("wsbridge_connector_up", connector="r") == 1
+
+
+def test_resource_alarm_blocks_publishes_not_consumers(rabbitmq, bridge_factory):
+    """A broker memory alarm blocks the connection that publishes (connection.blocked): the
+    publish in flight waits for the alarm to end, later ones fail fast with publish_failed, and
+    deliveries and acks go on (they use another connection); afterwards publishing works."""
+    conn = rabbitmq.connection()
+    ch = conn.channel()
+    ch.queue_declare("wsb.alarm-jobs")
+    ch.queue_purge("wsb.alarm-jobs")
+    conn.close()
+    publish(rabbitmq, "", "wsb.alarm-jobs", range(50))
+    b = bridge_factory(amqp_overrides(rabbitmq.url, [
+        {"match": "jobs", "connector": "r", "queue": "wsb.alarm-jobs", "delivery": "ack",
+         "max_unacked": 5}]))
+    c = b.connect()
+    assert c.request({"op": "subscribe", "id": 1, "channel": "jobs"})["type"] == "subscribed"
+    replies = {}
+
+    def take(n, timeout=10):
+        out = []
+        deadline = time.monotonic() + timeout
+        while len(out) < n and time.monotonic() < deadline:
+            try:
+                m = c.recv_json(timeout=max(0.1, deadline - time.monotonic()))
+            except OSError:  # timed out
+                break
+            if m.get("type") == "message":
+                out.append(m)
+            elif "id" in m:
+                replies[m["id"]] = m
+        return out
+
+    def reply(rid, timeout=15):
+        deadline = time.monotonic() + timeout
+        while rid not in replies and time.monotonic() < deadline:
+            held.extend(take(1, timeout=0.2))
+        return replies.get(rid)
+
+    held = take(5)
+    assert len(held) == 5
+    rabbitmq.ctl("set_vm_memory_high_watermark", "0.000001")
+    try:
+        time.sleep(1.0)
+        c.send_json({"op": "publish", "id": 2, "channel": "jobs", "data": {"i": 99}})
+        assert b.wait_log(lambda r: r.get("msg") == "amqp publishing blocked", timeout=15), \
+            "no connection.blocked"
+        c.send_json({"op": "publish", "id": 3, "channel": "jobs", "data": {"i": 98}})
+        r = reply(3)
+        assert r and r["type"] == "error" and r["code"] == "publish_failed", r
+        assert "blocking" in r["message"], r
+        assert 2 not in replies, replies  # waits for the broker
+        got = []
+        for _ in range(20):  # consumption and acks go on during the alarm
+            got += [m["data"]["i"] for m in held]
+            for m in held:
+                c.send_json({"op": "ack", "channel": "jobs", "ack_id": m["ack_id"]})
+            if len(got) >= 50:
+                break
+            held = take(5)
+        assert sorted(got) == list(range(50)), got
+        held = []
+    finally:
+        rabbitmq.ctl("set_vm_memory_high_watermark", "0.4")
+    r = reply(2)
+    assert r and r["type"] == "published", r
+    assert b.wait_log(lambda r: r.get("msg") == "amqp publishing unblocked", timeout=15)
+    c.send_json({"op": "publish", "id": 4, "channel": "jobs", "data": {"i": 100}})
+    r = reply(4)
+    assert r and r["type"] == "published", r
+    held += take(2 - len(held))
+    assert sorted(m["data"]["i"] for m in held) == [99, 100], held
+    for m in held:
+        c.send_json({"op": "ack", "channel": "jobs", "ack_id": m["ack_id"]})
+    deadline = time.monotonic() + 10
+    while rabbitmq.queue_counts("wsb.alarm-jobs") != (0, 0) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert rabbitmq.queue_counts("wsb.alarm-jobs") == (0, 0)
