@@ -121,6 +121,8 @@ int wsb_outq_push(struct wsb_outq *q, struct wsb_frame *f, enum wsb_outq_kind ki
     return 0;
 }
 
+#define KEEP_CAP 64 /* an empty ring larger than this is freed */
+
 bool wsb_outq_pop(struct wsb_outq *q, struct wsb_outq_item *out)
 {
     if (q->count == 0)
@@ -129,7 +131,42 @@ bool wsb_outq_pop(struct wsb_outq *q, struct wsb_outq_item *out)
     q->head = (q->head + 1) % q->cap;
     q->count--;
     q->bytes -= out->frame->len;
+    if (q->count == 0) {
+        q->head = 0;
+        if (q->cap > KEEP_CAP) {
+            free(q->items);
+            q->items = NULL;
+            q->cap = 0;
+        }
+    }
     return true;
+}
+
+size_t wsb_outq_purge(struct wsb_outq *q, uint32_t tag)
+{
+    size_t removed = 0, keep = 0, n = q->count;
+    for (size_t i = 0; i < n; i++) {
+        struct wsb_outq_item it = q->items[(q->head + i) % q->cap];
+        if (it.kind != WSB_OUTQ_REPLY && it.tag == tag) {
+            q->bytes -= it.frame->len;
+            wsb_frame_unref(it.frame);
+            removed++;
+            continue;
+        }
+        q->items[(q->head + keep) % q->cap] = it;
+        keep++;
+    }
+    q->count = keep;
+    return removed;
+}
+
+void wsb_outq_each(const struct wsb_outq *q, void (*fn)(void *ctx, uint32_t kind, uint32_t tag),
+                   void *ctx)
+{
+    for (size_t i = 0; i < q->count; i++) {
+        const struct wsb_outq_item *it = &q->items[(q->head + i) % q->cap];
+        fn(ctx, it->kind, it->tag);
+    }
 }
 
 size_t wsb_outq_drop_oldest(struct wsb_outq *q, uint64_t target,

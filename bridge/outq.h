@@ -47,6 +47,9 @@ static inline const uint8_t *wsb_frame_payload(const struct wsb_frame *f)
 enum wsb_outq_kind {
     WSB_OUTQ_REPLY,   /* never dropped */
     WSB_OUTQ_MESSAGE, /* a channel message: may be dropped by drop_oldest */
+    WSB_OUTQ_ACK,     /* a delivery of a `delivery: ack` channel: never dropped by
+                       * drop_oldest (the broker hands it to one client only), purged only
+                       * with its subscription (whose unacked deliveries go back) */
 };
 
 struct wsb_outq_item {
@@ -66,10 +69,17 @@ void wsb_outq_init(struct wsb_outq *q);
 void wsb_outq_cleanup(struct wsb_outq *q);
 /** Appends (takes over the frame reference). Returns 0 or -1 on OOM (reference dropped). */
 int wsb_outq_push(struct wsb_outq *q, struct wsb_frame *f, enum wsb_outq_kind kind, uint32_t tag);
-/** Removes the head item into *out. Returns false when empty. */
+/** Removes the head item into *out. Returns false when empty. An emptied queue gives its
+ * ring back when it had grown (a burst does not pin memory). */
 bool wsb_outq_pop(struct wsb_outq *q, struct wsb_outq_item *out);
+/** Removes every MESSAGE and ACK item tagged `tag` (a subscription that ended), keeping the
+ * order of the rest. Returns how many were removed. */
+size_t wsb_outq_purge(struct wsb_outq *q, uint32_t tag);
+/** Calls `fn(ctx, kind, tag)` for each queued item, oldest first. */
+void wsb_outq_each(const struct wsb_outq *q, void (*fn)(void *ctx, uint32_t kind, uint32_t tag),
+                   void *ctx);
 /** Drops the oldest MESSAGE items until q->bytes <= target. Calls `dropped(ctx, tag)` for each
- * dropped message. Returns how many were dropped. REPLY items are kept in order. */
+ * dropped message. Returns how many were dropped. REPLY and ACK items are kept in order. */
 size_t wsb_outq_drop_oldest(struct wsb_outq *q, uint64_t target,
                             void (*dropped)(void *ctx, uint32_t tag), void *ctx);
 
