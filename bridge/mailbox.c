@@ -16,6 +16,8 @@ struct wsb_mailbox {
     pthread_mutex_t lock;
     struct wsb_mail *head, *tail;
     bool armed; /* the wake event is active or about to be */
+    bool held;  /* the gate said wait: posts do not wake the loop, a kick does */
+    bool (*gate)(void *ctx);
     atomic_uint_fast64_t depth;
     struct event *wake;
     wsb_mailbox_cb cb;
@@ -36,6 +38,20 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 
     size_t n = 0;
     while (list) {
+        if (mb->gate && !mb->gate(mb->ctx)) {
+            /* Hold the rest, in order, until the gate opens (wsb_mailbox_kick). */
+            pthread_mutex_lock(&mb->lock);
+            struct wsb_mail *tail = list;
+            while (tail->next)
+                tail = tail->next;
+            tail->next = mb->head;
+            if (!mb->head)
+                mb->tail = tail;
+            mb->head = list;
+            mb->held = true;
+            pthread_mutex_unlock(&mb->lock);
+            return;
+        }
         struct wsb_mail *next = list->next;
         list->next = NULL;
         atomic_fetch_sub_explicit(&mb->depth, 1, memory_order_relaxed);
@@ -103,8 +119,8 @@ int wsb_mailbox_post(struct wsb_mailbox *mb, struct wsb_mail *mail)
     else
         mb->head = mail;
     mb->tail = mail;
-    bool wake = !mb->armed;
-    mb->armed = true;
+    bool wake = !mb->armed && !mb->held;
+    mb->armed = mb->armed || wake;
     if (wake)
         event_active(mb->wake, EV_READ, 0);
     pthread_mutex_unlock(&mb->lock);
@@ -145,6 +161,29 @@ void wsb_mail_free(struct wsb_mail *mail)
     free(mail->text);
     free(mail->text2);
     free(mail);
+}
+
+void wsb_mailbox_set_gate(struct wsb_mailbox *mb, bool (*open)(void *ctx))
+{
+    mb->gate = open;
+}
+
+void wsb_mailbox_kick(struct wsb_mailbox *mb)
+{
+    pthread_mutex_lock(&mb->lock);
+    if (mb->held) {
+        mb->held = false;
+        if (mb->head && !mb->armed) {
+            mb->armed = true;
+            event_active(mb->wake, EV_READ, 0);
+        }
+    }
+    pthread_mutex_unlock(&mb->lock);
+}
+
+bool wsb_mailbox_held(const struct wsb_mailbox *mb)
+{
+    return mb->held;
 }
 
 uint64_t wsb_mailbox_depth(struct wsb_mailbox *mb)

@@ -51,6 +51,15 @@ struct wsb_mail *wsb_mail_new(enum wsb_mail_type type, uint64_t id, struct wsb_m
                               const char *text, const char *text2, bool ok);
 void wsb_mail_free(struct wsb_mail *mail);
 
+/** Installs the hand-off gate: `open(ctx)` is asked before each mail is handed to the
+ * callback; when it answers false the mailbox holds the rest (in order) until
+ * wsb_mailbox_kick. @locality loop */
+void wsb_mailbox_set_gate(struct wsb_mailbox *mb, bool (*open)(void *ctx));
+/** Resumes a mailbox held by its gate (no-op otherwise). @locality loop */
+void wsb_mailbox_kick(struct wsb_mailbox *mb);
+/** True while the gate holds the mailbox. @locality loop */
+bool wsb_mailbox_held(const struct wsb_mailbox *mb);
+
 /** Number of mails waiting (approximate; for metrics). */
 uint64_t wsb_mailbox_depth(struct wsb_mailbox *mb);
 
