@@ -12,6 +12,8 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY CMakeLists.txt ./
+COPY cmake/ cmake/
+COPY clients/js/ clients/js/
 COPY util/ util/
 COPY config/ config/
 COPY auth/ auth/

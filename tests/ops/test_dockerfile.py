@@ -106,6 +106,21 @@ def test_runtime_packages_cover_the_binary():
     assert not missing, missing
 
 
+def test_build_stage_copies_every_input_of_the_build():
+    """Every path CMakeLists.txt reads for the wsbridge target (source globs, embedded assets)
+    is inside something the build stage COPYs. Tests, tools and bench are optional there."""
+    cmake = open(os.path.join(REPO, "CMakeLists.txt")).read()
+    needed = set(re.findall(r"\$\{CMAKE_SOURCE_DIR\}/([A-Za-z0-9_./-]+)", cmake))
+    glob = re.search(r"file\(GLOB WSB_SOURCES CONFIGURE_DEPENDS([^)]*)\)", cmake).group(1)
+    needed |= set(glob.split())
+    needed = {p for p in needed if not p.startswith(("tests/", "tools/", "bench/"))}
+    copied = [rest.split()[0] for op, rest in stages()[0][1] if op == "COPY"]
+    missing = [p for p in sorted(needed)
+               if not any(p == c.rstrip("/") or p.startswith(c.rstrip("/") + "/") for c in copied)]
+    assert not missing, (missing, copied)
+    assert needed, "no inputs found in CMakeLists.txt"
+
+
 def test_build_stage_configures_without_test_dependencies(tmp_path):
     """The build stage runs `cmake -DWSB_TESTS=OFF`: it must not need cmocka, Python or node."""
     st = stages()
