@@ -230,6 +230,18 @@ char *wsb_metrics_render(const struct wsb_metrics_source *src, size_t *len)
     connectors(&b, src, true);
     gauge(&b, "wsbridge_send_buffer_bytes", "Bytes queued in user space for clients.",
           SUM_I(send_buffer_bytes));
+    if (src->sources) {
+        uint64_t started = 0, stopped = 0;
+        size_t reading = 0, lingering = 0;
+        src->sources(src->ctx, &started, &stopped, &reading, &lingering);
+        counter(&b, "wsbridge_sources_started_total", "Broker sources started (upstream reads).",
+                started);
+        counter(&b, "wsbridge_sources_stopped_total", "Broker sources stopped.", stopped);
+        family(&b, "wsbridge_sources", "gauge",
+               "Broker sources being read, for subscribers or lingering after the last left.");
+        wsb_buf_printf(&b, "wsbridge_sources{state=\"subscribed\"} %zu\n", reading);
+        wsb_buf_printf(&b, "wsbridge_sources{state=\"lingering\"} %zu\n", lingering);
+    }
 
     wsb_buf_append(&b, "", 1); /* NUL terminator, not counted */
     if (b.oom)

@@ -91,6 +91,9 @@ struct wsb_metrics_source {
     size_t nconnectors;
     /** i-th connector's name, messages received, and readiness. */
     void (*connector)(void *ctx, size_t i, const char **name, uint64_t *messages_in, int *up);
+    /** Broker sources started and stopped so far, reading now and lingering now (NULL: none). */
+    void (*sources)(void *ctx, uint64_t *started, uint64_t *stopped, size_t *reading,
+                    size_t *lingering);
     void *ctx;
 };
 

@@ -287,6 +287,19 @@ static void metrics_connector(void *ctx, size_t i, const char **name, uint64_t *
     *up = wsb_connector_ready(c, why, sizeof(why)) ? 1 : 0;
 }
 
+static void metrics_sources(void *ctx, uint64_t *started, uint64_t *stopped, size_t *reading,
+                            size_t *lingering)
+{
+    struct wsb_server *s = ctx;
+    wsb_sources_stats(s->sh.sources, started, stopped, reading, lingering);
+}
+
+/* A lingering source was stopped by the registry's thread: its loops forget it. */
+static void source_lingered(void *ctx, uint64_t id)
+{
+    wsb_worker_broadcast_source(ctx, WSB_MAIL_STOPPED, id);
+}
+
 static char *hook_metrics(void *ctx, size_t *len)
 {
     struct wsb_server *s = ctx;
@@ -295,6 +308,7 @@ static char *hook_metrics(void *ctx, size_t *len)
         .nloops = s->sh.nworkers,
         .nconnectors = s->sh.nconnectors,
         .connector = metrics_connector,
+        .sources = metrics_sources,
         .ctx = s,
     };
     return wsb_metrics_render(&src, len);
@@ -418,6 +432,10 @@ enum wsb_err wsb_server_new(struct wsb_config *cfg, const struct wsb_server_opts
     raise_nofile();
     check_fd_budget(cfg, n);
     s->sh.sources = wsb_sources_new(s->sh.connectors, s->sh.nconnectors, n);
+    if (s->sh.sources) {
+        wsb_sources_set_stopped_cb(s->sh.sources, source_lingered, &s->sh);
+        wsb_sources_set_linger(s->sh.sources, l->source_linger_ms);
+    }
     s->sh.workers = calloc(n, sizeof(*s->sh.workers));
     s->loop_metrics = calloc(n, sizeof(*s->loop_metrics));
     if (!s->sh.iplimit || !s->sh.sources || !s->sh.workers || !s->loop_metrics) {
@@ -541,6 +559,7 @@ static void reload(struct wsb_server *s)
     wsb_iplimit_reconfigure(s->sh.iplimit, l->handshake_rate_per_s, l->handshake_rate_burst,
                             l->max_connections_per_ip);
     wsb_iplimit_set_ipv6_prefix(s->sh.iplimit, l->ipv6_prefix);
+    wsb_sources_set_linger(s->sh.sources, l->source_linger_ms);
     check_fd_budget(cfg, s->sh.nworkers);
     if (cfg->log_level)
         wsb_log_init((enum wsb_log_level)wsb_log_level_parse(cfg->log_level), cfg->log_json);

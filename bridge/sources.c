@@ -2,10 +2,12 @@
 #include "bridge/sources.h"
 
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "util/buf.h"
 #include "util/map.h"
@@ -14,18 +16,39 @@ struct entry {
     uint64_t id;
     size_t connector;
     size_t refs;
-    char *key; /* NULL for private sources */
+    char *key;                    /* NULL for private sources */
+    bool may_linger;              /* shared broadcast source */
+    int64_t linger_at;            /* refs == 0: stop when CLOCK_MONOTONIC ms reaches this; else 0 */
+    struct entry *lnext, **lprev; /* the lingering list while linger_at != 0 */
 };
 
 struct wsb_sources {
-    pthread_mutex_t lock;
+    pthread_mutex_t lock; /* guards everything but the counters */
+    pthread_cond_t cond;  /* wakes the linger thread: new deadline or shutdown */
     struct wsb_connector *const *connectors;
     size_t nconnectors;
     unsigned nloops;
     uint64_t seq;
     struct wsb_map by_key; /* key -> entry (shared sources) */
     struct wsb_map by_id;  /* id -> entry */
+
+    uint32_t linger_ms;
+    struct entry *lingering;
+    size_t nlingering;
+    void (*stopped)(void *ctx, uint64_t id);
+    void *stopped_ctx;
+    pthread_t thread;
+    bool thread_started, quit;
+
+    atomic_uint_fast64_t started_total, stopped_total;
 };
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 struct wsb_sources *wsb_sources_new(struct wsb_connector *const *connectors, size_t n,
                                     unsigned nloops)
@@ -34,6 +57,13 @@ struct wsb_sources *wsb_sources_new(struct wsb_connector *const *connectors, siz
     if (!s)
         return NULL;
     pthread_mutex_init(&s->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    atomic_init(&s->started_total, 0);
+    atomic_init(&s->stopped_total, 0);
     s->connectors = connectors;
     s->nconnectors = n;
     s->nloops = nloops;
@@ -54,6 +84,14 @@ void wsb_sources_free(struct wsb_sources *s)
 {
     if (!s)
         return;
+    if (s->thread_started) {
+        pthread_mutex_lock(&s->lock);
+        s->quit = true;
+        pthread_cond_broadcast(&s->cond);
+        pthread_mutex_unlock(&s->lock);
+        pthread_join(s->thread, NULL);
+    }
+    pthread_cond_destroy(&s->cond);
     wsb_map_each(&s->by_id, free_entry, NULL);
     wsb_map_cleanup(&s->by_id);
     wsb_map_cleanup(&s->by_key);
@@ -85,8 +123,20 @@ static char *make_key(size_t connector, const struct wsb_source *src)
     return (char *)wsb_buf_steal(&b, NULL);
 }
 
+static void linger_unlink(struct wsb_sources *s, struct entry *e)
+{
+    if (!e->linger_at)
+        return;
+    if (e->lnext)
+        e->lnext->lprev = e->lprev;
+    *e->lprev = e->lnext;
+    e->linger_at = 0;
+    s->nlingering--;
+}
+
 static void remove_entry(struct wsb_sources *s, struct entry *e)
 {
+    linger_unlink(s, e);
     wsb_map_del_u64(&s->by_id, e->id);
     if (e->key)
         wsb_map_del_str(&s->by_key, e->key, strlen(e->key));
@@ -112,6 +162,7 @@ enum wsb_err wsb_sources_acquire(struct wsb_sources *s, size_t connector,
     pthread_mutex_lock(&s->lock);
     struct entry *e = key ? wsb_map_get_str(&s->by_key, key, strlen(key)) : NULL;
     if (e) {
+        linger_unlink(s, e); /* a lingering source is read again without a cold start */
         e->refs++;
         *id = e->id;
         free(key);
@@ -128,6 +179,7 @@ enum wsb_err wsb_sources_acquire(struct wsb_sources *s, size_t connector,
     e->connector = connector;
     e->refs = 1;
     e->key = key;
+    e->may_linger = shared && !src->ack; /* nobody may be handed an ack source's message */
     if (wsb_map_put_u64(&s->by_id, e->id, e) < 0 ||
         (key && wsb_map_put_str(&s->by_key, key, strlen(key), e) < 0)) {
         wsb_map_del_u64(&s->by_id, e->id);
@@ -140,34 +192,125 @@ enum wsb_err wsb_sources_acquire(struct wsb_sources *s, size_t connector,
         remove_entry(s, e);
         goto out;
     }
+    atomic_fetch_add_explicit(&s->started_total, 1, memory_order_relaxed);
     *id = e->id;
 out:
     pthread_mutex_unlock(&s->lock);
     return rc;
 }
 
+static void stop_entry(struct wsb_sources *s, struct entry *e)
+{
+    wsb_connector_unsubscribe(s->connectors[e->connector], e->id);
+    remove_entry(s, e);
+    atomic_fetch_add_explicit(&s->stopped_total, 1, memory_order_relaxed);
+}
+
+static void *linger_run(void *arg);
+
 bool wsb_sources_release(struct wsb_sources *s, uint64_t id)
 {
     bool stopped = false;
     pthread_mutex_lock(&s->lock);
     struct entry *e = wsb_map_get_u64(&s->by_id, id);
-    if (e && --e->refs == 0) {
-        wsb_connector_unsubscribe(s->connectors[e->connector], id);
-        remove_entry(s, e);
-        stopped = true;
+    if (e && e->refs > 0 && --e->refs == 0) {
+        if (e->may_linger && s->linger_ms > 0 && s->stopped &&
+            (s->thread_started ||
+             (s->thread_started = pthread_create(&s->thread, NULL, linger_run, s) == 0))) {
+            e->linger_at = mono_ms() + s->linger_ms;
+            e->lnext = s->lingering;
+            e->lprev = &s->lingering;
+            if (s->lingering)
+                s->lingering->lprev = &e->lnext;
+            s->lingering = e;
+            s->nlingering++;
+            pthread_cond_broadcast(&s->cond);
+        } else {
+            stop_entry(s, e);
+            stopped = true;
+        }
     }
     pthread_mutex_unlock(&s->lock);
     return stopped;
+}
+
+/* The linger thread: stops sources whose linger ran out and tells the loops. */
+static void *linger_run(void *arg)
+{
+    struct wsb_sources *s = arg;
+    pthread_mutex_lock(&s->lock);
+    while (!s->quit) {
+        int64_t now = mono_ms(), next = 0;
+        uint64_t expired[64];
+        size_t n = 0;
+        for (struct entry *e = s->lingering, *nx; e && n < WSB_ARRAY_LEN(expired); e = nx) {
+            nx = e->lnext;
+            if (e->linger_at <= now) {
+                expired[n++] = e->id;
+                stop_entry(s, e);
+            } else if (!next || e->linger_at < next) {
+                next = e->linger_at;
+            }
+        }
+        if (n) {
+            void (*cb)(void *, uint64_t) = s->stopped;
+            void *ctx = s->stopped_ctx;
+            pthread_mutex_unlock(&s->lock);
+            for (size_t i = 0; i < n; i++)
+                cb(ctx, expired[i]);
+            pthread_mutex_lock(&s->lock);
+            continue;
+        }
+        if (!next) {
+            pthread_cond_wait(&s->cond, &s->lock);
+        } else {
+            struct timespec ts = {.tv_sec = next / 1000, .tv_nsec = (long)(next % 1000) * 1000000L};
+            pthread_cond_timedwait(&s->cond, &s->lock, &ts);
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+void wsb_sources_set_stopped_cb(struct wsb_sources *s, void (*cb)(void *ctx, uint64_t id),
+                                void *ctx)
+{
+    pthread_mutex_lock(&s->lock);
+    s->stopped = cb;
+    s->stopped_ctx = ctx;
+    pthread_mutex_unlock(&s->lock);
+}
+
+void wsb_sources_set_linger(struct wsb_sources *s, uint32_t ms)
+{
+    pthread_mutex_lock(&s->lock);
+    s->linger_ms = ms;
+    /* Deadlines already running keep theirs, except that a shorter linger shortens them. */
+    int64_t cap = mono_ms() + ms;
+    for (struct entry *e = s->lingering; e; e = e->lnext)
+        if (e->linger_at > cap)
+            e->linger_at = cap;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+void wsb_sources_stats(struct wsb_sources *s, uint64_t *started, uint64_t *stopped, size_t *reading,
+                       size_t *lingering)
+{
+    *started = atomic_load_explicit(&s->started_total, memory_order_relaxed);
+    *stopped = atomic_load_explicit(&s->stopped_total, memory_order_relaxed);
+    pthread_mutex_lock(&s->lock);
+    *lingering = s->nlingering;
+    *reading = s->by_id.count - s->nlingering;
+    pthread_mutex_unlock(&s->lock);
 }
 
 void wsb_sources_forget(struct wsb_sources *s, uint64_t id)
 {
     pthread_mutex_lock(&s->lock);
     struct entry *e = wsb_map_get_u64(&s->by_id, id);
-    if (e) {
-        wsb_connector_unsubscribe(s->connectors[e->connector], id);
-        remove_entry(s, e);
-    }
+    if (e)
+        stop_entry(s, e);
     pthread_mutex_unlock(&s->lock);
 }
 

@@ -28,8 +28,26 @@ enum wsb_err wsb_sources_acquire(struct wsb_sources *s, size_t connector,
                                  const struct wsb_source *src, unsigned loop, uint64_t *id);
 
 /** Drops one reference. Returns true when that stopped the source (the caller tells the
- * loops in the id's mask). Unknown ids (already failed) are ignored. @locality loop */
+ * loops in the id's mask). A shared broadcast source whose last reference goes lingers
+ * instead (returns false): it keeps reading for the linger time, so a reconnect re-acquires
+ * it warm (its loops' hubs keep its positions exact meanwhile); then the registry's own
+ * thread unsubscribes it and calls the stopped callback. Unknown ids (already failed) are
+ * ignored. @locality loop */
 bool wsb_sources_release(struct wsb_sources *s, uint64_t id);
+
+/** The callback that tells the loops of a source stopped by the linger thread (called on
+ * that thread, outside the registry's lock). No linger happens before it is set. */
+void wsb_sources_set_stopped_cb(struct wsb_sources *s, void (*cb)(void *ctx, uint64_t id),
+                                void *ctx);
+
+/** limits.source_linger_ms; 0 stops sources at their last release. A shorter value also
+ * shortens lingers under way. @locality any */
+void wsb_sources_set_linger(struct wsb_sources *s, uint32_t ms);
+
+/** Sources started and stopped so far, and those reading now for subscribers / lingering.
+ * @locality any */
+void wsb_sources_stats(struct wsb_sources *s, uint64_t *started, uint64_t *stopped, size_t *reading,
+                       size_t *lingering);
 
 /** Forgets a failed source so the next acquire starts a fresh one. @locality any */
 void wsb_sources_forget(struct wsb_sources *s, uint64_t id);

@@ -79,6 +79,7 @@ struct wsb_limits {
     uint32_t pong_timeout_ms;
     uint64_t max_message_bytes;
     uint32_t max_subscriptions;
+    uint32_t source_linger_ms;
     uint32_t max_inflight_publishes;
     double inbound_rate_per_s, inbound_rate_burst;   /* messages */
     double inbound_bytes_per_s, inbound_bytes_burst; /* bytes; 0 = unlimited */

@@ -158,6 +158,10 @@ const struct cfg_field wsb_cfg_fields[] = {
      .doc = "Largest inbound message (after reassembly and inflation), 125 B .. 64 MiB."},
     {"limits.max_subscriptions", CT_U32, L(max_subscriptions), .min = 1, .max = 1000000,
      .def = "100", .flags = CF_RELOAD, .doc = "Subscriptions per connection."},
+    {"limits.source_linger_ms", CT_U32, L(source_linger_ms), .max = 3600000, .def = "5000",
+     .flags = CF_RELOAD,
+     .doc = "How long a shared broadcast source keeps reading after its last subscriber left, so "
+            "a reconnect re-subscribes without a cold start; 0 stops it at once."},
     {"limits.max_inflight_publishes", CT_U32, L(max_inflight_publishes), .min = 1, .max = 1000000,
      .def = "64", .flags = CF_RELOAD, .doc = "Publishes awaiting a broker answer per connection."},
     {"limits.inbound_rate", CT_OBJ, 0, .flags = CF_RELOAD,
