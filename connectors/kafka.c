@@ -17,8 +17,18 @@
 /* Handle 0 is shared by every source whose topic it does not read yet; a source whose topic
  * is already read there (a resume from offsets next to the live reader) gets an extra handle.
  * Each extra handle is a full consumer instance (threads, one connection per broker), so
- * their number is capped. */
+ * their number is capped.
+ *
+ * The connector thread never waits on the broker for one source while others wait for it:
+ * the lookups a subscribe needs (metadata, watermarks, offsets for times, reading a last
+ * record) run on a small pool of lookup threads with a client of their own (`lookup`, which
+ * never fetches, so its requests never queue behind a consumer's long-polling fetch on the
+ * same broker connection) and post their result back; extra handles are destroyed on that
+ * pool too; the readiness probe has its own thread. What is left on the connector thread
+ * (assign and unassign, which librdkafka answers from memory, producing, consuming) does not
+ * wait on the network. */
 #define MAX_HANDLES 9
+#define LOOKUP_THREADS 8          /* lookups in flight at once (a leaderless partition holds one) */
 #define CONSUME_BATCH 1000        /* messages per handle per loop turn */
 #define HEALTH_INTERVAL_MS 1500   /* metadata probe period */
 #define HEALTH_TIMEOUT_MS 1000    /* metadata probe timeout */
@@ -31,8 +41,9 @@ struct source {
     struct source *next;
     uint64_t id;
     char *topic;
-    int handle;
-    rd_kafka_topic_partition_list_t *parts; /* what it has assigned */
+    int handle;                             /* -1 while its lookup runs */
+    rd_kafka_topic_partition_list_t *parts; /* what it has assigned; NULL while pending */
+    bool refreshing;                        /* a partition refresh job is out */
     /* from {timestamp} when the broker's lookup by time was found wrong: these partitions
      * start at their low watermark and drop records older than filter_ts until the first
      * one at or after it (see check_end_answers). */
@@ -43,8 +54,29 @@ struct source {
 
 struct handle {
     rd_kafka_t *rk;
-    rd_kafka_queue_t *queue; /* the consumer queue, with the IO event on wake_wr */
+    rd_kafka_queue_t *queue; /* the consumer queue, with the IO event on the cmdq's fd */
     int nsources;
+};
+
+/* Work for the lookup pool. A resolve or refresh job comes back to the connector thread
+ * through kc.done with its result. */
+enum job_kind { JOB_RESOLVE, JOB_REFRESH, JOB_CLOSE };
+
+struct job {
+    struct job *next;
+    enum job_kind kind;
+    uint64_t id;         /* the source */
+    struct wsb_cmd *cmd; /* resolve: the subscribe command */
+    char *topic;         /* refresh */
+    int known;           /* refresh: partitions the source has */
+    rd_kafka_t *rk;      /* close: the consumer to destroy */
+    /* Results. */
+    bool ok;
+    const char *code; /* wire error code on failure */
+    char err[512];
+    rd_kafka_topic_partition_list_t *parts; /* resolve: start offsets; refresh: added ones */
+    int32_t *filtering;
+    int nfiltering;
 };
 
 struct kc {
@@ -62,14 +94,30 @@ struct kc {
     pthread_t thread;
     bool started, joined;
 
+    rd_kafka_t *lookup; /* a client that never fetches: metadata, offsets, the probe */
+
+    /* The lookup pool. */
+    pthread_mutex_t pool_lock; /* guards todo, done, pool_stop */
+    pthread_cond_t pool_cond;
+    struct job *todo, *todo_tail, *done;
+    bool pool_stop;
+    pthread_t workers[LOOKUP_THREADS];
+    int nworkers;
+
+    /* The readiness probe's thread. */
+    pthread_mutex_t probe_lock; /* guards probe_stop; serializes state changes */
+    pthread_cond_t probe_cond;
+    bool probe_stop;
+    pthread_t prober;
+    bool probe_started;
+    bool state_known;
+    bool sink_closed; /* stop finished: the sink is never called again */
+
     /* Thread-owned. */
     rd_kafka_t *producer;
     rd_kafka_queue_t *producer_queue;
     struct handle handles[MAX_HANDLES];
     struct source *sources;
-    bool state_known;
-    bool sink_closed; /* stop finished: the sink is never called again */
-    int64_t next_health_ms;
     int64_t next_refresh_ms;
     const rd_kafka_topic_t *cache_rkt; /* last (topic, partition) → source lookup */
     int32_t cache_partition;
@@ -86,21 +134,25 @@ static int64_t mono_ms(void)
 
 /* ---- Readiness and librdkafka callbacks ---------------------------------------------- */
 
+/* Called by the probe's thread and (on_error) the connector thread; probe_lock orders the
+ * transitions and the sink calls. */
 static void set_state(struct kc *k, bool up, const char *reason)
 {
+    pthread_mutex_lock(&k->probe_lock);
     bool was = atomic_load(&k->up);
     pthread_mutex_lock(&k->lock);
     snprintf(k->reason, sizeof(k->reason), "%s", up ? "" : reason);
     pthread_mutex_unlock(&k->lock);
     atomic_store(&k->up, up);
-    if (k->state_known && was == up)
-        return;
-    k->state_known = true;
-    /* The core logs the transition it receives; this line is for debugging the probe. */
-    wsb_log(WSB_LOG_DEBUG, up ? "kafka up" : "kafka down", WSB_LSTR("connector", k->name),
-            WSB_LSTR("reason", up ? NULL : reason));
-    if (!k->sink_closed)
-        k->sink.state(k->sink.ctx, k->name, up, up ? NULL : reason);
+    if (!k->state_known || was != up) {
+        k->state_known = true;
+        /* The core logs the transition it receives; this line is for debugging the probe. */
+        wsb_log(WSB_LOG_DEBUG, up ? "kafka up" : "kafka down", WSB_LSTR("connector", k->name),
+                WSB_LSTR("reason", up ? NULL : reason));
+        if (!k->sink_closed)
+            k->sink.state(k->sink.ctx, k->name, up, up ? NULL : reason);
+    }
+    pthread_mutex_unlock(&k->probe_lock);
 }
 
 /* Served by rd_kafka_poll / consumer_poll, so on the connector thread. */
@@ -152,7 +204,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 static void health_check(struct kc *k)
 {
     const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t err = rd_kafka_metadata(k->producer, 0, NULL, &md, HEALTH_TIMEOUT_MS);
+    rd_kafka_resp_err_t err = rd_kafka_metadata(k->lookup, 0, NULL, &md, HEALTH_TIMEOUT_MS);
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR && md && md->broker_cnt > 0) {
         set_state(k, true, NULL);
     } else {
@@ -162,7 +214,32 @@ static void health_check(struct kc *k)
     }
     if (md)
         rd_kafka_metadata_destroy(md);
-    k->next_health_ms = mono_ms() + HEALTH_INTERVAL_MS;
+}
+
+/* The probe's thread: a metadata request every HEALTH_INTERVAL_MS, off the connector thread
+ * (a probe against an unreachable cluster waits its whole timeout). */
+static void *probe_run(void *arg)
+{
+    struct kc *k = arg;
+    pthread_mutex_lock(&k->probe_lock);
+    while (!k->probe_stop) {
+        pthread_mutex_unlock(&k->probe_lock);
+        health_check(k);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += HEALTH_INTERVAL_MS / 1000;
+        until.tv_nsec += (long)(HEALTH_INTERVAL_MS % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_mutex_lock(&k->probe_lock);
+        while (!k->probe_stop &&
+               pthread_cond_timedwait(&k->probe_cond, &k->probe_lock, &until) == 0)
+            ;
+    }
+    pthread_mutex_unlock(&k->probe_lock);
+    return NULL;
 }
 
 /* ---- Configuration ------------------------------------------------------------------- */
@@ -176,6 +253,25 @@ static bool conf_set(rd_kafka_conf_t *conf, const char *key, const char *val, ch
         return true;
     if (snprintf(err, errlen, "%s: %s", key, why) >= (int)errlen)
         err[errlen - 1] = '\0'; /* a cut reason is fine */
+    return false;
+}
+
+/* Consumer properties a user is likely to set; librdkafka warns when a producer gets them. */
+static bool consumer_only(const char *key)
+{
+    static const char *const names[] = {"group.id",
+                                        "auto.offset.reset",
+                                        "isolation.level",
+                                        "queued.min.messages",
+                                        "queued.max.messages.kbytes",
+                                        "max.partition.fetch.bytes",
+                                        "check.crcs",
+                                        NULL};
+    if (strncmp(key, "fetch.", 6) == 0)
+        return true;
+    for (size_t i = 0; names[i]; i++)
+        if (strcmp(key, names[i]) == 0)
+            return true;
     return false;
 }
 
@@ -209,8 +305,8 @@ static rd_kafka_conf_t *build_conf(struct kc *k, const json_t *conf, bool consum
     }
     json_object_foreach(props, key, v)
     {
-        if (!consumer && strcmp(key, "group.id") == 0)
-            continue; /* a consumer property: the producer would warn */
+        if (!consumer && consumer_only(key))
+            continue; /* the producer would warn */
         if (!conf_set(c, key, json_string_value(v), err, errlen))
             goto fail;
     }
@@ -335,7 +431,7 @@ static struct source *source_find(struct kc *k, uint64_t id, struct source ***pr
 static bool handle_reads(const struct kc *k, int h, const char *topic)
 {
     for (const struct source *s = k->sources; s; s = s->next)
-        if (s->handle == h && strcmp(s->topic, topic) == 0)
+        if (s->handle == h && strcmp(s->topic, topic) == 0) /* pending ones have -1 */
             return true;
     return false;
 }
@@ -361,6 +457,11 @@ static bool handle_open(struct kc *k, int h, char *err, size_t errlen)
     return true;
 }
 
+static void pool_post(struct kc *k, struct job *j);
+
+/* Detaches consumer handle h; its client is destroyed on the lookup pool (destroying a
+ * consumer waits for its in-flight fetches), or here when the pool is gone. It is
+ * assign-only: no group to leave, nothing to commit, so no consumer close. */
 static void handle_close(struct kc *k, int h)
 {
     struct handle *hd = &k->handles[h];
@@ -368,8 +469,14 @@ static void handle_close(struct kc *k, int h)
         return;
     rd_kafka_queue_io_event_enable(hd->queue, -1, NULL, 0);
     rd_kafka_queue_destroy(hd->queue);
-    rd_kafka_consumer_close(hd->rk);
-    rd_kafka_destroy(hd->rk);
+    struct job *j = k->nworkers && !k->pool_stop ? calloc(1, sizeof(*j)) : NULL;
+    if (j) {
+        j->kind = JOB_CLOSE;
+        j->rk = hd->rk;
+        pool_post(k, j);
+    } else {
+        rd_kafka_destroy_flags(hd->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    }
     hd->rk = NULL;
     hd->queue = NULL;
     if (k->cache_handle == h)
@@ -613,70 +720,108 @@ static char *positions_json(const rd_kafka_topic_partition_list_t *parts)
     return s;
 }
 
-static void do_subscribe(struct kc *k, struct wsb_cmd *c)
-{
-    char err[512];
-    const char *code = "unavailable";
-    rd_kafka_topic_partition_list_t *parts = NULL;
-    struct source *s = NULL;
-    char *positions = NULL;
-    int32_t *filtering = NULL;
-    int nfiltering = 0;
-    char *topic = NULL;
-    int h;
+static void source_free(struct source *s);
 
+/* Queues the lookups of a subscribe on the pool; the source waits as pending (handle -1)
+ * until finish_subscribe. Takes `c` (returns true) unless it answered at once. */
+static bool do_subscribe(struct kc *k, struct wsb_cmd *c)
+{
     if (c->src.ack) {
         /* Later: a group consumer per `group`, commits past contiguous acked runs. */
         k->sink.source_failed(k->sink.ctx, c->id, "unsupported",
                               "delivery: ack on kafka comes in a later release");
-        return;
+        return false;
     }
     if (source_find(k, c->id, NULL)) {
         k->sink.source_failed(k->sink.ctx, c->id, "unavailable", "source already subscribed");
+        return false;
+    }
+    struct source *s = calloc(1, sizeof(*s));
+    struct job *j = calloc(1, sizeof(*j));
+    if (s)
+        s->topic = strdup(c->src.topic);
+    if (!s || !j || !s->topic) {
+        if (s)
+            free(s->topic);
+        free(s);
+        free(j);
+        k->sink.source_failed(k->sink.ctx, c->id, "unavailable", "out of memory");
+        return false;
+    }
+    s->id = c->id;
+    s->handle = -1;
+    s->next = k->sources;
+    k->sources = s;
+    j->kind = JOB_RESOLVE;
+    j->id = c->id;
+    j->cmd = c;
+    pool_post(k, j);
+    return true;
+}
+
+/* On the pool: the partitions of the topic and their start offsets. */
+static void resolve(struct kc *k, struct job *j)
+{
+    const struct wsb_cmd *c = j->cmd;
+    j->code = "unavailable";
+    if (!(j->parts = topic_partitions(k->lookup, c->src.topic, &j->code, j->err, sizeof(j->err))))
         return;
+    j->code = "unavailable";
+    if (!resolve_start(k, k->lookup, c, j->parts, &j->filtering, &j->nfiltering, j->err,
+                       sizeof(j->err)))
+        return;
+    j->ok = true;
+}
+
+/* Back on the connector thread: assigns the resolved partitions on a handle that does not
+ * read the topic yet and answers the core. */
+static void finish_subscribe(struct kc *k, struct job *j)
+{
+    char err[512];
+    const char *code = "unavailable";
+    char *positions = NULL;
+    struct source **pp;
+    struct source *s = source_find(k, j->id, &pp);
+    int h = 0;
+    if (!s)
+        return; /* unsubscribed meanwhile */
+    if (!j->ok) {
+        snprintf(err, sizeof(err), "%s", j->err);
+        code = j->code ? j->code : "unavailable";
+        goto fail;
     }
     for (h = 0; h < MAX_HANDLES; h++)
-        if (!handle_reads(k, h, c->src.topic))
+        if (!handle_reads(k, h, s->topic))
             break;
     if (h == MAX_HANDLES) {
-        snprintf(err, sizeof(err), "too many concurrent readers of topic %s", c->src.topic);
+        snprintf(err, sizeof(err), "too many concurrent readers of topic %s", s->topic);
         goto fail;
     }
     if (!handle_open(k, h, err, sizeof(err)))
         goto fail;
-    if (!(parts = topic_partitions(k->handles[h].rk, c->src.topic, &code, err, sizeof(err))))
-        goto fail;
-    code = "unavailable";
-    if (!resolve_start(k, k->handles[h].rk, c, parts, &filtering, &nfiltering, err, sizeof(err)))
-        goto fail;
-    rd_kafka_error_t *ae = rd_kafka_incremental_assign(k->handles[h].rk, parts);
+    rd_kafka_error_t *ae = rd_kafka_incremental_assign(k->handles[h].rk, j->parts);
     if (ae) {
-        snprintf(err, sizeof(err), "assign %s: %s", c->src.topic, rd_kafka_error_string(ae));
+        snprintf(err, sizeof(err), "assign %s: %s", s->topic, rd_kafka_error_string(ae));
         rd_kafka_error_destroy(ae);
         goto fail;
     }
-    positions = positions_json(parts);
-    s = calloc(1, sizeof(*s));
-    topic = strdup(c->src.topic);
-    if (!s || !positions || !topic) {
+    if (!(positions = positions_json(j->parts))) {
         /* Undo the assignment: nothing may be read for a source the core does not know. */
-        rd_kafka_error_t *ue = rd_kafka_incremental_unassign(k->handles[h].rk, parts);
+        rd_kafka_error_t *ue = rd_kafka_incremental_unassign(k->handles[h].rk, j->parts);
         if (ue)
             rd_kafka_error_destroy(ue);
         snprintf(err, sizeof(err), "out of memory");
         goto fail;
     }
-    s->id = c->id;
-    s->topic = topic;
-    topic = NULL;
     s->handle = h;
-    s->parts = parts;
-    s->filter_ts = c->src.from_timestamp_ms < 0 ? 0 : c->src.from_timestamp_ms;
-    s->filtering = filtering;
-    s->nfiltering = nfiltering;
-    s->next = k->sources;
-    k->sources = s;
+    s->parts = j->parts;
+    j->parts = NULL;
+    s->filter_ts = j->cmd->src.from_timestamp_ms < 0 ? 0 : j->cmd->src.from_timestamp_ms;
+    s->filtering = j->filtering;
+    s->nfiltering = j->nfiltering;
+    j->filtering = NULL;
     k->handles[h].nsources++;
+    k->cache_rkt = NULL;
     wsb_log(WSB_LOG_DEBUG, "kafka source started", WSB_LSTR("connector", k->name),
             WSB_LUINT("source", s->id), WSB_LSTR("topic", s->topic), WSB_LINT("handle", h),
             WSB_LSTR("positions", positions));
@@ -685,17 +830,13 @@ static void do_subscribe(struct kc *k, struct wsb_cmd *c)
     return;
 
 fail:
-    free(topic);
-    free(positions);
-    free(filtering);
-    free(s);
-    if (parts)
-        rd_kafka_topic_partition_list_destroy(parts);
+    *pp = s->next;
+    source_free(s);
     if (h > 0 && h < MAX_HANDLES && k->handles[h].nsources == 0)
         handle_close(k, h);
     wsb_log(WSB_LOG_WARN, "kafka subscribe failed", WSB_LSTR("connector", k->name),
-            WSB_LUINT("source", c->id), WSB_LSTR("reason", err));
-    k->sink.source_failed(k->sink.ctx, c->id, code, err);
+            WSB_LUINT("source", j->id), WSB_LSTR("reason", err));
+    k->sink.source_failed(k->sink.ctx, j->id, code, err);
 }
 
 static void source_free(struct source *s)
@@ -714,6 +855,10 @@ static void do_unsubscribe(struct kc *k, uint64_t id)
     if (!s)
         return;
     *pp = s->next;
+    if (s->handle < 0) { /* still looking up: its job's result finds no source */
+        source_free(s);
+        return;
+    }
     struct handle *hd = &k->handles[s->handle];
     /* Messages already fetched for these partitions are discarded by librdkafka; any that
      * still reach us find no source and are dropped. */
@@ -760,7 +905,7 @@ static struct source *owner_of(struct kc *k, int h, const rd_kafka_message_t *rk
         return k->cache_source;
     const char *topic = rd_kafka_topic_name(rkm->rkt);
     for (struct source *s = k->sources; s; s = s->next) {
-        if (s->handle != h || strcmp(s->topic, topic) != 0)
+        if (s->handle != h || strcmp(s->topic, topic) != 0) /* pending ones have -1 */
             continue;
         for (int i = 0; i < s->parts->cnt; i++) {
             if (s->parts->elems[i].partition == rkm->partition) {
@@ -851,51 +996,208 @@ static bool consume(struct kc *k, int h)
 
 /* Partitions added to a topic after a source started are assigned from their beginning (they
  * are new, so nothing is replayed twice) and reported by their messages' partition numbers.
- * One metadata request per handle covers every topic it reads. */
+ * Every REFRESH_INTERVAL_MS each started source gets a refresh job (one at a time): on the
+ * pool, a metadata request for its topic and the low watermarks of the new partitions; back
+ * here, the assignment. */
 static void refresh_partitions(struct kc *k)
 {
     k->next_refresh_ms = mono_ms() + REFRESH_INTERVAL_MS;
     if (!atomic_load(&k->up))
         return;
-    for (int h = 0; h < MAX_HANDLES; h++) {
-        struct handle *hd = &k->handles[h];
-        const struct rd_kafka_metadata *md = NULL;
-        if (!hd->rk || !hd->nsources ||
-            rd_kafka_metadata(hd->rk, 0, NULL, &md, HEALTH_TIMEOUT_MS) !=
-                RD_KAFKA_RESP_ERR_NO_ERROR)
+    for (struct source *s = k->sources; s; s = s->next) {
+        if (s->handle < 0 || s->refreshing)
             continue;
-        for (int t = 0; t < md->topic_cnt; t++) {
-            const struct rd_kafka_metadata_topic *mt = &md->topics[t];
-            struct source *s = k->sources;
-            while (s && (s->handle != h || strcmp(s->topic, mt->topic) != 0))
-                s = s->next;
-            if (!s || mt->err || mt->partition_cnt <= s->parts->cnt)
-                continue;
-            rd_kafka_topic_partition_list_t *add = rd_kafka_topic_partition_list_new(1);
-            for (int i = 0; i < mt->partition_cnt; i++)
-                if (!rd_kafka_topic_partition_list_find(s->parts, mt->topic, mt->partitions[i].id))
-                    rd_kafka_topic_partition_list_add(add, mt->topic, mt->partitions[i].id);
-            rd_kafka_error_t *e = NULL;
-            if (add->cnt && list_offsets(hd->rk, add, RD_KAFKA_OFFSET_BEGINNING) == 0 &&
-                !(e = rd_kafka_incremental_assign(hd->rk, add))) {
-                for (int i = 0; i < add->cnt; i++)
-                    rd_kafka_topic_partition_list_add(s->parts, mt->topic, add->elems[i].partition)
-                        ->offset = add->elems[i].offset;
-                wsb_log(WSB_LOG_INFO, "kafka partitions added", WSB_LSTR("connector", k->name),
-                        WSB_LSTR("topic", mt->topic), WSB_LINT("partitions", mt->partition_cnt));
-            }
-            if (e)
-                rd_kafka_error_destroy(e);
-            rd_kafka_topic_partition_list_destroy(add);
+        struct job *j = calloc(1, sizeof(*j));
+        if (!j || !(j->topic = strdup(s->topic))) {
+            free(j);
+            return;
         }
+        j->kind = JOB_REFRESH;
+        j->id = s->id;
+        j->known = s->parts->cnt;
+        s->refreshing = true;
+        pool_post(k, j);
+    }
+}
+
+/* On the pool. */
+static void refresh(struct kc *k, struct job *j)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(k->lookup, j->topic, NULL);
+    if (!rkt || rd_kafka_metadata(k->lookup, 0, rkt, &md, HEALTH_TIMEOUT_MS) ||
+        md->topic_cnt != 1 || md->topics[0].err || md->topics[0].partition_cnt <= j->known)
+        goto done;
+    const struct rd_kafka_metadata_topic *mt = &md->topics[0];
+    j->parts = rd_kafka_topic_partition_list_new(mt->partition_cnt - j->known);
+    for (int i = 0; i < mt->partition_cnt; i++)
+        if (mt->partitions[i].id >= j->known) /* ids are 0..n-1, and only ever grow */
+            rd_kafka_topic_partition_list_add(j->parts, j->topic, mt->partitions[i].id);
+    j->ok = j->parts->cnt > 0 && list_offsets(k->lookup, j->parts, RD_KAFKA_OFFSET_BEGINNING) == 0;
+done:
+    if (md)
         rd_kafka_metadata_destroy(md);
+    if (rkt)
+        rd_kafka_topic_destroy(rkt);
+}
+
+static void finish_refresh(struct kc *k, struct job *j)
+{
+    struct source *s = source_find(k, j->id, NULL);
+    if (!s)
+        return;
+    s->refreshing = false;
+    if (!j->ok)
+        return;
+    struct handle *hd = &k->handles[s->handle];
+    for (int i = 0; i < j->parts->cnt; i++)
+        if (rd_kafka_topic_partition_list_find(s->parts, j->topic, j->parts->elems[i].partition))
+            return; /* raced with nothing we know of; leave it to the next round */
+    rd_kafka_error_t *e = rd_kafka_incremental_assign(hd->rk, j->parts);
+    if (e) {
+        rd_kafka_error_destroy(e);
+        return;
+    }
+    for (int i = 0; i < j->parts->cnt; i++)
+        rd_kafka_topic_partition_list_add(s->parts, j->topic, j->parts->elems[i].partition)
+            ->offset = j->parts->elems[i].offset;
+    k->cache_rkt = NULL;
+    wsb_log(WSB_LOG_INFO, "kafka partitions added", WSB_LSTR("connector", k->name),
+            WSB_LSTR("topic", s->topic), WSB_LINT("partitions", s->parts->cnt));
+}
+
+/* ---- The lookup pool ----------------------------------------------------------------- */
+
+static void job_free(struct job *j)
+{
+    if (!j)
+        return;
+    wsb_cmd_free(j->cmd);
+    free(j->topic);
+    if (j->parts)
+        rd_kafka_topic_partition_list_destroy(j->parts);
+    free(j->filtering);
+    if (j->rk)
+        rd_kafka_destroy_flags(j->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    free(j);
+}
+
+/* @locality connector thread */
+static void pool_post(struct kc *k, struct job *j)
+{
+    pthread_mutex_lock(&k->pool_lock);
+    j->next = NULL;
+    if (k->todo_tail)
+        k->todo_tail->next = j;
+    else
+        k->todo = j;
+    k->todo_tail = j;
+    pthread_cond_signal(&k->pool_cond);
+    pthread_mutex_unlock(&k->pool_lock);
+}
+
+static void *worker_run(void *arg)
+{
+    struct kc *k = arg;
+    pthread_mutex_lock(&k->pool_lock);
+    for (;;) {
+        while (!k->todo && !k->pool_stop)
+            pthread_cond_wait(&k->pool_cond, &k->pool_lock);
+        struct job *j = k->todo;
+        if (!j)
+            break; /* stopping and nothing left */
+        if (!(k->todo = j->next))
+            k->todo_tail = NULL;
+        bool stopping = k->pool_stop;
+        pthread_mutex_unlock(&k->pool_lock);
+        switch (j->kind) {
+        case JOB_RESOLVE:
+            if (!stopping)
+                resolve(k, j);
+            break;
+        case JOB_REFRESH:
+            if (!stopping)
+                refresh(k, j);
+            break;
+        case JOB_CLOSE:
+            rd_kafka_destroy_flags(j->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+            j->rk = NULL;
+            break;
+        }
+        pthread_mutex_lock(&k->pool_lock);
+        if (j->kind == JOB_CLOSE || stopping) {
+            job_free(j);
+            continue;
+        }
+        j->next = k->done;
+        k->done = j;
+        pthread_mutex_unlock(&k->pool_lock);
+        wsb_cmdq_wake(k->cmdq);
+        pthread_mutex_lock(&k->pool_lock);
+    }
+    pthread_mutex_unlock(&k->pool_lock);
+    return NULL;
+}
+
+/* Results of finished jobs, in the order they finished. @locality connector thread */
+static void serve_done(struct kc *k)
+{
+    pthread_mutex_lock(&k->pool_lock);
+    struct job *list = k->done, *rev = NULL;
+    k->done = NULL;
+    pthread_mutex_unlock(&k->pool_lock);
+    while (list) {
+        struct job *j = list;
+        list = j->next;
+        j->next = rev;
+        rev = j;
+    }
+    while (rev) {
+        struct job *j = rev;
+        rev = j->next;
+        if (j->kind == JOB_RESOLVE)
+            finish_subscribe(k, j);
+        else if (j->kind == JOB_REFRESH)
+            finish_refresh(k, j);
+        job_free(j);
+    }
+}
+
+/* Lets running lookups finish (each is bounded by its timeouts), skips queued ones, destroys
+ * the handles queued for it, and joins the workers. */
+static void pool_stop(struct kc *k)
+{
+    pthread_mutex_lock(&k->pool_lock);
+    k->pool_stop = true;
+    pthread_cond_broadcast(&k->pool_cond);
+    pthread_mutex_unlock(&k->pool_lock);
+    for (int i = 0; i < k->nworkers; i++)
+        pthread_join(k->workers[i], NULL);
+    k->nworkers = 0;
+    while (k->done) {
+        struct job *j = k->done;
+        k->done = j->next;
+        job_free(j);
     }
 }
 
 /* ---- The thread ---------------------------------------------------------------------- */
 
+static void probe_stop(struct kc *k)
+{
+    if (!k->probe_started)
+        return;
+    pthread_mutex_lock(&k->probe_lock);
+    k->probe_stop = true;
+    pthread_cond_broadcast(&k->probe_cond);
+    pthread_mutex_unlock(&k->probe_lock);
+    pthread_join(k->prober, NULL);
+    k->probe_started = false;
+}
+
 static void shutdown_clients(struct kc *k, uint32_t timeout_ms)
 {
+    probe_stop(k);
     if (k->producer) {
         rd_kafka_resp_err_t e = rd_kafka_flush(k->producer, (int)timeout_ms);
         if (e) {
@@ -912,6 +1214,7 @@ static void shutdown_clients(struct kc *k, uint32_t timeout_ms)
     }
     for (int h = 0; h < MAX_HANDLES; h++)
         handle_close(k, h);
+    pool_stop(k);
     if (k->producer) {
         rd_kafka_queue_io_event_enable(k->producer_queue, -1, NULL, 0);
         rd_kafka_queue_destroy(k->producer_queue);
@@ -923,11 +1226,10 @@ static void shutdown_clients(struct kc *k, uint32_t timeout_ms)
 static void *run(void *arg)
 {
     struct kc *k = arg;
-    bool more = true;
-    health_check(k);
+    bool more = false;
     k->next_refresh_ms = mono_ms() + REFRESH_INTERVAL_MS;
     for (;;) {
-        int64_t wait = k->next_health_ms - mono_ms();
+        int64_t wait = k->next_refresh_ms - mono_ms();
         if (more || wait < 0)
             wait = 0;
         wsb_cmdq_wait(k->cmdq, (int)wait);
@@ -935,7 +1237,10 @@ static void *run(void *arg)
             c = list;
             list = c->next;
             switch (c->kind) {
-            case WSB_CMD_SUBSCRIBE: do_subscribe(k, c); break;
+            case WSB_CMD_SUBSCRIBE:
+                if (do_subscribe(k, c))
+                    c = NULL; /* the lookup job has it */
+                break;
             case WSB_CMD_UNSUBSCRIBE: do_unsubscribe(k, c->id); break;
             case WSB_CMD_PUBLISH: do_publish(k, c); break;
             case WSB_CMD_ACK: break; /* no ack sources yet */
@@ -951,20 +1256,28 @@ static void *run(void *arg)
                 return NULL;
             }
         }
+        serve_done(k);
 
         rd_kafka_poll(k->producer, 0);
         more = false;
         for (int h = 0; h < MAX_HANDLES; h++)
             if (k->handles[h].rk && consume(k, h))
                 more = true;
-        if (mono_ms() >= k->next_health_ms)
-            health_check(k);
         if (mono_ms() >= k->next_refresh_ms)
             refresh_partitions(k);
     }
 }
 
 /* ---- The vtable ---------------------------------------------------------------------- */
+
+static void destroy_locks(struct kc *k)
+{
+    pthread_cond_destroy(&k->probe_cond);
+    pthread_mutex_destroy(&k->probe_lock);
+    pthread_cond_destroy(&k->pool_cond);
+    pthread_mutex_destroy(&k->pool_lock);
+    pthread_mutex_destroy(&k->lock);
+}
 
 static enum wsb_err create(const char *name, const json_t *conf, const struct wsb_sink *sink,
                            void **impl, char *err, size_t errlen)
@@ -986,6 +1299,10 @@ static enum wsb_err create(const char *name, const json_t *conf, const struct ws
     atomic_init(&k->messages_in, 0);
     atomic_init(&k->up, false);
     pthread_mutex_init(&k->lock, NULL);
+    pthread_mutex_init(&k->pool_lock, NULL);
+    pthread_cond_init(&k->pool_cond, NULL);
+    pthread_mutex_init(&k->probe_lock, NULL);
+    pthread_cond_init(&k->probe_cond, NULL);
     k->cache_handle = -1;
 
     char why[256];
@@ -1007,9 +1324,38 @@ fail:
         rd_kafka_conf_destroy(k->consumer_conf);
     if (k->producer_conf)
         rd_kafka_conf_destroy(k->producer_conf);
-    pthread_mutex_destroy(&k->lock);
+    destroy_locks(k);
     free(k);
     return rc;
+}
+
+/* The lookup client: a producer that never produces (no idempotence, no delivery reports,
+ * no error callback: its errors are logged, never queued) and never fetches. */
+static rd_kafka_t *lookup_new(struct kc *k, char *why, size_t whylen)
+{
+    rd_kafka_conf_t *c = rd_kafka_conf_dup(k->producer_conf);
+    rd_kafka_conf_set_dr_msg_cb(c, NULL);
+    rd_kafka_conf_set_error_cb(c, NULL);
+    if (!conf_set(c, "enable.idempotence", "false", why, whylen)) {
+        rd_kafka_conf_destroy(c);
+        return NULL;
+    }
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, why, whylen);
+    if (!rk)
+        rd_kafka_conf_destroy(c);
+    return rk;
+}
+
+static void start_undo(struct kc *k)
+{
+    probe_stop(k);
+    pool_stop(k);
+    if (k->producer) {
+        rd_kafka_queue_io_event_enable(k->producer_queue, -1, NULL, 0);
+        rd_kafka_queue_destroy(k->producer_queue);
+        rd_kafka_destroy(k->producer);
+        k->producer = NULL;
+    }
 }
 
 static enum wsb_err start(void *impl)
@@ -1029,11 +1375,22 @@ static enum wsb_err start(void *impl)
     k->producer_queue = rd_kafka_queue_get_main(k->producer);
     rd_kafka_queue_io_event_enable(k->producer_queue, wsb_cmdq_fd(k->cmdq), &WSB_CMDQ_WAKE_PAYLOAD,
                                    sizeof(WSB_CMDQ_WAKE_PAYLOAD));
+    if (!k->lookup && !(k->lookup = lookup_new(k, why, sizeof(why)))) {
+        wsb_log(WSB_LOG_ERROR, "kafka lookup client", WSB_LSTR("connector", k->name),
+                WSB_LSTR("reason", why));
+        start_undo(k);
+        return WSB_ERR_INVALID;
+    }
+    while (k->nworkers < LOOKUP_THREADS &&
+           pthread_create(&k->workers[k->nworkers], NULL, worker_run, k) == 0)
+        k->nworkers++;
+    if (k->nworkers < LOOKUP_THREADS || pthread_create(&k->prober, NULL, probe_run, k) != 0) {
+        start_undo(k);
+        return WSB_ERR_IO;
+    }
+    k->probe_started = true;
     if (pthread_create(&k->thread, NULL, run, k) != 0) {
-        rd_kafka_queue_io_event_enable(k->producer_queue, -1, NULL, 0);
-        rd_kafka_queue_destroy(k->producer_queue);
-        rd_kafka_destroy(k->producer);
-        k->producer = NULL;
+        start_undo(k);
         return WSB_ERR_IO;
     }
     k->started = true;
@@ -1056,10 +1413,12 @@ static void destroy(void *impl)
     if (!k)
         return;
     stop(k, 0);
+    if (k->lookup)
+        rd_kafka_destroy(k->lookup);
     wsb_cmdq_free(k->cmdq);
     rd_kafka_conf_destroy(k->consumer_conf);
     rd_kafka_conf_destroy(k->producer_conf);
-    pthread_mutex_destroy(&k->lock);
+    destroy_locks(k);
     free(k);
 }
 

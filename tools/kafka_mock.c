@@ -4,9 +4,11 @@
  *
  * Prints the bootstrap servers ("127.0.0.1:PORT,...") as the first line on stdout (and into F
  * when given), then answers each stdin line with "ok" or "error REASON":
- *   down BROKER_ID | up BROKER_ID | create TOPIC PARTITIONS | quit
- * Broker ids are 1..N; -1 means every broker. Exits when stdin closes, on quit or SIGTERM.
- * Plain C and librdkafka only: it links nothing of wsbridge. */
+ *   down BROKER_ID | up BROKER_ID | create TOPIC PARTITIONS | leader TOPIC PARTITION BROKER_ID
+ *   | quit
+ * Broker ids are 1..N; -1 means every broker for down/up and "no leader" for leader (the
+ * partition's requests then wait for a leader that never comes). Exits when stdin closes, on quit
+ * or SIGTERM. Plain C and librdkafka only: it links nothing of wsbridge. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -93,6 +95,19 @@ static int handle(rd_kafka_mock_cluster_t *mc, int brokers, char *line)
             rd_kafka_resp_err_t e = strcmp(verb, "down") == 0
                                         ? rd_kafka_mock_broker_set_down(mc, id)
                                         : rd_kafka_mock_broker_set_up(mc, id);
+            if (e)
+                printf("error %s\n", rd_kafka_err2str(e));
+            else
+                printf("ok\n");
+        }
+    } else if (strcmp(verb, "leader") == 0) {
+        char *a3 = extra;
+        char *more = a3 ? strtok_r(NULL, " \t\r\n", &save) : NULL;
+        if (!a1 || !a2 || !a3 || more || parse_int(a2, 0, 100000, &parts) != 0 ||
+            parse_int(a3, -1, brokers, &id) != 0 || id == 0) {
+            printf("error usage: leader TOPIC PARTITION BROKER_ID (1..%d or -1)\n", brokers);
+        } else {
+            rd_kafka_resp_err_t e = rd_kafka_mock_partition_set_leader(mc, a1, parts, id);
             if (e)
                 printf("error %s\n", rd_kafka_err2str(e));
             else

@@ -102,6 +102,10 @@ class MockCluster:
     def create(self, topic, partitions):
         self.ok("create %s %d" % (topic, partitions))
 
+    def leader(self, topic, partition, broker_id):
+        """Moves the partition's leadership; broker_id -1 leaves it without a leader."""
+        self.ok("leader %s %d %d" % (topic, partition, broker_id))
+
     def close(self):
         if self.proc.poll() is None:
             try:
