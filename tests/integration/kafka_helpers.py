@@ -155,10 +155,22 @@ def kafka_channels(name="k"):
     ]
 
 
+# librdkafka's mock broker answers a fetch that found no data at arrival only after the
+# consumer's fetch.wait.max.ms (default 500 ms), even when data arrives meanwhile; a real
+# broker answers as soon as data arrives. With the default, every record produced while a
+# fetch waits reaches the bridge up to half a second late, which is not what a real
+# deployment sees. So the mock-based tests lower it, as --demo does; tests about the
+# defaults pass properties={} (librdkafka's own settings).
+MOCK_PROPERTIES = {"fetch.wait.max.ms": "10"}
+
+
 def kafka_overrides(bootstrap, extra=None, channels=None, properties=None, name="k"):
     """bridge_factory overrides routing `orders` and `prices.*` to the mock cluster through
-    the connector `name` (the memory connector of the default config removed)."""
+    the connector `name` (the memory connector of the default config removed). `properties`
+    are the connector's librdkafka properties: MOCK_PROPERTIES when None, none with {}."""
     conn = {"type": "kafka", "brokers": bootstrap}
+    if properties is None:
+        properties = MOCK_PROPERTIES
     if properties:
         conn["properties"] = properties
     out = {
