@@ -726,7 +726,19 @@ static void deliver(struct amqp *a, amqp_envelope_t *env)
             n++;
         }
     }
+    /* The AMQP timestamp has second resolution; the rabbitmq_message_timestamp plugin's
+     * `timestamp_in_ms` header, when present, is better. */
     int64_t ts = (p->_flags & AMQP_BASIC_TIMESTAMP_FLAG) ? (int64_t)p->timestamp * 1000 : -1;
+    for (int i = 0; (p->_flags & AMQP_BASIC_HEADERS_FLAG) && i < p->headers.num_entries; i++) {
+        const amqp_table_entry_t *e = &p->headers.entries[i];
+        if (e->key.len == 15 && memcmp(e->key.bytes, "timestamp_in_ms", 15) == 0) {
+            if (e->value.kind == AMQP_FIELD_KIND_I64 || e->value.kind == AMQP_FIELD_KIND_U64 ||
+                e->value.kind == AMQP_FIELD_KIND_TIMESTAMP)
+                ts = e->value.value.i64;
+            else if (e->value.kind == AMQP_FIELD_KIND_I32)
+                ts = e->value.value.i32;
+        }
+    }
     struct wsb_msg *m = wsb_msg_new(s->id, -1, -1, ts, env->routing_key.bytes, env->routing_key.len,
                                     env->message.body.bytes, env->message.body.len, hdrs, n);
     if (!m) {

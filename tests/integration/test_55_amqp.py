@@ -63,7 +63,8 @@ def test_exchange_fanout_every_client_gets_everything_in_order(rabbitmq, bridge_
     conn.channel().exchange_declare("wsb.fan", "topic")
     conn.close()
     nclients, nmsgs = scale(20, 2), scale(5000, 5)
-    props = pika.BasicProperties(content_type="application/json", headers={"origin": "pika"})
+    props = pika.BasicProperties(content_type="application/json",
+                                 headers={"origin": "pika", "timestamp_in_ms": 1700000000123})
 
     async def run():
         clients = [await ws_open(b.ws_url) for _ in range(nclients)]
@@ -90,7 +91,9 @@ def test_exchange_fanout_every_client_gets_everything_in_order(rabbitmq, bridge_
         assert [m["data"]["i"] for m in msgs] == list(range(nmsgs))
     m = got[0][0]
     assert m["channel"] == "fan.t" and m["key"] == "fan.t", m
-    assert m["headers"] == {"content-type": "application/json", "origin": "pika"}, m
+    assert m["headers"] == {"content-type": "application/json", "origin": "pika",
+                            "timestamp_in_ms": "1700000000123"}, m
+    assert m["timestamp"] == 1700000000123, m
     # read once upstream: one consumer queue however many subscribers
     m = b.metrics()
     assert m.value("wsbridge_messages_in_total", connector="r") == nmsgs
