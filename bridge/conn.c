@@ -256,5 +256,6 @@ struct wsb_session *wsb_conn_open(struct wsb_worker *w, struct bufferevent *bev,
     bufferevent_set_max_single_read(bev, 64 * 1024);
     bufferevent_setwatermark(bev, EV_READ, 0, 256 * 1024);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
+    wsb_upgrade_admit_peer(s);
     return s;
 }

@@ -196,7 +196,9 @@ char *wsb_metrics_render(const struct wsb_metrics_source *src, size_t *len)
     if (wsb_buf_reserve(&b, 8192) < 0)
         goto cleanup;
 
-    gauge(&b, "wsbridge_connections", "Open WebSocket sessions.", SUM_I(connections));
+    gauge(&b, "wsbridge_connections",
+          "Open client connections, counted from accept (HTTP upgrades included).",
+          SUM_I(connections));
     labelled(&b, src, "wsbridge_handshakes_total", "WebSocket handshakes by outcome.", "result",
              hs_labels, WSB_HS__COUNT, offsetof(struct wsb_loop_metrics, handshakes));
     gauge(&b, "wsbridge_subscriptions", "Active channel subscriptions.", SUM_I(subscriptions));

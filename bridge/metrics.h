@@ -64,7 +64,7 @@ struct wsb_histogram {
 void wsb_histogram_observe(struct wsb_histogram *h, double seconds);
 
 struct wsb_loop_metrics {
-    atomic_int_fast64_t connections; /* open WebSocket sessions */
+    atomic_int_fast64_t connections; /* open client connections, from accept */
     atomic_int_fast64_t subscriptions;
     atomic_int_fast64_t send_buffer_bytes; /* user-space bytes queued for clients */
     atomic_uint_fast64_t handshakes[WSB_HS__COUNT];

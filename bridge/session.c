@@ -256,8 +256,8 @@ void wsb_session_end_after_flush(struct wsb_session *s)
     s->state = WSB_SS_CLOSING;
     s->close_after_flush = true;
     s->discard_input = true;
+    s->linger = true;
     wsb_session_arm_timer(s, FAIL_FLUSH_MS);
-    bufferevent_disable(s->bev, EV_READ);
     wsb_session_written(s);
 }
 
@@ -266,8 +266,18 @@ void wsb_session_written(struct wsb_session *s)
     if (s->state == WSB_SS_DEAD)
         return;
     wsb_session_flush(s);
-    if (s->close_after_flush && evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
-        wsb_session_kill(s);
+    if (!s->close_after_flush || evbuffer_get_length(bufferevent_get_output(s->bev)) != 0)
+        return;
+    /* Lingering close: a client may still be sending its request (it was refused at accept,
+     * or its head was too large). Closing with unread input would reset the connection, and
+     * the reset can destroy our answer before the client reads it; so we send FIN and read
+     * (and drop) until the client's EOF or the FAIL_FLUSH_MS timer. */
+    evutil_socket_t fd = bufferevent_getfd(s->bev);
+    if (s->linger && fd >= 0 && shutdown(fd, SHUT_WR) == 0) {
+        s->linger = false;
+        return;
+    }
+    wsb_session_kill(s);
 }
 
 /* ---- subscriptions ---------------------------------------------------------------- */

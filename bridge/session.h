@@ -70,7 +70,7 @@ struct wsb_session {
     struct sockaddr_storage addr;
     char ip[INET6_ADDRSTRLEN];
     struct wsb_ip_ticket ip_ticket; /* what the per-IP table counted for us */
-    bool counted;                   /* in shared->connections and metrics.connections */
+    bool counted; /* in shared->connections and metrics.connections (from accept) */
     enum wsb_session_state state;
     struct wsb_runtime *rt;
 
@@ -101,6 +101,7 @@ struct wsb_session {
     struct wsb_outq q;
     struct wsb_sendbuf sb;
     bool close_after_flush;
+    bool linger; /* after the flush: FIN, then read until EOF (see wsb_session_written) */
     bool read_paused;
 
     /* timers */
@@ -137,8 +138,8 @@ void wsb_session_close_echo(struct wsb_session *s, uint16_t code, const uint8_t 
 /** Closes with 4401 and {"error":CODE}; afterwards only the client's close frame counts. */
 void wsb_session_close_token_error(struct wsb_session *s, const char *code);
 
-/** A connection that never became a WebSocket: what is queued is flushed, then TCP closes
- * (input is discarded meanwhile). */
+/** A connection that never became a WebSocket: what is queued is flushed, then we send FIN
+ * and close once the client has closed too, or after a second (input is discarded). */
 void wsb_session_end_after_flush(struct wsb_session *s);
 
 /** The socket buffer drained: more of the out-queue goes out, and a session that waits to

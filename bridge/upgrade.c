@@ -1,9 +1,10 @@
 /* The HTTP upgrade (RFC 6455 §4.2) and admission: each step is one named function that
- * either lets the request on or answers it (status, JSON body, close). In order: the head
- * is parsed (400), the path routed (404, or the demo page), the upgrade checked (400/426),
- * the Origin (403), the per-IP rate and cap (429), drain and max_connections (503), the
- * token (401, or 101 then 4401 in refusal=close mode); then 101, and the session opens with
- * its ACL compiled and the welcome sent. */
+ * either lets the request on or answers it (status, JSON body, close). At accept, before any
+ * byte is read, the connection counts against its address (per-IP rate and cap, 429) and
+ * the global max_connections (503). Then, once the head is complete: the head is parsed
+ * (400), the path routed (404, or the demo page), the upgrade checked (400/426), the Origin
+ * (403), drain (503), the token (401, or 101 then 4401 in refusal=close mode); then 101,
+ * and the session opens with its ACL compiled and the welcome sent. */
 #include "bridge/upgrade.h"
 
 #include <stdatomic.h>
@@ -169,8 +170,8 @@ static bool check_origin(struct admission *a)
     return false;
 }
 
-/* Per-IP handshake rate and connection cap. Admitted: the address counts the connection
- * until the session is freed. */
+/* Per-IP handshake rate and connection cap, taken at accept. Admitted: the address counts
+ * the connection until the session is freed. */
 static bool check_ip_limits(struct admission *a)
 {
     struct wsb_session *s = a->s;
@@ -193,24 +194,30 @@ static bool check_ip_limits(struct admission *a)
     return false;
 }
 
-/* Drain and max_connections. Past the drain check the session counts as a connection. */
+/* max_connections: every accepted connection counts (until it is freed), not only those
+ * whose head has arrived, so silent sockets cannot pile up past the cap. */
 static bool check_capacity(struct admission *a)
 {
     struct wsb_worker *w = a->w;
-    if (atomic_load(&w->shared->draining) || w->draining) {
-        refuse(a->s, 503, "draining", "server is shutting down", "Retry-After: 5\r\n",
-               WSB_HS_OVERLOADED);
-        return false;
-    }
     int64_t conns = atomic_fetch_add(&w->shared->connections, 1);
-    a->s->counted = true;
-    wsb_metric_add(w->metrics.connections, 1);
     if (conns >= (int64_t)a->cfg->limits.max_connections) {
+        atomic_fetch_sub(&w->shared->connections, 1); /* a refused one takes no slot */
         refuse(a->s, 503, "overloaded", "max_connections reached", "Retry-After: 5\r\n",
                WSB_HS_OVERLOADED);
         return false;
     }
+    a->s->counted = true;
+    wsb_metric_add(w->metrics.connections, 1);
     return true;
+}
+
+static bool check_draining(struct admission *a)
+{
+    if (!atomic_load(&a->w->shared->draining) && !a->w->draining)
+        return true;
+    refuse(a->s, 503, "draining", "server is shutting down", "Retry-After: 5\r\n",
+           WSB_HS_OVERLOADED);
+    return false;
 }
 
 /* The token: found by the configured sources and verified. A failure is a 401, or in
@@ -330,10 +337,16 @@ static void handshake(struct wsb_session *s, const char *head, size_t head_len)
 {
     struct admission a = {.s = s, .w = s->w, .cfg = s->rt->cfg};
     if (!parse_request(&a, head, head_len) || !route_path(&a) || !check_upgrade(&a) ||
-        !check_origin(&a) || !check_ip_limits(&a) || !check_capacity(&a) || !authenticate(&a))
+        !check_origin(&a) || !check_draining(&a) || !authenticate(&a))
         return;
     switch_protocols(&a);
     open_session(&a);
+}
+
+bool wsb_upgrade_admit_peer(struct wsb_session *s)
+{
+    struct admission a = {.s = s, .w = s->w, .cfg = s->rt->cfg};
+    return check_ip_limits(&a) && check_capacity(&a);
 }
 
 void wsb_upgrade_read(struct wsb_session *s, struct evbuffer *in)

@@ -3,8 +3,16 @@
 #ifndef WSB_BRIDGE_UPGRADE_H
 #define WSB_BRIDGE_UPGRADE_H
 
+#include <stdbool.h>
+
 struct evbuffer;
 struct wsb_session;
+
+/** The accept-time steps: the new connection counts against its address (per-IP handshake
+ * rate and connection cap: 429) and against max_connections (503) until it is freed.
+ * Returns false when it was refused (the answer is on its way, the session closing).
+ * @locality session loop */
+bool wsb_upgrade_admit_peer(struct wsb_session *s);
 
 /** Looks for a complete request head in `in` (the session's input). Without one it waits
  * (a head over 8 KiB is refused with 431). With one it runs the admission steps: afterwards

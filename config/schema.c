@@ -134,9 +134,11 @@ const struct cfg_field wsb_cfg_fields[] = {
 
     {"limits", CT_OBJ, 0, .flags = CF_RELOAD, .doc = "Resource limits."},
     {"limits.max_connections", CT_U32, L(max_connections), .min = 1, .max = U32MAX, .def = "100000",
-     .flags = CF_RELOAD, .doc = "Open WebSocket connections."},
+     .flags = CF_RELOAD,
+     .doc = "Open client connections, counted from accept (before the request head)."},
     {"limits.max_connections_per_ip", CT_U32, L(max_connections_per_ip), .min = 1, .max = U32MAX,
-     .def = "1000", .flags = CF_RELOAD, .doc = "Open connections per client IP."},
+     .def = "1000", .flags = CF_RELOAD,
+     .doc = "Open connections per client IP, counted from accept."},
     {"limits.ipv6_prefix", CT_U32, L(ipv6_prefix), .min = 1, .max = 128, .def = "64",
      .flags = CF_RELOAD,
      .doc = "IPv6 clients are limited per prefix of this length (a /64 is usually one "

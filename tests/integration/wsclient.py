@@ -197,13 +197,15 @@ class WSClient:
 
     @classmethod
     def connect(cls, host, port, path="/ws", headers=None, subprotocols=None, extensions=None,
-                timeout=DEFAULT_TIMEOUT, expect_status=101, **kw):
+                timeout=DEFAULT_TIMEOUT, expect_status=101, source_address=None, **kw):
         """Opens TCP, sends the upgrade and reads the response head. Returns a WSClient on
         101 (Sec-WebSocket-Accept checked); raises HandshakeError otherwise (the body is read
-        per Content-Length, or until close, within `timeout`)."""
+        per Content-Length, or until close, within `timeout`). `source_address` binds the
+        client side, e.g. ("127.0.0.2", 0) to come from another loopback address."""
         req, key = cls.build_request(host, port, path, headers=headers, subprotocols=subprotocols,
                                      extensions=extensions, **kw)
-        sock = socket.create_connection((host, port), timeout=timeout)
+        sock = socket.create_connection((host, port), timeout=timeout,
+                                        source_address=source_address)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             sock.sendall(req)
