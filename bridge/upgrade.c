@@ -34,6 +34,10 @@
 #include "util/buf.h"
 #include "util/log.h"
 
+/* Every join of header values of a head within WSB_HTTP_MAX_HEAD fits (each value costs at
+ * least its name, ": " and CRLF in the head, more than a separator). */
+#define JOIN_MAX (WSB_HTTP_MAX_HEAD + 1)
+
 /* One upgrade request on its way through the steps. */
 struct admission {
     struct wsb_session *s;
@@ -42,7 +46,32 @@ struct admission {
     struct wsb_http_req req;
     struct wsb_upgrade_check chk;
     const char *token_error; /* refusal=close: the token failed; 101, then 4401 */
+    char join[JOIN_MAX];     /* scratch for header joins */
 };
+
+/* Joins the values of every `name` header with `sep` into out (JOIN_MAX bytes,
+ * NUL-terminated). Returns the length; 0 when there is none. */
+static size_t join_headers(const struct wsb_http_req *req, const char *name, const char *sep,
+                           char *out)
+{
+    size_t n = 0, nlen = strlen(name), slen = strlen(sep);
+    for (size_t i = 0; i < req->nheaders; i++) {
+        const struct wsb_http_header *h = &req->headers[i];
+        if (h->name.len != nlen || strncasecmp(h->name.ptr, name, nlen) != 0)
+            continue;
+        size_t add = (n ? slen : 0) + h->value.len;
+        if (n + add >= JOIN_MAX)
+            return 0; /* cannot happen within the head limit; refuse rather than cut */
+        if (n) {
+            memcpy(out + n, sep, slen);
+            n += slen;
+        }
+        memcpy(out + n, h->value.ptr, h->value.len);
+        n += h->value.len;
+    }
+    out[n] = '\0';
+    return n;
+}
 
 static const char *status_text(int status)
 {
@@ -229,20 +258,21 @@ static bool authenticate(struct admission *a)
     if (!s->rt->auth)
         return true;
     const struct wsb_http_req *req = &a->req;
-    char joined_proto[1024], joined_cookie[4096];
-    long pl =
-        wsb_http_header_join(req, "Sec-WebSocket-Protocol", joined_proto, sizeof(joined_proto));
-    long cl = wsb_http_header_join(req, "Cookie", joined_cookie, sizeof(joined_cookie));
+    /* Any join the head limit allows: RS256 tokens with many claims are often several KiB.
+     * Cookie headers join with "; " (RFC 6265 §5.4), subprotocol lists with ", ". */
+    char *cookies = malloc(JOIN_MAX);
+    size_t pl = join_headers(req, "Sec-WebSocket-Protocol", ", ", a->join);
+    size_t cl = cookies ? join_headers(req, "Cookie", "; ", cookies) : 0;
     struct wsb_slice authz = wsb_http_header(req, "Authorization");
     struct wsb_token_inputs in = {
         .authorization = authz.ptr,
         .authorization_len = authz.len,
         .query = req->query.ptr,
         .query_len = req->query.len,
-        .protocols = pl > 0 ? joined_proto : NULL,
-        .protocols_len = pl > 0 ? (size_t)pl : 0,
-        .cookies = cl > 0 ? joined_cookie : NULL,
-        .cookies_len = cl > 0 ? (size_t)cl : 0,
+        .protocols = pl ? a->join : NULL,
+        .protocols_len = pl,
+        .cookies = cl ? cookies : NULL,
+        .cookies_len = cl,
     };
     char *token = malloc(WSB_TOKEN_MAX + 1);
     const char *source = NULL;
@@ -261,6 +291,10 @@ static bool authenticate(struct admission *a)
         memset(token, 0, WSB_TOKEN_MAX + 1);
         free(token);
     }
+    if (cookies) {
+        memset(cookies, 0, JOIN_MAX);
+        free(cookies);
+    }
     if (token_error && cfg->auth.refusal == WSB_REFUSAL_HTTP) {
         refuse(s, 401, token_error, "authentication failed",
                "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n", WSB_HS_UNAUTHORIZED);
@@ -277,15 +311,14 @@ static void switch_protocols(struct admission *a)
     const struct wsb_config *cfg = a->cfg;
     char accept[29];
     wsb_ws_accept_key(a->chk.key.ptr, a->chk.key.len, accept);
-    char protos[1024];
-    long pl = wsb_http_header_join(&a->req, "Sec-WebSocket-Protocol", protos, sizeof(protos));
-    const char *proto = pl > 0 ? wsb_token_select_protocol(protos, (size_t)pl) : NULL;
+    size_t pl = join_headers(&a->req, "Sec-WebSocket-Protocol", ", ", a->join);
+    const char *proto = pl ? wsb_token_select_protocol(a->join, pl) : NULL;
     char ext[256] = "";
     struct wsb_pmd_params pmdp;
     if (cfg->permessage_deflate && !a->token_error) {
-        char offers[2048];
-        long ol = wsb_http_header_join(&a->req, "Sec-WebSocket-Extensions", offers, sizeof(offers));
-        if (ol > 0 && wsb_pmd_negotiate(offers, (size_t)ol, &pmdp, ext, sizeof(ext)) == 1) {
+        char *offers = a->join; /* the subprotocols are done with */
+        size_t ol = join_headers(&a->req, "Sec-WebSocket-Extensions", ", ", offers);
+        if (ol > 0 && wsb_pmd_negotiate(offers, ol, &pmdp, ext, sizeof(ext)) == 1) {
             s->inflater =
                 wsb_inflater_new(pmdp.client_max_window_bits, pmdp.client_no_context_takeover);
             s->pmd = s->inflater != NULL;
