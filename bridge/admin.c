@@ -1,4 +1,5 @@
-/* Admin listener: /healthz, /readyz, /metrics served by evhttp on a private thread and base. */
+/* Admin listener: /healthz, /readyz, /metrics, /clients served by evhttp on a private thread and
+ * base. */
 #include "bridge/admin.h"
 
 #include <errno.h>
@@ -158,6 +159,56 @@ static void serve_metrics(struct wsb_admin *a, struct evhttp_request *req)
     free(text);
 }
 
+/* GET /clients?top=N&sort=send_buffer|lag|age */
+static void serve_clients(struct wsb_admin *a, struct evhttp_request *req,
+                          const struct evhttp_uri *uri)
+{
+    size_t top = WSB_CLIENTS_TOP_DEFAULT;
+    enum wsb_clients_sort sort = WSB_CLIENTS_SEND_BUFFER;
+    const char *query = uri != NULL ? evhttp_uri_get_query(uri) : NULL;
+    struct evkeyvalq params;
+    params.tqh_first = NULL; /* what evhttp_parse_query_str would set for an empty query */
+    params.tqh_last = &params.tqh_first;
+    if (query != NULL && evhttp_parse_query_str(query, &params) != 0) {
+        reply_json(req, 400, "Bad Request",
+                   "{\"error\":\"bad_request\",\"message\":\"malformed query\"}");
+        return;
+    }
+    const char *bad = NULL;
+    for (struct evkeyval *kv = params.tqh_first; kv != NULL && bad == NULL;
+         kv = kv->next.tqe_next) {
+        if (strcmp(kv->key, "top") == 0) {
+            char *end = NULL;
+            errno = 0;
+            long v = strtol(kv->value, &end, 10);
+            if (errno || end == kv->value || *end || v < 1 || v > WSB_CLIENTS_TOP_MAX)
+                bad = "{\"error\":\"bad_request\",\"message\":\"top must be 1..1000\"}";
+            else
+                top = (size_t)v;
+        } else if (strcmp(kv->key, "sort") == 0) {
+            if (!wsb_clients_sort_parse(kv->value, &sort))
+                bad = "{\"error\":\"bad_request\",\"message\":\"sort must be send_buffer, lag "
+                      "or age\"}";
+        } else {
+            bad = "{\"error\":\"bad_request\",\"message\":\"unknown parameter; use top and "
+                  "sort\"}";
+        }
+    }
+    evhttp_clear_headers(&params);
+    if (bad != NULL) {
+        reply_json(req, 400, "Bad Request", bad);
+        return;
+    }
+    size_t len = 0;
+    char *body = a->hooks.clients != NULL ? a->hooks.clients(a->hooks.ctx, top, sort, &len) : NULL;
+    if (body == NULL) {
+        reply_json(req, 500, "Internal Server Error", "{\"error\":\"internal\"}");
+        return;
+    }
+    reply(req, 200, "OK", "application/json", body, len);
+    free(body);
+}
+
 static void handle(struct evhttp_request *req, void *arg)
 {
     struct wsb_admin *a = arg;
@@ -181,6 +232,8 @@ static void handle(struct evhttp_request *req, void *arg)
         serve_readyz(a, req);
     } else if (strcmp(path, "/metrics") == 0) {
         serve_metrics(a, req);
+    } else if (strcmp(path, "/clients") == 0) {
+        serve_clients(a, req, uri);
     } else {
         reply_json(req, 404, "Not Found", "{\"error\":\"not_found\"}");
     }

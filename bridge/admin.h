@@ -1,4 +1,4 @@
-/* The admin listener: /healthz, /readyz, /metrics on its own thread and event base
+/* The admin listener: /healthz, /readyz, /metrics, /clients on its own thread and event base
  * (libevent evhttp), so a scrape never competes with the WebSocket loops. */
 #ifndef WSB_BRIDGE_ADMIN_H
 #define WSB_BRIDGE_ADMIN_H
@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "bridge/clients.h"
 #include "util/err.h"
 
 struct wsb_admin_hooks {
@@ -17,7 +18,14 @@ struct wsb_admin_hooks {
     bool (*ready)(void *ctx, char *reason, size_t reasonlen);
     /** The metrics text, malloc'd (the admin frees it). */
     char *(*metrics)(void *ctx, size_t *len);
+    /** GET /clients?top=N&sort=...: the JSON answer, malloc'd; NULL on failure (500). May block
+     * the admin thread briefly while the event loops answer. */
+    char *(*clients)(void *ctx, size_t top, enum wsb_clients_sort sort, size_t *len);
 };
+
+/** /clients?top= default and maximum. */
+#define WSB_CLIENTS_TOP_DEFAULT 20
+#define WSB_CLIENTS_TOP_MAX 1000
 
 struct wsb_admin;
 

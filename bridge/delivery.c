@@ -56,6 +56,7 @@ static void count_drop(void *ctx, uint32_t tag)
     struct wsb_session *s = ctx;
     if (tag < s->cap && s->subs[tag].used)
         s->subs[tag].gap++;
+    s->dropped++;
     wsb_metric_add(s->w->metrics.dropped[WSB_DROP_SLOW_CONSUMER], 1);
 }
 

@@ -18,6 +18,7 @@
 
 #include "auth/jwt.h"
 #include "bridge/admin.h"
+#include "bridge/clients.h"
 #include "bridge/clock.h"
 #include "bridge/conn.h"
 #include "bridge/delivery.h"
@@ -38,6 +39,7 @@
 
 #define TICK_MS 500
 #define HEALTHY_WITHIN_MS 5000
+#define CLIENTS_WAIT_MS 500 /* how long GET /clients waits for the event loops */
 
 struct wsb_server {
     struct wsb_shared sh;
@@ -85,6 +87,7 @@ static void on_mail(void *ctx, struct wsb_mail *m)
         break;
     }
     case WSB_MAIL_STOP: event_base_loopexit(w->base, NULL); break;
+    case WSB_MAIL_CLIENTS: wsb_clients_collect(w, m->ptr); break;
     }
     wsb_mail_free(m);
 }
@@ -312,6 +315,35 @@ static char *hook_metrics(void *ctx, size_t *len)
         .ctx = s,
     };
     return wsb_metrics_render(&src, len);
+}
+
+static void clients_req_release(void *ptr)
+{
+    wsb_clients_req_unref(ptr);
+}
+
+/* GET /clients: every loop snapshots its heaviest sessions between two batches of work; the
+ * admin thread waits for them a bounded time. */
+static char *hook_clients(void *ctx, size_t top, enum wsb_clients_sort sort, size_t *len)
+{
+    struct wsb_server *s = ctx;
+    struct wsb_clients_req *r = wsb_clients_req_new(s->sh.nworkers, top, sort);
+    if (r == NULL)
+        return NULL;
+    for (unsigned i = 0; i < s->sh.nworkers; i++) {
+        struct wsb_mail *m = wsb_mail_new(WSB_MAIL_CLIENTS, 0, NULL, NULL, NULL, true);
+        if (m == NULL) {
+            wsb_clients_req_answer(r, NULL, 0, 0); /* counted as answered, with nothing */
+            continue;
+        }
+        m->ptr = wsb_clients_req_ref(r);
+        m->ptr_free = clients_req_release;
+        wsb_mailbox_post(s->sh.workers[i]->mailbox, m);
+    }
+    wsb_clients_req_wait(r, CLIENTS_WAIT_MS);
+    char *out = wsb_clients_req_render(r, len);
+    wsb_clients_req_unref(r);
+    return out;
 }
 
 /* ---- construction ----------------------------------------------------------------- */
@@ -604,6 +636,7 @@ int wsb_server_run(struct wsb_server *s)
             .healthy = hook_healthy,
             .ready = hook_ready,
             .metrics = hook_metrics,
+            .clients = hook_clients,
         };
         if (wsb_admin_start(cfg->admin_listen, &hooks, &s->admin, err, sizeof(err)) != WSB_OK) {
             fprintf(stderr, "wsbridge: %s\n", err);

@@ -131,6 +131,7 @@ void wsb_session_flush(struct wsb_session *s)
                 }
             }
             wsb_metric_add(s->w->metrics.messages_out, 1);
+            s->messages_out++;
             if (f->ts_ms >= 0) {
                 if (now < 0)
                     now = wsb_wall_ms();
@@ -547,6 +548,75 @@ void wsb_session_recheck(struct wsb_session *s)
     wsb_bucket_reconfigure(&s->in_msgs, l->inbound_rate_per_s, l->inbound_rate_burst);
     wsb_bucket_reconfigure(&s->in_bytes, l->inbound_bytes_per_s, l->inbound_bytes_burst);
     wsb_session_recompile_acl(s);
+}
+
+/* ---- introspection (/clients) ------------------------------------------------------ */
+
+/* Broker timestamp of the oldest message still in the out-queue to now; 0 when none. */
+static int64_t lag_ms(const struct wsb_session *s, int64_t wall_ms)
+{
+    for (size_t i = 0; i < s->q.count; i++) {
+        const struct wsb_outq_item *it = &s->q.items[(s->q.head + i) % s->q.cap];
+        if (it->kind != WSB_OUTQ_MESSAGE)
+            continue;
+        return it->frame->ts_ms >= 0 && wall_ms > it->frame->ts_ms ? wall_ms - it->frame->ts_ms : 0;
+    }
+    return 0;
+}
+
+static bool listed(const struct wsb_session *s)
+{
+    return s->state == WSB_SS_OPEN || s->state == WSB_SS_CLOSING;
+}
+
+bool wsb_session_client_key(const struct wsb_session *s, enum wsb_clients_sort sort, int64_t now_ms,
+                            int64_t wall_ms, int64_t *key)
+{
+    if (!listed(s))
+        return false;
+    *key = wsb_clients_key(sort, wsb_session_queued(s),
+                           sort == WSB_CLIENTS_LAG ? lag_ms(s, wall_ms) : 0, now_ms - s->opened_ms);
+    return true;
+}
+
+bool wsb_session_snapshot(const struct wsb_session *s, int64_t now_ms, int64_t wall_ms,
+                          struct wsb_client_info *ci)
+{
+    memset(ci, 0, sizeof(*ci));
+    if (!listed(s))
+        return false;
+    snprintf(ci->session, sizeof(ci->session), "%s", s->sid);
+    uint16_t port = 0;
+    if (s->addr.ss_family == AF_INET)
+        port = ntohs(((const struct sockaddr_in *)&s->addr)->sin_port);
+    else if (s->addr.ss_family == AF_INET6)
+        port = ntohs(((const struct sockaddr_in6 *)&s->addr)->sin6_port);
+    snprintf(ci->peer, sizeof(ci->peer), s->addr.ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", s->ip,
+             (unsigned)port);
+    ci->worker = s->w->idx;
+    ci->buffered_bytes = wsb_session_queued(s);
+    ci->dropped = s->dropped;
+    ci->messages_out = s->messages_out;
+    ci->lag_ms = lag_ms(s, wall_ms);
+    ci->age_ms = now_ms - s->opened_ms;
+    ci->over_soft_ms = s->sb.soft_since_us >= 0 ? (wsb_now_us() - s->sb.soft_since_us) / 1000 : 0;
+    ci->tls = s->tls;
+    if (s->ident && s->ident->sub && !(ci->sub = strdup(s->ident->sub)))
+        goto oom;
+    if (s->nsubs && !(ci->channels = calloc(s->nsubs, sizeof(*ci->channels))))
+        goto oom;
+    for (size_t i = 0; i < s->cap && ci->nchannels < s->nsubs; i++) {
+        if (!s->subs[i].used)
+            continue;
+        if (!(ci->channels[ci->nchannels] = strdup(s->subs[i].channel)))
+            goto oom;
+        ci->nchannels++;
+    }
+    return true;
+
+oom:
+    wsb_client_info_cleanup(ci);
+    return false;
 }
 
 static void session_free(struct wsb_session *s)

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "bridge/clients.h"
 #include "bridge/flow.h"
 #include "bridge/hub.h"
 #include "bridge/iplimit.h"
@@ -103,6 +104,10 @@ struct wsb_session {
     bool close_after_flush;
     bool linger; /* after the flush: FIN, then read until EOF (see wsb_session_written) */
     bool read_paused;
+    uint64_t dropped;      /* messages dropped for this client (drop_oldest) */
+    uint64_t messages_out; /* message frames handed to the socket */
+    int64_t opened_ms;     /* when the upgrade completed (monotonic) */
+    bool tls;              /* accepted on a TLS listener */
 
     /* timers */
     struct event *timer; /* handshake deadline, pong deadline, close wait */
@@ -213,5 +218,14 @@ struct wsb_session *wsb_session_next(struct wsb_session *s);
 
 /** Puts the session on the reap list at once (shutdown after the drain timeout). */
 void wsb_session_force_close(struct wsb_session *s);
+
+/** The /clients sort key of an open (or closing) session at monotonic `now_ms` / wall-clock
+ * `wall_ms`; false for a session still in its handshake or already dead. */
+bool wsb_session_client_key(const struct wsb_session *s, enum wsb_clients_sort sort, int64_t now_ms,
+                            int64_t wall_ms, int64_t *key);
+/** Fills a /clients snapshot of the session (strings copied). False on OOM or when the session
+ * is not open. @locality worker loop */
+bool wsb_session_snapshot(const struct wsb_session *s, int64_t now_ms, int64_t wall_ms,
+                          struct wsb_client_info *out);
 
 #endif
