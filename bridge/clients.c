@@ -52,11 +52,11 @@ void wsb_client_info_cleanup(struct wsb_client_info *ci)
 }
 
 int64_t wsb_clients_key(enum wsb_clients_sort sort, uint64_t buffered_bytes, int64_t lag_ms,
-                        int64_t age_ms)
+                        int64_t age_us)
 {
     switch (sort) {
     case WSB_CLIENTS_LAG: return lag_ms;
-    case WSB_CLIENTS_AGE: return age_ms;
+    case WSB_CLIENTS_AGE: return age_us;
     case WSB_CLIENTS_SEND_BUFFER:
     default: return buffered_bytes > INT64_MAX ? INT64_MAX : (int64_t)buffered_bytes;
     }
@@ -160,8 +160,8 @@ static enum wsb_clients_sort cmp_sort;
 static int cmp_info(const void *a, const void *b)
 {
     const struct wsb_client_info *x = a, *y = b;
-    int64_t kx = wsb_clients_key(cmp_sort, x->buffered_bytes, x->lag_ms, x->age_ms);
-    int64_t ky = wsb_clients_key(cmp_sort, y->buffered_bytes, y->lag_ms, y->age_ms);
+    int64_t kx = wsb_clients_key(cmp_sort, x->buffered_bytes, x->lag_ms, x->age_us);
+    int64_t ky = wsb_clients_key(cmp_sort, y->buffered_bytes, y->lag_ms, y->age_us);
     if (kx != ky)
         return kx > ky ? -1 : 1;
     return strcmp(x->session, y->session); /* stable, deterministic order */
@@ -221,7 +221,7 @@ static int cmp_keyed(const void *a, const void *b)
 
 void wsb_clients_collect(struct wsb_worker *w, struct wsb_clients_req *r)
 {
-    int64_t now = wsb_now_ms(), wall = wsb_wall_ms();
+    int64_t now = wsb_now_us(), wall = wsb_wall_ms();
     struct keyed *all = w->nsessions ? calloc(w->nsessions, sizeof(*all)) : NULL;
     struct wsb_client_info *infos = NULL;
     size_t n = 0, k = 0;

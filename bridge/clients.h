@@ -35,6 +35,7 @@ struct wsb_client_info {
     uint64_t messages_out;   /* message frames sent */
     int64_t lag_ms;          /* broker timestamp of the oldest queued message to now; 0 if none */
     int64_t age_ms;          /* since the upgrade */
+    int64_t age_us;          /* the same in microseconds (ordering; not in the JSON) */
     int64_t over_soft_ms;    /* how long the send buffer has been over the soft limit; 0 if not */
     bool tls;                /* connected over TLS */
 };
@@ -43,7 +44,7 @@ void wsb_client_info_cleanup(struct wsb_client_info *ci);
 
 /** The sort key of a snapshot (larger = earlier in the answer). */
 int64_t wsb_clients_key(enum wsb_clients_sort sort, uint64_t buffered_bytes, int64_t lag_ms,
-                        int64_t age_ms);
+                        int64_t age_us);
 
 struct wsb_clients_req;
 

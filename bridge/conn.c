@@ -5,16 +5,19 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/ssl.h>
 #include <string.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/util.h>
 
 #include "bridge/clock.h"
 #include "bridge/metrics.h"
 #include "bridge/ops.h"
+#include "bridge/runtime.h"
 #include "bridge/session.h"
 #include "bridge/upgrade.h"
 #include "bridge/worker.h"
@@ -228,16 +231,44 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 
 /* ---- accept ----------------------------------------------------------------------- */
 
+/* wss://: a socket-based OpenSSL bufferevent that does the server handshake first. Its
+ * output evbuffer holds the plaintext SSL_write has not taken yet (libevent keeps data there
+ * until the TLS layer accepts it, and writes records straight to the socket), so the send-buffer
+ * accounting still counts exactly what the kernel has not taken. The SSL object keeps a
+ * reference to the context of the runtime it was made from: a reload that swaps the context
+ * leaves this connection as it is. */
+static struct bufferevent *tls_bufferevent(struct wsb_worker *w, int fd)
+{
+    struct wsb_runtime *rt = wsb_shared_runtime(w->shared);
+    SSL *ssl = rt->tls ? SSL_new(rt->tls) : NULL;
+    wsb_runtime_unref(rt);
+    if (!ssl)
+        return NULL;
+    struct bufferevent *bev = bufferevent_openssl_socket_new(
+        w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+    if (!bev) {
+        SSL_free(ssl);
+        return NULL;
+    }
+    /* A client that closes TCP without close_notify is an EOF, not an error. */
+    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    return bev;
+}
+
 void wsb_conn_accept(struct wsb_worker *w, int fd, const struct sockaddr *addr, int socklen)
 {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    struct bufferevent *bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    bool tls = w->shared->tls;
+    struct bufferevent *bev =
+        tls ? tls_bufferevent(w, fd) : bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
     if (!bev) {
         evutil_closesocket(fd);
         return;
     }
-    wsb_conn_open(w, bev, addr, socklen);
+    struct wsb_session *s = wsb_conn_open(w, bev, addr, socklen);
+    if (s)
+        s->tls = tls;
 }
 
 struct wsb_session *wsb_conn_open(struct wsb_worker *w, struct bufferevent *bev,

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "auth/jwt.h"
+#include "bridge/tls.h"
 #include "config/config.h"
 
 struct wsb_runtime *wsb_runtime_new(struct wsb_config *cfg, char *err, size_t errlen)
@@ -16,6 +17,13 @@ struct wsb_runtime *wsb_runtime_new(struct wsb_config *cfg, char *err, size_t er
     }
     atomic_init(&rt->refs, 1);
     if (cfg->auth.enabled && wsb_auth_new(&cfg->auth, &rt->auth, err, errlen) != WSB_OK) {
+        free(rt);
+        return NULL;
+    }
+    if (cfg->tls_cert != NULL && wsb_tls_ctx_new(cfg->tls_cert, cfg->tls_key, cfg->tls_client_ca,
+                                                 &rt->tls, err, errlen) != WSB_OK) {
+        if (rt->auth)
+            wsb_auth_unref(rt->auth);
         free(rt);
         return NULL;
     }
@@ -35,6 +43,7 @@ void wsb_runtime_unref(struct wsb_runtime *rt)
         return;
     if (rt->auth)
         wsb_auth_unref(rt->auth);
+    wsb_tls_ctx_free(rt->tls);
     wsb_config_unref(rt->cfg);
     free(rt);
 }

@@ -31,6 +31,7 @@
 #include "bridge/runtime.h"
 #include "bridge/session.h"
 #include "bridge/sources.h"
+#include "bridge/tls.h"
 #include "bridge/worker.h"
 #include "bridge/ws/ws_deflate.h"
 #include "config/config.h"
@@ -39,6 +40,8 @@
 
 #define TICK_MS 500
 #define HEALTHY_WITHIN_MS 5000
+static void log_tls(const struct wsb_runtime *rt);
+
 #define CLIENTS_WAIT_MS 500 /* how long GET /clients waits for the event loops */
 
 struct wsb_server {
@@ -276,7 +279,25 @@ static bool hook_ready(void *ctx, char *reason, size_t len)
         first = false;
     }
     if (off < len)
-        snprintf(reason + off, len - off, "}}");
+        off += (size_t)snprintf(reason + off, len - off, "}");
+    /* An event loop that has not ticked for a while cannot serve its clients either. */
+    int64_t now = wsb_now_ms();
+    first = true;
+    for (unsigned i = 0; i < s->sh.nworkers; i++) {
+        int64_t quiet = now - atomic_load(&s->sh.workers[i]->last_tick_ms);
+        if (quiet <= HEALTHY_WITHIN_MS)
+            continue;
+        ok = false;
+        if (off < len)
+            off += (size_t)snprintf(reason + off, len - off,
+                                    "%s\"%u\":\"event loop not answering for %lld ms\"",
+                                    first ? ",\"workers\":{" : ",", i, (long long)quiet);
+        first = false;
+    }
+    if (!first && off < len)
+        off += (size_t)snprintf(reason + off, len - off, "}");
+    if (off < len)
+        snprintf(reason + off, len - off, "}");
     return ok;
 }
 
@@ -438,6 +459,8 @@ enum wsb_err wsb_server_new(struct wsb_config *cfg, const struct wsb_server_opts
         rc = WSB_ERR_INVALID;
         goto fail;
     }
+    s->sh.tls = s->sh.rt->tls != NULL;
+    log_tls(s->sh.rt);
 
     wsb_worker_sink_init(&s->sink, &s->sh);
     s->sh.nconnectors = cfg->nconnectors;
@@ -528,6 +551,17 @@ static void log_config_error(void *ctx, const char *file, const char *path, cons
             WSB_LSTR("error", msg));
 }
 
+/* Which certificate the listener now serves (start and every reload). */
+static void log_tls(const struct wsb_runtime *rt)
+{
+    if (!rt->tls)
+        return;
+    char what[512];
+    wsb_tls_ctx_describe(rt->tls, what, sizeof(what));
+    wsb_log(WSB_LOG_INFO, "tls certificate loaded", WSB_LSTR("certificate", what),
+            WSB_LSTR("client_ca", rt->cfg->tls_client_ca));
+}
+
 static void log_restart_needed(void *ctx, const char *file, const char *path, const char *msg)
 {
     (void)ctx;
@@ -567,11 +601,15 @@ static void reload(struct wsb_server *s)
     bool same = same_connectors(old->cfg, cfg);
     if (same)
         wsb_config_restart_needed(old->cfg, cfg, log_restart_needed, NULL);
+    /* The listener's protocol is fixed at start: certificates may change, wss:// vs ws:// not. */
+    bool same_tls = (old->cfg->tls_cert != NULL) == (cfg->tls_cert != NULL);
     wsb_runtime_unref(old);
-    if (!same) {
+    if (!same || !same_tls) {
         wsb_config_unref(cfg);
-        wsb_log0(WSB_LOG_ERROR, "reload failed: connectors changed; a restart is needed for "
-                                "that; keeping the running configuration");
+        wsb_log0(WSB_LOG_ERROR, !same ? "reload failed: connectors changed; a restart is needed "
+                                        "for that; keeping the running configuration"
+                                      : "reload failed: tls was turned on or off; a restart is "
+                                        "needed for that; keeping the running configuration");
         return;
     }
     char err[256] = "";
@@ -587,6 +625,7 @@ static void reload(struct wsb_server *s)
     s->sh.rt = rt;
     pthread_mutex_unlock(&s->sh.rt_lock);
     wsb_runtime_unref(prev);
+    log_tls(rt);
     const struct wsb_limits *l = &cfg->limits;
     wsb_iplimit_reconfigure(s->sh.iplimit, l->handshake_rate_per_s, l->handshake_rate_burst,
                             l->max_connections_per_ip);

@@ -10,6 +10,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 
 #include "auth/acl.h"
@@ -21,6 +22,7 @@
 #include "bridge/metrics.h"
 #include "bridge/runtime.h"
 #include "bridge/sources.h"
+#include "bridge/tls.h"
 #include "bridge/worker.h"
 #include "bridge/ws/ws_deflate.h"
 #include "config/config.h"
@@ -360,11 +362,32 @@ void wsb_session_set_expiry(struct wsb_session *s)
     evtimer_add(s->exp_ev, &tv);
 }
 
+/* The claims the ACL sees: the token's, without any mtls_* names it may carry, plus those of a
+ * verified client certificate. A new reference, or NULL (anonymous, no certificate). */
+static json_t *acl_claims(const struct wsb_session *s)
+{
+    json_t *tok = s->ident ? s->ident->claims : NULL;
+    bool spoof = tok && (json_object_get(tok, WSB_TLS_CLAIM_SUBJECT) != NULL ||
+                         json_object_get(tok, WSB_TLS_CLAIM_CN) != NULL);
+    if (!s->tls_claims && !spoof)
+        return tok ? json_incref(tok) : NULL;
+    json_t *c = tok ? json_copy(tok) : json_object();
+    if (!c)
+        return NULL;
+    json_object_del(c, WSB_TLS_CLAIM_SUBJECT);
+    json_object_del(c, WSB_TLS_CLAIM_CN);
+    if (s->tls_claims)
+        json_object_update(c, s->tls_claims);
+    return c;
+}
+
 void wsb_session_recompile_acl(struct wsb_session *s)
 {
     const struct wsb_config *cfg = s->rt->cfg;
-    struct wsb_acl *acl = wsb_acl_compile(cfg->acl, cfg->nacl, s->ident ? s->ident->claims : NULL,
+    json_t *claims = acl_claims(s);
+    struct wsb_acl *acl = wsb_acl_compile(cfg->acl, cfg->nacl, claims,
                                           cfg->auth.enabled ? cfg->auth.permissions_claim : NULL);
+    json_decref(claims);
     if (!acl)
         return; /* keep the old grants on allocation failure */
     if (s->acl)
@@ -401,6 +424,14 @@ void wsb_session_start(struct wsb_session *s)
     int64_t now_us = wsb_now_us();
     wsb_bucket_init(&s->in_msgs, l->inbound_rate_per_s, l->inbound_rate_burst, now_us);
     wsb_bucket_init(&s->in_bytes, l->inbound_bytes_per_s, l->inbound_bytes_burst, now_us);
+    if (s->tls) {
+        /* A client certificate that verified against tls.client_ca names the client too. */
+        json_t *c = json_object();
+        if (c && wsb_tls_peer_claims(bufferevent_openssl_get_ssl(s->bev), c))
+            s->tls_claims = c;
+        else
+            json_decref(c);
+    }
     wsb_session_recompile_acl(s);
     s->ping_ev = event_new(w->base, -1, EV_PERSIST, on_ping_timer, s);
     s->exp_ev = evtimer_new(w->base, on_expiry, s);
@@ -569,17 +600,17 @@ static bool listed(const struct wsb_session *s)
     return s->state == WSB_SS_OPEN || s->state == WSB_SS_CLOSING;
 }
 
-bool wsb_session_client_key(const struct wsb_session *s, enum wsb_clients_sort sort, int64_t now_ms,
+bool wsb_session_client_key(const struct wsb_session *s, enum wsb_clients_sort sort, int64_t now_us,
                             int64_t wall_ms, int64_t *key)
 {
     if (!listed(s))
         return false;
     *key = wsb_clients_key(sort, wsb_session_queued(s),
-                           sort == WSB_CLIENTS_LAG ? lag_ms(s, wall_ms) : 0, now_ms - s->opened_ms);
+                           sort == WSB_CLIENTS_LAG ? lag_ms(s, wall_ms) : 0, now_us - s->opened_us);
     return true;
 }
 
-bool wsb_session_snapshot(const struct wsb_session *s, int64_t now_ms, int64_t wall_ms,
+bool wsb_session_snapshot(const struct wsb_session *s, int64_t now_us, int64_t wall_ms,
                           struct wsb_client_info *ci)
 {
     memset(ci, 0, sizeof(*ci));
@@ -598,8 +629,9 @@ bool wsb_session_snapshot(const struct wsb_session *s, int64_t now_ms, int64_t w
     ci->dropped = s->dropped;
     ci->messages_out = s->messages_out;
     ci->lag_ms = lag_ms(s, wall_ms);
-    ci->age_ms = now_ms - s->opened_ms;
-    ci->over_soft_ms = s->sb.soft_since_us >= 0 ? (wsb_now_us() - s->sb.soft_since_us) / 1000 : 0;
+    ci->age_us = now_us - s->opened_us;
+    ci->age_ms = ci->age_us / 1000;
+    ci->over_soft_ms = s->sb.soft_since_us >= 0 ? (now_us - s->sb.soft_since_us) / 1000 : 0;
     ci->tls = s->tls;
     if (s->ident && s->ident->sub && !(ci->sub = strdup(s->ident->sub)))
         goto oom;
@@ -652,6 +684,7 @@ static void session_free(struct wsb_session *s)
         wsb_acl_free(s->acl);
     if (s->ident)
         wsb_identity_unref(s->ident);
+    json_decref(s->tls_claims);
     wsb_buf_cleanup(&s->msg);
     free(s->subs);
     wsb_runtime_unref(s->rt);

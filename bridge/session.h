@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include <jansson.h>
+
 #include "bridge/clients.h"
 #include "bridge/flow.h"
 #include "bridge/hub.h"
@@ -106,8 +108,9 @@ struct wsb_session {
     bool read_paused;
     uint64_t dropped;      /* messages dropped for this client (drop_oldest) */
     uint64_t messages_out; /* message frames handed to the socket */
-    int64_t opened_ms;     /* when the upgrade completed (monotonic) */
+    int64_t opened_us;     /* when the upgrade completed (monotonic) */
     bool tls;              /* accepted on a TLS listener */
+    json_t *tls_claims;    /* mtls_subject / mtls_cn of a verified client certificate, or NULL */
 
     /* timers */
     struct event *timer; /* handshake deadline, pong deadline, close wait */
@@ -225,7 +228,7 @@ bool wsb_session_client_key(const struct wsb_session *s, enum wsb_clients_sort s
                             int64_t wall_ms, int64_t *key);
 /** Fills a /clients snapshot of the session (strings copied). False on OOM or when the session
  * is not open. @locality worker loop */
-bool wsb_session_snapshot(const struct wsb_session *s, int64_t now_ms, int64_t wall_ms,
+bool wsb_session_snapshot(const struct wsb_session *s, int64_t now_us, int64_t wall_ms,
                           struct wsb_client_info *out);
 
 #endif

@@ -339,7 +339,7 @@ static void switch_protocols(struct admission *a)
         evbuffer_add_printf(out, "Sec-WebSocket-Extensions: %s\r\n", ext);
     evbuffer_add(out, "\r\n", 2);
     s->state = WSB_SS_OPEN;
-    s->opened_ms = wsb_now_ms();
+    s->opened_us = wsb_now_us();
     event_del(s->timer);
     wsb_frame_parser_init(&s->fp, cfg->limits.max_message_bytes, s->pmd);
 }

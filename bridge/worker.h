@@ -46,6 +46,7 @@ struct wsb_shared {
     struct wsb_runtime *rt; /* current snapshot (under rt_lock) */
     const char *demo_page;  /* served at / in --demo, else NULL */
     const char *demo_token; /* printed hint, NULL unless --demo */
+    bool tls;               /* the WebSocket listener speaks TLS (fixed at start) */
 };
 
 /** Takes a reference to the current runtime. @locality any */

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import socket
+import ssl
 import struct
 import time
 import zlib
@@ -197,16 +198,24 @@ class WSClient:
 
     @classmethod
     def connect(cls, host, port, path="/ws", headers=None, subprotocols=None, extensions=None,
-                timeout=DEFAULT_TIMEOUT, expect_status=101, source_address=None, **kw):
-        """Opens TCP, sends the upgrade and reads the response head. Returns a WSClient on
-        101 (Sec-WebSocket-Accept checked); raises HandshakeError otherwise (the body is read
-        per Content-Length, or until close, within `timeout`). `source_address` binds the
-        client side, e.g. ("127.0.0.2", 0) to come from another loopback address."""
+                timeout=DEFAULT_TIMEOUT, expect_status=101, source_address=None, ssl_context=None,
+                server_hostname=None, **kw):
+        """Opens TCP (wrapped in TLS with `ssl_context`: wss://), sends the upgrade and reads
+        the response head. Returns a WSClient on 101 (Sec-WebSocket-Accept checked); raises
+        HandshakeError otherwise (the body is read per Content-Length, or until close, within
+        `timeout`). `source_address` binds the client side, e.g. ("127.0.0.2", 0) to come from
+        another loopback address."""
         req, key = cls.build_request(host, port, path, headers=headers, subprotocols=subprotocols,
                                      extensions=extensions, **kw)
         sock = socket.create_connection((host, port), timeout=timeout,
                                         source_address=source_address)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if ssl_context is not None:
+            try:
+                sock = ssl_context.wrap_socket(sock, server_hostname=server_hostname or host)
+            except Exception:
+                sock.close()
+                raise
         try:
             sock.sendall(req)
             status, hdrs, rest, raw_head = read_http_head(sock, timeout)
@@ -292,7 +301,7 @@ class WSClient:
             self.sock.settimeout(left)
             try:
                 chunk = self.sock.recv(1 << 16)
-            except ConnectionResetError:
+            except (ConnectionResetError, ssl.SSLError):  # a TLS alert or an unclean end
                 chunk = b""
             if not chunk:
                 self.eof = True
@@ -448,7 +457,7 @@ class WSClient:
                 chunk = self.sock.recv(1 << 16)
             except socket.timeout:
                 return False
-            except (ConnectionResetError, OSError):
+            except (ConnectionResetError, OSError):  # ssl.SSLError is an OSError
                 self.eof = True
                 return True
             if not chunk:
