@@ -188,7 +188,8 @@ char *wsb_clients_req_render(struct wsb_clients_req *r, size_t *len)
     static pthread_mutex_t sort_lock = PTHREAD_MUTEX_INITIALIZER; /* qsort has no context */
     pthread_mutex_lock(&sort_lock);
     cmp_sort = r->sort;
-    qsort(r->infos, r->n, sizeof(*r->infos), cmp_info);
+    if (r->n > 1)
+        qsort(r->infos, r->n, sizeof(*r->infos), cmp_info);
     pthread_mutex_unlock(&sort_lock);
     json_t *list = json_array();
     json_t *doc = NULL;
