@@ -2,10 +2,10 @@
  * send buffers, the largest lag or the longest life. Metrics never carry per-client labels, so
  * this is where an operator finds the one client that misbehaves.
  *
- * The admin thread creates a request and posts it to every worker's mailbox; each worker, on its
- * own loop, picks its top N sessions, fills their snapshots and hands them over (one mutex,
- * taken once per worker and request — nothing on the per-message path); the admin thread waits
- * a bounded time and renders the merged top N as JSON. */
+ * The admin thread creates a request, hands each worker a reference and makes the worker's
+ * clients event active; each worker, on its own loop, picks its top N sessions, fills their
+ * snapshots and hands them over (one mutex, taken once per worker and request — nothing on the
+ * per-message path); the admin thread waits a bounded time and renders the merged top N as JSON. */
 #ifndef WSB_BRIDGE_CLIENTS_H
 #define WSB_BRIDGE_CLIENTS_H
 
@@ -68,7 +68,7 @@ void wsb_clients_req_answer(struct wsb_clients_req *r, struct wsb_client_info *i
 struct wsb_worker;
 
 /** A worker's part: picks its `top` sessions by the request's sort, snapshots them and
- * answers. @locality worker loop (the WSB_MAIL_CLIENTS mail) */
+ * answers. @locality worker loop */
 void wsb_clients_collect(struct wsb_worker *w, struct wsb_clients_req *r);
 
 /** Waits until every worker answered or `timeout_ms` passed. Returns true when complete.

@@ -158,8 +158,6 @@ void wsb_mail_free(struct wsb_mail *mail)
         return;
     if (mail->msg)
         wsb_msg_unref(mail->msg);
-    if (mail->ptr_free)
-        mail->ptr_free(mail->ptr);
     free(mail->text);
     free(mail->text2);
     free(mail);

@@ -20,7 +20,6 @@ enum wsb_mail_type {
     WSB_MAIL_DRAIN,        /* stop accepting, close every session with 1001 */
     WSB_MAIL_RELOAD,       /* a new runtime is current: re-check sessions */
     WSB_MAIL_STOP,         /* leave the event loop */
-    WSB_MAIL_CLIENTS,      /* admin /clients: ptr = a struct wsb_clients_req reference */
 };
 
 struct wsb_mail {
@@ -31,8 +30,6 @@ struct wsb_mail {
     struct wsb_msg *msg; /* owned reference */
     char *text;          /* owned */
     char *text2;         /* owned */
-    void *ptr;           /* owned through ptr_free when set */
-    void (*ptr_free)(void *ptr);
 };
 
 struct wsb_mailbox;

@@ -90,7 +90,6 @@ static void on_mail(void *ctx, struct wsb_mail *m)
         break;
     }
     case WSB_MAIL_STOP: event_base_loopexit(w->base, NULL); break;
-    case WSB_MAIL_CLIENTS: wsb_clients_collect(w, m->ptr); break;
     }
     wsb_mail_free(m);
 }
@@ -170,6 +169,20 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* An admin /clients request reached this loop (outside the mailbox, so a mailbox held back
+ * by flow control does not hold the answer back too). */
+static void on_clients(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct wsb_worker *w = arg;
+    struct wsb_clients_req *r = atomic_exchange(&w->clients_req, NULL);
+    if (r) {
+        wsb_clients_collect(w, r);
+        wsb_clients_req_unref(r);
+    }
+}
+
 static enum wsb_err worker_new(struct wsb_server *srv, unsigned idx, const struct sockaddr *sa,
                                int salen, struct wsb_worker **out, char *err, size_t errlen)
 {
@@ -189,7 +202,9 @@ static enum wsb_err worker_new(struct wsb_server *srv, unsigned idx, const struc
     w->reap_ev = event_new(w->base, -1, 0, on_reap, w);
     w->tick_ev = event_new(w->base, -1, EV_PERSIST, on_tick, w);
     w->accept_ev = event_new(w->base, -1, 0, on_accept_resume, w);
-    if (!w->mailbox || !w->hub || !w->deflater || !w->reap_ev || !w->tick_ev || !w->accept_ev)
+    w->clients_ev = event_new(w->base, -1, 0, on_clients, w);
+    if (!w->mailbox || !w->hub || !w->deflater || !w->reap_ev || !w->tick_ev || !w->accept_ev ||
+        !w->clients_ev)
         goto nomem;
     struct timeval tv = {0, TICK_MS * 1000};
     event_add(w->tick_ev, &tv);
@@ -235,6 +250,9 @@ static void worker_free(struct wsb_worker *w)
         event_free(w->tick_ev);
     if (w->accept_ev)
         event_free(w->accept_ev);
+    if (w->clients_ev)
+        event_free(w->clients_ev);
+    wsb_clients_req_unref(atomic_exchange(&w->clients_req, NULL));
     wsb_map_cleanup(&w->pubs);
     if (w->base)
         event_base_free(w->base);
@@ -338,13 +356,6 @@ static char *hook_metrics(void *ctx, size_t *len)
     return wsb_metrics_render(&src, len);
 }
 
-static void clients_req_release(void *ptr)
-{
-    wsb_clients_req_unref(ptr);
-}
-
-/* GET /clients: every loop snapshots its heaviest sessions between two batches of work; the
- * admin thread waits for them a bounded time. */
 static char *hook_clients(void *ctx, size_t top, enum wsb_clients_sort sort, size_t *len)
 {
     struct wsb_server *s = ctx;
@@ -352,14 +363,10 @@ static char *hook_clients(void *ctx, size_t top, enum wsb_clients_sort sort, siz
     if (r == NULL)
         return NULL;
     for (unsigned i = 0; i < s->sh.nworkers; i++) {
-        struct wsb_mail *m = wsb_mail_new(WSB_MAIL_CLIENTS, 0, NULL, NULL, NULL, true);
-        if (m == NULL) {
-            wsb_clients_req_answer(r, NULL, 0, 0); /* counted as answered, with nothing */
-            continue;
-        }
-        m->ptr = wsb_clients_req_ref(r);
-        m->ptr_free = clients_req_release;
-        wsb_mailbox_post(s->sh.workers[i]->mailbox, m);
+        struct wsb_worker *w = s->sh.workers[i];
+        /* A request still there was never picked up; whoever asked has stopped waiting. */
+        wsb_clients_req_unref(atomic_exchange(&w->clients_req, wsb_clients_req_ref(r)));
+        event_active(w->clients_ev, EV_READ, 0);
     }
     wsb_clients_req_wait(r, CLIENTS_WAIT_MS);
     char *out = wsb_clients_req_render(r, len);

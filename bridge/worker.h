@@ -20,6 +20,7 @@ struct event_base;
 struct evconnlistener;
 struct wsb_auth;
 struct wsb_config;
+struct wsb_clients_req;
 struct wsb_connector;
 struct wsb_deflater;
 struct wsb_hub;
@@ -69,8 +70,10 @@ struct wsb_worker {
     struct wsb_session *detach; /* closing sessions whose subscriptions end at a safe point */
     struct event *reap_ev;
     struct event *tick_ev;
-    struct event *accept_ev;    /* re-arms the listener after an accept() failure back-off */
-    uint32_t accept_backoff_ms; /* next back-off; 0 after a successful accept */
+    struct event *accept_ev;  /* re-arms the listener after an accept() failure back-off */
+    struct event *clients_ev; /* made active by the admin thread for GET /clients */
+    _Atomic(struct wsb_clients_req *) clients_req; /* the request it answers (a reference) */
+    uint32_t accept_backoff_ms;                    /* next back-off; 0 after a successful accept */
     atomic_int_fast64_t last_tick_ms;
     atomic_bool drained; /* draining and no session left */
     bool draining;
