@@ -532,6 +532,7 @@ void wsb_server_free(struct wsb_server *s)
         return;
     if (s->admin)
         wsb_admin_stop(s->admin);
+    wsb_sources_shutdown(s->sh.sources); /* its thread talks to loops and connectors */
     for (unsigned i = 0; i < s->sh.nworkers; i++)
         worker_free(s->sh.workers[i]);
     for (size_t i = 0; i < s->sh.nconnectors; i++)

@@ -80,17 +80,27 @@ static void free_entry(void *ctx, void *v)
     free(e);
 }
 
+void wsb_sources_shutdown(struct wsb_sources *s)
+{
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->lock);
+    s->quit = true;
+    s->linger_ms = 0;
+    s->stopped = NULL;
+    bool join = s->thread_started;
+    s->thread_started = false;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    if (join)
+        pthread_join(s->thread, NULL);
+}
+
 void wsb_sources_free(struct wsb_sources *s)
 {
     if (!s)
         return;
-    if (s->thread_started) {
-        pthread_mutex_lock(&s->lock);
-        s->quit = true;
-        pthread_cond_broadcast(&s->cond);
-        pthread_mutex_unlock(&s->lock);
-        pthread_join(s->thread, NULL);
-    }
+    wsb_sources_shutdown(s);
     pthread_cond_destroy(&s->cond);
     wsb_map_each(&s->by_id, free_entry, NULL);
     wsb_map_cleanup(&s->by_id);
@@ -214,7 +224,7 @@ bool wsb_sources_release(struct wsb_sources *s, uint64_t id)
     pthread_mutex_lock(&s->lock);
     struct entry *e = wsb_map_get_u64(&s->by_id, id);
     if (e && e->refs > 0 && --e->refs == 0) {
-        if (e->may_linger && s->linger_ms > 0 && s->stopped &&
+        if (e->may_linger && s->linger_ms > 0 && s->stopped && !s->quit &&
             (s->thread_started ||
              (s->thread_started = pthread_create(&s->thread, NULL, linger_run, s) == 0))) {
             e->linger_at = mono_ms() + s->linger_ms;

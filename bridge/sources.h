@@ -40,6 +40,11 @@ bool wsb_sources_release(struct wsb_sources *s, uint64_t id);
 void wsb_sources_set_stopped_cb(struct wsb_sources *s, void (*cb)(void *ctx, uint64_t id),
                                 void *ctx);
 
+/** Ends lingering for good: joins the linger thread (so the stopped callback and connector
+ * calls never come after it returns); lingering sources stay until wsb_sources_free, later
+ * releases stop at once. Call before the loops and connectors go. @locality main thread */
+void wsb_sources_shutdown(struct wsb_sources *s);
+
 /** limits.source_linger_ms; 0 stops sources at their last release. A shorter value also
  * shortens lingers under way. @locality any */
 void wsb_sources_set_linger(struct wsb_sources *s, uint32_t ms);
