@@ -286,7 +286,7 @@ def test_demo_page_shows_live_ticks_publish_and_latency(browser, app_origin, bri
     assert demo["rows"] == len(s)
     lat = sorted(demo["lat"])
     p50 = lat[len(lat) // 2]
-    assert int(demo["p50"]) == p50 or abs(int(demo["p50"]) - p50) <= lat[-1], demo
+    assert int(demo["p50"]) == p50, demo  # the readout is the median of the same samples
     print("demo page latency: p50 %d ms, max %d ms over %d ticks" % (p50, lat[-1], len(lat)))
     with open(tmp_path / "demo-latency.txt", "w") as f:
         f.write("p50 %d max %d n %d\n" % (p50, lat[-1], len(lat)))
@@ -314,12 +314,8 @@ def test_demo_page_shows_live_ticks_publish_and_latency(browser, app_origin, bri
     assert browser.errors(ex) == []
     browser.close_page(ex)
     browser.close_page(p)
-    # The issue's target for the demo: p50 under 50 ms on this machine. Until the demo's
-    # consumer stops waiting up to fetch.wait.max.ms on the mock cluster (the Kafka issue),
-    # the figure is ~60-450 ms: reported, not yet asserted.
-    if p50 >= 50:
-        pytest.xfail("demo latency p50 %d ms (samples %s): needs the Kafka connector's lower "
-                     "fetch wait on the demo cluster" % (p50, lat))
+    # The issue's target: the page's readout shows p50 under 50 ms on this machine.
+    assert p50 < 50, "demo page latency p50 %d ms (samples %s)" % (p50, lat)
 
 
 def test_demo_page_survives_a_demo_restart(browser, bridge_factory):  # noqa: F811
@@ -341,5 +337,7 @@ def test_demo_page_survives_a_demo_restart(browser, bridge_factory):  # noqa: F8
     assert st == "open", st
     events = browser.eval(p, "document.getElementById('events').textContent")
     assert "reconnecting" in events and "resumed" in events, events
-    assert browser.eval(p, "wsbDemo.dups") == 0
+    # Within each connection the ticks are contiguous (a new topic after the restart is
+    # noted on the page, not counted).
+    assert browser.eval(p, "[wsbDemo.dups, wsbDemo.gaps]") == [0, 0], events
     browser.close_page(p)
