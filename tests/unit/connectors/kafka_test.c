@@ -465,6 +465,36 @@ static void test_outage(void **state)
     assert_true(wsb_connector_ready(conn, reason, sizeof(reason)));
 }
 
+/* A subscribe is answered after its lookups, which run off the connector thread: a source
+ * unsubscribed while its lookup runs is never started, and a source whose partition has no
+ * leader fails without holding the others up. */
+static void test_pending_sources(void **state)
+{
+    (void)state;
+    subscribe(1, WSB_FROM_LATEST, NULL, 0);
+    wsb_connector_unsubscribe(conn, 1);
+    subscribe(2, WSB_FROM_LATEST, NULL, 0);
+    assert_int_equal(wait_for(EV_STARTED, 2, 1, 10000, true), 1);
+
+    assert_int_equal(rd_kafka_mock_topic_create(mcluster, "leaderless", 1, 3), 0);
+    assert_int_equal(rd_kafka_mock_partition_set_leader(mcluster, "leaderless", 0, -1), 0);
+    struct wsb_source stuck = {.topic = "leaderless", .from = WSB_FROM_LATEST};
+    assert_int_equal(wsb_connector_subscribe(conn, 3, &stuck), WSB_OK);
+    subscribe(4, WSB_FROM_EARLIEST, NULL, 0);
+    assert_int_equal(wait_for(EV_STARTED, 4, 1, 10000, true), 1);
+    assert_int_equal(wait_for(EV_FAILED, 3, 1, 15000, true), 1);
+    assert_string_equal(nth(EV_FAILED, 3, 0)->text, "unavailable");
+
+    produce(0, NULL, "x");
+    flush_producer();
+    assert_int_equal(wait_for(EV_MESSAGE, 2, 1, 10000, true), 1);
+    assert_int_equal(wait_for(EV_MESSAGE, 4, 1, 10000, true), 1);
+    assert_int_equal(wait_for(EV_STARTED, 1, 1, 300, true), 0);
+    assert_int_equal(wait_for(EV_FAILED, 1, 1, 0, true), 0);
+    assert_int_equal(wait_for(EV_MESSAGE, 1, 1, 0, true), 0);
+    assert_int_equal(wait_for(EV_STARTED, 3, 1, 0, true), 0);
+}
+
 /* stop() gives pending publishes up to its timeout, then fails them; the sink stays quiet after. */
 static void test_stop_fails_pending_publishes(void **state)
 {
@@ -563,6 +593,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_many, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_fails_pending_publishes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pending_sources, setup, teardown),
         cmocka_unit_test(test_demo),
     };
     if (UNDER_TSAN) {
