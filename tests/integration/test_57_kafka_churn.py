@@ -165,3 +165,39 @@ def test_200_subscribes_while_a_partition_has_no_leader(kafka_mock, bridge_facto
     assert p99(lat) <= 20, summary(lat)
     stuck.c.close()
     c.close()
+
+
+def test_reconnect_within_linger_is_warm_and_exact(kafka_mock, bridge_factory):
+    """The default linger (5 s): a client that reconnects re-subscribes to the running source
+    (no new upstream read: wsbridge_sources_started_total unchanged) and its `offsets` are
+    exactly where the records produced meanwhile end."""
+    from kafka_helpers import produce
+
+    mc, b = churn_bridge(bridge_factory, kafka_mock, linger_ms=5000)
+    c = b.connect()
+    r = c.request({"op": "subscribe", "id": 1, "channel": "kt.idle"}, timeout=10)
+    assert r.get("type") == "subscribed", r
+    base = {int(p): o for p, o in r["offsets"].items()}
+    started = b.metrics().value("wsbridge_sources_started_total")
+    c.close()
+    m = b.wait_metric("wsbridge_sources", lambda v: v == 1, state="lingering")
+    assert m.value("wsbridge_sources", state="lingering") == 1
+    reports = produce(mc.bootstrap, "kt-idle",
+                      [{"value": b'{"i":%d}' % i, "partition": i % 3} for i in range(9)])
+    want = dict(base)
+    for rep in reports:
+        want[rep["partition"]] = max(want.get(rep["partition"], 0), rep["offset"] + 1)
+    # The lingering source reads them (the hub advances its positions) before we return.
+    deadline = time.monotonic() + 10
+    while True:
+        c = b.connect()
+        r = c.request({"op": "subscribe", "id": 2, "channel": "kt.idle"}, timeout=10)
+        assert r.get("type") == "subscribed", r
+        got = {int(p): o for p, o in r["offsets"].items()}
+        if got == want or time.monotonic() > deadline:
+            break
+        c.close()
+    assert got == want, (got, want)
+    assert b.metrics().value("wsbridge_sources_started_total") == started
+    c.close()
+
