@@ -28,20 +28,10 @@
 #define READ_CHUNK (16 * 1024)
 #define RATE_STRIKES_MIN 10 /* refused messages in a row before 4429 */
 
-/* Inbound limits: a message bucket and a byte bucket; persistent abuse closes with 4429. */
-static bool admit_message(struct wsb_session *s, size_t len)
+/* A message over an inbound limit is answered rate_limited; persistent abuse (more refusals
+ * in a row than the message burst, at least RATE_STRIKES_MIN) closes with 4429. */
+static void refuse_message(struct wsb_session *s, enum wsb_rl_kind kind)
 {
-    int64_t now = wsb_now_us();
-    bool ok = wsb_bucket_take(&s->in_msgs, 1, now);
-    enum wsb_rl_kind kind = WSB_RL_MESSAGES;
-    if (ok && s->in_bytes.rate > 0 && !wsb_bucket_take(&s->in_bytes, (double)len, now)) {
-        ok = false;
-        kind = WSB_RL_BYTES;
-    }
-    if (ok) {
-        s->strikes = 0;
-        return true;
-    }
     wsb_metric_add(s->w->metrics.rate_limited[kind], 1);
     uint32_t max = (uint32_t)wsb_session_limits(s)->inbound_rate_burst;
     if (max < RATE_STRIKES_MIN)
@@ -50,9 +40,35 @@ static bool admit_message(struct wsb_session *s, size_t len)
         wsb_log(WSB_LOG_INFO, "inbound rate limit exceeded", WSB_LSTR("conn", s->sid),
                 WSB_LSTR("ip", s->ip));
         wsb_session_close(s, 4429, "rate limit exceeded", true);
-        return false;
+        return;
     }
     wsb_session_reply_error(s, "", "rate_limited", "too many requests; slow down");
+}
+
+/* Inbound bytes are charged as they arrive (inflated bytes for a compressed message), so a
+ * message pays while it is being received. One that overdraws the bucket is refused at
+ * once; the rest of it is read but not kept. */
+static void charge_bytes(struct wsb_session *s, size_t len)
+{
+    if (s->msg_over || s->in_bytes.rate <= 0)
+        return;
+    if (wsb_bucket_take(&s->in_bytes, (double)len, wsb_now_us()))
+        return;
+    s->msg_over = true;
+    wsb_buf_cleanup(&s->msg);
+    refuse_message(s, WSB_RL_BYTES);
+}
+
+/* The message bucket, taken when a message is complete. */
+static bool admit_message(struct wsb_session *s)
+{
+    if (s->msg_over)
+        return false; /* refused when it overdrew the byte bucket */
+    if (wsb_bucket_take(&s->in_msgs, 1, wsb_now_us())) {
+        s->strikes = 0;
+        return true;
+    }
+    refuse_message(s, WSB_RL_MESSAGES);
     return false;
 }
 
@@ -61,9 +77,12 @@ static bool admit_message(struct wsb_session *s, size_t len)
 static int inflated_chunk(void *ctx, const uint8_t *p, size_t len)
 {
     struct wsb_session *s = ctx;
+    charge_bytes(s, len);
     if (!s->msg_binary) {
         if (wsb_utf8_feed(&s->utf8, p, len) < 0)
             return 1007;
+        if (s->msg_over)
+            return 0;
         wsb_buf_append(&s->msg, p, len);
         if (s->msg.oom)
             return 1011;
@@ -77,8 +96,13 @@ static void on_data(struct wsb_session *s, const struct wsb_frame_ev *ev)
         s->msg.len = 0;
         s->msg.oom = false;
         s->msg_total = 0;
+        s->msg_over = false;
         s->msg_binary = ev->opcode == WSB_OP_BINARY;
         wsb_utf8_init(&s->utf8);
+        /* A message that does not end in this event must end within message_timeout_ms
+         * (the session's tick checks), or it would pin up to max_message_bytes. */
+        s->msg_pending = !ev->message_end;
+        s->msg_started_ms = wsb_now_ms();
     }
     if (ev->compressed) {
         int rc = wsb_inflater_feed(s->inflater, ev->payload, ev->len, ev->message_end,
@@ -103,13 +127,14 @@ static void on_data(struct wsb_session *s, const struct wsb_frame_ev *ev)
             return;
         }
     }
-    if (!ev->message_end)
+    if (!ev->message_end || s->state != WSB_SS_OPEN)
         return;
+    s->msg_pending = false;
     if (!s->msg_binary && !wsb_utf8_complete(&s->utf8)) {
         wsb_session_close(s, 1007, "invalid UTF-8", true);
         return;
     }
-    if (!admit_message(s, (size_t)s->msg_total))
+    if (!admit_message(s))
         return;
     if (s->msg_binary) {
         wsb_session_reply_error(s, "", "invalid_request", "binary messages are not supported");

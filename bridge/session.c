@@ -492,11 +492,16 @@ static void on_expiry(evutil_socket_t fd, short what, void *arg)
 
 void wsb_session_tick(struct wsb_session *s, int64_t now_ms)
 {
-    (void)now_ms;
     if (s->state != WSB_SS_OPEN)
         return;
-    /* The soft limit is also judged when no new message arrives. */
     const struct wsb_limits *l = wsb_session_limits(s);
+    if (s->msg_pending && now_ms - s->msg_started_ms > (int64_t)l->message_timeout_ms) {
+        wsb_log(WSB_LOG_INFO, "message not completed in time", WSB_LSTR("conn", s->sid),
+                WSB_LSTR("ip", s->ip), WSB_LUINT("received", s->msg_total));
+        wsb_session_close(s, 1008, "message timeout", true);
+        return;
+    }
+    /* The soft limit is also judged when no new message arrives. */
     s->sb.bytes = wsb_session_queued(s);
     if (s->q.count &&
         wsb_sendbuf_check(&s->sb, l->send_soft_bytes, l->send_soft_seconds, l->send_hard_bytes,

@@ -87,6 +87,9 @@ struct wsb_session {
     bool close_only;    /* after 4401: requests are ignored, a close frame ends it */
     struct wsb_buf msg;
     bool msg_binary;
+    bool msg_over;    /* overdrew the inbound byte bucket: read to its end, not kept */
+    bool msg_pending; /* a message has started and not ended (message_timeout_ms) */
+    int64_t msg_started_ms;
     uint64_t msg_total;
 
     /* application */
@@ -213,7 +216,7 @@ void wsb_session_recheck(struct wsb_session *s);
 /** Frees sessions on the worker's reap list. */
 void wsb_session_reap(struct wsb_worker *w);
 
-/** Periodic work: the send-buffer soft limit. */
+/** Periodic work: the send-buffer soft limit and the message timeout. */
 void wsb_session_tick(struct wsb_session *s, int64_t now_ms);
 
 /** The next session of the worker's list. */

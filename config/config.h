@@ -78,6 +78,7 @@ struct wsb_limits {
     uint32_t ping_interval_ms;
     uint32_t pong_timeout_ms;
     uint64_t max_message_bytes;
+    uint32_t message_timeout_ms; /* a message must be complete this long after it started */
     uint32_t max_subscriptions;
     uint32_t source_linger_ms;
     uint32_t max_inflight_publishes;

@@ -158,6 +158,10 @@ const struct cfg_field wsb_cfg_fields[] = {
     {"limits.max_message_bytes", CT_U64, L(max_message_bytes), .min = 125, .max = 67108864,
      .def = "1048576", .flags = CF_RELOAD,
      .doc = "Largest inbound message (after reassembly and inflation), 125 B .. 64 MiB."},
+    {"limits.message_timeout_ms", CT_U32, L(message_timeout_ms), .min = 100, .max = 3600000,
+     .def = "10000", .flags = CF_RELOAD,
+     .doc = "A message (fragmented, compressed or one slow frame) not complete this long after "
+            "its first byte closes the connection with 1008; checked twice a second."},
     {"limits.max_subscriptions", CT_U32, L(max_subscriptions), .min = 1, .max = 1000000,
      .def = "100", .flags = CF_RELOAD, .doc = "Subscriptions per connection."},
     {"limits.source_linger_ms", CT_U32, L(source_linger_ms), .max = 3600000, .def = "5000",
