@@ -27,6 +27,7 @@
 #define MAX_HEADERS 64
 #define EPOCH_SHIFT 40 /* ack token = connection epoch << 40 | delivery tag */
 #define NCHANNELS 65536
+#define MAX_LINKS 32 /* consumer connections: 32 x (channel_max - 1) sources */
 
 /* A source: thread-owned. `ch` is its channel on the current connection, 0 while closed. */
 struct source {
@@ -35,8 +36,17 @@ struct source {
     char *exchange, *binding_key, *queue;
     bool ack;
     uint32_t prefetch;
+    struct link *link; /* the consumer connection of its channel; NULL while closed */
     amqp_channel_t ch;
     bool started; /* source_started was sent */
+};
+
+/* A consumer connection. Channels 2..channel_max carry one source each (1 stays unused). */
+struct link {
+    amqp_connection_state_t conn;
+    int64_t last_rx_ms;
+    int channel_max;
+    uint64_t chan_used[NCHANNELS / 64];
 };
 
 /* A publish waiting for its confirm (channel 1), in publish order. */
@@ -57,6 +67,7 @@ struct amqp {
     uint32_t connect_timeout_ms, reconnect_max_ms;
     char *ca_file;
     bool verify;
+    int channel_max; /* asked for at login; 0: the broker's (RabbitMQ: 2047) */
 
     atomic_uint_fast64_t messages_in;
     atomic_bool up;
@@ -67,18 +78,19 @@ struct amqp {
     pthread_t thread;
 
     /* Thread-owned from here on. */
-    /* Two connections, up and down together: consumers on `conn`, publishes on `pconn`, so
-     * a broker that blocks a publishing connection (resource alarm) never holds up deliveries
-     * and acks. NULL while down. */
-    amqp_connection_state_t conn, pconn;
+    /* Connections, up and down together: publishes on `pconn`, consumers on `links` (a new one
+     * opens when every channel of the others is taken), so a broker that blocks a publishing
+     * connection (resource alarm) never holds up deliveries and acks. pconn is NULL and
+     * nlinks 0 while down. */
+    amqp_connection_state_t pconn;
+    struct link *links[MAX_LINKS];
+    size_t nlinks;
     uint64_t epoch; /* connection generation */
-    int64_t next_attempt_ms, backoff_ms, last_rx_ms, plast_rx_ms;
+    int64_t next_attempt_ms, backoff_ms, plast_rx_ms;
     struct source *sources;
     struct pending *phead, *ptail;
     uint64_t pub_seq; /* last publish sequence number on channel 1 */
     bool blocked;     /* connection.blocked: the broker is not taking publishes */
-    int channel_max;
-    uint64_t chan_used[NCHANNELS / 64];
 };
 
 static int64_t mono_ms(void)
@@ -146,28 +158,71 @@ static bool describe(const amqp_rpc_reply_t *r, char *buf, size_t len, int *code
 
 /* ---- Channels ----------------------------------------------------------------------------- */
 
-static amqp_channel_t chan_alloc(struct amqp *a)
+static amqp_connection_state_t open_connection(struct amqp *a, const char *role, char *why,
+                                               size_t whylen);
+
+/* Opens consumer connection number a->nlinks. False with a reason on failure. */
+static bool link_open(struct amqp *a, char *why, size_t whylen)
 {
-    int max = a->channel_max > 0 && a->channel_max < NCHANNELS ? a->channel_max : NCHANNELS - 1;
-    for (int ch = PUB_CHANNEL + 1; ch <= max; ch++) {
-        if (!(a->chan_used[ch / 64] & (1ull << (ch % 64)))) {
-            a->chan_used[ch / 64] |= 1ull << (ch % 64);
-            return (amqp_channel_t)ch;
+    if (a->nlinks == MAX_LINKS) {
+        snprintf(why, whylen, "no free AMQP channel (%d connections in use)", MAX_LINKS);
+        return false;
+    }
+    struct link *l = calloc(1, sizeof(*l));
+    if (!l) {
+        snprintf(why, whylen, "out of memory");
+        return false;
+    }
+    char role[32];
+    snprintf(role, sizeof(role), "consume %zu", a->nlinks + 1);
+    if (!(l->conn = open_connection(a, role, why, whylen))) {
+        free(l);
+        return false;
+    }
+    l->channel_max = amqp_get_channel_max(l->conn);
+    if (l->channel_max <= 0 || l->channel_max >= NCHANNELS)
+        l->channel_max = NCHANNELS - 1;
+    l->last_rx_ms = mono_ms();
+    a->links[a->nlinks++] = l;
+    return true;
+}
+
+/* A free channel on some consumer connection, opening another connection when every channel
+ * is taken. 0 with a reason when there is none. */
+static amqp_channel_t chan_alloc(struct amqp *a, struct link **out, char *why, size_t whylen)
+{
+    for (size_t i = 0;; i++) {
+        if (i == a->nlinks && !link_open(a, why, whylen))
+            return 0;
+        struct link *l = a->links[i];
+        for (int ch = PUB_CHANNEL + 1; ch <= l->channel_max; ch++) {
+            if (!(l->chan_used[ch / 64] & (1ull << (ch % 64)))) {
+                l->chan_used[ch / 64] |= 1ull << (ch % 64);
+                *out = l;
+                return (amqp_channel_t)ch;
+            }
         }
     }
-    return 0;
 }
 
-static void chan_release(struct amqp *a, amqp_channel_t ch)
+static void chan_release(struct link *l, amqp_channel_t ch)
 {
-    if (ch)
-        a->chan_used[ch / 64] &= ~(1ull << (ch % 64));
+    if (l && ch)
+        l->chan_used[ch / 64] &= ~(1ull << (ch % 64));
 }
 
-static struct source *source_by_channel(struct amqp *a, amqp_channel_t ch)
+static struct link *link_of(struct amqp *a, amqp_connection_state_t conn)
+{
+    for (size_t i = 0; i < a->nlinks; i++)
+        if (a->links[i]->conn == conn)
+            return a->links[i];
+    return NULL;
+}
+
+static struct source *source_by_channel(struct amqp *a, const struct link *l, amqp_channel_t ch)
 {
     for (struct source *s = a->sources; s; s = s->next)
-        if (s->ch == ch)
+        if (s->link == l && s->ch == ch)
             return s;
     return NULL;
 }
@@ -281,44 +336,45 @@ static int open_source(struct amqp *a, struct source *s)
     char why[200];
     int code = 0;
     amqp_rpc_reply_t r;
-    amqp_channel_t ch = chan_alloc(a);
-    if (!ch) {
-        snprintf(why, sizeof(why), "no free AMQP channel");
+    struct link *l = NULL;
+    amqp_channel_t ch = chan_alloc(a, &l, why, sizeof(why));
+    if (!ch)
         goto refused_noclose;
-    }
-    if (!amqp_channel_open(a->conn, ch)) {
-        r = amqp_get_rpc_reply(a->conn);
+    amqp_connection_state_t conn = l->conn;
+    if (!amqp_channel_open(conn, ch)) {
+        r = amqp_get_rpc_reply(conn);
         goto fail;
     }
+    s->link = l;
     s->ch = ch;
     amqp_bytes_t queue = bytes_of(s->queue);
     bool no_ack = !s->ack;
     if (s->exchange) {
         amqp_queue_declare_ok_t *d =
-            amqp_queue_declare(a->conn, ch, amqp_empty_bytes, 0, 0, 1, 1, amqp_empty_table);
+            amqp_queue_declare(conn, ch, amqp_empty_bytes, 0, 0, 1, 1, amqp_empty_table);
         if (!d) {
-            r = amqp_get_rpc_reply(a->conn);
+            r = amqp_get_rpc_reply(conn);
             goto fail;
         }
         queue = d->queue; /* valid until buffers are released */
-        amqp_queue_bind(a->conn, ch, queue, amqp_cstring_bytes(s->exchange),
+        amqp_queue_bind(conn, ch, queue, amqp_cstring_bytes(s->exchange),
                         bytes_of(s->binding_key ? s->binding_key : "#"), amqp_empty_table);
-        r = amqp_get_rpc_reply(a->conn);
+        r = amqp_get_rpc_reply(conn);
         if (r.reply_type != AMQP_RESPONSE_NORMAL)
             goto fail;
         no_ack = true;
     } else if (s->ack) {
-        amqp_basic_qos(a->conn, ch, 0, (uint16_t)(s->prefetch > 65535 ? 65535 : s->prefetch), 0);
-        r = amqp_get_rpc_reply(a->conn);
+        amqp_basic_qos(conn, ch, 0, (uint16_t)(s->prefetch > 65535 ? 65535 : s->prefetch), 0);
+        r = amqp_get_rpc_reply(conn);
         if (r.reply_type != AMQP_RESPONSE_NORMAL)
             goto fail;
     }
-    amqp_basic_consume(a->conn, ch, queue, amqp_empty_bytes, 0, no_ack, s->exchange != NULL,
+    amqp_basic_consume(conn, ch, queue, amqp_empty_bytes, 0, no_ack, s->exchange != NULL,
                        amqp_empty_table);
-    r = amqp_get_rpc_reply(a->conn);
+    r = amqp_get_rpc_reply(conn);
     if (r.reply_type != AMQP_RESPONSE_NORMAL)
         goto fail;
-    amqp_maybe_release_buffers(a->conn);
+    amqp_maybe_release_buffers(conn);
     if (!s->started) {
         s->started = true;
         a->sink.source_started(a->sink.ctx, s->id, NULL);
@@ -326,15 +382,14 @@ static int open_source(struct amqp *a, struct source *s)
     return 0;
 
 fail:
+    s->link = NULL;
+    s->ch = 0;
     if (!describe(&r, why, sizeof(why), &code)) {
-        s->ch = 0;
-        chan_release(a, ch);
         lost(a, why);
         return -1;
     }
-    close_ok(a->conn, ch);
-    s->ch = 0;
-    chan_release(a, ch);
+    close_ok(conn, ch);
+    chan_release(l, ch);
 refused_noclose:
     wsb_log(WSB_LOG_WARN, "amqp source refused", WSB_LSTR("connector", a->name),
             WSB_LSTR("exchange", s->exchange), WSB_LSTR("queue", s->queue),
@@ -350,21 +405,26 @@ refused_noclose:
 
 static void teardown(struct amqp *a)
 {
-    if (a->conn)
-        amqp_destroy_connection(a->conn); /* closes the socket */
+    for (size_t i = 0; i < a->nlinks; i++) {
+        amqp_destroy_connection(a->links[i]->conn); /* closes the socket */
+        free(a->links[i]);
+        a->links[i] = NULL;
+    }
+    a->nlinks = 0;
     if (a->pconn)
         amqp_destroy_connection(a->pconn);
-    a->conn = a->pconn = NULL;
-    memset(a->chan_used, 0, sizeof(a->chan_used));
-    for (struct source *s = a->sources; s; s = s->next)
+    a->pconn = NULL;
+    for (struct source *s = a->sources; s; s = s->next) {
+        s->link = NULL;
         s->ch = 0;
+    }
 }
 
 /* The connection is gone: unconfirmed publishes fail (the broker may or may not have them),
  * unacked deliveries are the broker's again, sources wait for the next connection. */
 static void lost(struct amqp *a, const char *why)
 {
-    if (!a->conn && !a->pconn)
+    if (!a->pconn && !a->nlinks)
         return;
     teardown(a);
     fail_pending(a, "connection to the broker lost before the confirm");
@@ -439,9 +499,9 @@ static amqp_connection_state_t open_connection(struct amqp *a, const char *role,
                    .value.table = {.num_entries = (int)WSB_ARRAY_LEN(caps), .entries = caps}}},
     };
     amqp_table_t client_props = {.num_entries = (int)WSB_ARRAY_LEN(props), .entries = props};
-    amqp_rpc_reply_t r =
-        amqp_login_with_properties(conn, a->ci.vhost, 0, FRAME_MAX, a->heartbeat_s, &client_props,
-                                   AMQP_SASL_METHOD_PLAIN, a->ci.user, a->ci.password);
+    amqp_rpc_reply_t r = amqp_login_with_properties(
+        conn, a->ci.vhost, a->channel_max, FRAME_MAX, a->heartbeat_s, &client_props,
+        AMQP_SASL_METHOD_PLAIN, a->ci.user, a->ci.password);
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
         describe(&r, why, whylen, &code);
         goto fail;
@@ -456,15 +516,12 @@ fail:
 static bool try_connect(struct amqp *a)
 {
     char why[200];
-    if (!(a->conn = open_connection(a, "consume", why, sizeof(why))) ||
-        !(a->pconn = open_connection(a, "publish", why, sizeof(why))))
-        goto fail;
-    a->channel_max = amqp_get_channel_max(a->conn);
-    if (!open_pub_channel(a, why, sizeof(why)))
+    if (!(a->pconn = open_connection(a, "publish", why, sizeof(why))) ||
+        !link_open(a, why, sizeof(why)) || !open_pub_channel(a, why, sizeof(why)))
         goto fail;
     a->epoch++;
     a->blocked = false;
-    a->last_rx_ms = a->plast_rx_ms = mono_ms();
+    a->plast_rx_ms = mono_ms();
     /* Re-open every source (a new connection after an outage). */
     struct source *s = a->sources;
     while (s) {
@@ -519,7 +576,7 @@ static void do_subscribe(struct amqp *a, const struct wsb_cmd *c)
     }
     s->next = a->sources;
     a->sources = s;
-    if (a->conn)
+    if (a->pconn)
         open_source(a, s); /* answers through the sink, or waits for the next connection */
 }
 
@@ -531,17 +588,18 @@ static void do_unsubscribe(struct amqp *a, uint64_t id)
         return;
     *pp = s->next;
     amqp_channel_t ch = s->ch;
+    struct link *l = s->link;
     source_free(s);
-    if (a->conn && ch) {
+    if (l && ch) {
         /* Closing the channel gives its unacked deliveries back to the broker. */
-        amqp_rpc_reply_t r = amqp_channel_close(a->conn, ch, AMQP_REPLY_SUCCESS);
+        amqp_rpc_reply_t r = amqp_channel_close(l->conn, ch, AMQP_REPLY_SUCCESS);
         char why[200];
         int code;
         if (!describe(&r, why, sizeof(why), &code)) {
             lost(a, why);
             return;
         }
-        chan_release(a, ch);
+        chan_release(l, ch);
     }
 }
 
@@ -633,12 +691,12 @@ static void do_ack(struct amqp *a, const struct wsb_cmd *c)
     struct source *s = source_by_id(a, c->id, NULL);
     /* A token of an earlier connection: the broker took that delivery back when the
      * connection went away and delivers it again, so there is nothing to ack. */
-    if (!s || !s->ack || !a->conn || !s->ch || (c->ack_token >> EPOCH_SHIFT) != a->epoch)
+    if (!s || !s->ack || !s->link || !s->ch || (c->ack_token >> EPOCH_SHIFT) != a->epoch)
         return;
     uint64_t tag = c->ack_token & ((1ull << EPOCH_SHIFT) - 1);
     int st = c->ack_kind == WSB_ACK
-                 ? amqp_basic_ack(a->conn, s->ch, tag, 0)
-                 : amqp_basic_nack(a->conn, s->ch, tag, 0, c->ack_kind == WSB_NACK_REQUEUE);
+                 ? amqp_basic_ack(s->link->conn, s->ch, tag, 0)
+                 : amqp_basic_nack(s->link->conn, s->ch, tag, 0, c->ack_kind == WSB_NACK_REQUEUE);
     if (st != AMQP_STATUS_OK)
         lost(a, amqp_error_string2(st));
 }
@@ -698,9 +756,9 @@ static bool field_text(const amqp_field_value_t *v, char *buf, size_t len, amqp_
     return true;
 }
 
-static void deliver(struct amqp *a, amqp_envelope_t *env)
+static void deliver(struct amqp *a, struct link *l, amqp_envelope_t *env)
 {
-    struct source *s = source_by_channel(a, env->channel);
+    struct source *s = source_by_channel(a, l, env->channel);
     if (!s)
         return; /* a channel being closed: an ack source's delivery goes back to the broker */
     const amqp_basic_properties_t *p = &env->message.properties;
@@ -743,7 +801,7 @@ static void deliver(struct amqp *a, amqp_envelope_t *env)
                                     env->message.body.bytes, env->message.body.len, hdrs, n);
     if (!m) {
         if (s->ack) /* give it back rather than lose it */
-            amqp_basic_nack(a->conn, s->ch, env->delivery_tag, 0, 1);
+            amqp_basic_nack(l->conn, s->ch, env->delivery_tag, 0, 1);
         return;
     }
     if (s->ack)
@@ -773,6 +831,7 @@ static void returned(struct amqp *a, const amqp_basic_return_t *r)
 static bool handle_method(struct amqp *a, amqp_connection_state_t conn, const amqp_frame_t *f)
 {
     bool pub = conn == a->pconn; /* channel 1 of the publishing connection */
+    struct link *l = pub ? NULL : link_of(a, conn);
     char why[200];
     switch (f->payload.method.id) {
     case AMQP_BASIC_ACK_METHOD: {
@@ -819,8 +878,8 @@ static bool handle_method(struct amqp *a, amqp_connection_state_t conn, const am
             }
             return true;
         }
-        struct source *s = source_by_channel(a, f->channel);
-        chan_release(a, f->channel);
+        struct source *s = source_by_channel(a, l, f->channel);
+        chan_release(l, f->channel);
         if (s && s->ch) {
             s->ch = 0;
             a->sink.source_failed(a->sink.ctx, s->id, code_for(code), why);
@@ -834,7 +893,7 @@ static bool handle_method(struct amqp *a, amqp_connection_state_t conn, const am
     }
     case AMQP_BASIC_CANCEL_METHOD: {
         /* The broker cancelled a consumer (its queue was deleted). */
-        struct source *s = pub ? NULL : source_by_channel(a, f->channel);
+        struct source *s = l ? source_by_channel(a, l, f->channel) : NULL;
         if (s) {
             amqp_channel_t ch = s->ch;
             s->ch = 0;
@@ -845,13 +904,13 @@ static bool handle_method(struct amqp *a, amqp_connection_state_t conn, const am
                 *pp = s->next;
                 source_free(s);
             }
-            amqp_rpc_reply_t r = amqp_channel_close(a->conn, ch, AMQP_REPLY_SUCCESS);
+            amqp_rpc_reply_t r = amqp_channel_close(conn, ch, AMQP_REPLY_SUCCESS);
             int code;
             if (!describe(&r, why, sizeof(why), &code)) {
                 lost(a, why);
                 return false;
             }
-            chan_release(a, ch);
+            chan_release(l, ch);
         }
         return true;
     }
@@ -886,14 +945,15 @@ static void pump(struct amqp *a, amqp_connection_state_t conn, int64_t *last_rx)
     struct timeval zero = {0, 0};
     char why[200];
     int code;
-    for (int i = 0; i < PUMP_BATCH && (conn == a->conn || conn == a->pconn); i++) {
+    for (int i = 0; i < PUMP_BATCH && (conn == a->pconn || link_of(a, conn)); i++) {
         amqp_maybe_release_buffers(conn);
         amqp_envelope_t env;
         amqp_rpc_reply_t r = amqp_consume_message(conn, &env, &zero, 0);
         if (r.reply_type == AMQP_RESPONSE_NORMAL) {
             *last_rx = mono_ms();
-            if (conn == a->conn)
-                deliver(a, &env);
+            struct link *l = link_of(a, conn);
+            if (l)
+                deliver(a, l, &env);
             amqp_destroy_envelope(&env);
             continue;
         }
@@ -934,8 +994,8 @@ static void shutdown_conn(struct amqp *a, uint32_t timeout_ms)
         pump(a, a->pconn, &a->plast_rx_ms);
     }
     fail_pending(a, "the bridge is shutting down");
-    if (a->conn)
-        amqp_connection_close(a->conn, AMQP_REPLY_SUCCESS);
+    for (size_t i = 0; i < a->nlinks; i++)
+        amqp_connection_close(a->links[i]->conn, AMQP_REPLY_SUCCESS);
     if (a->pconn)
         amqp_connection_close(a->pconn, AMQP_REPLY_SUCCESS);
     teardown(a);
@@ -950,46 +1010,59 @@ static void *run(void *arg)
 {
     struct amqp *a = arg;
     uint32_t stop_timeout_ms = 0;
+    struct pollfd pfd[2 + MAX_LINKS];
     a->next_attempt_ms = 0;
     for (;;) {
         int64_t now = mono_ms();
-        if (!a->conn && now >= a->next_attempt_ms) {
+        if (!a->pconn && now >= a->next_attempt_ms) {
             try_connect(a);
             now = mono_ms();
         }
-        struct pollfd pfd[3] = {
-            {.fd = wsb_cmdq_fd(a->cmdq), .events = POLLIN}, {.fd = -1}, {.fd = -1}};
+        pfd[0] = (struct pollfd){.fd = wsb_cmdq_fd(a->cmdq), .events = POLLIN};
+        nfds_t nfds = 1;
         int timeout = 1000;
-        if (a->conn) {
-            pfd[1] = (struct pollfd){.fd = amqp_get_sockfd(a->conn), .events = POLLIN};
-            pfd[2] = (struct pollfd){.fd = amqp_get_sockfd(a->pconn), .events = POLLIN};
+        if (a->pconn) {
+            pfd[nfds++] = (struct pollfd){.fd = amqp_get_sockfd(a->pconn), .events = POLLIN};
+            bool ready = buffered(a->pconn);
+            for (size_t i = 0; i < a->nlinks; i++) {
+                pfd[nfds++] =
+                    (struct pollfd){.fd = amqp_get_sockfd(a->links[i]->conn), .events = POLLIN};
+                ready = ready || buffered(a->links[i]->conn);
+            }
             if (a->heartbeat_s > 0 && timeout > a->heartbeat_s * 500)
                 timeout = a->heartbeat_s * 500;
-            if (buffered(a->conn) || buffered(a->pconn))
+            if (ready)
                 timeout = 0;
         } else if (a->next_attempt_ms - now < timeout) {
             timeout = a->next_attempt_ms > now ? (int)(a->next_attempt_ms - now) : 0;
         }
-        int n = poll(pfd, a->conn ? 3 : 1, timeout);
+        int n = poll(pfd, nfds, timeout);
         if (n < 0 && errno != EINTR)
             break;
-        if (a->conn && n > 0) {
+        if (a->pconn && n > 0) {
+            now = mono_ms();
             if (pfd[1].revents & (POLLIN | POLLHUP | POLLERR))
-                a->last_rx_ms = mono_ms();
-            if (pfd[2].revents & (POLLIN | POLLHUP | POLLERR))
-                a->plast_rx_ms = mono_ms();
+                a->plast_rx_ms = now;
+            for (size_t i = 0; i < a->nlinks && 2 + i < nfds; i++)
+                if (pfd[2 + i].revents & (POLLIN | POLLHUP | POLLERR))
+                    a->links[i]->last_rx_ms = now;
         }
         if ((pfd[0].revents & POLLIN) && !run_commands(a, &stop_timeout_ms))
             break;
-        /* Reading also sends heartbeats when due. */
-        if (a->conn)
-            pump(a, a->conn, &a->last_rx_ms);
+        /* Reading also sends heartbeats when due. A lost connection empties the links. */
+        for (size_t i = 0; i < a->nlinks; i++)
+            pump(a, a->links[i]->conn, &a->links[i]->last_rx_ms);
         if (a->pconn)
             pump(a, a->pconn, &a->plast_rx_ms);
         /* Missed heartbeats: the broker sends one every heartbeat/2 s while idle. */
-        int64_t late = mono_ms() - (int64_t)a->heartbeat_s * 2000;
-        if (a->conn && a->heartbeat_s > 0 && (a->last_rx_ms < late || a->plast_rx_ms < late))
-            lost(a, "missed heartbeats");
+        if (a->pconn && a->heartbeat_s > 0) {
+            int64_t late = mono_ms() - (int64_t)a->heartbeat_s * 2000;
+            bool missed = a->plast_rx_ms < late;
+            for (size_t i = 0; i < a->nlinks; i++)
+                missed = missed || a->links[i]->last_rx_ms < late;
+            if (missed)
+                lost(a, "missed heartbeats");
+        }
     }
     shutdown_conn(a, stop_timeout_ms); /* nothing is queued after the stop */
     return NULL;
@@ -1028,6 +1101,11 @@ static int check_config(const json_t *conf,
                 problems++;
             }
             free(copy);
+        } else if (strcmp(key, "channel_max") == 0) {
+            if (!json_is_integer(v) || json_integer_value(v) < 2 || json_integer_value(v) > 65535) {
+                report(ctx, path, "must be an integer from 2 to 65535");
+                problems++;
+            }
         } else if (strcmp(key, "heartbeat_s") == 0) {
             if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 600) {
                 report(ctx, path, "must be an integer from 0 to 600");
@@ -1149,6 +1227,8 @@ static enum wsb_err create(const char *name, const json_t *conf, const struct ws
     a->connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS;
     a->reconnect_max_ms = DEFAULT_RECONNECT_MAX_MS;
     json_t *v;
+    if ((v = json_object_get(conf, "channel_max")) && json_is_integer(v))
+        a->channel_max = (int)json_integer_value(v);
     if ((v = json_object_get(conf, "heartbeat_s")) && json_is_integer(v))
         a->heartbeat_s = (int)json_integer_value(v);
     if ((v = json_object_get(conf, "connect_timeout_ms")) && json_is_integer(v))

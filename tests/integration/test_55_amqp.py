@@ -264,3 +264,40 @@ def test_check_config_amqp_rules(run_cli, tmp_path):
     p.write_text(json.dumps(cfg))
     r = run_cli(["--check-config", "-c", str(p)])
     assert r.returncode == 0 and r.stdout.strip() == "ok", r
+
+
+def test_more_sources_than_channels_open_more_connections(rabbitmq, bridge_factory):
+    """channel_max 4 (3 source channels per consumer connection): 9 acking clients and an
+    exchange subscription need 4 consumer connections; each job still goes to exactly one
+    client, and the connector stays one unit for readiness."""
+    conn = rabbitmq.connection()
+    ch = conn.channel()
+    ch.queue_declare("wsb.jobs")
+    ch.queue_purge("wsb.jobs")
+    ch.exchange_declare("wsb.fan", "topic")
+    conn.close()
+    b = bridge_factory(amqp_overrides(rabbitmq.url, CHANNELS, conn={"channel_max": 4}))
+    clients = [b.connect() for _ in range(9)]
+    for c in clients:
+        r = c.request({"op": "subscribe", "id": 1, "channel": "jobs"})
+        assert r["type"] == "subscribed", r
+    f = b.connect()
+    assert f.request({"op": "subscribe", "id": 1, "channel": "fan.x"})["type"] == "subscribed"
+    names = rabbitmq.ctl("list_connections", "client_properties").count("(consume ")
+    assert names == 4, rabbitmq.ctl("list_connections", "client_properties")
+    publish_all(rabbitmq, "", "wsb.jobs", 90)
+    publish_all(rabbitmq, "wsb.fan", "fan.x", 3)
+    got = []
+    deadline = time.monotonic() + 20
+    while len(got) < 90 and time.monotonic() < deadline:
+        for c in clients:
+            try:
+                m = c.recv_json(timeout=0.05)
+            except OSError:
+                continue
+            if m.get("type") == "message":
+                got.append(m["data"]["i"])
+                c.send_json({"op": "ack", "channel": "jobs", "ack_id": m["ack_id"]})
+    assert sorted(got) == list(range(90)), sorted(got)
+    assert [f.recv_json(timeout=5)["data"]["i"] for _ in range(3)] == [0, 1, 2]
+    assert b.readyz()[0] == 200

@@ -72,8 +72,10 @@ def test_broker_restart_mid_stream(rabbitmq, bridge_factory):
                     continue
                 if m.get("type") != "message":
                     continue
-                if not loop_state["outage_done"]:
-                    await asyncio.sleep(0.002)  # slow: the outage hits mid-stream
+                # Half done: hold this delivery (and the prefetch behind it) unacked until the
+                # broker has restarted, so the outage always hits mid-stream.
+                while not loop_state["outage_done"] and len(acked) >= n // 2:
+                    await asyncio.sleep(0.05)
                 acked.add(m["data"]["i"])
                 await w.send(json.dumps({"op": "ack", "channel": "jobs",
                                          "ack_id": m["ack_id"]}))
