@@ -8,7 +8,7 @@ FROM debian:bookworm-slim AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       build-essential cmake pkg-config \
-      libevent-dev libssl-dev libjansson-dev libjwt-dev librdkafka-dev librabbitmq-dev zlib1g-dev \
+      libevent-dev libssl-dev libjansson-dev libjwt-dev librdkafka-dev librabbitmq-dev zlib1g-dev libavro-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY CMakeLists.txt ./
@@ -28,7 +28,7 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       libevent-2.1-7 libevent-core-2.1-7 libevent-pthreads-2.1-7 libevent-openssl-2.1-7 \
-      libjansson4 libjwt0 librdkafka1 librabbitmq4 libssl3 zlib1g ca-certificates \
+      libjansson4 libjwt0 librdkafka1 librabbitmq4 libavro23 libssl3 zlib1g ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && mkdir -p /etc/wsbridge
 COPY --from=build /src/build/wsbridge /usr/local/bin/wsbridge

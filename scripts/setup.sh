@@ -6,9 +6,10 @@ set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config clang clang-format git ca-certificates curl
   libevent-dev libssl-dev libjansson-dev libjwt-dev librdkafka-dev librabbitmq-dev zlib1g-dev
+  libavro-dev
   libcmocka-dev libclang-rt-14-dev
   python3 python3-pytest python3-websockets python3-jwt python3-pika python3-confluent-kafka
-  python3-cryptography kcat rabbitmq-server procps
+  python3-cryptography python3-avro kcat rabbitmq-server procps
   # tests/ops: the Helm chart rendered offline (Go text/template + sprig), YAML, Prometheus text
   golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev python3-yaml
   python3-prometheus-client
