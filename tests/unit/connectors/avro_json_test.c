@@ -249,7 +249,9 @@ static void test_encode_refusals(void **state)
     text = json_dumps(v, JSON_COMPACT);
     struct wsb_buf bin;
     char *out = round_trip(s, text, &bin);
-    json_t *back = json_loads(out, 0, NULL);
+    json_t *back = json_loads(out, JSON_ALLOW_NUL, NULL);
+    if (!back)
+        fail_msg("%s", out);
     assert_true(json_is_null(json_object_get(back, "choice")));
     assert_string_equal(json_string_value(json_object_get(json_object_get(back, "note"), "string")),
                         "bare");
