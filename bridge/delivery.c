@@ -113,7 +113,19 @@ static void hub_deliver(void *owner, uint32_t slot, struct wsb_frame *f, uint64_
     wsb_session_flush(s);
 }
 
+/* A record the connector could not decode: the client gets a `gap` before its next message
+ * (or when its queue drains), as for a drop. */
+static void hub_skipped(void *owner, uint32_t slot)
+{
+    struct wsb_session *s = owner;
+    if (slot < s->cap && s->subs[slot].used)
+        s->subs[slot].gap++;
+    wsb_metric_add(s->w->metrics.dropped[WSB_DROP_UNDECODABLE], 1);
+    wsb_session_flush(s);
+}
+
 const struct wsb_hub_cbs wsb_delivery_hub_cbs = {
+    .skipped = hub_skipped,
     .deliver = hub_deliver,
     .started = wsb_delivery_started,
     .failed = hub_failed,

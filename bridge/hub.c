@@ -290,6 +290,13 @@ void wsb_hub_message(struct wsb_hub *h, const struct wsb_msg *m)
     if (m->partition >= 0 && m->offset >= 0)
         set_position(s, m->partition, m->offset + 1);
     bool ack = m->ack_token != 0;
+    if (m->flags & WSB_MSG_SKIPPED) {
+        for (struct hub_channel *c = s->channels; c; c = c->next_in_source)
+            for (size_t i = 0; i < c->nsubs && h->cbs.skipped; i++)
+                if (c->subs[i]->active)
+                    h->cbs.skipped(c->subs[i]->owner, c->subs[i]->slot);
+        return;
+    }
     for (struct hub_channel *c = s->channels; c; c = c->next_in_source) {
         if (c->nsubs == 0)
             continue;

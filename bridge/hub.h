@@ -22,6 +22,9 @@ struct wsb_hub_cbs {
     /** The source failed; the hub frees the subscription right after this call (forget the
      * handle; do not call the hub from here). */
     void (*failed)(void *owner, uint32_t slot, const char *code, const char *message);
+    /** A record of the source was skipped by the connector (WSB_MSG_SKIPPED): the subscriber
+     * is owed a `gap`. */
+    void (*skipped)(void *owner, uint32_t slot);
 };
 
 struct wsb_hub;

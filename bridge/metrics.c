@@ -24,6 +24,7 @@ static const char *const hs_labels[WSB_HS__COUNT] = {
 static const char *const drop_labels[WSB_DROP__COUNT] = {
     [WSB_DROP_SLOW_CONSUMER] = "slow_consumer",
     [WSB_DROP_DISCONNECTED] = "disconnected",
+    [WSB_DROP_UNDECODABLE] = "undecodable",
 };
 static const char *const rl_labels[WSB_RL__COUNT] = {
     [WSB_RL_MESSAGES] = "messages",

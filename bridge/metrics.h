@@ -19,7 +19,12 @@ enum wsb_hs_result {
     WSB_HS__COUNT
 };
 
-enum wsb_drop_reason { WSB_DROP_SLOW_CONSUMER, WSB_DROP_DISCONNECTED, WSB_DROP__COUNT };
+enum wsb_drop_reason {
+    WSB_DROP_SLOW_CONSUMER,
+    WSB_DROP_DISCONNECTED,
+    WSB_DROP_UNDECODABLE, /* a record the connector could not decode (value_format avro) */
+    WSB_DROP__COUNT
+};
 
 enum wsb_rl_kind {
     WSB_RL_MESSAGES,

@@ -69,6 +69,8 @@ static void op_subscribe(struct wsb_session *s, struct wsb_request *r)
         .from_timestamp_ms = r->from_timestamp_ms,
         .from_offsets = r->from_offsets,
         .nfrom_offsets = r->nfrom_offsets,
+        .value_format = (enum wsb_format)rule->value_format,
+        .key_format = (enum wsb_format)rule->key_format,
     };
     struct wsb_sub *sub = wsb_session_new_sub(s);
     if (!sub) {
@@ -187,6 +189,8 @@ static void op_publish(struct wsb_session *s, struct wsb_request *r)
         .payload_len = r->data_len,
         .headers = r->headers,
         .nheaders = r->nheaders,
+        .value_format = (enum wsb_format)route.rule->value_format,
+        .key_format = (enum wsb_format)route.rule->key_format,
     };
     enum wsb_err rc =
         wsb_connector_publish(s->w->shared->connectors[route.rule->connector], &pub, p->cookie);
@@ -221,6 +225,9 @@ void wsb_ops_publish_done(struct wsb_worker *w, uint64_t cookie, bool ok, const 
         wsb_buf_init(&b);
         if (ok)
             wsb_encode_published(&b, p->id, p->channel);
+        else if (msg && strncmp(msg, WSB_PUBLISH_INVALID_PREFIX,
+                                strlen(WSB_PUBLISH_INVALID_PREFIX)) == 0)
+            wsb_encode_error(&b, p->id, "invalid_request", msg + strlen(WSB_PUBLISH_INVALID_PREFIX));
         else
             wsb_encode_error(&b, p->id, "publish_failed", msg ? msg : "broker refused");
         wsb_session_reply(s, &b);

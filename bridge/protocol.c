@@ -513,7 +513,8 @@ void wsb_encode_message(struct wsb_buf *out, const char *channel, size_t channel
     PUT(out, "{\"type\":\"message\",\"channel\":");
     wsb_buf_json_str(out, channel, channel_len);
     PUT(out, ",\"data\":");
-    if (m->payload_len > 0 && wsb_json_valid(m->payload, m->payload_len)) {
+    if (m->payload_len > 0 && !(m->flags & WSB_MSG_DATA_RAW) &&
+        wsb_json_valid(m->payload, m->payload_len)) {
         wsb_buf_append(out, m->payload, m->payload_len);
     } else if (wsb_utf8_valid(m->payload, m->payload_len)) {
         wsb_buf_json_str(out, m->payload, m->payload_len);
@@ -528,7 +529,9 @@ void wsb_encode_message(struct wsb_buf *out, const char *channel, size_t channel
 
     if (m->key) {
         PUT(out, ",\"key\":");
-        if (wsb_utf8_valid(m->key, m->key_len)) {
+        if ((m->flags & WSB_MSG_KEY_JSON) && wsb_json_valid(m->key, m->key_len)) {
+            wsb_buf_append(out, m->key, m->key_len); /* a decoded (Avro) key */
+        } else if (wsb_utf8_valid(m->key, m->key_len)) {
             wsb_buf_json_str(out, m->key, m->key_len);
         } else {
             PUT(out, "\"");

@@ -119,7 +119,10 @@ static char *make_key(size_t connector, const struct wsb_source *src)
 {
     struct wsb_buf b;
     wsb_buf_init(&b);
-    wsb_buf_printf(&b, "%zu\x1f%d\x1f", connector, src->ack ? 1 : 0);
+    /* Channels reading one topic in different formats are different sources: the
+     * connector renders each record once per source. */
+    wsb_buf_printf(&b, "%zu\x1f%d\x1f%d\x1f%d\x1f", connector, src->ack ? 1 : 0,
+                   (int)src->value_format, (int)src->key_format);
     add_field(&b, src->topic);
     add_field(&b, src->exchange);
     add_field(&b, src->binding_key);

@@ -771,6 +771,16 @@ static void check_channels(struct load *L, json_t *arr, json_t *declared)
             continue;
         }
         r->connector = k;
+        /* Avro needs a registry to read schemas from. */
+        for (int f = 0; f < 2; f++) {
+            int fmt = f == 0 ? r->value_format : r->key_format;
+            if (fmt == WSB_FORMAT_AVRO &&
+                !json_object_get(c->connectors[k].conf, "schema_registry")) {
+                path_key(fpath, sub, f == 0 ? "value_format" : "key_format");
+                report(L, fpath, "\"avro\" needs connectors.%.64s.schema_registry",
+                       c->connectors[k].name);
+            }
+        }
         const struct wsb_connector_ops *ops = wsb_connector_find(c->connectors[k].type);
         struct conn_report cr = {L, sub};
         if (ok && ops && ops->check_channel)

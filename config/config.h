@@ -115,6 +115,8 @@ struct wsb_channel_rule {
     uint32_t max_unacked;
     int policy;         /* enum wsb_sb_policy, or -1 to use limits.send_buffer.policy */
     bool allow_publish; /* "publish": true/false (default true) */
+    int value_format;   /* enum wsb_format (connectors/connector.h) */
+    int key_format;
 };
 
 struct wsb_config {

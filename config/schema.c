@@ -20,6 +20,9 @@ static const struct cfg_enum policy_enum[] = {
     {"disconnect", WSB_POLICY_DISCONNECT}, {"drop_oldest", WSB_POLICY_DROP_OLDEST}, {NULL, 0}};
 static const struct cfg_enum delivery_enum[] = {
     {"broadcast", WSB_DELIVERY_BROADCAST}, {"ack", WSB_DELIVERY_ACK}, {NULL, 0}};
+/* enum wsb_format's values (connectors/connector.h) */
+static const struct cfg_enum format_enum[] = {
+    {"auto", 0}, {"avro", 1}, {"json", 2}, {"raw", 3}, {NULL, 0}};
 static const struct cfg_enum level_enum[] = {
     {"debug", 0}, {"info", 1}, {"warn", 2}, {"error", 3}, {NULL, 0}};
 
@@ -131,6 +134,15 @@ const struct cfg_field wsb_cfg_fields[] = {
      .doc = "Send-buffer policy override for this channel; default `limits.send_buffer.policy`."},
     {"channels[].publish", CT_BOOL, R(allow_publish), .def = "true", .flags = CF_RELOAD,
      .doc = "Whether clients may publish to this channel (ACL permitting)."},
+    {"channels[].value_format", CT_ENUM, R(value_format), .def = "\"auto\"", .enums = format_enum,
+     .flags = CF_RELOAD,
+     .doc = "Kafka record values: `auto` (decode schema-registry Avro when the connector has a "
+            "`schema_registry` and the record is framed with a known id, pass anything else "
+            "through), `avro` (must decode; a record that does not is skipped with a `gap`; "
+            "publishes are encoded with the subject's latest schema), `json` (as is), `raw` "
+            "(never taken as JSON). See docs/schema-registry.md."},
+    {"channels[].key_format", CT_ENUM, R(key_format), .def = "\"auto\"", .enums = format_enum,
+     .flags = CF_RELOAD, .doc = "Kafka record keys, as `value_format` (subject `<topic>-key`)."},
 
     {"limits", CT_OBJ, 0, .flags = CF_RELOAD, .doc = "Resource limits."},
     {"limits.max_connections", CT_U32, L(max_connections), .min = 1, .max = U32MAX, .def = "100000",

@@ -10,8 +10,8 @@
 
 #include <avro.h>
 
-#define MAX_DEPTH 64           /* nesting of schemas and of JSON values being encoded */
-#define MAX_DECIMAL_BYTES 64   /* an unscaled decimal of up to 154 digits */
+#define MAX_DEPTH 64         /* nesting of schemas and of JSON values being encoded */
+#define MAX_DECIMAL_BYTES 64 /* an unscaled decimal of up to 154 digits */
 #define MAX_NAME 512
 
 enum kind {
@@ -31,8 +31,8 @@ enum kind {
     K_FIXED,
 };
 
-static const char *const primitive_names[] = {"null", "boolean", "int",   "long",
-                                              "float", "double", "bytes", "string"};
+static const char *const primitive_names[] = {"null",  "boolean", "int",   "long",
+                                              "float", "double",  "bytes", "string"};
 
 /* A schema node: what the JSON form needs beyond avro-c's schema (full names for union
  * labels, decimal scale, field defaults). Built from the schema's JSON text; named types are
@@ -44,10 +44,10 @@ struct node {
     bool decimal;
     int precision, scale;
     int64_t fixed_size;
-    size_t n;             /* fields, symbols, branches; 1 for array items / map values */
-    struct node **kids;   /* fields' types, branches, items or values */
-    char **names;         /* field names or enum symbols */
-    const json_t **defs;  /* record fields' defaults (borrowed from the schema JSON) or NULL */
+    size_t n;            /* fields, symbols, branches; 1 for array items / map values */
+    struct node **kids;  /* fields' types, branches, items or values */
+    char **names;        /* field names or enum symbols */
+    const json_t **defs; /* record fields' defaults (borrowed from the schema JSON) or NULL */
 };
 
 struct named {
@@ -361,8 +361,7 @@ void wsb_avro_schema_free(struct wsb_avro_schema *s)
     free(s);
 }
 
-struct wsb_avro_schema *wsb_avro_schema_new(const char *json, size_t len, char *err,
-                                            size_t errlen)
+struct wsb_avro_schema *wsb_avro_schema_new(const char *json, size_t len, char *err, size_t errlen)
 {
     struct wsb_avro_schema *s = calloc(1, sizeof(*s));
     struct build b = {.s = s, .err = err, .errlen = errlen};

@@ -37,8 +37,7 @@ struct wsb_avro_schema;
 
 /** Parses an Avro schema (its JSON text) with avro-c and prepares decoding and encoding.
  * NULL with a reason in err when the schema is invalid or unsupported. @locality any */
-struct wsb_avro_schema *wsb_avro_schema_new(const char *json, size_t len, char *err,
-                                            size_t errlen);
+struct wsb_avro_schema *wsb_avro_schema_new(const char *json, size_t len, char *err, size_t errlen);
 /** NULL is fine. */
 void wsb_avro_schema_free(struct wsb_avro_schema *s);
 

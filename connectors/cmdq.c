@@ -183,6 +183,8 @@ enum wsb_err wsb_cmdq_publish(struct wsb_cmdq *q, const struct wsb_publish *p, u
     c->pub.payload_len = c->msg->payload_len;
     c->pub.headers = c->msg->headers;
     c->pub.nheaders = c->msg->nheaders;
+    c->pub.value_format = p->value_format;
+    c->pub.key_format = p->key_format;
     return push(q, c);
 }
 

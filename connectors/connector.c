@@ -52,6 +52,7 @@ struct wsb_msg *wsb_msg_new(uint64_t source_id, int32_t partition, int64_t offse
     uint8_t *p = (uint8_t *)(hdrs + nheaders);
 
     atomic_init(&m->refs, 1);
+    m->flags = 0;
     m->source_id = source_id;
     m->partition = partition;
     m->offset = offset;
@@ -185,4 +186,13 @@ int wsb_connector_check_topic_channel(const json_t *channel, const char *type,
         }
     }
     return problems;
+}
+
+int wsb_format_parse(const char *name)
+{
+    static const char *const names[] = {"auto", "avro", "json", "raw"};
+    for (size_t i = 0; name && i < WSB_ARRAY_LEN(names); i++)
+        if (strcmp(name, names[i]) == 0)
+            return (int)i;
+    return -1;
 }

@@ -22,10 +22,20 @@ struct wsb_header {
     size_t value_len;
 };
 
+/* wsb_msg.flags: how the core renders a message (set by the connector before handing it on). */
+enum {
+    WSB_MSG_DATA_RAW = 1u << 0, /* payload is never taken as JSON: a string, else base64 */
+    WSB_MSG_KEY_JSON = 1u << 1, /* key is JSON text (a decoded key): rendered as is */
+    WSB_MSG_SKIPPED = 1u << 2,  /* no message: a record of the source was skipped (it could
+                                   not be decoded); subscribers get a `gap` for it, and the
+                                   partition's position moves past `offset` */
+};
+
 /** One broker message, immutable after creation, shared by reference between threads.
  * Created by a connector with wsb_msg_new (one allocation holding every byte). */
 struct wsb_msg {
     atomic_int refs;
+    uint32_t flags;       /* WSB_MSG_*, 0 by default */
     uint64_t source_id;   /* the source this message belongs to */
     int32_t partition;    /* Kafka partition, -1 when none */
     int64_t offset;       /* Kafka offset, -1 when none */
@@ -52,6 +62,16 @@ void wsb_msg_unref(struct wsb_msg *m);
 
 enum wsb_from_kind { WSB_FROM_LATEST, WSB_FROM_EARLIEST, WSB_FROM_TIMESTAMP, WSB_FROM_OFFSETS };
 
+/** How a channel's record values and keys are read and written (`value_format`,
+ * `key_format`). AUTO decodes registry-framed Avro when the connector has a schema registry
+ * and passes anything else through; AVRO must decode (a record that does not is skipped with
+ * a gap) and publishes encode with the subject's latest schema; JSON is the payload as is;
+ * RAW never takes the payload as JSON (a string, else base64). */
+enum wsb_format { WSB_FORMAT_AUTO = 0, WSB_FORMAT_AVRO, WSB_FORMAT_JSON, WSB_FORMAT_RAW };
+
+/** "auto", "avro", "json", "raw" -> the format; -1 when none of them. @locality any */
+int wsb_format_parse(const char *name);
+
 struct wsb_partition_offset {
     int32_t partition;
     int64_t offset; /* next offset to deliver */
@@ -72,6 +92,8 @@ struct wsb_source {
     int64_t from_timestamp_ms;
     const struct wsb_partition_offset *from_offsets;
     size_t nfrom_offsets;
+    enum wsb_format value_format;
+    enum wsb_format key_format;
 };
 
 /** A message to publish. Strings borrowed for the call. */
@@ -85,7 +107,14 @@ struct wsb_publish {
     size_t payload_len;
     const struct wsb_header *headers;
     size_t nheaders;
+    enum wsb_format value_format; /* AVRO: the payload (JSON text) is encoded by the connector */
+    enum wsb_format key_format;
 };
+
+/** A publish_done message beginning with this prefix refuses the client's data (the client
+ * gets `invalid_request` with the rest of the message) rather than reporting a broker
+ * failure (`publish_failed`). */
+#define WSB_PUBLISH_INVALID_PREFIX "invalid_request: "
 
 enum wsb_ack_kind { WSB_ACK, WSB_NACK_REQUEUE, WSB_NACK_DROP };
 

@@ -12,6 +12,7 @@
 
 #include "connectors/cmdq.h"
 #include "connectors/kafka.h"
+#include "connectors/kafka_format.h"
 #include "util/log.h"
 
 /* Handle 0 is shared by every source whose topic it does not read yet; a source whose topic
@@ -41,6 +42,7 @@ struct source {
     struct source *next;
     uint64_t id;
     char *topic;
+    enum wsb_format value_format, key_format;
     int handle;                             /* -1 while its lookup runs */
     rd_kafka_topic_partition_list_t *parts; /* what it has assigned; NULL while pending */
     bool refreshing;                        /* a partition refresh job is out */
@@ -91,6 +93,7 @@ struct kc {
     char reason[256];
 
     struct wsb_cmdq *cmdq; /* its fd also wakes the thread for librdkafka's queues */
+    struct wsb_kfmt *fmt;  /* value_format / key_format: Avro through the schema registry */
     pthread_t thread;
     bool started, joined;
 
@@ -362,6 +365,8 @@ static int check_config(const json_t *conf,
                 report(ctx, path, "must be a non-empty string (\"host:port,...\")");
                 problems++;
             }
+        } else if (strcmp(key, "schema_registry") == 0) {
+            problems += wsb_kfmt_check_config(v, report, ctx);
         } else if (strcmp(key, "client_id") == 0) {
             if (!json_is_string(v) || json_string_length(v) == 0) {
                 report(ctx, path, "must be a non-empty string");
@@ -749,6 +754,8 @@ static bool do_subscribe(struct kc *k, struct wsb_cmd *c)
         return false;
     }
     s->id = c->id;
+    s->value_format = c->src.value_format;
+    s->key_format = c->src.key_format;
     s->handle = -1;
     s->next = k->sources;
     k->sources = s;
@@ -869,15 +876,16 @@ static void do_unsubscribe(struct kc *k, uint64_t id)
         rd_kafka_error_destroy(e);
     }
     k->cache_rkt = NULL;
+    wsb_kfmt_forget(k->fmt, id);
     hd->nsources--;
     if (s->handle > 0 && hd->nsources == 0)
         handle_close(k, s->handle);
     source_free(s);
 }
 
-static void do_publish(struct kc *k, struct wsb_cmd *c)
+static void produce(void *ctx, const char *topic, const struct wsb_msg *m, uint64_t cookie)
 {
-    const struct wsb_msg *m = c->msg;
+    struct kc *k = ctx;
     rd_kafka_headers_t *hdrs = NULL;
     if (m->nheaders) {
         hdrs = rd_kafka_headers_new(m->nheaders);
@@ -886,15 +894,33 @@ static void do_publish(struct kc *k, struct wsb_cmd *c)
                                 (ssize_t)m->headers[i].value_len);
     }
     rd_kafka_resp_err_t e = rd_kafka_producev(
-        k->producer, RD_KAFKA_V_TOPIC(c->pub.topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        k->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
         RD_KAFKA_V_KEY(m->key, m->key ? m->key_len : 0),
         RD_KAFKA_V_VALUE((void *)m->payload, m->payload_len), RD_KAFKA_V_HEADERS(hdrs),
-        RD_KAFKA_V_OPAQUE((void *)(uintptr_t)c->id), RD_KAFKA_V_END);
+        RD_KAFKA_V_OPAQUE((void *)(uintptr_t)cookie), RD_KAFKA_V_END);
     if (e) {
         if (hdrs)
             rd_kafka_headers_destroy(hdrs); /* not taken on failure */
-        k->sink.publish_done(k->sink.ctx, c->id, false, rd_kafka_err2str(e));
+        k->sink.publish_done(k->sink.ctx, cookie, false, rd_kafka_err2str(e));
     }
+}
+
+static void do_publish(struct kc *k, struct wsb_cmd *c)
+{
+    if (!wsb_kfmt_publish(k->fmt, &c->pub, c->msg, c->id)) /* Avro: encoded there */
+        produce(k, c->pub.topic, c->msg, c->id);
+}
+
+/* The format stage dropped a source (records waited for a schema past the bound). */
+static void drop_source(void *ctx, uint64_t source_id)
+{
+    do_unsubscribe(ctx, source_id);
+}
+
+static void wake_thread(void *ctx)
+{
+    struct kc *k = ctx;
+    wsb_cmdq_wake(k->cmdq);
 }
 
 /* ---- Consuming ----------------------------------------------------------------------- */
@@ -969,7 +995,10 @@ static void deliver(struct kc *k, int h, const rd_kafka_message_t *rkm)
     if (!m)
         return;
     atomic_fetch_add(&k->messages_in, 1);
-    k->sink.message(k->sink.ctx, m);
+    if (wsb_kfmt_needed(k->fmt, s->value_format, s->key_format))
+        wsb_kfmt_message(k->fmt, s->id, s->value_format, s->key_format, s->topic, m);
+    else
+        k->sink.message(k->sink.ctx, m);
 }
 
 /* Drains up to CONSUME_BATCH events of handle h; true when it may have more. */
@@ -1206,6 +1235,7 @@ static void shutdown_clients(struct kc *k, uint32_t timeout_ms)
             rd_kafka_poll(k->producer, 0);
         }
     }
+    wsb_kfmt_shutdown(k->fmt);
     k->sink_closed = true;
     while (k->sources) {
         struct source *s = k->sources;
@@ -1258,6 +1288,7 @@ static void *run(void *arg)
         }
         serve_done(k);
 
+        wsb_kfmt_poll(k->fmt);
         rd_kafka_poll(k->producer, 0);
         more = false;
         for (int h = 0; h < MAX_HANDLES; h++)
@@ -1316,6 +1347,14 @@ static enum wsb_err create(const char *name, const json_t *conf, const struct ws
         rc = WSB_ERR_IO;
         goto fail;
     }
+    const struct wsb_kfmt_hooks hooks = {
+        .ctx = k, .produce = produce, .drop = drop_source, .wake = wake_thread};
+    if (!(k->fmt = wsb_kfmt_new(name, json_object_get(conf, "schema_registry"), sink, &hooks, why,
+                                sizeof(why)))) {
+        snprintf(err, errlen, "kafka connector %s: %s", name, why);
+        wsb_cmdq_free(k->cmdq);
+        goto fail;
+    }
     *impl = k;
     return WSB_OK;
 
@@ -1372,6 +1411,11 @@ static enum wsb_err start(void *impl)
                 WSB_LSTR("reason", why));
         return WSB_ERR_INVALID;
     }
+    if (wsb_kfmt_start(k->fmt) != WSB_OK) {
+        rd_kafka_destroy(k->producer);
+        k->producer = NULL;
+        return WSB_ERR_IO;
+    }
     k->producer_queue = rd_kafka_queue_get_main(k->producer);
     rd_kafka_queue_io_event_enable(k->producer_queue, wsb_cmdq_fd(k->cmdq), &WSB_CMDQ_WAKE_PAYLOAD,
                                    sizeof(WSB_CMDQ_WAKE_PAYLOAD));
@@ -1415,6 +1459,7 @@ static void destroy(void *impl)
     stop(k, 0);
     if (k->lookup)
         rd_kafka_destroy(k->lookup);
+    wsb_kfmt_free(k->fmt);
     wsb_cmdq_free(k->cmdq);
     rd_kafka_conf_destroy(k->consumer_conf);
     rd_kafka_conf_destroy(k->producer_conf);
@@ -1457,7 +1502,7 @@ static bool ready(void *impl, char *reason, size_t reasonlen)
 {
     struct kc *k = impl;
     if (atomic_load(&k->up))
-        return true;
+        return wsb_kfmt_ready(k->fmt, reason, reasonlen);
     pthread_mutex_lock(&k->lock);
     snprintf(reason, reasonlen, "%s", k->reason);
     pthread_mutex_unlock(&k->lock);

@@ -39,7 +39,8 @@ static const char ORDER_SCHEMA[] =
     "]}";
 
 static const char ORDER_JSON[] =
-    "{\"id\":42,\"ok\":true,\"qty\":-3,\"ratio\":0.5,\"f\":1.5,\"note\":{\"string\":\"hi \\\"x\\\"\"},"
+    "{\"id\":42,\"ok\":true,\"qty\":-3,\"ratio\":0.5,\"f\":1.5,\"note\":{\"string\":\"hi "
+    "\\\"x\\\"\"},"
     "\"status\":\"PAID\",\"price\":\"-12.05\",\"tags\":[\"a\",\"b\"],\"attrs\":{\"k\":7},"
     "\"customer\":{\"name\":\"Zo\\u00e9\",\"address\":{\"shop.Address\":{\"city\":\"Oslo\"}}},"
     "\"raw\":\"\\u0000\\u00ff\",\"hash\":\"ab\",\"amount\":\"1.500\","
@@ -48,8 +49,8 @@ static const char ORDER_JSON[] =
 static struct wsb_avro_schema *order_schema(void)
 {
     char err[256] = "";
-    struct wsb_avro_schema *s = wsb_avro_schema_new(ORDER_SCHEMA, strlen(ORDER_SCHEMA), err,
-                                                     sizeof(err));
+    struct wsb_avro_schema *s =
+        wsb_avro_schema_new(ORDER_SCHEMA, strlen(ORDER_SCHEMA), err, sizeof(err));
     if (!s)
         fail_msg("schema: %s", err);
     return s;
@@ -183,8 +184,8 @@ static void test_decimals(void **state)
     assert_int_equal(bin.data[2], 0xF0);
     wsb_buf_cleanup(&bin);
     /* too many fractional digits, too many digits, not a number */
-    const char *bad[] = {"\"1.00001\"", "\"1234567890123456789012345678.9\"", "\"1e5\"",
-                         "\"\"", "true"};
+    const char *bad[] = {"\"1.00001\"", "\"1234567890123456789012345678.9\"", "\"1e5\"", "\"\"",
+                         "true"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         json_t *v = json_loads(bad[i], JSON_DECODE_ANY, NULL);
         wsb_buf_init(&bin);
@@ -267,8 +268,9 @@ static void test_encode_refusals(void **state)
 static void test_bad_schemas(void **state)
 {
     (void)state;
-    const char *bad[] = {"", "{", "{\"type\":\"record\",\"name\":\"R\",\"fields\":[{\"name\":\"a\","
-                                  "\"type\":\"Nope\"}]}",
+    const char *bad[] = {"", "{",
+                         "{\"type\":\"record\",\"name\":\"R\",\"fields\":[{\"name\":\"a\","
+                         "\"type\":\"Nope\"}]}",
                          "{\"type\":\"wat\"}", "42"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char err[256] = "";
@@ -298,9 +300,9 @@ static void test_recursive(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_wire_header),     cmocka_unit_test(test_round_trip_every_type),
+        cmocka_unit_test(test_wire_header),        cmocka_unit_test(test_round_trip_every_type),
         cmocka_unit_test(test_decode_known_bytes), cmocka_unit_test(test_decimals),
-        cmocka_unit_test(test_encode_refusals), cmocka_unit_test(test_bad_schemas),
+        cmocka_unit_test(test_encode_refusals),    cmocka_unit_test(test_bad_schemas),
         cmocka_unit_test(test_recursive),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
