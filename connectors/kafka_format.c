@@ -201,6 +201,35 @@ void wsb_kfmt_stats(const struct wsb_kfmt *f, struct wsb_kfmt_stats *out)
 
 /* ---- Schemas ------------------------------------------------------------------------- */
 
+/* Parses `text` (taken) as schema `id` and keeps it; NULL on allocation failure. A text
+ * avro-c refuses is kept too (as unusable) so that it is not fetched again. */
+static struct schema *schema_keep(struct wsb_kfmt *f, uint32_t id, char *text)
+{
+    char err[256] = "";
+    if (f->nschemas >= MAX_SCHEMAS) { /* rare: many ids; start over */
+        wsb_map_each(&f->schemas, free_schema, NULL);
+        wsb_map_cleanup(&f->schemas);
+        wsb_map_init(&f->schemas);
+        f->nschemas = 0;
+    }
+    struct schema *sc = calloc(1, sizeof(*sc));
+    if (!sc) {
+        free(text);
+        return NULL;
+    }
+    sc->s = wsb_avro_schema_new(text, strlen(text), err, sizeof(err));
+    free(text);
+    if (!sc->s)
+        wsb_log(WSB_LOG_WARN, "schema registry: unusable schema", WSB_LSTR("connector", f->name),
+                WSB_LUINT("id", id), WSB_LSTR("reason", err));
+    if (wsb_map_put_u64(&f->schemas, id, sc) < 0) {
+        free_schema(NULL, sc);
+        return NULL;
+    }
+    f->nschemas++;
+    return sc;
+}
+
 /* The parsed schema `id`: FOUND with *out (whose s may be NULL: a schema avro-c refused),
  * or the registry's answer. */
 static enum wsb_sr_status schema_by_id(struct wsb_kfmt *f, uint32_t id, struct schema **out)
@@ -214,28 +243,8 @@ static enum wsb_sr_status schema_by_id(struct wsb_kfmt *f, uint32_t id, struct s
     enum wsb_sr_status st = wsb_sr_schema(f->sr, id, &text);
     if (st != WSB_SR_FOUND)
         return st;
-    char err[256] = "";
-    if (f->nschemas >= MAX_SCHEMAS) { /* rare: many ids; start over */
-        wsb_map_each(&f->schemas, free_schema, NULL);
-        wsb_map_cleanup(&f->schemas);
-        wsb_map_init(&f->schemas);
-        f->nschemas = 0;
-    }
-    if (!(sc = calloc(1, sizeof(*sc)))) {
-        free(text);
+    if (!(*out = schema_keep(f, id, text)))
         return WSB_SR_DOWN;
-    }
-    sc->s = wsb_avro_schema_new(text, strlen(text), err, sizeof(err));
-    free(text);
-    if (!sc->s)
-        wsb_log(WSB_LOG_WARN, "schema registry: unusable schema", WSB_LSTR("connector", f->name),
-                WSB_LUINT("id", id), WSB_LSTR("reason", err));
-    if (wsb_map_put_u64(&f->schemas, id, sc) < 0) {
-        free_schema(NULL, sc);
-        return WSB_SR_DOWN;
-    }
-    f->nschemas++;
-    *out = sc;
     return WSB_SR_FOUND;
 }
 
@@ -501,9 +510,13 @@ static enum pub_verdict encode_part(struct wsb_kfmt *f, const char *topic, const
         snprintf(why, whylen, "%s", r);
         return P_DONE;
     }
-    free(text); /* the parsed schema is kept by id */
-    struct schema *sc = NULL;
-    if (schema_by_id(f, id, &sc) != WSB_SR_FOUND || !sc->s) {
+    /* The latest version's text comes with its id: parsed once, kept by id. */
+    struct schema *sc = wsb_map_get_u64(&f->schemas, id);
+    if (sc)
+        free(text);
+    else
+        sc = schema_keep(f, id, text);
+    if (!sc || !sc->s) {
         snprintf(why, whylen, "the latest schema of %s (id %" PRIu32 ") is not usable", subject,
                  id);
         return P_DONE;

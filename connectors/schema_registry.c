@@ -68,6 +68,7 @@ struct wsb_sr {
     atomic_bool stopping;
     struct event_base *base_ev;
     struct event *kick_ev;
+    struct event *probe_ev; /* while down: failed entries are fetched again as they come due */
     struct fetch *inflight; /* the registry's thread only */
     pthread_t thread;
     bool started;
@@ -517,6 +518,29 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+static void requeue_due(void *ctx, void *v)
+{
+    struct wsb_sr *sr = ctx;
+    struct entry *e = v;
+    if (e->state == E_FAILED && !e->fetching && mono_ms() >= e->expires_ms) {
+        e->state = E_PENDING;
+        queue_fetch(sr, e);
+    }
+}
+
+/* Without this, a registry that came back would be noticed only by the next lookup of a
+ * failed entry; sources that failed meanwhile make none, and /readyz would keep naming it. */
+static void on_probe(evutil_socket_t fd, short what, void *arg)
+{
+    struct wsb_sr *sr = arg;
+    WSB_UNUSED(fd);
+    WSB_UNUSED(what);
+    pthread_mutex_lock(&sr->lock);
+    if (sr->down)
+        wsb_map_each(&sr->entries, requeue_due, sr);
+    pthread_mutex_unlock(&sr->lock);
+}
+
 static void *run(void *arg)
 {
     struct wsb_sr *sr = arg;
@@ -589,7 +613,9 @@ struct wsb_sr *wsb_sr_new(const json_t *conf, void (*wake)(void *ctx), void *wak
     sr->kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (sr->kick_fd < 0 || !(sr->base_ev = event_base_new()) ||
         !(sr->kick_ev = event_new(sr->base_ev, sr->kick_fd, EV_READ | EV_PERSIST, on_kick, sr)) ||
-        event_add(sr->kick_ev, NULL) != 0) {
+        event_add(sr->kick_ev, NULL) != 0 ||
+        !(sr->probe_ev = event_new(sr->base_ev, -1, EV_PERSIST, on_probe, sr)) ||
+        event_add(sr->probe_ev, &(struct timeval){.tv_sec = 0, .tv_usec = 500000}) != 0) {
         snprintf(err, errlen, "schema registry: cannot create its event base");
         wsb_sr_free(sr);
         return NULL;
@@ -624,6 +650,8 @@ void wsb_sr_free(struct wsb_sr *sr)
     }
     if (sr->kick_ev)
         event_free(sr->kick_ev);
+    if (sr->probe_ev)
+        event_free(sr->probe_ev);
     if (sr->base_ev)
         event_base_free(sr->base_ev); /* frees pending connections and their requests */
     if (sr->kick_fd >= 0)
