@@ -225,9 +225,10 @@ void wsb_ops_publish_done(struct wsb_worker *w, uint64_t cookie, bool ok, const 
         wsb_buf_init(&b);
         if (ok)
             wsb_encode_published(&b, p->id, p->channel);
-        else if (msg && strncmp(msg, WSB_PUBLISH_INVALID_PREFIX,
-                                strlen(WSB_PUBLISH_INVALID_PREFIX)) == 0)
-            wsb_encode_error(&b, p->id, "invalid_request", msg + strlen(WSB_PUBLISH_INVALID_PREFIX));
+        else if (msg &&
+                 strncmp(msg, WSB_PUBLISH_INVALID_PREFIX, strlen(WSB_PUBLISH_INVALID_PREFIX)) == 0)
+            wsb_encode_error(&b, p->id, "invalid_request",
+                             msg + strlen(WSB_PUBLISH_INVALID_PREFIX));
         else
             wsb_encode_error(&b, p->id, "publish_failed", msg ? msg : "broker refused");
         wsb_session_reply(s, &b);

@@ -1,4 +1,4 @@
-"""A schema registry for the Avro tests (test_57_schema_registry): the two REST endpoints
+"""A schema registry for the Avro tests (test_58_schema_registry): the two REST endpoints
 wsbridge uses, with the response shapes of Confluent's API reference, served by
 http.server on a thread, counting requests per path; and Avro encoders from python3-avro
 (Debian), so that the records under test are written by a real Avro implementation.
