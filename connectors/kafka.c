@@ -622,10 +622,18 @@ static bool resolve_start(struct kc *k, rd_kafka_t *rk, const struct wsb_cmd *c,
 
     *filtering = NULL;
     *nfiltering = 0;
-    if ((e = list_offsets(rk, lo, RD_KAFKA_OFFSET_BEGINNING)) ||
-        (e = list_offsets(rk, hi, RD_KAFKA_OFFSET_END))) {
+    /* latest needs only the high watermarks, earliest only the low ones: one round trip. */
+    bool need_lo = c->src.from != WSB_FROM_LATEST, need_hi = c->src.from != WSB_FROM_EARLIEST;
+    if ((need_lo && (e = list_offsets(rk, lo, RD_KAFKA_OFFSET_BEGINNING))) ||
+        (need_hi && (e = list_offsets(rk, hi, RD_KAFKA_OFFSET_END)))) {
         snprintf(err, errlen, "offsets of %s: %s", c->src.topic, rd_kafka_err2str(e));
         goto done;
+    }
+    for (int i = 0; i < n; i++) {
+        if (!need_lo)
+            lo->elems[i].offset = hi->elems[i].offset;
+        if (!need_hi)
+            hi->elems[i].offset = lo->elems[i].offset;
     }
     if (c->src.from == WSB_FROM_TIMESTAMP) {
         ts = rd_kafka_topic_partition_list_copy(parts);
