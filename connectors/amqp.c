@@ -994,10 +994,16 @@ static void shutdown_conn(struct amqp *a, uint32_t timeout_ms)
         pump(a, a->pconn, &a->plast_rx_ms);
     }
     fail_pending(a, "the bridge is shutting down");
-    for (size_t i = 0; i < a->nlinks; i++)
+    /* A clean close (unacked deliveries go back at once), but never a long wait for it. */
+    struct timeval brief = {.tv_sec = 1};
+    for (size_t i = 0; i < a->nlinks; i++) {
+        amqp_set_rpc_timeout(a->links[i]->conn, &brief);
         amqp_connection_close(a->links[i]->conn, AMQP_REPLY_SUCCESS);
-    if (a->pconn)
+    }
+    if (a->pconn) {
+        amqp_set_rpc_timeout(a->pconn, &brief);
         amqp_connection_close(a->pconn, AMQP_REPLY_SUCCESS);
+    }
     teardown(a);
 }
 
