@@ -65,6 +65,11 @@ def test_wss_round_trip_with_a_test_ca(bridge_factory, pki):
                         "data": {"x": 1}})["type"] == "published"
     m = sub.recv_json()
     assert m["type"] == "message" and m["data"] == {"x": 1}
+    # ALPN: a client offering h2 and http/1.1 gets http/1.1 (a WebSocket upgrade is HTTP/1.1).
+    actx = client_context(pki.ca_path)
+    actx.set_alpn_protocols(["h2", "http/1.1"])
+    c = wss(b, actx)
+    assert c.sock.selected_alpn_protocol() == "http/1.1"
     # The admin listener stays plain HTTP.
     assert http_get(b.admin_url + "/healthz")[0] == 200
     # /clients says the connection is TLS.
