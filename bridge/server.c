@@ -48,6 +48,8 @@ struct wsb_server {
     struct wsb_shared sh;
     struct wsb_server_opts opts;
     char *config_file;
+    struct wsb_tls_stamp tls_stamp; /* the TLS files as last seen by the watch */
+    int64_t tls_checked_ms;
     struct wsb_admin *admin;
     struct wsb_sink sink;
     struct wsb_loop_metrics **loop_metrics;
@@ -650,6 +652,33 @@ static void reload(struct wsb_server *s)
     wsb_log(WSB_LOG_INFO, "configuration reloaded", WSB_LSTR("file", s->config_file));
 }
 
+/* tls.watch_interval_ms: certificate, key or CA files that changed on disk reload the
+ * configuration as SIGHUP would (cert-manager renewing a mounted Secret, certbot replacing a
+ * file). A change that fails to load is logged once; the next change tries again. `baseline`
+ * only records what the files look like now (at start and after a reload). */
+static void tls_watch(struct wsb_server *s, bool baseline)
+{
+    struct wsb_runtime *rt = wsb_shared_runtime(&s->sh);
+    const struct wsb_config *cfg = rt->cfg;
+    int64_t now = wsb_now_ms();
+    bool due = baseline || (cfg->tls_watch_ms && now - s->tls_checked_ms >= cfg->tls_watch_ms);
+    if (!rt->tls || !s->config_file || !due) {
+        wsb_runtime_unref(rt);
+        return;
+    }
+    s->tls_checked_ms = now;
+    struct wsb_tls_stamp st;
+    wsb_tls_stamp(cfg->tls_cert, cfg->tls_key, cfg->tls_client_ca, &st);
+    wsb_runtime_unref(rt);
+    bool changed = !wsb_tls_stamp_equal(&st, &s->tls_stamp);
+    s->tls_stamp = st;
+    if (baseline || !changed)
+        return;
+    wsb_log(WSB_LOG_INFO, "tls files changed; reloading", WSB_LSTR("file", s->config_file));
+    reload(s);
+    tls_watch(s, true); /* the reloaded configuration may name other files */
+}
+
 static void post_all(struct wsb_server *s, enum wsb_mail_type type)
 {
     for (unsigned i = 0; i < s->sh.nworkers; i++) {
@@ -711,12 +740,18 @@ int wsb_server_run(struct wsb_server *s)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
+    tls_watch(s, true);
     for (;;) {
-        int sig = 0;
-        if (sigwait(&set, &sig) != 0)
+        /* Wake at least once a second to look at the TLS files. */
+        struct timespec second = {1, 0};
+        int sig = sigtimedwait(&set, NULL, &second);
+        if (sig < 0) {
+            tls_watch(s, false);
             continue;
+        }
         if (sig == SIGHUP) {
             reload(s);
+            tls_watch(s, true);
             continue;
         }
         break;

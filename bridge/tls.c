@@ -8,6 +8,7 @@
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* TLS 1.2: ECDHE key exchange with AEAD ciphers only (TLS 1.3 suites are all modern). */
@@ -159,6 +160,32 @@ void wsb_tls_ctx_describe(SSL_CTX *ctx, char *buf, size_t len)
     name_rfc2253(X509_get_subject_name(leaf), subject, sizeof(subject));
     asn1_time(X509_get0_notAfter(leaf), until, sizeof(until));
     snprintf(buf, len, "%s, valid until %s", subject, until);
+}
+
+void wsb_tls_stamp(const char *cert, const char *key, const char *client_ca,
+                   struct wsb_tls_stamp *out)
+{
+    const char *paths[3] = {cert, key, client_ca};
+    memset(out, 0, sizeof(*out));
+    for (size_t i = 0; i < 3; i++) {
+        struct stat st;
+        if (paths[i] == NULL)
+            continue;
+        if (stat(paths[i], &st) != 0) {
+            out->f[i].err = errno;
+            continue;
+        }
+        out->f[i].dev = (unsigned long long)st.st_dev;
+        out->f[i].ino = (unsigned long long)st.st_ino;
+        out->f[i].size = (unsigned long long)st.st_size;
+        out->f[i].mtime_s = (long long)st.st_mtim.tv_sec;
+        out->f[i].mtime_ns = (long long)st.st_mtim.tv_nsec;
+    }
+}
+
+bool wsb_tls_stamp_equal(const struct wsb_tls_stamp *a, const struct wsb_tls_stamp *b)
+{
+    return memcmp(a, b, sizeof(*a)) == 0; /* zeroed first, so padding compares equal */
 }
 
 bool wsb_tls_peer_claims(SSL *ssl, json_t *claims)

@@ -34,6 +34,22 @@ void wsb_tls_ctx_free(struct ssl_ctx_st *ctx);
 /** One line for the log: the leaf certificate's subject and expiry. */
 void wsb_tls_ctx_describe(struct ssl_ctx_st *ctx, char *buf, size_t len);
 
+/** What identifies the contents of the certificate, key and CA files without reading them:
+ * device, inode, size and modification time of each (a Kubernetes Secret volume swaps a
+ * symlink, which changes the inode; an editor or `mv` changes the inode or the time). */
+struct wsb_tls_stamp {
+    struct {
+        unsigned long long dev, ino, size;
+        long long mtime_s, mtime_ns;
+        int err; /* errno of stat(), 0 when it worked */
+    } f[3];
+};
+
+/** Stamps the files (NULL paths count as absent). @locality any */
+void wsb_tls_stamp(const char *cert, const char *key, const char *client_ca,
+                   struct wsb_tls_stamp *out);
+bool wsb_tls_stamp_equal(const struct wsb_tls_stamp *a, const struct wsb_tls_stamp *b);
+
 /** After a completed handshake: when the client presented a certificate that verified, sets
  * WSB_TLS_CLAIM_SUBJECT and WSB_TLS_CLAIM_CN in `claims` and returns true; otherwise removes
  * both names from `claims` and returns false. @locality loop */

@@ -126,6 +126,7 @@ struct wsb_config {
     char *path;                               /* upgrade path, default "/ws" */
     char *admin_listen;                       /* "host:port" or NULL (admin disabled) */
     char *tls_cert, *tls_key, *tls_client_ca; /* NULL when no TLS */
+    uint32_t tls_watch_ms;                    /* file check interval; 0 = SIGHUP only */
     bool permessage_deflate;
     uint32_t drain_timeout_ms;
     uint32_t workers; /* event-loop threads; 0 = one per core */

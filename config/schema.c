@@ -45,6 +45,10 @@ const struct cfg_field wsb_cfg_fields[] = {
     {"tls.key", CT_STR, C(tls_key), .flags = CF_NULLABLE | CF_RELOAD, .doc = "PEM private key."},
     {"tls.client_ca", CT_STR, C(tls_client_ca), .flags = CF_NULLABLE | CF_RELOAD,
      .doc = "PEM CA bundle; when set, clients must present a certificate (mTLS)."},
+    {"tls.watch_interval_ms", CT_U32, C(tls_watch_ms), .max = 3600000, .def = "10000",
+     .flags = CF_RELOAD,
+     .doc = "How often the certificate, key and CA files are checked for a change; a change "
+            "reloads the configuration as SIGHUP does. 0: only on SIGHUP."},
     {"permessage_deflate", CT_BOOL, C(permessage_deflate), .def = "true",
      .doc = "Offer permessage-deflate (RFC 7692)."},
     {"drain_timeout_ms", CT_U32, C(drain_timeout_ms), .max = 3600000, .def = "10000",

@@ -140,6 +140,33 @@ def test_sighup_swaps_the_certificate_and_keeps_live_connections(bridge_factory,
     assert [old.recv_json()["data"] for _ in range(10)] == list(range(100, 110))
 
 
+def test_changed_files_are_picked_up_without_a_signal(bridge_factory, pki):
+    """tls.watch_interval_ms: replacing the files is enough (a renewed Kubernetes Secret)."""
+    b = tls_bridge(bridge_factory, pki, {"tls": {"cert": pki.cert, "key": pki.key,
+                                                 "watch_interval_ms": 200}})
+    ctx = client_context(pki.ca_path)
+    old = wss(b, ctx)
+    assert old.request({"op": "subscribe", "id": 1, "channel": "mem.w"})["type"] == "subscribed"
+    # Nothing changed: no reload.
+    time.sleep(1.5)
+    assert not b.wait_log(lambda r: r.get("msg") == "tls files changed; reloading", timeout=0.1)
+    # A certificate and a key that do not match yet (the key is written second): logged and
+    # kept; once the key arrives too, the new pair is served.
+    new_crt, new_key, _ = pki.ca.write_leaf(pki.dir, "server-three", "server-three")
+    os.replace(new_crt, pki.cert)
+    assert b.wait_log(lambda r: r.get("msg") == "reload failed; keeping the running configuration",
+                      timeout=5), b.logs()[-2000:]
+    assert peer_cn(wss(b, ctx)) == "server-one"
+    os.replace(new_key, pki.key)
+    assert b.wait_log(lambda r: r.get("msg") == "tls certificate loaded"
+                      and "server-three" in r.get("certificate", ""), timeout=5), b.logs()[-2000:]
+    assert peer_cn(wss(b, ctx)) == "server-three"
+    pub = wss(b, ctx)
+    assert pub.request({"op": "publish", "id": 2, "channel": "mem.w", "data": 7})["type"] == "published"
+    assert old.recv_json()["data"] == 7
+    assert peer_cn(old) == "server-one"
+
+
 def test_sighup_with_a_broken_certificate_keeps_the_old_one(bridge_factory, pki):
     b = tls_bridge(bridge_factory, pki)
     ctx = client_context(pki.ca_path)

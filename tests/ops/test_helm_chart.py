@@ -240,7 +240,8 @@ def test_every_optional_object(renderer, tmp_path):
 
     # TLS and client certificates: the config names the mounted secret files.
     assert cfg["tls"] == {"cert": "/etc/wsbridge/tls/tls.crt", "key": "/etc/wsbridge/tls/tls.key",
-                          "client_ca": "/etc/wsbridge/client-ca/ca.crt"}
+                          "client_ca": "/etc/wsbridge/client-ca/ca.crt",
+                          "watch_interval_ms": 10000}
     vols = {v["name"]: v for v in pod["volumes"]}
     assert vols["wsbridge-tls"]["secret"]["secretName"] == "wsbridge-tls"
     assert vols["wsbridge-client-ca"]["secret"]["secretName"] == "wsbridge-client-ca"

@@ -68,7 +68,7 @@ pod that includes the sidecar should use at least this value. */}}
 {{- $_ := set $cfg "listen" (printf "%s:%d" $bind (int .Values.ports.ws)) }}
 {{- $_ := set $cfg "admin" (dict "listen" (printf "%s:%d" $bind (int .Values.ports.admin))) }}
 {{- if .Values.tls.enabled }}
-{{- $tls := dict "cert" "/etc/wsbridge/tls/tls.crt" "key" "/etc/wsbridge/tls/tls.key" }}
+{{- $tls := dict "cert" "/etc/wsbridge/tls/tls.crt" "key" "/etc/wsbridge/tls/tls.key" "watch_interval_ms" (int .Values.tls.watchIntervalMs) }}
 {{- if .Values.tls.clientCA.enabled }}
 {{- $_ := set $tls "client_ca" (printf "/etc/wsbridge/client-ca/%s" .Values.tls.clientCA.key) }}
 {{- end }}
