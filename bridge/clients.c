@@ -1,7 +1,9 @@
 /* Client introspection: the cross-thread request behind GET /clients and its JSON answer. */
 #include "bridge/clients.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <stdio.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -9,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "auth/jwt.h"
 #include "bridge/clock.h"
 #include "bridge/session.h"
 #include "bridge/worker.h"
@@ -209,6 +212,76 @@ char *wsb_clients_req_render(struct wsb_clients_req *r, size_t *len)
     return out;
 }
 
+/* ---- a worker's part -------------------------------------------------------------- */
+
+/* Broker timestamp of the oldest message still in the out-queue to now; 0 when none. */
+static int64_t lag_ms(const struct wsb_session *s, int64_t wall_ms)
+{
+    for (size_t i = 0; i < s->q.count; i++) {
+        const struct wsb_outq_item *it = &s->q.items[(s->q.head + i) % s->q.cap];
+        if (it->kind != WSB_OUTQ_MESSAGE)
+            continue;
+        return it->frame->ts_ms >= 0 && wall_ms > it->frame->ts_ms ? wall_ms - it->frame->ts_ms : 0;
+    }
+    return 0;
+}
+
+static bool listed(const struct wsb_session *s)
+{
+    return s->state == WSB_SS_OPEN || s->state == WSB_SS_CLOSING;
+}
+
+static bool session_key(const struct wsb_session *s, enum wsb_clients_sort sort, int64_t now_us,
+                        int64_t wall_ms, int64_t *key)
+{
+    if (!listed(s))
+        return false;
+    *key = wsb_clients_key(sort, wsb_session_queued(s),
+                           sort == WSB_CLIENTS_LAG ? lag_ms(s, wall_ms) : 0, now_us - s->opened_us);
+    return true;
+}
+
+static bool session_snapshot(const struct wsb_session *s, int64_t now_us, int64_t wall_ms,
+                             struct wsb_client_info *ci)
+{
+    memset(ci, 0, sizeof(*ci));
+    if (!listed(s))
+        return false;
+    snprintf(ci->session, sizeof(ci->session), "%s", s->sid);
+    uint16_t port = 0;
+    if (s->addr.ss_family == AF_INET)
+        port = ntohs(((const struct sockaddr_in *)&s->addr)->sin_port);
+    else if (s->addr.ss_family == AF_INET6)
+        port = ntohs(((const struct sockaddr_in6 *)&s->addr)->sin6_port);
+    snprintf(ci->peer, sizeof(ci->peer), s->addr.ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", s->ip,
+             (unsigned)port);
+    ci->worker = s->w->idx;
+    ci->buffered_bytes = wsb_session_queued(s);
+    ci->dropped = s->dropped;
+    ci->messages_out = s->messages_out;
+    ci->lag_ms = lag_ms(s, wall_ms);
+    ci->age_us = now_us - s->opened_us;
+    ci->age_ms = ci->age_us / 1000;
+    ci->over_soft_ms = s->sb.soft_since_us >= 0 ? (now_us - s->sb.soft_since_us) / 1000 : 0;
+    ci->tls = s->tls;
+    if (s->ident && s->ident->sub && !(ci->sub = strdup(s->ident->sub)))
+        goto oom;
+    if (s->nsubs && !(ci->channels = calloc(s->nsubs, sizeof(*ci->channels))))
+        goto oom;
+    for (size_t i = 0; i < s->cap && ci->nchannels < s->nsubs; i++) {
+        if (!s->subs[i].used)
+            continue;
+        if (!(ci->channels[ci->nchannels] = strdup(s->subs[i].channel)))
+            goto oom;
+        ci->nchannels++;
+    }
+    return true;
+
+oom:
+    wsb_client_info_cleanup(ci);
+    return false;
+}
+
 struct keyed {
     int64_t key;
     const struct wsb_session *s;
@@ -228,7 +301,7 @@ void wsb_clients_collect(struct wsb_worker *w, struct wsb_clients_req *r)
     size_t n = 0, k = 0;
     for (struct wsb_session *s = w->sessions; s != NULL && all != NULL && n < w->nsessions;
          s = wsb_session_next(s)) {
-        if (wsb_session_client_key(s, r->sort, now, wall, &all[n].key))
+        if (session_key(s, r->sort, now, wall, &all[n].key))
             all[n++].s = s;
     }
     if (n > 0) {
@@ -236,7 +309,7 @@ void wsb_clients_collect(struct wsb_worker *w, struct wsb_clients_req *r)
         size_t want = n < r->top ? n : r->top;
         infos = calloc(want, sizeof(*infos));
         for (size_t i = 0; infos != NULL && i < want; i++)
-            if (wsb_session_snapshot(all[i].s, now, wall, &infos[k]))
+            if (session_snapshot(all[i].s, now, wall, &infos[k]))
                 k++;
     }
     wsb_clients_req_answer(r, infos, k, n);

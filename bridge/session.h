@@ -13,7 +13,6 @@
 
 #include <jansson.h>
 
-#include "bridge/clients.h"
 #include "bridge/flow.h"
 #include "bridge/hub.h"
 #include "bridge/iplimit.h"
@@ -224,14 +223,5 @@ struct wsb_session *wsb_session_next(struct wsb_session *s);
 
 /** Puts the session on the reap list at once (shutdown after the drain timeout). */
 void wsb_session_force_close(struct wsb_session *s);
-
-/** The /clients sort key of an open (or closing) session at monotonic `now_ms` / wall-clock
- * `wall_ms`; false for a session still in its handshake or already dead. */
-bool wsb_session_client_key(const struct wsb_session *s, enum wsb_clients_sort sort, int64_t now_ms,
-                            int64_t wall_ms, int64_t *key);
-/** Fills a /clients snapshot of the session (strings copied). False on OOM or when the session
- * is not open. @locality worker loop */
-bool wsb_session_snapshot(const struct wsb_session *s, int64_t now_us, int64_t wall_ms,
-                          struct wsb_client_info *out);
 
 #endif
