@@ -36,6 +36,7 @@
 #define REFRESH_INTERVAL_MS 30000 /* look for partitions added to read topics */
 #define SUBSCRIBE_TIMEOUT_MS 5000 /* metadata and offset lookups of a subscribe */
 #define VERIFY_TIMEOUT_MS 2000    /* reading the last records to check a lookup by time */
+#define LOOKUP_SLICE_MS 500       /* lookups wait in slices, so a stop never waits one out */
 #define MAX_STACK_HEADERS 32
 
 struct source {
@@ -89,6 +90,7 @@ struct kc {
 
     atomic_uint_fast64_t messages_in;
     atomic_bool up;
+    atomic_bool halting;  /* stopping: lookups give up at their next slice */
     pthread_mutex_t lock; /* guards `reason` */
     char reason[256];
 
@@ -488,14 +490,32 @@ static void handle_close(struct kc *k, int h)
         k->cache_rkt = NULL;
 }
 
-/* Low (-2) or high (-1) watermarks of every partition in `parts` (one ListOffsets request
- * per leader). Results land in parts->elems[i].offset. */
-static rd_kafka_resp_err_t list_offsets(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts,
+/* The next wait of a lookup that must end by `deadline`: at most LOOKUP_SLICE_MS; 0 when the
+ * time is up or the connector stops (a stop must not wait a lookup out: SPEC §8's exit within
+ * drain_timeout_ms). */
+static int lookup_slice(struct kc *k, int64_t deadline)
+{
+    int64_t left = deadline - mono_ms();
+    if (left <= 0 || atomic_load(&k->halting))
+        return 0;
+    return left < LOOKUP_SLICE_MS ? (int)left : LOOKUP_SLICE_MS;
+}
+
+/* Low (-2), high (-1) or by-time (T >= 0) offsets of every partition in `parts` (one
+ * ListOffsets request per leader), on the lookup client, within SUBSCRIBE_TIMEOUT_MS.
+ * Results land in parts->elems[i].offset. */
+static rd_kafka_resp_err_t list_offsets(struct kc *k, rd_kafka_topic_partition_list_t *parts,
                                         int64_t which)
 {
-    for (int i = 0; i < parts->cnt; i++)
-        parts->elems[i].offset = which;
-    rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(rk, parts, SUBSCRIBE_TIMEOUT_MS);
+    int64_t deadline = mono_ms() + SUBSCRIBE_TIMEOUT_MS;
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__TIMED_OUT;
+    for (int slice; err == RD_KAFKA_RESP_ERR__TIMED_OUT && (slice = lookup_slice(k, deadline));) {
+        for (int i = 0; i < parts->cnt; i++) {
+            parts->elems[i].offset = which;
+            parts->elems[i].err = RD_KAFKA_RESP_ERR_NO_ERROR;
+        }
+        err = rd_kafka_offsets_for_times(k->lookup, parts, slice);
+    }
     if (err)
         return err;
     for (int i = 0; i < parts->cnt; i++)
@@ -535,8 +555,8 @@ static void read_timestamps(struct kc *k, const rd_kafka_topic_partition_list_t 
         goto done;
     }
     int64_t deadline = mono_ms() + VERIFY_TIMEOUT_MS;
-    for (int64_t left; missing > 0 && (left = deadline - mono_ms()) > 0;) {
-        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(rk, (int)left);
+    for (int slice; missing > 0 && (slice = lookup_slice(k, deadline));) {
+        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(rk, slice);
         if (!rkm)
             continue;
         for (int i = 0; i < check->cnt && !rkm->err; i++) {
@@ -608,7 +628,7 @@ done:
 /* Resolves the start offset of every partition of `c->src.topic` into `parts`. For
  * {timestamp}, *filtering (NULL when none) gets the partitions whose records older than T
  * must be dropped, see check_end_answers. */
-static bool resolve_start(struct kc *k, rd_kafka_t *rk, const struct wsb_cmd *c,
+static bool resolve_start(struct kc *k, const struct wsb_cmd *c,
                           rd_kafka_topic_partition_list_t *parts, int32_t **filtering,
                           int *nfiltering, char *err, size_t errlen)
 {
@@ -624,8 +644,8 @@ static bool resolve_start(struct kc *k, rd_kafka_t *rk, const struct wsb_cmd *c,
     *nfiltering = 0;
     /* latest needs only the high watermarks, earliest only the low ones: one round trip. */
     bool need_lo = c->src.from != WSB_FROM_LATEST, need_hi = c->src.from != WSB_FROM_EARLIEST;
-    if ((need_lo && (e = list_offsets(rk, lo, RD_KAFKA_OFFSET_BEGINNING))) ||
-        (need_hi && (e = list_offsets(rk, hi, RD_KAFKA_OFFSET_END)))) {
+    if ((need_lo && (e = list_offsets(k, lo, RD_KAFKA_OFFSET_BEGINNING))) ||
+        (need_hi && (e = list_offsets(k, hi, RD_KAFKA_OFFSET_END)))) {
         snprintf(err, errlen, "offsets of %s: %s", c->src.topic, rd_kafka_err2str(e));
         goto done;
     }
@@ -637,7 +657,7 @@ static bool resolve_start(struct kc *k, rd_kafka_t *rk, const struct wsb_cmd *c,
     }
     if (c->src.from == WSB_FROM_TIMESTAMP) {
         ts = rd_kafka_topic_partition_list_copy(parts);
-        if ((e = list_offsets(rk, ts, t))) {
+        if ((e = list_offsets(k, ts, t))) {
             snprintf(err, errlen, "offsets for time on %s: %s", c->src.topic, rd_kafka_err2str(e));
             goto done;
         }
@@ -684,17 +704,20 @@ done:
 
 /* The partitions of `topic` per broker metadata, or NULL with a reason (and a wire code). */
 static rd_kafka_topic_partition_list_t *
-topic_partitions(rd_kafka_t *rk, const char *topic, const char **code, char *err, size_t errlen)
+topic_partitions(struct kc *k, const char *topic, const char **code, char *err, size_t errlen)
 {
     const struct rd_kafka_metadata *md = NULL;
     rd_kafka_topic_partition_list_t *parts = NULL;
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(k->lookup, topic, NULL);
     *code = "unavailable";
     if (!rkt) {
         snprintf(err, errlen, "topic %s: %s", topic, rd_kafka_err2str(rd_kafka_last_error()));
         return NULL;
     }
-    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, rkt, &md, SUBSCRIBE_TIMEOUT_MS);
+    int64_t deadline = mono_ms() + SUBSCRIBE_TIMEOUT_MS;
+    rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR__TIMED_OUT;
+    for (int slice; e == RD_KAFKA_RESP_ERR__TIMED_OUT && (slice = lookup_slice(k, deadline));)
+        e = rd_kafka_metadata(k->lookup, 0, rkt, &md, slice);
     if (e) {
         snprintf(err, errlen, "metadata of %s: %s", topic, rd_kafka_err2str(e));
         goto done;
@@ -779,11 +802,10 @@ static void resolve(struct kc *k, struct job *j)
 {
     const struct wsb_cmd *c = j->cmd;
     j->code = "unavailable";
-    if (!(j->parts = topic_partitions(k->lookup, c->src.topic, &j->code, j->err, sizeof(j->err))))
+    if (!(j->parts = topic_partitions(k, c->src.topic, &j->code, j->err, sizeof(j->err))))
         return;
     j->code = "unavailable";
-    if (!resolve_start(k, k->lookup, c, j->parts, &j->filtering, &j->nfiltering, j->err,
-                       sizeof(j->err)))
+    if (!resolve_start(k, c, j->parts, &j->filtering, &j->nfiltering, j->err, sizeof(j->err)))
         return;
     j->ok = true;
 }
@@ -1070,7 +1092,7 @@ static void refresh(struct kc *k, struct job *j)
     for (int i = 0; i < mt->partition_cnt; i++)
         if (mt->partitions[i].id >= j->known) /* ids are 0..n-1, and only ever grow */
             rd_kafka_topic_partition_list_add(j->parts, j->topic, mt->partitions[i].id);
-    j->ok = j->parts->cnt > 0 && list_offsets(k->lookup, j->parts, RD_KAFKA_OFFSET_BEGINNING) == 0;
+    j->ok = j->parts->cnt > 0 && list_offsets(k, j->parts, RD_KAFKA_OFFSET_BEGINNING) == 0;
 done:
     if (md)
         rd_kafka_metadata_destroy(md);
@@ -1234,6 +1256,7 @@ static void probe_stop(struct kc *k)
 
 static void shutdown_clients(struct kc *k, uint32_t timeout_ms)
 {
+    atomic_store(&k->halting, true);
     probe_stop(k);
     if (k->producer) {
         rd_kafka_resp_err_t e = rd_kafka_flush(k->producer, (int)timeout_ms);
@@ -1337,6 +1360,7 @@ static enum wsb_err create(const char *name, const json_t *conf, const struct ws
     snprintf(k->reason, sizeof(k->reason), "connecting");
     atomic_init(&k->messages_in, 0);
     atomic_init(&k->up, false);
+    atomic_init(&k->halting, false);
     pthread_mutex_init(&k->lock, NULL);
     pthread_mutex_init(&k->pool_lock, NULL);
     pthread_cond_init(&k->pool_cond, NULL);

@@ -126,6 +126,23 @@ def test_subscribe_p99_while_others_idle_stopping_failing(kafka_mock, bridge_fac
         cl.close()
 
 
+def test_stop_never_waits_a_hanging_lookup_out(kafka_mock, bridge_factory):
+    """SPEC §8: exit within drain_timeout_ms (1 s here) even while a subscribe's lookup waits
+    for a leader that is down (it would wait up to 5 s)."""
+    mc, b = churn_bridge(bridge_factory, kafka_mock)
+    for t in ["kt-%d" % i for i in range(TOPICS)]:
+        mc.leader(t, 0, 1)
+    mc.leader("kt-stuck", 0, 3)
+    mc.down(3)
+    c = b.connect()
+    c.send_json({"op": "subscribe", "id": 1, "channel": "kt.stuck"})
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    assert b.stop() == 0
+    took = time.monotonic() - t0
+    assert took < 3.0, "stop took %.1f s with a lookup hanging" % took
+
+
 def test_5000_sequential_sessions_under_60s(kafka_mock, bridge_factory):
     mc, b = churn_bridge(bridge_factory, kafka_mock)
     n = 1000 if SANITIZED else 5000
