@@ -46,7 +46,7 @@ struct entry {
 };
 
 struct wsb_sr {
-    char base[512]; /* scheme://host:port/prefix without a trailing slash */
+    char base[544]; /* scheme://host:port/prefix without a trailing slash; fits the longest */
     char host[256];
     int port;
     char path_prefix[256];
