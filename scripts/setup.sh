@@ -10,8 +10,10 @@ PKGS=(
   libcmocka-dev libclang-rt-14-dev
   python3 python3-pytest python3-websockets python3-jwt python3-pika python3-confluent-kafka
   python3-cryptography python3-avro kcat rabbitmq-server procps
-  # tests/ops: the Helm chart rendered offline (Go text/template + sprig), YAML, Prometheus text
-  golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev python3-yaml
+  # tests/ops: the Helm chart rendered offline (Go text/template + sprig, values.schema.json
+  # through gojsonschema as helm does), YAML, Prometheus text
+  golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev
+  golang-github-xeipuuv-gojsonschema-dev python3-yaml
   python3-prometheus-client
   # tests/integration/test_90_browser: headless chromium, driven by playwright-core (npm)
   chromium

@@ -324,6 +324,33 @@ def test_tls_without_secret_is_an_error(renderer, tmp_path):
     assert "tls.secretName is required" in r.stderr
 
 
+@pytest.mark.parametrize("values,message", [
+    ({"tls": {"enable": True}}, "tls: Additional property enable is not allowed"),
+    ({"replicaCount": "two"}, "replicaCount: Invalid type"),
+    ({"ports": {"ws": 70000}}, "ports.ws: Must be less than or equal to 65535"),
+    ({"service": {"type": "Headless"}}, "service.type: service.type must be one of"),
+    ({"standalon": {"enabled": False}}, "Additional property standalon is not allowed"),
+])
+def test_values_schema_refuses_typos(renderer, tmp_path, values, message):
+    """values.schema.json: a typo in the chart's values fails the render (helm install too)."""
+    p = tmp_path / "v.yaml"
+    p.write_text(yaml.safe_dump(values))
+    r = subprocess.run([renderer, "-f", str(p), CHART], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode != 0
+    assert "values don't meet the specifications of the schema" in r.stderr
+    assert message in r.stderr, r.stderr
+
+
+def test_values_schema_applies_to_the_sidecar_dependency(renderer, tmp_path):
+    p = tmp_path / "v.yaml"
+    p.write_text(yaml.safe_dump({"wsbridge": {"tls": {"secretname": "x"}}}))
+    r = subprocess.run([renderer, "-f", str(p), SIDECAR_APP], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode != 0 and "wsbridge:\n- tls: Additional property secretname" in r.stderr, \
+        r.stderr
+
+
 def test_kubernetes_api_schemas(renderer):
     docs = (render(renderer, CHART) + render(renderer, CHART, os.path.join(HERE, "values-full.yaml"))
             + render(renderer, SIDECAR_APP))

@@ -4,7 +4,7 @@
 // (values.yaml coalesced under -f files, null deletes a default, numbers decoded as float64 as
 // sigs.k8s.io/yaml does), subcharts from charts/ and file:// dependencies with their values
 // scoped and coalesced into the parent's .Values.<name>, missingkey=zero and "<no value>"
-// removed. Output: one "---\n# Source: CHART/templates/FILE" document per rendered template.
+// removed, values checked against values.schema.json (gojsonschema, as Helm 3). Output: one "---\n# Source: CHART/templates/FILE" document per rendered template.
 //
 // Usage: wsb-helm-render [--release NAME] [--namespace NS] [-f values.yaml]... CHART_DIR
 package main
@@ -23,6 +23,7 @@ import (
 	"text/template"
 
 	"github.com/Masterminds/sprig"
+	"github.com/xeipuuv/gojsonschema"
 	yaml "gopkg.in/yaml.v2"
 )
 
@@ -56,6 +57,7 @@ type chart struct {
 	name      string // alias or name: the key of its values in the parent
 	templates map[string]string
 	values    map[string]interface{}
+	schema    []byte // values.schema.json, or nil
 	subcharts []*chart
 }
 
@@ -204,6 +206,9 @@ func loadChart(dir string) (*chart, error) {
 			return nil, fmt.Errorf("%s/values.yaml: %v", dir, err)
 		}
 	}
+	if b, err := os.ReadFile(filepath.Join(dir, "values.schema.json")); err == nil {
+		c.schema = b
+	}
 	tdir := filepath.Join(dir, "templates")
 	err = filepath.Walk(tdir, func(p string, info os.FileInfo, err error) error {
 		if err != nil || info.IsDir() {
@@ -276,6 +281,34 @@ func scopeValues(c *chart, vals map[string]interface{}) map[string]interface{} {
 		vals[sc.name] = scopeValues(sc, sub)
 	}
 	return vals
+}
+
+// validateValues checks every chart's (coalesced, scoped) values against its values.schema.json
+// with gojsonschema, as Helm 3's chartutil.ValidateAgainstSchema does; the error lists each
+// chart's problems.
+func validateValues(c *chart, vals map[string]interface{}) string {
+	var sb strings.Builder
+	if c.schema != nil {
+		doc, err := json.Marshal(vals)
+		if err != nil {
+			return err.Error()
+		}
+		res, err := gojsonschema.Validate(gojsonschema.NewBytesLoader(c.schema), gojsonschema.NewBytesLoader(doc))
+		if err != nil {
+			return fmt.Sprintf("%s: values.schema.json: %v\n", c.name, err)
+		}
+		if !res.Valid() {
+			sb.WriteString(c.name + ":\n")
+			for _, e := range res.Errors() {
+				fmt.Fprintf(&sb, "- %s\n", e)
+			}
+		}
+	}
+	for _, sc := range c.subcharts {
+		sub, _ := vals[sc.name].(map[string]interface{})
+		sb.WriteString(validateValues(sc, sub))
+	}
+	return sb.String()
 }
 
 type job struct {
@@ -456,6 +489,9 @@ func run(dir, release, namespace string, vf []string) error {
 		user = coalesceUser(v, user)
 	}
 	vals := scopeValues(c, user)
+	if msg := validateValues(c, vals); msg != "" {
+		return fmt.Errorf("values don't meet the specifications of the schema(s) in the following chart(s):\n%s", msg)
+	}
 
 	all := map[string]string{}
 	var jobs []job
