@@ -1,0 +1,236 @@
+/* A worker's event loop: its thread, its mail (broker events, drain, reload, stop), the tick,
+ * the reap event, /clients requests, and its listener with the accept back-off. It hands
+ * accepted sockets to conn and mail to the hub, ops and sessions. */
+#include "bridge/loop.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/util.h>
+
+#include "bridge/clients.h"
+#include "bridge/clock.h"
+#include "bridge/conn.h"
+#include "bridge/delivery.h"
+#include "bridge/hub.h"
+#include "bridge/mailbox.h"
+#include "bridge/metrics.h"
+#include "bridge/ops.h"
+#include "bridge/runtime.h"
+#include "bridge/session.h"
+#include "bridge/sources.h"
+#include "bridge/worker.h"
+#include "bridge/ws/ws_deflate.h"
+#include "config/config.h"
+#include "util/log.h"
+
+#define TICK_MS 500
+
+static void on_mail(void *ctx, struct wsb_mail *m)
+{
+    struct wsb_worker *w = ctx;
+    switch (m->type) {
+    case WSB_MAIL_MESSAGE: wsb_hub_message(w->hub, m->msg); break;
+    case WSB_MAIL_STARTED: wsb_hub_started(w->hub, m->id, m->text); break;
+    case WSB_MAIL_FAILED:
+        wsb_sources_forget(w->shared->sources, m->id);
+        wsb_hub_failed(w->hub, m->id, m->text, m->text2);
+        break;
+    case WSB_MAIL_STOPPED: wsb_hub_stopped(w->hub, m->id); break;
+    case WSB_MAIL_PUBLISH_DONE: wsb_ops_publish_done(w, m->id, m->ok, m->text); break;
+    case WSB_MAIL_CONNECTOR: break;
+    case WSB_MAIL_DRAIN:
+        w->draining = true;
+        /* Close the listening socket: new connections are refused at once instead of
+         * waiting in the backlog. */
+        if (w->listener) {
+            evconnlistener_free(w->listener);
+            w->listener = NULL;
+        }
+        /* Closing never unlinks a session synchronously (freeing happens on the reap
+         * event), so walking the list while closing is safe. */
+        for (struct wsb_session *s = w->sessions; s; s = wsb_session_next(s))
+            wsb_session_drain(s);
+        break;
+    case WSB_MAIL_RELOAD: {
+        struct wsb_runtime *rt = wsb_shared_runtime(w->shared);
+        wsb_runtime_unref(w->rt);
+        w->rt = rt;
+        for (struct wsb_session *s = w->sessions; s; s = wsb_session_next(s))
+            wsb_session_recheck(s);
+        break;
+    }
+    case WSB_MAIL_STOP: event_base_loopexit(w->base, NULL); break;
+    }
+    wsb_mail_free(m);
+}
+
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    wsb_session_reap(arg);
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct wsb_worker *w = arg;
+    int64_t now = wsb_now_ms();
+    atomic_store(&w->last_tick_ms, now);
+    int64_t queued = 0;
+    for (struct wsb_session *s = w->sessions; s; s = wsb_session_next(s)) {
+        wsb_session_tick(s, now);
+        queued += (int64_t)wsb_session_queued(s);
+    }
+    atomic_store_explicit(&w->metrics.send_buffer_bytes, queued, memory_order_relaxed);
+    if (w->draining && w->nsessions == 0)
+        atomic_store(&w->drained, true);
+}
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *addr,
+                      int socklen, void *arg)
+{
+    (void)l;
+    struct wsb_worker *w = arg;
+    w->accept_backoff_ms = 0;
+    if (w->draining) {
+        evutil_closesocket(fd);
+        return;
+    }
+    wsb_conn_accept(w, fd, addr, socklen);
+}
+
+#define ACCEPT_BACKOFF_MIN_MS 50
+#define ACCEPT_BACKOFF_MAX_MS 1000
+
+/* libevent calls this only for errors it does not retry itself: EMFILE/ENFILE (out of
+ * descriptors), ENOBUFS/ENOMEM. The listening socket stays readable, so leaving it armed
+ * would spin the loop (and the log). Pause accepting instead, doubling the pause while the
+ * failures last; pending clients wait in the kernel's backlog meanwhile. */
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    struct wsb_worker *w = arg;
+    int e = EVUTIL_SOCKET_ERROR();
+    uint32_t ms = w->accept_backoff_ms ? w->accept_backoff_ms : ACCEPT_BACKOFF_MIN_MS;
+    w->accept_backoff_ms = ms * 2 > ACCEPT_BACKOFF_MAX_MS ? ACCEPT_BACKOFF_MAX_MS : ms * 2;
+    evconnlistener_disable(l);
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    event_add(w->accept_ev, &tv);
+    wsb_metric_add(w->metrics.accept_paused, 1);
+    wsb_log(WSB_LOG_WARN, "accept failed; accepting paused",
+            WSB_LSTR("error", evutil_socket_error_to_string(e)), WSB_LUINT("pause_ms", ms),
+            WSB_LUINT("worker", w->idx));
+}
+
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct wsb_worker *w = arg;
+    if (w->listener && !w->draining) /* the drain frees the listener */
+        evconnlistener_enable(w->listener);
+}
+
+void *wsb_loop_main(void *arg)
+{
+    struct wsb_worker *w = arg;
+    event_base_dispatch(w->base);
+    return NULL;
+}
+
+/* An admin /clients request reached this loop (outside the mailbox, so a mailbox held back
+ * by flow control does not hold the answer back too). */
+static void on_clients(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct wsb_worker *w = arg;
+    struct wsb_clients_req *r = atomic_exchange(&w->clients_req, NULL);
+    if (r) {
+        wsb_clients_collect(w, r);
+        wsb_clients_req_unref(r);
+    }
+}
+
+enum wsb_err wsb_loop_new(struct wsb_shared *sh, unsigned idx, const struct sockaddr *sa, int salen,
+                          struct wsb_worker **out, char *err, size_t errlen)
+{
+    struct wsb_worker *w = calloc(1, sizeof(*w));
+    if (!w)
+        return WSB_ERR_NOMEM;
+    w->idx = idx;
+    w->shared = sh;
+    w->rt = wsb_shared_runtime(sh);
+    wsb_map_init(&w->pubs);
+    w->base = event_base_new();
+    if (!w->base)
+        goto nomem;
+    w->mailbox = wsb_mailbox_new(w->base, on_mail, w);
+    w->hub = wsb_hub_new(&wsb_delivery_hub_cbs, &w->metrics);
+    w->deflater = wsb_deflater_new(15);
+    w->reap_ev = event_new(w->base, -1, 0, on_reap, w);
+    w->tick_ev = event_new(w->base, -1, EV_PERSIST, on_tick, w);
+    w->accept_ev = event_new(w->base, -1, 0, on_accept_resume, w);
+    w->clients_ev = event_new(w->base, -1, 0, on_clients, w);
+    if (!w->mailbox || !w->hub || !w->deflater || !w->reap_ev || !w->tick_ev || !w->accept_ev ||
+        !w->clients_ev)
+        goto nomem;
+    struct timeval tv = {0, TICK_MS * 1000};
+    event_add(w->tick_ev, &tv);
+    atomic_store(&w->last_tick_ms, wsb_now_ms());
+    w->listener = evconnlistener_new_bind(w->base, on_accept, w,
+                                          LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+                                              LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_EXEC,
+                                          1024, sa, salen);
+    if (!w->listener) {
+        snprintf(err, errlen, "listen %s: %s", sh->rt->cfg->listen, strerror(errno));
+        *out = w;
+        return WSB_ERR_IO;
+    }
+    evconnlistener_set_error_cb(w->listener, on_accept_error);
+    *out = w;
+    return WSB_OK;
+nomem:
+    snprintf(err, errlen, "out of memory");
+    *out = w;
+    return WSB_ERR_NOMEM;
+}
+
+void wsb_loop_free(struct wsb_worker *w)
+{
+    if (!w)
+        return;
+    /* Sessions left after the drain timeout: the loop is stopped, free them here. */
+    while (w->sessions) {
+        struct wsb_session *s = w->sessions;
+        wsb_session_force_close(s);
+        wsb_session_reap(w);
+    }
+    wsb_session_reap(w);
+    if (w->listener)
+        evconnlistener_free(w->listener);
+    wsb_mailbox_free(w->mailbox);
+    wsb_hub_free(w->hub);
+    if (w->deflater)
+        wsb_deflater_free(w->deflater);
+    if (w->reap_ev)
+        event_free(w->reap_ev);
+    if (w->tick_ev)
+        event_free(w->tick_ev);
+    if (w->accept_ev)
+        event_free(w->accept_ev);
+    if (w->clients_ev)
+        event_free(w->clients_ev);
+    wsb_clients_req_unref(atomic_exchange(&w->clients_req, NULL));
+    wsb_map_cleanup(&w->pubs);
+    if (w->base)
+        event_base_free(w->base);
+    wsb_runtime_unref(w->rt);
+    free(w);
+}
