@@ -182,6 +182,12 @@ static struct node *build_named(struct build *b, const json_t *j, enum kind kind
             snprintf(full, sizeof(full), "%s", name);
         snprintf(child_ns, sizeof(child_ns), "%s", use ? use : "");
     }
+    for (struct named *d = b->named; d; d = d->next)
+        if (strcmp(d->fullname, full) == 0) {
+            seterr(b->err, b->errlen, "type %s defined twice", full);
+            b->failed = true;
+            return NULL;
+        }
     struct node *n = node_new(b, kind);
     struct named *e = calloc(1, sizeof(*e));
     if (!n || !e || !(n->name = strdup(full)) || !(e->fullname = strdup(full))) {
@@ -374,6 +380,10 @@ struct wsb_avro_schema *wsb_avro_schema_new(const char *json, size_t len, char *
         seterr(err, errlen, "schema is not JSON: %s", je.text);
         goto fail;
     }
+    /* Our own walk first: it refuses some schemas avro-c would leak memory on (a type
+     * defined twice) before avro-c sees them. */
+    if (!(s->root = build_node(&b, s->json, "", 0)))
+        goto fail;
     /* avro-c parses NUL-terminated text only. */
     char *text = strndup(json, len);
     if (!text) {
@@ -387,8 +397,6 @@ struct wsb_avro_schema *wsb_avro_schema_new(const char *json, size_t len, char *
         seterr(err, errlen, "invalid schema: %s", avro_strerror());
         goto fail;
     }
-    if (!(s->root = build_node(&b, s->json, "", 0)))
-        goto fail;
     if (!(s->iface = avro_generic_class_from_schema(s->schema))) {
         seterr(err, errlen, "unsupported schema: %s", avro_strerror());
         goto fail;
@@ -687,19 +695,113 @@ static bool decode_value(avro_value_t *v, const struct node *n, struct wsb_buf *
     return false;
 }
 
+/* ---- Checking the binary before avro-c reads it ---------------------------------------
+ * avro-c 1.11 leaks the buffer of a string, bytes or map key whose length runs past the input
+ * (its read macros return without freeing), and would loop for ever on a huge block of
+ * zero-size items. Every datum is walked here first, without allocating: lengths within the
+ * input, indexes within the schema, block counts bounded, nothing after the datum. */
+
+#define MAX_ITEMS (1u << 24) /* array items and map entries per datum */
+
+struct scan {
+    const uint8_t *p, *end;
+    uint64_t items;
+};
+
+static bool scan_varint(struct scan *c, int64_t *out, int max_bytes)
+{
+    uint64_t v = 0;
+    for (int shift = 0, i = 0; i < max_bytes; i++, shift += 7) {
+        if (c->p >= c->end)
+            return false;
+        uint8_t b = *c->p++;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *out = (int64_t)(v >> 1) ^ -(int64_t)(v & 1); /* zigzag */
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool scan_skip(struct scan *c, int64_t n)
+{
+    if (n < 0 || n > c->end - c->p)
+        return false;
+    c->p += n;
+    return true;
+}
+
+static bool scan_node(struct scan *c, const struct node *n, int depth)
+{
+    int64_t v;
+    if (depth > MAX_DEPTH)
+        return false;
+    switch (n->kind) {
+    case K_NULL: return true;
+    case K_BOOLEAN: return c->p < c->end && *c->p++ <= 1;
+    case K_INT: return scan_varint(c, &v, 5) && v >= INT32_MIN && v <= INT32_MAX;
+    case K_LONG: return scan_varint(c, &v, 10);
+    case K_FLOAT: return scan_skip(c, 4);
+    case K_DOUBLE: return scan_skip(c, 8);
+    case K_BYTES:
+    case K_STRING: return scan_varint(c, &v, 10) && scan_skip(c, v);
+    case K_FIXED: return scan_skip(c, n->fixed_size);
+    case K_ENUM: return scan_varint(c, &v, 5) && v >= 0 && (uint64_t)v < n->n;
+    case K_UNION:
+        return scan_varint(c, &v, 5) && v >= 0 && (uint64_t)v < n->n &&
+               scan_node(c, n->kids[v], depth + 1);
+    case K_RECORD:
+        for (size_t i = 0; i < n->n; i++)
+            if (!scan_node(c, n->kids[i], depth + 1))
+                return false;
+        return true;
+    case K_ARRAY:
+    case K_MAP:
+        for (;;) {
+            int64_t count, size;
+            if (!scan_varint(c, &count, 10))
+                return false;
+            if (count == 0)
+                return true;
+            if (count < 0) { /* a negative count is followed by the block's size in bytes */
+                if (count == INT64_MIN || !scan_varint(c, &size, 10) || size < 0)
+                    return false;
+                count = -count;
+            }
+            if ((uint64_t)count > MAX_ITEMS - c->items)
+                return false;
+            c->items += (uint64_t)count;
+            for (int64_t i = 0; i < count; i++) {
+                if (n->kind == K_MAP && (!scan_varint(c, &v, 10) || !scan_skip(c, v)))
+                    return false;
+                if (!scan_node(c, n->kids[0], depth + 1))
+                    return false;
+            }
+        }
+    }
+    return false;
+}
+
 enum wsb_err wsb_avro_decode(struct wsb_avro_schema *s, const uint8_t *p, size_t n,
                              struct wsb_buf *out, char *err, size_t errlen)
 {
     size_t mark = out->len;
+    struct scan c = {.p = p, .end = p + n};
+    if (!scan_node(&c, s->root, 0)) {
+        seterr(err, errlen,
+               "not a datum of the schema (truncated, or an index or length out "
+               "of range)");
+        return WSB_ERR_INVALID;
+    }
+    if (c.p != c.end) {
+        seterr(err, errlen, "trailing bytes after the datum");
+        return WSB_ERR_INVALID;
+    }
     avro_value_reset(&s->value);
     avro_reader_memory_set_source(s->reader, n ? (const char *)p : s->dummy, (int64_t)n);
     if (avro_value_read(s->reader, &s->value)) {
         seterr(err, errlen, "not a datum of the schema: %s", avro_strerror());
-        return WSB_ERR_INVALID;
-    }
-    /* avro_reader_is_eof is only true after a read past the end: probe one byte. */
-    if (avro_skip(s->reader, 1) == 0) {
-        seterr(err, errlen, "trailing bytes after the datum");
         return WSB_ERR_INVALID;
     }
     if (!decode_value(&s->value, s->root, out, err, errlen)) {
