@@ -31,35 +31,9 @@
 #include "config/config.h"
 #include "util/log.h"
 
+#include "worker_fixture.h"
+
 #define SECRET "upgrade-test-secret-0123456789abcdef"
-/* 2017-07-14: any token minted for this time is long expired by the machine's clock. */
-#define T0 1500000000LL
-
-static int64_t mono_us = 1000000, wall_us = T0 * 1000000;
-static int64_t test_mono(void *ctx)
-{
-    (void)ctx;
-    return mono_us;
-}
-static int64_t test_wall(void *ctx)
-{
-    (void)ctx;
-    return wall_us;
-}
-static const struct wsb_clock test_clock = {.mono_us = test_mono, .wall_us = test_wall};
-
-struct fixture {
-    struct wsb_shared sh;
-    struct wsb_worker w;
-};
-
-static void on_reap(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    wsb_session_reap(arg);
-}
-
 static const char *CONFIG =
     "{\"listen\":\"127.0.0.1:1\",\"path\":\"/ws\","
     "\"allowed_origins\":[\"https://app.example\"],"
@@ -72,60 +46,13 @@ static const char *CONFIG =
 
 static int setup(void **state)
 {
-    struct fixture *f = calloc(1, sizeof(*f));
-    assert_non_null(f);
-    struct wsb_config *cfg =
-        wsb_config_load_text("test.json", CONFIG, strlen(CONFIG), false, NULL, NULL);
-    assert_non_null(cfg);
-    char err[256];
-    f->sh.rt = wsb_runtime_new(cfg, err, sizeof(err));
-    assert_non_null(f->sh.rt);
-    pthread_mutex_init(&f->sh.rt_lock, NULL);
-    f->sh.iplimit =
-        wsb_iplimit_new(cfg->limits.handshake_rate_per_s, cfg->limits.handshake_rate_burst,
-                        cfg->limits.max_connections_per_ip);
-    assert_non_null(f->sh.iplimit);
-    f->sh.workers = calloc(1, sizeof(*f->sh.workers));
-    f->sh.workers[0] = &f->w;
-    f->sh.nworkers = 1;
-
-    struct wsb_worker *w = &f->w;
-    w->shared = &f->sh;
-    w->rt = wsb_runtime_ref(f->sh.rt);
-    w->base = event_base_new();
-    w->hub = wsb_hub_new(&wsb_delivery_hub_cbs, &w->metrics);
-    w->deflater = wsb_deflater_new(15);
-    w->reap_ev = event_new(w->base, -1, 0, on_reap, w);
-    assert_true(w->base && w->hub && w->deflater && w->reap_ev);
-    wsb_map_init(&w->pubs);
-    mono_us = 1000000;
-    wall_us = T0 * 1000000;
-    wsb_clock_set(&test_clock);
-    wsb_log_init(WSB_LOG_ERROR, true);
-    *state = f;
+    *state = fixture_new(CONFIG);
     return 0;
 }
 
 static int teardown(void **state)
 {
-    struct fixture *f = *state;
-    struct wsb_worker *w = &f->w;
-    while (w->sessions) {
-        wsb_session_force_close(w->sessions);
-        wsb_session_reap(w);
-    }
-    wsb_hub_free(w->hub);
-    wsb_deflater_free(w->deflater);
-    event_free(w->reap_ev);
-    event_base_free(w->base);
-    wsb_map_cleanup(&w->pubs);
-    wsb_runtime_unref(w->rt);
-    wsb_runtime_unref(f->sh.rt);
-    wsb_iplimit_free(f->sh.iplimit);
-    pthread_mutex_destroy(&f->sh.rt_lock);
-    free(f->sh.workers);
-    free(f);
-    wsb_clock_set(NULL);
+    fixture_free(*state);
     return 0;
 }
 
