@@ -15,6 +15,7 @@
 #include "bridge/outq.h"
 #include "bridge/protocol.h"
 #include "bridge/session.h"
+#include "bridge/sse_wire.h"
 #include "bridge/worker.h"
 #include "config/config.h"
 #include "util/buf.h"
@@ -25,6 +26,9 @@ void wsb_delivery_started(void *owner, uint32_t slot, const char *positions)
     struct wsb_session *s = owner;
     struct wsb_sub *sub = &s->subs[slot];
     sub->active = true;
+    struct wsb_sse_pos *pos;
+    if (s->transport == WSB_TRANSPORT_SSE && positions && (pos = wsb_session_sse_pos(sub)))
+        wsb_sse_pos_load(pos, positions); /* the stream's resume token covers them from now */
     struct wsb_buf b;
     wsb_buf_init(&b);
     wsb_encode_subscribed(&b, sub->id, sub->channel, positions);

@@ -277,6 +277,8 @@ static struct wsb_frame *encode(struct wsb_hub *h, const struct hub_channel *c,
         wsb_frame_wrap(WSB_OP_TEXT, false, buf, FRAME_HEADROOM, b->len - FRAME_HEADROOM);
     if (f) {
         f->ts_ms = m->timestamp_ms;
+        f->partition = m->partition;
+        f->offset = m->offset;
         wsb_metric_add(h->metrics->frames_encoded, 1);
     }
     return f;

@@ -110,6 +110,11 @@ static void op_subscribe(struct wsb_session *s, struct wsb_request *r)
     }
 }
 
+void wsb_ops_subscribe(struct wsb_session *s, struct wsb_request *r)
+{
+    op_subscribe(s, r);
+}
+
 static void op_unsubscribe(struct wsb_session *s, struct wsb_request *r)
 {
     struct wsb_sub *sub = wsb_session_find_sub(s, r->channel, r->channel_len);

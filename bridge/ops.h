@@ -14,6 +14,12 @@ struct wsb_worker;
  * close). `text` is borrowed. */
 void wsb_ops_dispatch(struct wsb_session *s, const uint8_t *text, size_t len);
 
+struct wsb_request;
+
+/** Runs a parsed subscribe request (the SSE transport's implicit subscribes); `r` is
+ * borrowed. Errors are answered. */
+void wsb_ops_subscribe(struct wsb_session *s, struct wsb_request *r);
+
 /** The broker answered the publish with `cookie` (mailbox): `published` or `publish_failed`
  * to its session, when that is still there. */
 void wsb_ops_publish_done(struct wsb_worker *w, uint64_t cookie, bool ok, const char *msg);

@@ -24,6 +24,9 @@ struct wsb_frame *wsb_frame_wrap(uint8_t opcode, bool rsv1, uint8_t *buf, size_t
     f->refs = 1;
     f->ts_ms = -1;
     f->deflated = NULL;
+    f->sse = NULL;
+    f->partition = -1;
+    f->offset = -1;
     f->hdr_len = hl;
     f->len = hl + len;
     f->data = buf + headroom - hl;
@@ -41,12 +44,35 @@ struct wsb_frame *wsb_frame_new(uint8_t opcode, bool rsv1, const uint8_t *payloa
     return wsb_frame_wrap(opcode, rsv1, buf, 10, len);
 }
 
+struct wsb_frame *wsb_frame_raw(const uint8_t *bytes, size_t len)
+{
+    struct wsb_frame *f = malloc(sizeof(*f));
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!f || !buf) {
+        free(f);
+        free(buf);
+        return NULL;
+    }
+    if (len)
+        memcpy(buf, bytes, len);
+    *f = (struct wsb_frame){.refs = 1,
+                            .ts_ms = -1,
+                            .partition = -1,
+                            .offset = -1,
+                            .len = len,
+                            .data = buf,
+                            .alloc = buf};
+    return f;
+}
+
 void wsb_frame_unref(struct wsb_frame *f)
 {
     if (!f || --f->refs > 0)
         return;
     if (f->deflated && f->deflated != f)
         wsb_frame_unref(f->deflated);
+    if (f->sse)
+        wsb_frame_unref(f->sse);
     free(f->alloc);
     free(f);
 }

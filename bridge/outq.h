@@ -17,10 +17,13 @@ struct wsb_frame {
     int refs;
     int64_t ts_ms;              /* broker timestamp for the latency histogram, -1 */
     struct wsb_frame *deflated; /* compressed variant (or this frame when not worth it) */
-    size_t hdr_len;             /* bytes of WebSocket header at the front of data */
-    size_t len;                 /* total bytes */
-    uint8_t *data;              /* header then payload */
-    void *alloc;                /* what to free */
+    struct wsb_frame *sse;      /* Server-Sent Events variant (sse_wire.h), NULL until asked */
+    int32_t partition;          /* the broker position of a message frame, -1 when none */
+    int64_t offset;
+    size_t hdr_len; /* bytes of WebSocket header at the front of data */
+    size_t len;     /* total bytes */
+    uint8_t *data;  /* header then payload */
+    void *alloc;    /* what to free */
 };
 
 /** Builds a frame of `opcode` with payload copied in. NULL on OOM. @locality loop */
@@ -29,6 +32,8 @@ struct wsb_frame *wsb_frame_new(uint8_t opcode, bool rsv1, const uint8_t *payloa
  * payload (takes ownership of buf). */
 struct wsb_frame *wsb_frame_wrap(uint8_t opcode, bool rsv1, uint8_t *buf, size_t headroom,
                                  size_t len);
+/** A frame of raw bytes with no WebSocket header (hdr_len 0): an SSE event. NULL on OOM. */
+struct wsb_frame *wsb_frame_raw(const uint8_t *bytes, size_t len);
 static inline struct wsb_frame *wsb_frame_ref(struct wsb_frame *f)
 {
     f->refs++;

@@ -22,6 +22,7 @@
 #include "bridge/metrics.h"
 #include "bridge/runtime.h"
 #include "bridge/sources.h"
+#include "bridge/sse_wire.h"
 #include "bridge/tls.h"
 #include "bridge/worker.h"
 #include "bridge/ws/ws_deflate.h"
@@ -69,6 +70,8 @@ static void write_frame(struct wsb_session *s, struct wsb_frame *f)
 
 void wsb_session_send_control(struct wsb_session *s, uint8_t opcode, const void *p, size_t len)
 {
+    if (s->transport != WSB_TRANSPORT_WS)
+        return;
     uint8_t hdr[10];
     size_t hl = wsb_frame_header(hdr, opcode, true, false, len);
     struct evbuffer *out = bufferevent_get_output(s->bev);
@@ -78,11 +81,32 @@ void wsb_session_send_control(struct wsb_session *s, uint8_t opcode, const void 
     wsb_metric_add(s->w->metrics.bytes_out, hl + len);
 }
 
+/* A server JSON object as the session's transport carries it: a text frame, or an SSE
+ * event of the object's type. */
+static struct wsb_frame *reply_frame(const struct wsb_session *s, const uint8_t *json, size_t len)
+{
+    if (s->transport != WSB_TRANSPORT_SSE)
+        return wsb_frame_new(WSB_OP_TEXT, false, json, len);
+    char type[32];
+    wsb_sse_type_of(json, len, type, sizeof(type));
+    struct wsb_buf e;
+    wsb_buf_init(&e);
+    wsb_sse_event(&e, type, json, len);
+    struct wsb_frame *f = e.oom ? NULL : wsb_frame_raw(e.data, e.len);
+    wsb_buf_cleanup(&e);
+    return f;
+}
+
 void wsb_session_reply(struct wsb_session *s, struct wsb_buf *b)
 {
     if (s->state != WSB_SS_OPEN || b->oom)
         return;
-    struct wsb_frame *f = wsb_frame_new(WSB_OP_TEXT, false, b->data, b->len);
+    if (s->transport == WSB_TRANSPORT_HTTP) {
+        if (s->on_reply)
+            s->on_reply(s, b);
+        return;
+    }
+    struct wsb_frame *f = reply_frame(s, b->data, b->len);
     if (!f)
         return;
     wsb_outq_push(&s->q, f, WSB_OUTQ_REPLY, 0);
@@ -105,10 +129,59 @@ static void emit_gap(struct wsb_session *s, struct wsb_sub *sub)
     wsb_buf_init(&b);
     wsb_encode_gap(&b, sub->channel, sub->gap);
     sub->gap = 0;
-    struct wsb_frame *f = b.oom ? NULL : wsb_frame_new(WSB_OP_TEXT, false, b.data, b.len);
+    struct wsb_frame *f = b.oom ? NULL : reply_frame(s, b.data, b.len);
     wsb_buf_cleanup(&b);
     if (f)
         write_frame(s, f);
+}
+
+/* SSE: `id:` with the resume token of every channel of the stream, written just before the
+ * message event it belongs to. */
+static void write_sse_id(struct wsb_session *s)
+{
+    const struct wsb_sse_pos *stack[64] = {0};
+    const struct wsb_sse_pos **chans = s->cap <= 64 ? stack : malloc(s->cap * sizeof(*chans));
+    if (!chans)
+        return;
+    for (size_t i = 0; i < s->cap; i++)
+        chans[i] = s->subs[i].used ? s->subs[i].pos : NULL;
+    char tok[WSB_SSE_ID_MAX + 1];
+    size_t n = wsb_sse_token_encode(chans, s->cap, tok, sizeof(tok));
+    if (chans != stack)
+        free(chans);
+    if (n == 0)
+        return;
+    struct evbuffer *out = bufferevent_get_output(s->bev);
+    evbuffer_add(out, "id: ", 4);
+    evbuffer_add(out, tok, n);
+    evbuffer_add(out, "\n", 1);
+    wsb_metric_add(s->w->metrics.bytes_out, n + 5);
+}
+
+/* SSE: the shared `event: message` variant of a message frame (the reference moves to it),
+ * after the `id:` line that covers the stream's positions once it is delivered. */
+static struct wsb_frame *sse_message(struct wsb_session *s, uint32_t tag, struct wsb_frame *f)
+{
+    struct wsb_frame *e = wsb_sse_message_frame(f);
+    if (e)
+        wsb_frame_ref(e);
+    wsb_frame_unref(f);
+    if (!e || e->partition < 0 || e->offset < 0 || tag >= s->cap || !s->subs[tag].used)
+        return e;
+    struct wsb_sse_pos *pos = wsb_session_sse_pos(&s->subs[tag]);
+    if (pos && wsb_sse_pos_set(pos, e->partition, e->offset + 1) == 0)
+        write_sse_id(s);
+    return e;
+}
+
+struct wsb_sse_pos *wsb_session_sse_pos(struct wsb_sub *sub)
+{
+    if (!sub->pos) {
+        sub->pos = calloc(1, sizeof(*sub->pos));
+        if (sub->pos)
+            sub->pos->hash = wsb_sse_channel_hash(sub->channel, strlen(sub->channel));
+    }
+    return sub->pos;
 }
 
 /* Moves frames from the out-queue into the socket buffer while it has room. */
@@ -124,6 +197,8 @@ void wsb_session_flush(struct wsb_session *s)
         if (it.kind == WSB_OUTQ_MESSAGE) {
             if (it.tag < s->cap && s->subs[it.tag].used && s->subs[it.tag].gap)
                 emit_gap(s, &s->subs[it.tag]);
+            if (s->transport == WSB_TRANSPORT_SSE && !(f = sse_message(s, it.tag, f)))
+                continue;
             if (s->deflate_out) {
                 struct wsb_frame *d = wsb_frame_deflated(f, s->w->deflater);
                 if (d != f) {
@@ -197,10 +272,42 @@ static void detach_later(struct wsb_session *s)
 /* Starts the close handshake (RFC 6455 §7.1.2). `fail`: we close TCP as soon as our close
  * frame is flushed (protocol errors, slow consumers); otherwise we wait for the client's
  * close frame for a while. */
+/* The error code an SSE stream or HTTP answer ends with, for a WebSocket close code. */
+static const char *close_error_code(uint16_t code)
+{
+    switch (code) {
+    case 1001: return "shutting_down";
+    case 4408: return "slow_consumer";
+    case 4429: return "rate_limited";
+    case 1011: return "internal_error";
+    default: return "closed";
+    }
+}
+
+/* An SSE stream ends with an `error` event (what is queued is dropped first, as a WebSocket
+ * close does); an HTTP request is answered with the error. */
+static void end_with_error(struct wsb_session *s, uint16_t code, const char *err,
+                           const char *message)
+{
+    if (s->transport == WSB_TRANSPORT_HTTP) {
+        wsb_session_reply_error(s, "", err, message ? message : err);
+        return;
+    }
+    drop_queued(s);
+    wsb_session_reply_error(s, "", err, message ? message : err);
+    count_disconnect(s, code);
+    s->state = WSB_SS_CLOSING; /* counted: end_stream must not count it again */
+    wsb_session_end_stream(s);
+}
+
 void wsb_session_close(struct wsb_session *s, uint16_t code, const char *reason, bool fail)
 {
     if (s->state != WSB_SS_OPEN)
         return;
+    if (s->transport != WSB_TRANSPORT_WS) {
+        end_with_error(s, code, close_error_code(code), reason);
+        return;
+    }
     s->state = WSB_SS_CLOSING;
     detach_later(s);
     count_disconnect(s, code);
@@ -252,6 +359,20 @@ void wsb_session_kill(struct wsb_session *s)
     s->reap_next = s->w->reap;
     s->w->reap = s;
     event_active(s->w->reap_ev, EV_READ, 0);
+}
+
+void wsb_session_end_stream(struct wsb_session *s)
+{
+    if (s->state == WSB_SS_DEAD)
+        return;
+    if (s->state == WSB_SS_OPEN)
+        count_disconnect(s, 1000);
+    detach_later(s);
+    if (s->ping_ev)
+        event_del(s->ping_ev);
+    if (s->exp_ev)
+        event_del(s->exp_ev);
+    wsb_session_end_after_flush(s);
 }
 
 void wsb_session_end_after_flush(struct wsb_session *s)
@@ -326,12 +447,21 @@ void wsb_session_requeue(struct wsb_session *s, const struct wsb_sub *sub, uint6
 
 void wsb_session_free_slot(struct wsb_session *s, struct wsb_sub *sub)
 {
+    if (sub->pos) {
+        wsb_sse_pos_cleanup(sub->pos);
+        free(sub->pos);
+        sub->pos = NULL;
+    }
     free(sub->unacked);
     sub->unacked = NULL;
     sub->nunacked = sub->capunacked = 0;
     sub->used = false;
     s->nsubs--;
     wsb_metric_add(s->w->metrics.subscriptions, -1);
+    /* A stream with no channel left ends (at the next turn of the loop, after the event
+     * that says why). */
+    if (s->transport == WSB_TRANSPORT_SSE && s->nsubs == 0 && s->state == WSB_SS_OPEN)
+        wsb_session_arm_timer(s, 0);
 }
 
 void wsb_session_drop_sub(struct wsb_session *s, struct wsb_sub *sub)
@@ -411,6 +541,11 @@ void wsb_session_recompile_acl(struct wsb_session *s)
 
 void wsb_session_close_token_error(struct wsb_session *s, const char *code)
 {
+    if (s->transport != WSB_TRANSPORT_WS) {
+        if (s->state == WSB_SS_OPEN)
+            end_with_error(s, 4401, code, "the token is no longer valid");
+        return;
+    }
     char reason[96];
     snprintf(reason, sizeof(reason), "{\"error\":\"%s\"}", code);
     wsb_session_close(s, 4401, reason, false);
@@ -433,6 +568,8 @@ void wsb_session_start(struct wsb_session *s)
             json_decref(c);
     }
     wsb_session_recompile_acl(s);
+    if (s->transport == WSB_TRANSPORT_HTTP)
+        return; /* one request: no pings, and its token was checked just now */
     s->ping_ev = event_new(w->base, -1, EV_PERSIST, on_ping_timer, s);
     s->exp_ev = evtimer_new(w->base, on_expiry, s);
     if (l->ping_interval_ms) {
@@ -456,6 +593,11 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         wsb_session_kill(s);
         break;
     case WSB_SS_OPEN:
+        if (s->transport == WSB_TRANSPORT_SSE) {
+            wsb_log(WSB_LOG_DEBUG, "stream has no channel left", WSB_LSTR("conn", s->sid));
+            wsb_session_end_stream(s);
+            break;
+        }
         /* Pong deadline passed: the peer is gone; drop TCP (the client sees 1006). */
         wsb_log(WSB_LOG_DEBUG, "pong timeout", WSB_LSTR("conn", s->sid));
         wsb_session_kill(s);
@@ -471,6 +613,13 @@ static void on_ping_timer(evutil_socket_t fd, short what, void *arg)
     struct wsb_session *s = arg;
     if (s->state != WSB_SS_OPEN || s->awaiting_pong)
         return;
+    if (s->transport == WSB_TRANSPORT_SSE) {
+        /* A comment line keeps proxies from timing the stream out; a dead peer shows up as
+         * a write error or through the send-buffer limits. */
+        evbuffer_add(bufferevent_get_output(s->bev), ":\n\n", 3);
+        wsb_metric_add(s->w->metrics.bytes_out, 3);
+        return;
+    }
     s->ping_sent_ms = wsb_now_ms();
     s->awaiting_pong = true;
     wsb_session_send_control(s, WSB_OP_PING, &s->ping_sent_ms, sizeof(s->ping_sent_ms));
@@ -589,6 +738,8 @@ void wsb_session_recheck(struct wsb_session *s)
 static void session_free(struct wsb_session *s)
 {
     struct wsb_worker *w = s->w;
+    if (s->on_free)
+        s->on_free(s);
     for (size_t i = 0; i < s->cap; i++)
         if (s->subs[i].used)
             wsb_session_drop_sub(s, &s->subs[i]);

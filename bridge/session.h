@@ -37,6 +37,15 @@ struct wsb_worker;
 
 enum wsb_session_state { WSB_SS_HANDSHAKE, WSB_SS_OPEN, WSB_SS_CLOSING, WSB_SS_DEAD };
 
+/** How the session talks to its client. */
+enum wsb_transport {
+    WSB_TRANSPORT_WS,   /* an upgraded WebSocket */
+    WSB_TRANSPORT_SSE,  /* a Server-Sent Events stream (sse.c): output only */
+    WSB_TRANSPORT_HTTP, /* one HTTP request answered by its first reply (httppub.c) */
+};
+
+struct wsb_sse_pos;
+
 /** One subscription: a slot of the session's table (the slot index is the hub's tag). */
 struct wsb_sub {
     bool used;
@@ -49,6 +58,7 @@ struct wsb_sub {
     uint64_t gap;      /* messages dropped and not reported yet */
     uint64_t *unacked; /* ack sources: tokens delivered to this client, not yet acked */
     size_t nunacked, capunacked;
+    struct wsb_sse_pos *pos; /* SSE: next offset per partition delivered (owned), or NULL */
     char id[WSB_ID_MAX + 1];
     char channel[WSB_CHANNEL_MAX + 1];
 };
@@ -74,7 +84,13 @@ struct wsb_session {
     struct wsb_ip_ticket ip_ticket; /* what the per-IP table counted for us */
     bool counted; /* in shared->connections and metrics.connections (from accept) */
     enum wsb_session_state state;
+    enum wsb_transport transport;
     struct wsb_runtime *rt;
+    /* HTTP transport: the first reply (a JSON object) is handed here instead of being
+     * queued; on_free runs when the session is freed. Set by the layer that opened it. */
+    void (*on_reply)(struct wsb_session *s, const struct wsb_buf *b);
+    void (*on_free)(struct wsb_session *s);
+    void *ext; /* that layer's state */
 
     /* WebSocket */
     struct wsb_frame_parser fp;
@@ -145,7 +161,11 @@ void wsb_session_close(struct wsb_session *s, uint16_t code, const char *reason,
 void wsb_session_close_echo(struct wsb_session *s, uint16_t code, const uint8_t *payload,
                             size_t len);
 
-/** Closes with 4401 and {"error":CODE}; afterwards only the client's close frame counts. */
+/** Ends an SSE stream or HTTP response once what is queued is written. */
+void wsb_session_end_stream(struct wsb_session *s);
+
+/** Closes with 4401 and {"error":CODE}; afterwards only the client's close frame counts.
+ * An SSE stream gets an `error` event with that code and ends. */
 void wsb_session_close_token_error(struct wsb_session *s, const char *code);
 
 /** A connection that never became a WebSocket: what is queued is flushed, then we send FIN
@@ -177,7 +197,8 @@ uint64_t wsb_session_queued(const struct wsb_session *s);
 /** Writes a control frame straight to the socket buffer. */
 void wsb_session_send_control(struct wsb_session *s, uint8_t opcode, const void *p, size_t len);
 
-/** Queues `b` as a text frame (open sessions only) and flushes. */
+/** Queues `b` (a server JSON object) as a text frame, or on SSE as an event of its type
+ * (open sessions only), and flushes; on the HTTP transport it goes to on_reply. */
 void wsb_session_reply(struct wsb_session *s, struct wsb_buf *b);
 
 /** Queues an `error` reply. */
@@ -200,6 +221,9 @@ void wsb_session_drop_sub(struct wsb_session *s, struct wsb_sub *sub);
 
 /** Frees a slot whose hub subscription is gone: its unacked list, the count. */
 void wsb_session_free_slot(struct wsb_session *s, struct wsb_sub *sub);
+
+/** SSE: the positions delivered on `sub` (created empty on first call); NULL on OOM. */
+struct wsb_sse_pos *wsb_session_sse_pos(struct wsb_sub *sub);
 
 /** Hands a delivery the client will never ack back to the broker (nothing is lost). */
 void wsb_session_requeue(struct wsb_session *s, const struct wsb_sub *sub, uint64_t token);

@@ -8,6 +8,7 @@
 #include "bridge/upgrade.h"
 
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,8 +25,10 @@
 #include "bridge/iplimit.h"
 #include "bridge/metrics.h"
 #include "bridge/protocol.h"
+#include "bridge/httppub.h"
 #include "bridge/runtime.h"
 #include "bridge/session.h"
+#include "bridge/sse.h"
 #include "bridge/worker.h"
 #include "bridge/ws/ws_deflate.h"
 #include "bridge/ws/ws_frame.h"
@@ -38,8 +41,14 @@
  * least its name, ": " and CRLF in the head, more than a separator). */
 #define JOIN_MAX (WSB_HTTP_MAX_HEAD + 1)
 
+/* What the request asks for (route_path). */
+enum request_kind { REQ_UPGRADE, REQ_STREAM, REQ_PUBLISH };
+
 /* One upgrade request on its way through the steps. */
 struct admission {
+    enum request_kind kind;
+    const uint8_t *body; /* POST /publish: the body (Content-Length bytes after the head) */
+    size_t body_len;
     struct wsb_session *s;
     struct wsb_worker *w;
     const struct wsb_config *cfg;
@@ -80,6 +89,9 @@ static const char *status_text(int status)
     case 401: return "Unauthorized";
     case 403: return "Forbidden";
     case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
     case 426: return "Upgrade Required";
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
@@ -161,6 +173,16 @@ static bool route_path(struct admission *a)
     size_t plen = strlen(a->cfg->path);
     if (req->path.len == plen && memcmp(req->path.ptr, a->cfg->path, plen) == 0)
         return true;
+    /* The event stream and HTTP publish (sse.c, httppub.c). */
+    const char *sp = a->cfg->sse_enabled ? a->cfg->sse_path : NULL;
+    if (sp && req->path.len == strlen(sp) && memcmp(req->path.ptr, sp, req->path.len) == 0) {
+        a->kind = REQ_STREAM;
+        return true;
+    }
+    if (a->cfg->sse_enabled && req->path.len == 8 && memcmp(req->path.ptr, "/publish", 8) == 0) {
+        a->kind = REQ_PUBLISH;
+        return true;
+    }
     bool get = req->method.len == 3 && memcmp(req->method.ptr, "GET", 3) == 0;
     bool head = req->method.len == 4 && memcmp(req->method.ptr, "HEAD", 4) == 0;
     /* The browser library, embedded at build time (bridge/assets.h). */
@@ -189,6 +211,32 @@ static bool check_upgrade(struct admission *a)
     refuse(a->s, a->chk.status, a->chk.error, a->chk.message,
            a->chk.status == 426 ? "Sec-WebSocket-Version: 13\r\n" : NULL, WSB_HS_BAD_REQUEST);
     return false;
+}
+
+/* The event stream is a GET, publish a POST whose body fits max_message_bytes. */
+static bool check_method(struct admission *a)
+{
+    const struct wsb_slice m = a->req.method;
+    const char *want = a->kind == REQ_STREAM ? "GET" : "POST";
+    if (m.len != strlen(want) || memcmp(m.ptr, want, m.len) != 0) {
+        refuse(a->s, 405, "method_not_allowed",
+               a->kind == REQ_STREAM ? "the event stream is a GET" : "publish is a POST",
+               a->kind == REQ_STREAM ? "Allow: GET\r\n" : "Allow: POST\r\n", WSB_HS_BAD_REQUEST);
+        return false;
+    }
+    if (a->kind == REQ_STREAM)
+        return true;
+    if (a->body_len == SIZE_MAX) {
+        refuse(a->s, 411, "invalid_request", "a Content-Length is required", NULL,
+               WSB_HS_BAD_REQUEST);
+        return false;
+    }
+    if (a->body_len > a->cfg->limits.max_message_bytes) {
+        refuse(a->s, 413, "too_large", "the body exceeds max_message_bytes", NULL,
+               WSB_HS_BAD_REQUEST);
+        return false;
+    }
+    return true;
 }
 
 static bool check_origin(struct admission *a)
@@ -261,7 +309,9 @@ static bool authenticate(struct admission *a)
     /* Any join the head limit allows: RS256 tokens with many claims are often several KiB.
      * Cookie headers join with "; " (RFC 6265 §5.4), subprotocol lists with ", ". */
     char *cookies = malloc(JOIN_MAX);
-    size_t pl = join_headers(req, "Sec-WebSocket-Protocol", ", ", a->join);
+    /* Only a WebSocket upgrade carries the token as a subprotocol. */
+    size_t pl =
+        a->kind == REQ_UPGRADE ? join_headers(req, "Sec-WebSocket-Protocol", ", ", a->join) : 0;
     size_t cl = cookies ? join_headers(req, "Cookie", "; ", cookies) : 0;
     struct wsb_slice authz = wsb_http_header(req, "Authorization");
     struct wsb_token_inputs in = {
@@ -295,7 +345,7 @@ static bool authenticate(struct admission *a)
         memset(cookies, 0, JOIN_MAX);
         free(cookies);
     }
-    if (token_error && cfg->auth.refusal == WSB_REFUSAL_HTTP) {
+    if (token_error && (cfg->auth.refusal == WSB_REFUSAL_HTTP || a->kind != REQ_UPGRADE)) {
         refuse(s, 401, token_error, "authentication failed",
                "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n", WSB_HS_UNAUTHORIZED);
         return false;
@@ -367,14 +417,58 @@ static void open_session(struct admission *a)
     wsb_buf_cleanup(&b);
 }
 
-static void handshake(struct wsb_session *s, const char *head, size_t head_len)
+/* An admitted stream or publish request goes to its transport. */
+static void open_http(struct admission *a)
 {
-    struct admission a = {.s = s, .w = s->w, .cfg = s->rt->cfg};
-    if (!parse_request(&a, head, head_len) || !route_path(&a) || !check_upgrade(&a) ||
-        !check_origin(&a) || !check_draining(&a) || !authenticate(&a))
+    if (a->kind == REQ_PUBLISH) {
+        wsb_httppub_open(a->s, &a->req, a->body, a->body_len);
+        return;
+    }
+    const char *msg = NULL;
+    if (wsb_sse_open(a->s, &a->req, &msg) < 0)
+        refuse(a->s, 400, "invalid_request", msg ? msg : "invalid request", NULL,
+               WSB_HS_BAD_REQUEST);
+}
+
+static void handshake(struct wsb_session *s, const char *head, size_t head_len, const uint8_t *body,
+                      size_t body_len)
+{
+    struct admission a = {.s = s, .w = s->w, .cfg = s->rt->cfg, .body = body, .body_len = body_len};
+    if (!parse_request(&a, head, head_len) || !route_path(&a))
+        return;
+    if (a.kind != REQ_UPGRADE) {
+        if (check_method(&a) && check_origin(&a) && check_draining(&a) && authenticate(&a))
+            open_http(&a);
+        return;
+    }
+    if (!check_upgrade(&a) || !check_origin(&a) || !check_draining(&a) || !authenticate(&a))
         return;
     switch_protocols(&a);
     open_session(&a);
+}
+
+/* The body a POST /publish head announces: 0 when none is expected, SIZE_MAX when the
+ * length is missing or chunked (refused by check_method). */
+static size_t announced_body(const struct wsb_session *s, const char *head, size_t len)
+{
+    struct wsb_http_req *req = malloc(sizeof(*req));
+    size_t body = 0;
+    if (!req || wsb_http_parse(head, len, req) != 0 || !s->rt->cfg->sse_enabled ||
+        req->method.len != 4 || memcmp(req->method.ptr, "POST", 4) != 0 || req->path.len != 8 ||
+        memcmp(req->path.ptr, "/publish", 8) != 0) {
+        free(req);
+        return 0;
+    }
+    struct wsb_slice cl = wsb_http_header(req, "Content-Length");
+    body = SIZE_MAX;
+    if (cl.ptr && cl.len > 0 && cl.len <= 12 && !wsb_http_header(req, "Transfer-Encoding").ptr) {
+        body = 0;
+        for (size_t i = 0; i < cl.len && body != SIZE_MAX; i++)
+            body = cl.ptr[i] >= '0' && cl.ptr[i] <= '9' ? body * 10 + (size_t)(cl.ptr[i] - '0')
+                                                        : SIZE_MAX;
+    }
+    free(req);
+    return body;
 }
 
 bool wsb_upgrade_admit_peer(struct wsb_session *s)
@@ -395,6 +489,17 @@ void wsb_upgrade_read(struct wsb_session *s, struct evbuffer *in)
         refuse(s, 431, "headers_too_large", "request head is too large", NULL, WSB_HS_BAD_REQUEST);
         return;
     }
-    handshake(s, p, (size_t)end);
-    evbuffer_drain(in, (size_t)end);
+    size_t body = announced_body(s, p, (size_t)end);
+    size_t want = body == SIZE_MAX || body > s->rt->cfg->limits.max_message_bytes ? 0 : body;
+    if (want && len < (size_t)end + want) {
+        /* Wait for the whole body (bounded by max_message_bytes; the handshake deadline
+         * still runs); the read high-water mark must not stop short of it. */
+        bufferevent_setwatermark(s->bev, EV_READ, 0,
+                                 (size_t)end + want + 4096 > 256 * 1024 ? (size_t)end + want + 4096
+                                                                        : 256 * 1024);
+        return;
+    }
+    p = (const char *)evbuffer_pullup(in, (ssize_t)((size_t)end + want));
+    handshake(s, p, (size_t)end, (const uint8_t *)p + end, body == SIZE_MAX ? SIZE_MAX : body);
+    evbuffer_drain(in, (size_t)end + want);
 }

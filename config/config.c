@@ -833,7 +833,7 @@ static void check_cookie_origins(struct load *L, json_t *auth)
 
 /* The upgrade path is compared with the request's path (query already split off): one that
  * cannot be a request path would answer 404 to every upgrade. */
-static void check_path(struct load *L, const char *path)
+static void check_path(struct load *L, const char *key, const char *path)
 {
     if (!path)
         return;
@@ -841,7 +841,7 @@ static void check_path(struct load *L, const char *path)
     for (const char *p = path; ok && *p; p++)
         ok = (unsigned char)*p > 0x20 && *p != 0x7f && *p != '?' && *p != '#';
     if (!ok)
-        report(L, "path",
+        report(L, key,
                "must begin with \"/\" and hold no '?', '#', spaces or control characters "
                "(every upgrade would get 404)");
 }
@@ -849,7 +849,10 @@ static void check_path(struct load *L, const char *path)
 static void check_all(struct load *L, json_t *root)
 {
     struct wsb_config *c = L->c;
-    check_path(L, c->path);
+    check_path(L, "path", c->path);
+    check_path(L, "sse.path", c->sse_path);
+    if (c->sse_enabled && c->path && c->sse_path && strcmp(c->path, c->sse_path) == 0)
+        report(L, "sse.path", "must differ from \"path\" (the WebSocket upgrade path)");
     json_t *auth = json_object_get(root, "auth");
     if (json_is_object(auth)) {
         check_auth(L, auth);

@@ -128,6 +128,8 @@ struct wsb_config {
     char *tls_cert, *tls_key, *tls_client_ca; /* NULL when no TLS */
     uint32_t tls_watch_ms;                    /* file check interval; 0 = SIGHUP only */
     bool permessage_deflate;
+    bool sse_enabled; /* sse.enabled: GET sse_path streams events, POST /publish answers */
+    char *sse_path;   /* sse.path, default "/sse" */
     uint32_t drain_timeout_ms;
     uint32_t workers; /* event-loop threads; 0 = one per core */
     char **allowed_origins;
