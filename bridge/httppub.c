@@ -86,7 +86,8 @@ static struct subject *lookup(const char *key, const struct wsb_limits *l, int64
 
 /* What the session holds while its publish is in flight. */
 struct pub_state {
-    bool holding; /* counted in its subject's inflight */
+    bool holding;     /* counted in its subject's inflight */
+    char origin[256]; /* the request's Origin (admitted by the Origin step), "" when none */
     char key[];
 };
 
@@ -205,6 +206,12 @@ static void respond(struct wsb_session *s, const struct wsb_buf *b)
                         status, reason_phrase(status), b->len);
     if (status == 429)
         evbuffer_add_printf(out, "Retry-After: 1\r\n");
+    struct pub_state *ps = s->ext;
+    if (ps && ps->origin[0])
+        evbuffer_add_printf(out,
+                            "Access-Control-Allow-Origin: %s\r\n"
+                            "Access-Control-Allow-Credentials: true\r\nVary: Origin\r\n",
+                            ps->origin);
     evbuffer_add(out, "\r\n", 2);
     evbuffer_add(out, b->data, b->len);
     wsb_metric_add(s->w->metrics.bytes_out, b->len);
@@ -234,7 +241,6 @@ static char *to_request(const uint8_t *body, size_t len, size_t *out_len)
 void wsb_httppub_open(struct wsb_session *s, const struct wsb_http_req *req, const uint8_t *body,
                       size_t len)
 {
-    (void)req;
     char key[300];
     subject_key(s, key, sizeof(key));
     size_t kl = strlen(key);
@@ -252,6 +258,9 @@ void wsb_httppub_open(struct wsb_session *s, const struct wsb_http_req *req, con
         return;
     }
     memcpy(ps->key, key, kl + 1);
+    struct wsb_slice origin = wsb_http_header(req, "Origin");
+    if (origin.ptr && origin.len < sizeof(ps->origin))
+        memcpy(ps->origin, origin.ptr, origin.len); /* calloc'd: NUL-terminated */
     s->ext = ps;
     size_t tl = 0;
     char *text = to_request(body, len, &tl);

@@ -217,6 +217,8 @@ static bool check_upgrade(struct admission *a)
 static bool check_method(struct admission *a)
 {
     const struct wsb_slice m = a->req.method;
+    if (a->kind == REQ_PUBLISH && m.len == 7 && memcmp(m.ptr, "OPTIONS", 7) == 0)
+        return true; /* a CORS preflight: answered once the Origin step let it through */
     const char *want = a->kind == REQ_STREAM ? "GET" : "POST";
     if (m.len != strlen(want) || memcmp(m.ptr, want, m.len) != 0) {
         refuse(a->s, 405, "method_not_allowed",
@@ -420,6 +422,24 @@ static void open_session(struct admission *a)
 /* An admitted stream or publish request goes to its transport. */
 static void open_http(struct admission *a)
 {
+    const struct wsb_slice m = a->req.method;
+    if (m.len == 7 && memcmp(m.ptr, "OPTIONS", 7) == 0) {
+        /* The preflight of a cross-origin fetch with a JSON body and Authorization. */
+        struct wsb_slice origin = wsb_http_header(&a->req, "Origin");
+        struct evbuffer *out = bufferevent_get_output(a->s->bev);
+        evbuffer_add_printf(out, "HTTP/1.1 204 No Content\r\nConnection: close\r\n");
+        if (origin.ptr && origin.len < 1024)
+            evbuffer_add_printf(out,
+                                "Access-Control-Allow-Origin: %.*s\r\n"
+                                "Access-Control-Allow-Credentials: true\r\nVary: Origin\r\n"
+                                "Access-Control-Allow-Methods: POST\r\n"
+                                "Access-Control-Allow-Headers: Authorization, Content-Type\r\n"
+                                "Access-Control-Max-Age: 600\r\n",
+                                (int)origin.len, origin.ptr);
+        evbuffer_add(out, "\r\n", 2);
+        wsb_session_end_after_flush(a->s);
+        return;
+    }
     if (a->kind == REQ_PUBLISH) {
         wsb_httppub_open(a->s, &a->req, a->body, a->body_len);
         return;
@@ -437,7 +457,9 @@ static void handshake(struct wsb_session *s, const char *head, size_t head_len, 
     if (!parse_request(&a, head, head_len) || !route_path(&a))
         return;
     if (a.kind != REQ_UPGRADE) {
-        if (check_method(&a) && check_origin(&a) && check_draining(&a) && authenticate(&a))
+        bool preflight = a.req.method.len == 7 && memcmp(a.req.method.ptr, "OPTIONS", 7) == 0;
+        if (check_method(&a) && check_origin(&a) && (preflight || check_draining(&a)) &&
+            (preflight || authenticate(&a)))
             open_http(&a);
         return;
     }

@@ -1,0 +1,258 @@
+"""The Server-Sent Events transport and HTTP publish (SPEC §11, docs/sse.md), with a plain
+socket client (sse_helpers.SSEClient) and http.client: Kafka records as `message` events
+whose ids resume exactly (mock cluster), refusals with JSON bodies, a forbidden channel next
+to an allowed one, a stalled reader under the send-buffer limits, POST /publish answered
+after the broker confirms and landing once."""
+
+import json
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+from auth_helpers import Keys, auth_overrides, mint
+from kafka_helpers import kafka_mock, kafka_overrides, produce, read_topic  # noqa: F401
+from sse_helpers import SSEClient, StreamEnded, decode_token, post_publish
+
+SANITIZED = os.environ.get("WSB_SANITIZED") == "1"
+
+
+def fnv1a(name):
+    h = 2166136261
+    for c in name.encode():
+        h = ((h ^ c) * 16777619) & 0xFFFFFFFF
+    return h
+
+
+def subscribed(s, channels, timeout=10.0):
+    """Reads welcome and one `subscribed` per channel; returns {channel: offsets}."""
+    got = {}
+    while len(got) < len(channels):
+        e = s.next_event(timeout=timeout)
+        assert e["event"] in ("welcome", "subscribed"), e
+        if e["event"] == "subscribed":
+            got[e["data"]["channel"]] = e["data"].get("offsets")
+    return got
+
+
+def test_head_and_kafka_records_as_events_then_resume(kafka_mock, bridge_factory):
+    mc = kafka_mock(topics={"orders": 3})
+    b = bridge_factory(kafka_overrides(mc.bootstrap, extra={"limits": {"ping_interval_ms": 300}}))
+    s = SSEClient.open(b.port, "/sse?channel=orders")
+    assert s.status == 200
+    assert s.headers["content-type"] == "text/event-stream"
+    assert s.headers["cache-control"] == "no-cache"
+    assert s.headers["x-accel-buffering"] == "no"
+    assert "content-length" not in s.headers
+    subscribed(s, ["orders"])
+    produce(mc.bootstrap, "orders",
+            [{"value": json.dumps({"i": i}).encode(), "partition": i % 3} for i in range(20)])
+    evs = s.events(20)
+    assert sorted(e["data"]["data"]["i"] for e in evs) == list(range(20))
+    # Each id names the stream's positions: one more record delivered per event.
+    totals = []
+    for e in evs:
+        assert e["id"] and len(e["id"]) < 200, e
+        pos = decode_token(e["id"])
+        assert list(pos) == [fnv1a("orders")], pos
+        p, o = e["data"]["partition"], e["data"]["offset"]
+        assert pos[fnv1a("orders")][p] == o + 1, (pos, e["data"])
+        totals.append(sum(pos[fnv1a("orders")].values()))
+    assert totals == list(range(totals[0], totals[0] + 20)), totals
+    s.close()
+
+    # Resume after the 10th with Last-Event-ID: exactly the other 10, then new ones.
+    tenth = evs[9]["id"]
+    produce(mc.bootstrap, "orders",
+            [{"value": json.dumps({"i": i}).encode(), "partition": i % 3} for i in range(20, 25)])
+    r = SSEClient.open(b.port, "/sse?channel=orders", headers={"Last-Event-ID": tenth})
+    assert r.status == 200
+    got = r.events(15, timeout=15)
+    want = {(e["data"]["partition"], e["data"]["offset"]) for e in evs[10:]}
+    seen = [(e["data"]["partition"], e["data"]["offset"]) for e in got]
+    assert len(set(seen)) == 15, seen
+    assert want <= set(seen), (want, seen)
+    assert sorted(e["data"]["data"]["i"] for e in got) == sorted(
+        [e["data"]["data"]["i"] for e in evs[10:]] + list(range(20, 25)))
+    produce(mc.bootstrap, "orders", [{"value": b'{"i":25}', "partition": 1}])
+    assert r.events(1)[0]["data"]["data"] == {"i": 25}
+    with pytest.raises(socket.timeout):
+        e = r.until(lambda e: e["event"] == "message", timeout=0.8)
+    assert r.comments >= 1  # the keep-alive comment (ping_interval_ms 300)
+    r.close()
+
+    # The same token in the query string (last_event_id) resumes too.
+    q = SSEClient.open(b.port, "/sse?channel=orders&last_event_id=" + evs[18]["id"])
+    assert q.status == 200
+    got = sorted(e["data"]["data"]["i"] for e in q.events(7, timeout=15))
+    assert got == sorted([evs[19]["data"]["data"]["i"]] + list(range(20, 26))), got
+    with pytest.raises(socket.timeout):
+        q.until(lambda e: e["event"] == "message", timeout=0.5)
+    q.close()
+
+
+def test_bad_requests_and_tokens_get_json_answers(bridge_factory, tmp_path):
+    keys = Keys(tmp_path)
+    b = bridge_factory(auth_overrides(keys, acl=[{"subscribe": ["ok.**"],
+                                                   "publish": ["ok.**"]}]), env=keys.env())
+    s = SSEClient.open(b.port, "/sse?channel=ok.a")
+    assert s.status == 401
+    assert json.loads(s.read_body())["error"] == "token_missing"
+    s = SSEClient.open(b.port, "/sse?channel=ok.a",
+                       headers={"Authorization": "Bearer x.y.z"})
+    assert s.status == 401 and s.headers["content-type"] == "application/json"
+    assert json.loads(s.read_body())["error"] in ("token_malformed", "token_invalid")
+    st, body = post_publish(b.port, {"channel": "ok.a", "data": 1})
+    assert st == 401, body
+    tok = mint(keys)
+    for target in ("/sse", "/sse?channel=bad..name", "/sse?channel=ok.a&last_event_id=%21"):
+        s = SSEClient.open(b.port, target, headers={"Authorization": "Bearer " + tok})
+        assert s.status == 400, (target, s.status)
+        assert json.loads(s.read_body())["error"] == "invalid_request"
+    st, body = post_publish(b.port, "[1]", headers={"Authorization": "Bearer " + tok})
+    assert st == 400 and body["type"] == "error" and body["code"] == "invalid_request", body
+    st, body = post_publish(b.port, {"channel": "no.pe", "data": 1},
+                            headers={"Authorization": "Bearer " + tok})
+    assert st == 403 and body["code"] == "forbidden", body
+    # A token in the query string works for the stream (EventSource cannot set headers).
+    s = SSEClient.open(b.port, "/sse?channel=ok.a&access_token=" + tok)
+    assert s.status == 200, s.read_body()
+    s.close()
+
+
+def test_forbidden_channel_gets_its_error_and_the_other_streams(bridge_factory, tmp_path):
+    keys = Keys(tmp_path)
+    b = bridge_factory(auth_overrides(keys, acl=[{"subscribe": ["ok.**"],
+                                                   "publish": ["ok.**"]}]), env=keys.env())
+    tok = mint(keys, exp_in=4)
+    auth = {"Authorization": "Bearer " + tok}
+    s = SSEClient.open(b.port, "/sse?channel=secret.b&channel=ok.a", headers=auth)
+    assert s.status == 200
+    e = s.until(lambda e: e["event"] == "error")
+    assert e["data"]["code"] == "forbidden" and e["data"]["id"] == "secret.b", e
+    s.until(lambda e: e["event"] == "subscribed")
+    st, body = post_publish(b.port, {"channel": "ok.a", "data": {"n": 1}}, headers=auth)
+    assert st == 200 and body == {"type": "published", "channel": "ok.a"}, body
+    e = s.until(lambda e: e["event"] == "message")
+    assert e["data"]["data"] == {"n": 1} and e["data"]["channel"] == "ok.a", e
+    # The token runs out: an error event token_expired, then the stream ends.
+    e = s.until(lambda e: e["event"] == "error", timeout=8)
+    assert e["data"]["code"] == "token_expired", e
+    with pytest.raises(StreamEnded):
+        s.next_event(timeout=3)
+    # A stream whose only channel is refused ends after its error event.
+    s = SSEClient.open(b.port, "/sse?channel=secret.b", headers={"Authorization": "Bearer " + mint(keys)})
+    e = s.until(lambda e: e["event"] == "error")
+    assert e["data"]["code"] == "forbidden"
+    with pytest.raises(StreamEnded):
+        s.next_event(timeout=3)
+
+
+@pytest.mark.parametrize("policy", ["disconnect", "drop_oldest"])
+def test_stalled_reader_is_cut_off_or_gapped_while_others_keep_up(bridge_factory, policy):
+    n = 1500 if SANITIZED else 4000
+    b = bridge_factory({"workers": 1, "limits": {
+        "send_buffer": {"soft_bytes": 64 << 10, "hard_bytes": 256 << 10, "soft_seconds": 1,
+                        "policy": policy}}})
+    stalled = SSEClient.open(b.port, "/sse?channel=mem.flow", rcvbuf=4096)
+    subscribed(stalled, ["mem.flow"])
+    fast = SSEClient.open(b.port, "/sse?channel=mem.flow")
+    subscribed(fast, ["mem.flow"])
+    got = []
+    gaps = []
+
+    def reader():
+        try:
+            while len(got) < n:
+                e = fast.next_event(timeout=30)
+                (got if e["event"] == "message" else gaps).append(e)
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            gaps.append(exc)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    pub = b.connect()
+    acks = []
+
+    def drain():  # the publisher reads its `published` answers, or it would stall itself
+        try:
+            while len(acks) < n:
+                acks.append(pub.recv_json(timeout=30))
+        except Exception as exc:  # noqa: BLE001
+            acks.append(exc)
+
+    d = threading.Thread(target=drain)
+    d.start()
+    pad = "x" * 400
+    start = time.monotonic()
+    for i in range(n):
+        while i - len(acks) >= 48:  # under max_inflight_publishes (default 64)
+            time.sleep(0.001)
+        pub.send_json({"op": "publish", "channel": "mem.flow", "data": {"i": i, "pad": pad}})
+    t.join(60)
+    took = time.monotonic() - start
+    d.join(30)
+    assert len(got) == n, (len(got), gaps[:3], [a for a in acks if a.get("type") != "published"][:3])
+    assert [e["data"]["data"]["i"] for e in got] == list(range(n))
+    assert not gaps, gaps[:3]
+    # The stalled reader: its buffered bytes never pass the hard limit; disconnect ends the
+    # stream (what was queued is dropped and an error event says why), drop_oldest keeps it
+    # with `gap` events once it reads again.
+    m = b.metrics()
+    dropped = m.sum("wsbridge_messages_dropped_total")
+    assert dropped > 0, m
+    stalled.sock.settimeout(10)
+    events = []
+    try:
+        while True:
+            events.append(stalled.next_event(timeout=3))
+    except (StreamEnded, socket.timeout) as exc:
+        ended = isinstance(exc, StreamEnded)
+    msgs = [e for e in events if e["event"] == "message"]
+    kinds = sorted({e["event"] for e in events})
+    assert len(msgs) < n, (len(msgs), kinds)
+    if policy == "disconnect":
+        # Cut off: what was queued is dropped and an `error` event says why; a reader that
+        # does not take it within a second just sees the stream end.
+        assert ended, (len(events), kinds)
+        assert "gap" not in kinds, kinds
+        errs = [e for e in events if e["event"] == "error"]
+        assert all(e["data"]["code"] == "slow_consumer" for e in errs), errs
+    else:
+        assert not ended, (len(events), kinds)
+        gap = [e for e in events if e["event"] == "gap"]
+        assert gap, kinds
+        assert sum(e["data"]["dropped"] for e in gap) + len(msgs) == n, (
+            len(gap), sum(e["data"]["dropped"] for e in gap), len(msgs))
+    print("fast reader: %d events in %.2fs while one reader stalled (%s)" % (n, took, policy))
+
+
+def test_publish_answers_after_the_broker_confirms_and_lands_once(kafka_mock, bridge_factory):
+    mc = kafka_mock(topics={"orders": 1})
+    b = bridge_factory(kafka_overrides(mc.bootstrap))
+    st, body = post_publish(b.port, {"channel": "orders", "data": {"x": 1}, "key": "k1",
+                                     "headers": {"h": "v"}})
+    assert (st, body) == (200, {"type": "published", "channel": "orders"})
+    msgs = read_topic(mc.bootstrap, "orders", 1, 1, timeout=10)
+    assert len(msgs) == 1 and msgs[0].value() == b'{"x":1}' and msgs[0].key() == b"k1"
+    # No leader: the broker cannot confirm, so there is no answer yet.
+    mc.leader("orders", 0, -1)
+    res = {}
+
+    def publish():
+        res["r"] = post_publish(b.port, {"channel": "orders", "data": {"x": 2}}, timeout=60)
+        res["at"] = time.monotonic()
+
+    t = threading.Thread(target=publish)
+    t.start()
+    time.sleep(1.5)
+    assert "r" not in res, res
+    back = time.monotonic()
+    mc.leader("orders", 0, 1)
+    t.join(60)
+    assert res["r"] == (200, {"type": "published", "channel": "orders"}), res
+    assert res["at"] >= back
+    msgs = read_topic(mc.bootstrap, "orders", 1, 2, timeout=10, settle=1.0)
+    assert [m.value() for m in msgs] == [b'{"x":1}', b'{"x":2}'], [m.value() for m in msgs]
