@@ -44,7 +44,7 @@ export interface StateEvent {
     session?: string;
     sub?: string | null;
     expires_at?: number | null;
-    transport?: string;
+    transport?: "websocket" | "sse";
 }
 
 /** How publish() and subscriptions fail: the server's error code (SPEC §5: "forbidden",
@@ -60,10 +60,13 @@ export interface ConnectOptions {
     /** A fixed token. Without getToken a refused or expired token ends the client. */
     token?: string;
     /** Called for the first token, after a 4401, and before `expires_at` to refresh the
-     * token through the `auth` op (no reconnect). */
+     * token through the `auth` op (no reconnect; on SSE the stream reopens with
+     * Last-Event-ID positions, nothing lost). */
     getToken?: () => string | Promise<string>;
-    /** Transports in order of preference. Default ["websocket", "sse"]; this version
-     * implements "websocket" and skips names it does not implement. */
+    /** Transports in order of preference. Default ["websocket", "sse"]: when the WebSocket
+     * cannot open (upgrade refused, or cut before `welcome`) the next attempt uses Server-Sent
+     * Events (EventSource on `ssePath`, publish through `POST /publish`; a token refresh
+     * reopens the stream from the delivered offsets). ack/nack need the WebSocket. */
     transports?: Array<"websocket" | "sse">;
     /** Reconnect delays: min(maxMs, initialMs * factor^n) with jitter in [d/2, d]. Default
      * {initialMs: 500, maxMs: 30000, factor: 2, maxAttempts: Infinity}. */
@@ -77,6 +80,12 @@ export interface ConnectOptions {
     tokenIn?: "subprotocol" | "query";
     /** A WebSocket constructor for runtimes without a global one. */
     WebSocket?: unknown;
+    /** The bridge's `sse.path` (default "/sse"); publish goes to `/publish` on the same host. */
+    ssePath?: string;
+    /** An EventSource constructor and a fetch function for runtimes without global ones
+     * (the "sse" transport is skipped when either is missing). */
+    EventSource?: unknown;
+    fetch?: unknown;
 }
 
 export interface SubscribeOptions {

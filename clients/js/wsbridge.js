@@ -14,6 +14,13 @@
 // gap, no duplicate); refreshes the token with the `auth` op before `expires_at` through
 // getToken; reports refusals it cannot overcome (a 4401 that getToken cannot renew) as the
 // final `closed` state with the server's code and reason.
+//
+// Transports (`transports`, default ["websocket", "sse"]): when the WebSocket cannot open
+// (the upgrade is refused, or the connection is cut before `welcome`), the next attempt uses
+// Server-Sent Events (SPEC §11): an EventSource on `/sse` with the channels in the query and
+// the token as access_token, `POST /publish` (fetch) for publish(), and a token refresh that
+// reopens the stream from the positions delivered so far (nothing lost, nothing twice).
+// `state` events say which transport is in use (`transport`). ack/nack need the WebSocket.
 
 const PROTOCOL = "wsbridge.v1";
 
@@ -23,6 +30,7 @@ const DEFAULTS = {
     refreshMarginS: 30, // refresh this long before expires_at (at most half the lifetime)
     stableMs: 5000, // a connection open this long resets the backoff
     tokenIn: "subprotocol", // or "query" (?access_token=)
+    ssePath: "/sse", // the bridge's sse.path
 };
 
 // ---- Pure helpers (exercised by tests/js through the client's behaviour) ------------------
@@ -83,10 +91,8 @@ class WsbridgeError extends Error {
 
 // ---- Transports ---------------------------------------------------------------------------
 // A transport opens one connection and speaks §5 objects over it:
-//   open(url, token, options, {onOpen, onMessage(obj), onClose({code, reason, opened})})
-//     -> {send(obj) -> bool, close(code, reason)}
-// "sse" (SPEC §11: EventSource + POST /publish) plugs in here with the same shape; until it
-// exists, an "sse" entry in `transports` is skipped.
+//   open(url, token, options, {onOpen, onMessage(obj), onClose({code, reason, opened})},
+//        client) -> {send(obj) -> bool, close(code, reason)}
 
 function openWebSocket(url, token, options, h) {
     const WS = options.WebSocket || globalThis.WebSocket;
@@ -139,10 +145,241 @@ function openWebSocket(url, token, options, h) {
     };
 }
 
+// The bridge's resume token (bridge/sse_wire.c): base64url of 0x01, then per channel the
+// FNV-1a hash of its name (4 bytes, little endian), the number of partitions and each
+// partition with its next offset (varints). Built from the offsets this client delivered,
+// so a stream resumes exactly where the page is, whichever transport delivered last.
+function fnv1a(name) {
+    let h = 0x811c9dc5;
+    for (const b of new TextEncoder().encode(name)) h = Math.imul(h ^ b, 0x01000193) >>> 0;
+    return h;
+}
+
+function resumeToken(subs) {
+    const bytes = [1];
+    const varint = (v) => {
+        let x = BigInt(v);
+        do {
+            let c = Number(x & 0x7fn);
+            x >>= 7n;
+            bytes.push(x ? c | 0x80 : c);
+        } while (x);
+    };
+    let named = 0;
+    for (const sub of subs) {
+        const pos = sub._positions ? Object.entries(sub._positions) : [];
+        if (!pos.length) continue;
+        const h = fnv1a(sub.channel);
+        bytes.push(h & 0xff, (h >>> 8) & 0xff, (h >>> 16) & 0xff, h >>> 24);
+        varint(pos.length);
+        for (const [p, o] of pos) {
+            varint(Number(p));
+            varint(o);
+        }
+        named++;
+    }
+    if (!named) return null;
+    let bin = "";
+    for (const b of bytes) bin += String.fromCharCode(b);
+    return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+function httpBase(url) {
+    return url.replace(/^ws/i, "http").replace(/^(https?:\/\/[^/]+).*$/i, "$1");
+}
+
+// Server-Sent Events: one EventSource per channel set (a subscribe or unsubscribe reopens
+// it, batched per tick, from the delivered positions), fetch for publish. The stream's
+// implicit subscribes answer with the channel's name as id; this maps them back to the
+// client's request ids. EventSource's own reconnect is not used: a dropped stream is a
+// closed connection, and the client reconnects with its backoff.
+function openSse(url, token, options, h, client) {
+    const ES = options.EventSource || globalThis.EventSource;
+    const doFetch = options.fetch || globalThis.fetch.bind(globalThis);
+    const base = httpBase(url);
+    let es = null;
+    let done = false;
+    let welcomed = false;
+    let channels = new Set(client ? [...client._subs.keys()] : []);
+    const confirmed = new Map(); // channel -> its `subscribed` on the current stream
+    const waiting = new Map(); // channel -> request id of the client's subscribe
+    let authWaiting = null; // {id} while a refresh reopens the stream
+    let reopenQueued = false;
+
+    const fail = (code, reason) => {
+        if (done) return;
+        done = true;
+        if (es) es.close();
+        h.onClose({ code, reason, opened: welcomed });
+    };
+    const onEvent = (stream, type, e) => {
+        if (done || stream !== es) return;
+        let m;
+        try {
+            m = JSON.parse(e.data);
+        } catch {
+            return;
+        }
+        if (type === "welcome") {
+            if (!welcomed) {
+                welcomed = true;
+                h.onMessage(m);
+            }
+            if (authWaiting) {
+                const id = authWaiting.id;
+                authWaiting = null;
+                h.onMessage({ type: "authenticated", id, expires_at: m.expires_at });
+            }
+            return;
+        }
+        if (type === "subscribed") {
+            confirmed.set(m.channel, m);
+            const id = waiting.get(m.channel);
+            if (id !== undefined) {
+                waiting.delete(m.channel);
+                h.onMessage({ ...m, id });
+            }
+            return;
+        }
+        if (type === "error") {
+            if (m.id !== undefined && channels.has(m.id)) {
+                const ch = m.id;
+                channels.delete(ch);
+                const id = waiting.get(ch);
+                waiting.delete(ch);
+                if (id !== undefined) h.onMessage({ ...m, id });
+                else h.onMessage({ type: "unsubscribed", channel: ch, reason: m.code });
+                return;
+            }
+            if (/^token_/.test(m.code)) {
+                fail(4401, JSON.stringify({ error: m.code }));
+                return;
+            }
+            if (m.code === "slow_consumer") return fail(4408, "slow consumer");
+            if (m.code === "shutting_down") return fail(1001, "server shutting down");
+            h.onMessage(m);
+            return;
+        }
+        if (type === "unsubscribed") channels.delete(m.channel);
+        h.onMessage(m);
+    };
+    const open = () => {
+        if (es) es.close();
+        es = null;
+        confirmed.clear();
+        if (!channels.size) {
+            // Nothing to stream: the connection is "open" with no request on the wire.
+            if (!welcomed) {
+                welcomed = true;
+                queueMicrotask(() => {
+                    if (!done) h.onMessage({ type: "welcome", session: null, sub: null,
+                        expires_at: token ? tokenExp(token) : null, protocol: PROTOCOL });
+                });
+            }
+            if (authWaiting) {
+                const id = authWaiting.id;
+                authWaiting = null;
+                queueMicrotask(() => h.onMessage({ type: "authenticated", id, expires_at: tokenExp(token) }));
+            }
+            return;
+        }
+        const q = [...channels].map((c) => "channel=" + encodeURIComponent(c));
+        const subs = client ? [...client._subs.values()].filter((s) => channels.has(s.channel)) : [];
+        const resume = resumeToken(subs);
+        if (resume) q.push("last_event_id=" + resume);
+        else {
+            const first = subs.find((s) => typeof s._from === "string" || Number.isInteger(s._from?.timestamp));
+            if (first) q.push("from=" + (typeof first._from === "string" ? first._from : first._from.timestamp));
+        }
+        if (token) q.push("access_token=" + encodeURIComponent(token));
+        const stream = new ES(base + options.ssePath + "?" + q.join("&"));
+        es = stream;
+        for (const type of ["welcome", "subscribed", "message", "gap", "unsubscribed", "error"])
+            stream.addEventListener(type, (e) => onEvent(stream, type, e));
+        // Any error ends this stream (EventSource would retry without our positions).
+        stream.onerror = () => {
+            if (stream === es) fail(1006, "event stream failed");
+        };
+    };
+    const reopenSoon = () => {
+        if (reopenQueued) return;
+        reopenQueued = true;
+        queueMicrotask(() => {
+            reopenQueued = false;
+            if (!done) open();
+        });
+    };
+    const publish = (req) => {
+        const body = { channel: req.channel, data: req.data };
+        if (req.key !== undefined) body.key = req.key;
+        if (req.headers) body.headers = req.headers;
+        const headers = { "Content-Type": "application/json" };
+        if (token) headers.Authorization = "Bearer " + token;
+        doFetch(base + "/publish", { method: "POST", headers, body: JSON.stringify(body) })
+            .then((r) =>
+                r.json().then((m) => {
+                    if (r.ok) return h.onMessage({ ...m, id: req.id });
+                    // A §5 error object, or a refusal's {"error", "message"} (401, 403, 429).
+                    const code = (m && (m.code || m.error)) || "publish_failed";
+                    h.onMessage({ type: "error", id: req.id, code, message: (m && m.message) || code });
+                })
+            )
+            .catch((e) =>
+                h.onMessage({ type: "error", id: req.id, code: "disconnected", message: String(e && e.message || e) })
+            );
+    };
+    open();
+    return {
+        send(req) {
+            if (done) return false;
+            switch (req.op) {
+                case "subscribe":
+                    if (req.id !== undefined) waiting.set(req.channel, req.id);
+                    if (channels.has(req.channel) && confirmed.has(req.channel)) {
+                        waiting.delete(req.channel);
+                        queueMicrotask(() => h.onMessage({ ...confirmed.get(req.channel), id: req.id }));
+                    } else if (!channels.has(req.channel)) {
+                        channels.add(req.channel);
+                        reopenSoon();
+                    }
+                    return true;
+                case "unsubscribe":
+                    channels.delete(req.channel);
+                    waiting.delete(req.channel);
+                    reopenSoon();
+                    queueMicrotask(() => h.onMessage({ type: "unsubscribed", id: req.id, channel: req.channel }));
+                    return true;
+                case "publish":
+                    publish(req);
+                    return true;
+                case "auth":
+                    // A refresh reopens the stream with the new token from the delivered
+                    // positions: the bridge checks the token at the request.
+                    token = req.token;
+                    authWaiting = { id: req.id };
+                    reopenSoon();
+                    return true;
+                default:
+                    return false; // ack/nack need the WebSocket
+            }
+        },
+        close() {
+            done = true;
+            if (es) es.close();
+        },
+    };
+}
+
 const TRANSPORTS = {
     websocket: {
         available: (o) => typeof (o.WebSocket || globalThis.WebSocket) === "function",
         open: openWebSocket,
+    },
+    sse: {
+        available: (o) =>
+            typeof (o.EventSource || globalThis.EventSource) === "function" &&
+            typeof (o.fetch || globalThis.fetch) === "function",
+        open: openSse,
     },
 };
 
@@ -329,11 +566,17 @@ class Client {
         }
         if (this._closed) return;
         const name = this._transports[this._tIndex % this._transports.length];
-        const conn = TRANSPORTS[name].open(this.url, token, this.options, {
-            onOpen: () => {},
-            onMessage: (m) => this._onMessage(conn, m),
-            onClose: (e) => this._onClose(conn, e),
-        });
+        const conn = TRANSPORTS[name].open(
+            this.url,
+            token,
+            this.options,
+            {
+                onOpen: () => {},
+                onMessage: (m) => this._onMessage(conn, m),
+                onClose: (e) => this._onClose(conn, e),
+            },
+            this
+        );
         conn.transport = name;
         conn.welcomed = false;
         this._conn = conn;
@@ -399,7 +642,10 @@ class Client {
                 this._tokenStale = true;
                 this._failures = 0;
             }
-            if (!opened && this._transports.length > 1) this._tIndex++;
+            // The next transport when this one could not open, or was cut before welcome
+            // (a proxy that lets the upgrade through and then kills it); a refused token
+            // is not the transport's fault.
+            if (code !== 4401 && this._transports.length > 1) this._tIndex++;
         }
         this._retry({ code, reason, error: parseReason(reason) });
     }
@@ -638,9 +884,10 @@ class Client {
     }
 }
 
-/** Opens a client (see the module banner). Options: token | getToken, transports, backoff
- * {initialMs, maxMs, factor, maxAttempts}, refreshMarginS, tokenIn ("subprotocol" | "query"),
- * WebSocket (a constructor, for non-browser runtimes). */
+/** Opens a client (see the module banner). Options: token | getToken, transports
+ * (["websocket", "sse"]), backoff {initialMs, maxMs, factor, maxAttempts}, refreshMarginS,
+ * tokenIn ("subprotocol" | "query"), ssePath ("/sse"), WebSocket, EventSource, fetch
+ * (constructors/functions, for non-browser runtimes). */
 export function connect(url, options = {}) {
     return new Client(url, options);
 }

@@ -268,3 +268,188 @@ test("handshakes failing twice in a row (an invisible 401?) ask getToken again",
     await until(() => client.state === "open");
     client.close();
 });
+
+// ---- the SSE transport: a fake EventSource and fetch play the bridge ----------------------
+
+function fakeSse() {
+    const streams = [];
+    const posts = [];
+    let waiters = [];
+    class FakeES {
+        constructor(url) {
+            this.url = url;
+            this.listeners = {};
+            this.closed = false;
+            streams.push(this);
+            const w = waiters;
+            waiters = [];
+            w.forEach((f) => f(this));
+        }
+        addEventListener(type, fn) {
+            (this.listeners[type] = this.listeners[type] || []).push(fn);
+        }
+        close() {
+            this.closed = true;
+        }
+        // server side
+        emit(type, obj) {
+            (this.listeners[type] || []).forEach((fn) => fn({ data: JSON.stringify(obj) }));
+        }
+        welcome(extra = {}) {
+            this.emit("welcome", { type: "welcome", session: "s", sub: "u", expires_at: null, protocol: "wsbridge.v1", ...extra });
+        }
+        fail() {
+            this.onerror && this.onerror({});
+        }
+        get query() {
+            return new URL(this.url).searchParams;
+        }
+    }
+    const fetch = (url, init) =>
+        new Promise((resolve) => {
+            posts.push({ url, init, body: JSON.parse(init.body), resolve: (status, obj) =>
+                resolve({ ok: status === 200, status, json: async () => obj }) });
+        });
+    return {
+        FakeES,
+        fetch,
+        streams,
+        posts,
+        next(timeout = 3000) {
+            return new Promise((resolve, reject) => {
+                const t = setTimeout(() => reject(new Error("no new stream")), timeout);
+                waiters.push((c) => {
+                    clearTimeout(t);
+                    resolve(c);
+                });
+            });
+        },
+    };
+}
+
+const tick = () => new Promise((r) => setTimeout(r, 5));
+
+test("a WebSocket cut before welcome falls back to SSE; state says which transport", async () => {
+    const srv = fakeServer();
+    const sse = fakeSse();
+    const client = connect("ws://x:1/ws", {
+        token: "t.o.k", WebSocket: srv.FakeWS, EventSource: sse.FakeES, fetch: sse.fetch,
+        backoff: { initialMs: 1 },
+    });
+    const st = states(client);
+    const got = [];
+    client.subscribe("orders", (m) => got.push(m.offset));
+    const ws = await srv.next();
+    ws.readyState = 1;
+    ws.onopen({});
+    ws.drop(1006); // the upgrade went through, then a proxy cut it before welcome
+    const es = await sse.next();
+    assert.equal(es.url.split("?")[0], "http://x:1/sse");
+    assert.deepEqual(es.query.getAll("channel"), ["orders"]);
+    assert.equal(es.query.get("access_token"), "t.o.k");
+    es.welcome();
+    es.emit("subscribed", { type: "subscribed", id: "orders", channel: "orders", offsets: { 0: 4 } });
+    await tick();
+    const open = st.find((e) => e.state === "open");
+    assert.equal(open.transport, "sse");
+    es.emit("message", { type: "message", channel: "orders", data: 1, partition: 0, offset: 4 });
+    es.emit("message", { type: "message", channel: "orders", data: 2, partition: 0, offset: 5 });
+    assert.deepEqual(got, [4, 5]);
+    client.close();
+});
+
+test("SSE: subscribe reopens from the delivered positions, a channel error fails only it", async () => {
+    const sse = fakeSse();
+    const client = connect("wss://h/ws", {
+        token: "t", transports: ["sse"], EventSource: sse.FakeES, fetch: sse.fetch,
+    });
+    const got = [];
+    const a = client.subscribe("orders", (m) => got.push(m.offset));
+    const s1 = await sse.next();
+    s1.welcome();
+    s1.emit("subscribed", { type: "subscribed", id: "orders", channel: "orders", offsets: { 0: 0, 1: 3 } });
+    await a.ready;
+    s1.emit("message", { type: "message", channel: "orders", data: 1, partition: 1, offset: 3 });
+    const errs = [];
+    const b = client.subscribe("secret", () => {}, { onError: (e) => errs.push(e.code) });
+    const s2 = await sse.next();
+    assert.ok(s1.closed);
+    assert.equal(s2.url.split("?")[0], "https://h/sse");
+    assert.deepEqual(s2.query.getAll("channel").sort(), ["orders", "secret"]);
+    // The token names orders at partition 0 -> 0 and 1 -> 4 (just past the delivered one).
+    const raw = Buffer.from(s2.query.get("last_event_id"), "base64url");
+    assert.equal(raw[0], 1);
+    assert.deepEqual([...raw.subarray(5)], [2, 0, 0, 1, 4]);
+    s2.welcome();
+    s2.emit("error", { type: "error", id: "secret", code: "forbidden", message: "no" });
+    s2.emit("subscribed", { type: "subscribed", id: "orders", channel: "orders", offsets: { 0: 0, 1: 4 } });
+    await assert.rejects(b.ready, (e) => e.code === "forbidden");
+    assert.deepEqual(errs, ["forbidden"]);
+    s2.emit("message", { type: "message", channel: "orders", data: 2, partition: 1, offset: 4 });
+    assert.deepEqual(got, [3, 4]);
+    assert.equal(a.active, true);
+    client.close();
+});
+
+test("SSE: publish is a POST answered by the bridge; refusals reject with their code", async () => {
+    const sse = fakeSse();
+    const client = connect("ws://h/ws", { token: "tok", transports: ["sse"], EventSource: sse.FakeES, fetch: sse.fetch });
+    await tick(); // no channel: open without a stream
+    assert.equal(client.state, "open");
+    const p = client.publish("chat.a", { t: 1 }, { key: "k", headers: { h: "v" } });
+    await tick();
+    const req = sse.posts.shift();
+    assert.equal(req.url, "http://h/publish");
+    assert.equal(req.init.headers.Authorization, "Bearer tok");
+    assert.deepEqual(req.body, { channel: "chat.a", data: { t: 1 }, key: "k", headers: { h: "v" } });
+    req.resolve(200, { type: "published", channel: "chat.a" });
+    assert.equal((await p).type, "published");
+    const q = client.publish("chat.b", 1);
+    await tick();
+    sse.posts.shift().resolve(403, { type: "error", code: "forbidden", message: "no" });
+    await assert.rejects(q, (e) => e.code === "forbidden");
+    const r = client.publish("chat.b", 1);
+    await tick();
+    sse.posts.shift().resolve(401, { error: "token_expired", message: "authentication failed" });
+    await assert.rejects(r, (e) => e.code === "token_expired");
+    client.close();
+});
+
+test("SSE: a token refresh reopens the stream with the new token from the positions", async () => {
+    const sse = fakeSse();
+    let n = 0;
+    const exp = Math.floor(Date.now() / 1000) + 2;
+    const client = connect("ws://h/ws", {
+        transports: ["sse"], EventSource: sse.FakeES, fetch: sse.fetch, refreshMarginS: 60,
+        getToken: async () => "tok" + ++n,
+    });
+    const auths = [];
+    client.on("authenticated", (e) => auths.push(e));
+    client.subscribe("orders", () => {});
+    const s1 = await sse.next();
+    assert.equal(s1.query.get("access_token"), "tok1");
+    s1.welcome({ expires_at: exp });
+    s1.emit("subscribed", { type: "subscribed", id: "orders", channel: "orders", offsets: { 0: 7 } });
+    const s2 = await sse.next(); // the refresh timer (half the lifetime)
+    assert.equal(s2.query.get("access_token"), "tok2");
+    assert.ok(s2.query.get("last_event_id"));
+    s2.welcome({ expires_at: exp + 60 });
+    await tick();
+    assert.deepEqual(auths, [{ expires_at: exp + 60 }]);
+    assert.equal(client.state, "open");
+    client.close();
+});
+
+test("SSE: token_expired on the stream is a 4401 (final with a fixed token)", async () => {
+    const sse = fakeSse();
+    const client = connect("ws://h/ws", { token: "t", transports: ["sse"], EventSource: sse.FakeES, fetch: sse.fetch });
+    const st = states(client);
+    client.subscribe("orders", () => {});
+    const s1 = await sse.next();
+    s1.welcome();
+    s1.emit("error", { type: "error", code: "token_expired", message: "x" });
+    await tick();
+    assert.equal(st.at(-1).state, "closed");
+    assert.equal(st.at(-1).code, 4401);
+    assert.equal(st.at(-1).error, "token_expired");
+});
