@@ -566,17 +566,19 @@ class Client {
         }
         if (this._closed) return;
         const name = this._transports[this._tIndex % this._transports.length];
-        const conn = TRANSPORTS[name].open(
-            this.url,
-            token,
-            this.options,
-            {
-                onOpen: () => {},
-                onMessage: (m) => this._onMessage(conn, m),
-                onClose: (e) => this._onClose(conn, e),
-            },
-            this
-        );
+        let conn;
+        const handlers = {
+            onOpen: () => {},
+            onMessage: (m) => this._onMessage(conn, m),
+            onClose: (e) => this._onClose(conn, e),
+        };
+        try {
+            conn = TRANSPORTS[name].open(this.url, token, this.options, handlers, this);
+        } catch (e) {
+            // A constructor that throws (a blocked or replaced WebSocket): a failed attempt.
+            conn = { send: () => false, close: () => {} };
+            queueMicrotask(() => handlers.onClose({ code: 1006, reason: String(e && e.message || e), opened: false }));
+        }
         conn.transport = name;
         conn.welcomed = false;
         this._conn = conn;

@@ -34,7 +34,7 @@ def token(sub="u1", ttl=3600, secret=SECRET):
 @pytest.fixture(scope="module")
 def mock(tmp_path_factory):
     topics = {"ticks": 1, "restart": 1, "refresh": 1, "unsub": 1, "chat-u1": 1,
-              "chat-other": 1}
+              "chat-other": 1, "sse1": 2, "sse2": 2}
     mc = MockCluster(1, topics, tmp_path_factory.mktemp("kafka") / "mock.stderr")
     yield mc
     mc.close()
@@ -243,6 +243,55 @@ def test_publish_resolves_after_the_record_is_in_the_topic(browser, app_origin, 
     err = browser.eval(p, "T.client.publish('chat.other', 1).then(r => ({ok: r}), "
                           "e => ({code: e.code, message: e.message}))")
     assert err.get("code") == "forbidden" and err.get("message"), err
+    browser.close_page(p)
+
+
+def sse_receive_and_publish(browser, p, mock, topic):  # noqa: F811
+    """The page (already started on channel t.TOPIC) gets 60 records over two partitions in
+    order per partition, and publishes through POST /publish (record in the topic once)."""
+    browser.wait(p, "T.subscribed.length === 1", 15, "no subscribed over SSE")
+    opened = [s for s in browser.eval(p, "T.states") if s["state"] == "open"]
+    assert opened and opened[-1]["transport"] == "sse", opened
+    produce(mock.bootstrap, topic, [{"value": json.dumps({"i": i}).encode(), "partition": i % 2}
+                                    for i in range(60)])
+    browser.wait(p, "T.msgs.length >= 60", 15, "not every record arrived over SSE")
+    msgs = browser.eval(p, "T.msgs.map(m => [m.partition, m.offset, m.data.i])")
+    assert sorted(m[2] for m in msgs) == list(range(60)), msgs
+    for part in (0, 1):
+        offs = [m[1] for m in msgs if m[0] == part]
+        assert offs == sorted(offs) and len(set(offs)) == 30, (part, offs)
+    marker = "sse-%d" % time.monotonic_ns()
+    res = browser.eval(p, "T.client.publish('chat.u1', {text: %s}, {key: 'u1'}).then(r => r, "
+                          "e => ({code: e.code, message: e.message}))" % json.dumps(marker))
+    assert res.get("type") == "published" and res["channel"] == "chat.u1", res
+    recs = read_topic(mock.bootstrap, "chat-u1", 1, 1, timeout=10, settle=0.3)
+    mine = [m for m in recs if marker.encode() in m.value()]
+    assert len(mine) == 1, [m.value() for m in recs]
+    err = browser.eval(p, "T.client.publish('chat.other', 1).then(r => ({ok: r}), "
+                          "e => ({code: e.code}))")
+    assert err.get("code") == "forbidden", err
+    # Chromium logs every non-2xx fetch; the refused publish is the only one.
+    errors = [e for e in browser.errors(p) if "status of 403" not in e]
+    assert errors == [], errors
+
+
+def test_sse_only_page_receives_and_publishes(browser, app_origin, shared_bridge, mock):  # noqa: F811,E501
+    p = open_page(browser, shared_bridge, "sse-only", app_origin)
+    start(browser, p, shared_bridge, token=token("u1"), channel="t.sse1", transports=["sse"])
+    sse_receive_and_publish(browser, p, mock, "sse1")
+    assert states(browser, p) == ["connecting", "open"]
+    browser.close_page(p)
+
+
+def test_page_falls_back_to_sse_when_websocket_fails(browser, app_origin, shared_bridge, mock):  # noqa: F811,E501
+    p = open_page(browser, shared_bridge, "sse-fallback", app_origin)
+    browser.eval(p, "window.WebSocket = function () { throw new Error('WebSocket blocked'); }; 1")
+    start(browser, p, shared_bridge, token=token("u1"), channel="t.sse2",
+          backoff={"initialMs": 50, "maxMs": 200})
+    sse_receive_and_publish(browser, p, mock, "sse2")
+    st = browser.eval(p, "T.states")
+    assert [s["state"] for s in st][:3] == ["connecting", "reconnecting", "connecting"], st
+    assert "WebSocket blocked" in st[1].get("reason", ""), st
     browser.close_page(p)
 
 
