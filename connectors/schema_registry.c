@@ -70,6 +70,8 @@ struct wsb_sr {
     struct event *kick_ev;
     struct event *probe_ev; /* while down: failed entries are fetched again as they come due */
     struct fetch *inflight; /* the registry's thread only */
+    struct fetch *dead;     /* answered: their connections are freed from the loop */
+    struct event *reap_ev;
     pthread_t thread;
     bool started;
 };
@@ -436,10 +438,16 @@ static void on_response(struct evhttp_request *req, void *arg)
         const char *body = len ? (const char *)evbuffer_pullup(in, -1) : "";
         settle(sr, f->e, status, body, len, status == 0 ? "connection failed" : NULL);
     }
-    /* The connection is freed by libevent once this request is done. */
-    evhttp_connection_free_on_completion(f->conn);
+    /* A connection is never freed inside its own callback (libevent uses it after), and
+     * libevent 2.1 does not free it on a failed connect even when asked to: freed from the
+     * loop right after. */
     fetch_unlink(f);
-    free(f);
+    f->next = sr->dead;
+    f->prev = &sr->dead;
+    if (f->next)
+        f->next->prev = &f->next;
+    sr->dead = f;
+    event_active(sr->reap_ev, EV_TIMEOUT, 0);
     if (sr->wake)
         sr->wake(sr->wake_ctx);
 }
@@ -493,6 +501,24 @@ fail:
     settle(sr, e, 0, NULL, 0, "cannot start a request");
     if (sr->wake)
         sr->wake(sr->wake_ctx);
+}
+
+static void free_fetches(struct fetch **list)
+{
+    while (*list) {
+        struct fetch *f = *list;
+        fetch_unlink(f);
+        evhttp_connection_free(f->conn);
+        free(f);
+    }
+}
+
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    struct wsb_sr *sr = arg;
+    WSB_UNUSED(fd);
+    WSB_UNUSED(what);
+    free_fetches(&sr->dead);
 }
 
 static void on_kick(evutil_socket_t fd, short what, void *arg)
@@ -615,6 +641,7 @@ struct wsb_sr *wsb_sr_new(const json_t *conf, void (*wake)(void *ctx), void *wak
         !(sr->kick_ev = event_new(sr->base_ev, sr->kick_fd, EV_READ | EV_PERSIST, on_kick, sr)) ||
         event_add(sr->kick_ev, NULL) != 0 ||
         !(sr->probe_ev = event_new(sr->base_ev, -1, EV_PERSIST, on_probe, sr)) ||
+        !(sr->reap_ev = event_new(sr->base_ev, -1, 0, on_reap, sr)) ||
         event_add(sr->probe_ev, &(struct timeval){.tv_sec = 0, .tv_usec = 500000}) != 0) {
         snprintf(err, errlen, "schema registry: cannot create its event base");
         wsb_sr_free(sr);
@@ -642,12 +669,10 @@ void wsb_sr_free(struct wsb_sr *sr)
         kick(sr);
         pthread_join(sr->thread, NULL);
     }
-    while (sr->inflight) { /* abandoned fetches: their requests go with the connections */
-        struct fetch *f = sr->inflight;
-        fetch_unlink(f);
-        evhttp_connection_free(f->conn);
-        free(f);
-    }
+    free_fetches(&sr->inflight); /* abandoned: their requests go with the connections */
+    free_fetches(&sr->dead);
+    if (sr->reap_ev)
+        event_free(sr->reap_ev);
     if (sr->kick_ev)
         event_free(sr->kick_ev);
     if (sr->probe_ev)
