@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,12 +35,14 @@
 #define LAT_BUCKETS 100001 /* latency histogram: 0.1 ms buckets up to 10 s, then overflow */
 #define SCAN_MAX_DEPTH 64
 #define PUBLISH_WINDOW 32 /* unconfirmed publishes in flight */
+#define MAX_CPU_PIDS 8
 
 enum client_state {
     CS_IDLE,      /* not opened yet */
     CS_CONNECT,   /* TCP connecting */
     CS_HANDSHAKE, /* upgrade sent, waiting for the response head */
     CS_OPEN,      /* WebSocket open */
+    CS_HTTP,      /* --probe: plain HTTP request sent; --publish-path: HTTP publisher */
     CS_DONE,      /* closed or failed; bufferevent freed */
 };
 
@@ -91,6 +94,14 @@ struct options {
     double publish_rate; /* 0 = no publisher */
     size_t payload;
     const char *origin;
+    bool raw;             /* a peer server: no wsbridge.v1 protocol, every text frame is data */
+    int spread;           /* source addresses 127.0.0.1 .. 127.0.0.N (0: the kernel picks) */
+    bool hold;            /* print "ready" on stderr once every client is subscribed */
+    bool churn;           /* each client reconnects right after its subscribe (handshakes/s) */
+    bool probe;           /* churn with a plain HTTP GET instead of an upgrade (TCP baseline) */
+    const char *pub_path; /* HTTP publisher: POST each message to this path (nchan) */
+    const char *cpu_spec; /* name=pid,... processes whose CPU seconds are reported */
+    unsigned window;      /* unconfirmed publishes in flight */
 };
 
 struct load {
@@ -128,6 +139,20 @@ struct load {
     /* latency */
     uint64_t *lat;
     uint64_t lat_n;
+    /* measurement window: from the publisher's start (or the run's) to the end */
+    int64_t window_us;
+    uint64_t window_received;
+    uint64_t cycles; /* --churn / --probe: completed connect-to-close cycles */
+    unsigned next_src;
+    bool ready_said;
+    int ncpu;
+    char cpu_name[MAX_CPU_PIDS][16];
+    int cpu_pid[MAX_CPU_PIDS];
+    double cpu_start[MAX_CPU_PIDS];
+    double self_cpu_start;
+    /* HTTP publisher */
+    size_t http_body_left;
+    uint64_t rx_total; /* messages received by fast clients */
 };
 
 static volatile sig_atomic_t got_sigint;
@@ -500,9 +525,35 @@ static void maybe_finish(struct load *ld)
     finish(ld);
 }
 
+static void on_raw_text(struct client *c, const char *text, size_t len)
+{
+    struct load *ld = c->ld;
+    if (c->role == ROLE_PUBLISHER) { /* the peer's acknowledgement of one publish */
+        ld->published_ok++;
+        return;
+    }
+    c->received++;
+    if (c->role == ROLE_FAST) {
+        ld->rx_total++;
+        struct server_msg m = {0};
+        struct data_fields d = {0};
+        scan_object(text, text + len, on_data_member, &d);
+        check_order(c, &m, &d);
+        record_latency(ld, &m, &d);
+        if (ld->opt.expect >= 0 && c->received == (uint64_t)ld->opt.expect)
+            maybe_finish(ld);
+    }
+}
+
+static void client_recycle(struct client *c);
+
 static void on_text(struct client *c, const char *text, size_t len)
 {
     struct load *ld = c->ld;
+    if (ld->opt.raw) {
+        on_raw_text(c, text, len);
+        return;
+    }
     struct server_msg m = {0};
     if (scan_object(text, text + len, on_member, &m) < 0) {
         ld->protocol_errors++;
@@ -511,6 +562,7 @@ static void on_text(struct client *c, const char *text, size_t len)
     if (span_eq(m.type, "\"message\"")) {
         c->received++;
         if (c->role == ROLE_FAST) {
+            ld->rx_total++;
             struct data_fields d = {0};
             if (m.data.p && m.data.p[0] == '{')
                 scan_object(m.data.p, m.data.p + m.data.len, on_data_member, &d);
@@ -522,7 +574,13 @@ static void on_text(struct client *c, const char *text, size_t len)
     } else if (span_eq(m.type, "\"welcome\"")) {
         if (ld->opt.channel && c->role != ROLE_PUBLISHER)
             subscribe(c);
+        else if (ld->opt.churn)
+            client_recycle(c);
     } else if (span_eq(m.type, "\"subscribed\"")) {
+        if (ld->opt.churn) {
+            client_recycle(c);
+            return;
+        }
         if (!c->subscribed) {
             c->subscribed = true;
             ld->subscribed++;
@@ -677,10 +735,52 @@ static int read_handshake(struct client *c)
     return 1;
 }
 
+/* The HTTP publisher's responses (status, Content-Length body), pipelined. */
+static void read_http_responses(struct client *c)
+{
+    struct load *ld = c->ld;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    for (;;) {
+        if (ld->http_body_left) {
+            size_t n = evbuffer_get_length(in);
+            if (n == 0)
+                return;
+            if (n > ld->http_body_left)
+                n = ld->http_body_left;
+            evbuffer_drain(in, n);
+            ld->http_body_left -= n;
+            continue;
+        }
+        struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+        if (end.pos < 0 || (size_t)end.pos + 4 > MAX_HEAD)
+            return;
+        char head[MAX_HEAD + 1];
+        size_t n = (size_t)end.pos + 4;
+        evbuffer_remove(in, head, n);
+        head[n] = '\0';
+        int status = 0;
+        sscanf(head, "HTTP/1.%*d %d", &status);
+        if (status >= 200 && status < 300)
+            ld->published_ok++;
+        else
+            ld->publish_failed++;
+        const char *cl = strcasestr(head, "\r\nContent-Length:");
+        ld->http_body_left = cl ? strtoul(cl + 17, NULL, 10) : 0;
+    }
+}
+
 static void on_read(struct bufferevent *bev, void *arg)
 {
     struct client *c = arg;
     (void)bev;
+    if (c->state == CS_HTTP) {
+        if (c->role == ROLE_PUBLISHER) {
+            read_http_responses(c);
+        } else if (evbuffer_search(bufferevent_get_input(c->bev), "\r\n\r\n", 4, NULL).pos >= 0) {
+            client_recycle(c); /* --probe: one request answered */
+        }
+        return;
+    }
     if (c->state == CS_HANDSHAKE) {
         int r = read_handshake(c);
         if (r < 0) {
@@ -691,6 +791,14 @@ static void on_read(struct bufferevent *bev, void *arg)
         if (r == 0)
             return;
         c->state = CS_OPEN;
+        if (c->ld->opt.raw && c->role != ROLE_PUBLISHER) {
+            if (c->ld->opt.churn) {
+                client_recycle(c);
+                return;
+            }
+            c->subscribed = true; /* a peer subscribes by its URL */
+            c->ld->subscribed++;
+        }
     }
     if (c->state == CS_OPEN && read_frames(c) < 0) {
         c->ld->protocol_errors++;
@@ -723,9 +831,9 @@ static void send_upgrade(struct client *c)
                         ld->opt.token ? "access_token=" : "", ld->opt.token ? ld->opt.token : "");
     evbuffer_add_printf(out,
                         "Host: %s:%s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                        "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
-                        "Sec-WebSocket-Protocol: wsbridge.v1\r\n",
-                        ld->opt.host, ld->opt.port, c->key);
+                        "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s",
+                        ld->opt.host, ld->opt.port, c->key,
+                        ld->opt.raw ? "" : "Sec-WebSocket-Protocol: wsbridge.v1\r\n");
     if (ld->opt.origin)
         evbuffer_add_printf(out, "Origin: %s\r\n", ld->opt.origin);
     evbuffer_add(out, "\r\n", 2);
@@ -741,10 +849,24 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         evutil_socket_t fd = bufferevent_getfd(c->bev);
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        send_upgrade(c);
+        if (c->role == ROLE_PUBLISHER && ld->opt.pub_path) {
+            c->state = CS_HTTP;
+        } else if (ld->opt.probe) {
+            evbuffer_add_printf(bufferevent_get_output(c->bev),
+                                "GET /wsb-load-probe HTTP/1.1\r\nHost: %s:%s\r\n"
+                                "Connection: close\r\n\r\n",
+                                ld->opt.host, ld->opt.port);
+            c->state = CS_HTTP;
+        } else {
+            send_upgrade(c);
+        }
         return;
     }
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+        if (c->state == CS_HTTP && ld->opt.probe) {
+            client_recycle(c); /* answered and closed by the server */
+            return;
+        }
         if (c->state == CS_CONNECT) {
             ld->connect_errors++;
         } else if (c->state == CS_HANDSHAKE) {
@@ -768,6 +890,17 @@ static void client_open(struct client *c)
         int sz = SLOW_RCVBUF;
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
     }
+    if (ld->opt.spread > 0 && ld->addr.ss_family == AF_INET) {
+        /* spread over 127.0.0.x: ~28k ephemeral ports per source address */
+        struct sockaddr_in src = {.sin_family = AF_INET};
+        src.sin_addr.s_addr = htonl(0x7f000001u + ld->next_src++ % (unsigned)ld->opt.spread);
+        int one = 1;
+        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+        if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0) {
+            evutil_closesocket(fd);
+            goto fail;
+        }
+    }
     evutil_make_socket_nonblocking(fd);
     c->bev = bufferevent_socket_new(ld->base, fd, BEV_OPT_CLOSE_ON_FREE);
     if (!c->bev) {
@@ -786,6 +919,68 @@ fail:
     client_done(c);
 }
 
+static void reopen_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct client *c = arg;
+    (void)fd;
+    (void)what;
+    if (c->ld->stopping)
+        return;
+    c->state = CS_IDLE;
+    c->subscribed = false;
+    c->closing = false;
+    client_open(c);
+}
+
+/* --churn / --probe: one cycle done; close now, reconnect on the next loop pass (never from
+ * inside this connection's own callbacks). */
+static void client_recycle(struct client *c)
+{
+    struct load *ld = c->ld;
+    ld->cycles++;
+    client_done(c);
+    ld->closed--;
+    struct timeval zero = {0, 0};
+    if (event_base_once(ld->base, -1, EV_TIMEOUT, reopen_cb, c, &zero) < 0)
+        ld->closed++;
+}
+
+/* ---- CPU seconds from /proc (the window of the measurement) ---- */
+
+static double proc_cpu_s(int pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')');
+    unsigned long long ut = 0, st = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static double self_cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+static void window_start(struct load *ld)
+{
+    ld->window_us = now_us();
+    ld->window_received = ld->rx_total;
+    ld->self_cpu_start = self_cpu_s();
+    for (int i = 0; i < ld->ncpu; i++)
+        ld->cpu_start[i] = proc_cpu_s(ld->cpu_pid[i]);
+}
+
 /* ---- publisher ---- */
 
 static void publish_some(struct load *ld, struct client *p, double dt_s)
@@ -797,16 +992,32 @@ static void publish_some(struct load *ld, struct client *p, double dt_s)
         if (ld->opt.expect >= 0 && ld->published_sent >= (uint64_t)ld->opt.expect)
             return;
         /* stay under the bridge's max_inflight_publishes (SPEC §2, default 64) */
-        if (ld->published_sent - ld->published_ok - ld->publish_failed >= PUBLISH_WINDOW)
+        if (ld->published_sent - ld->published_ok - ld->publish_failed >= ld->opt.window)
             return;
         ld->publish_credit -= 1.0;
         uint64_t seq = ++ld->published_sent;
         char *text = NULL;
-        int n = asprintf(&text,
-                         "{\"op\":\"publish\",\"id\":%llu,\"channel\":\"%s\",\"data\":"
-                         "{\"seq\":%llu,\"ts\":%.3f,\"pad\":\"%s\"}}",
-                         (unsigned long long)seq, ld->opt.channel, (unsigned long long)seq,
-                         wall_ms(), ld->pad);
+        int n;
+        if (ld->opt.raw || ld->opt.pub_path) {
+            n = asprintf(&text, "{\"seq\":%llu,\"ts\":%.3f,\"pad\":\"%s\"}",
+                         (unsigned long long)seq, wall_ms(), ld->pad);
+            if (n < 0)
+                return;
+            if (ld->opt.pub_path)
+                evbuffer_add_printf(bufferevent_get_output(p->bev),
+                                    "POST %s HTTP/1.1\r\nHost: %s:%s\r\nContent-Type: "
+                                    "application/json\r\nContent-Length: %d\r\n\r\n%s",
+                                    ld->opt.pub_path, ld->opt.host, ld->opt.port, n, text);
+            else
+                send_frame(p, WSB_OP_TEXT, text, (size_t)n);
+            free(text);
+            continue;
+        }
+        n = asprintf(&text,
+                     "{\"op\":\"publish\",\"id\":%llu,\"channel\":\"%s\",\"data\":"
+                     "{\"seq\":%llu,\"ts\":%.3f,\"pad\":\"%s\"}}",
+                     (unsigned long long)seq, ld->opt.channel, (unsigned long long)seq, wall_ms(),
+                     ld->pad);
         if (n < 0)
             return;
         send_frame(p, WSB_OP_TEXT, text, (size_t)n);
@@ -856,14 +1067,24 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     }
     if (ld->opt.publish_rate > 0) {
         struct client *p = &ld->clients[ld->opt.clients];
-        if (ld->next_to_open == ld->opt.clients && all_subscribers_ready(ld))
+        if (!ld->publish_started && ld->next_to_open == ld->opt.clients &&
+            all_subscribers_ready(ld)) {
             ld->publish_started = true;
+            window_start(ld);
+        }
         if (ld->publish_started && p->state == CS_IDLE) {
             ld->next_to_open++;
             client_open(p);
-        } else if (p->state == CS_OPEN && !p->closing) {
+        } else if ((p->state == CS_OPEN || (ld->opt.pub_path && p->state == CS_HTTP)) &&
+                   !p->closing) {
             publish_some(ld, p, dt);
         }
+    }
+    if (ld->opt.hold && !ld->ready_said && ld->next_to_open >= ld->opt.clients &&
+        all_subscribers_ready(ld)) {
+        ld->ready_said = true;
+        fprintf(stderr, "ready %llu\n", (unsigned long long)ld->subscribed);
+        fflush(stderr);
     }
     /* no further progress possible: every client is gone */
     if (ld->next_to_open == ld->nclients && ld->closed == (uint64_t)ld->nclients)
@@ -946,12 +1167,34 @@ static int report(struct load *ld)
         json_object_set_new(out, "publish_failed", json_integer((json_int_t)ld->publish_failed));
     }
     json_object_set_new(out, "elapsed_s", json_real(round(elapsed * 1000) / 1000));
+    double win = ld->window_us ? (double)(ld->end_us - ld->window_us) / 1e6 : 0;
+    if (win > 0) {
+        json_object_set_new(out, "window_s", json_real(round(win * 1000) / 1000));
+        json_object_set_new(out, "delivered_per_s",
+                            json_real(round((double)(ld->rx_total - ld->window_received) / win)));
+        json_t *cpu = json_object();
+        json_object_set_new(cpu, "generator",
+                            json_real(round((self_cpu_s() - ld->self_cpu_start) * 1000) / 1000));
+        for (int i = 0; i < ld->ncpu; i++) {
+            double v = proc_cpu_s(ld->cpu_pid[i]);
+            if (v >= 0 && ld->cpu_start[i] >= 0)
+                json_object_set_new(cpu, ld->cpu_name[i],
+                                    json_real(round((v - ld->cpu_start[i]) * 1000) / 1000));
+        }
+        json_object_set_new(out, "cpu_s", cpu);
+    }
+    if (ld->opt.churn || ld->opt.probe) {
+        json_object_set_new(out, "cycles", json_integer((json_int_t)ld->cycles));
+        json_object_set_new(out, "cycles_per_s",
+                            json_real(win > 0 ? round((double)ld->cycles / win) : 0));
+    }
     json_object_set_new(out, "msgs_per_s",
                         json_real(elapsed > 0 ? round((double)total / elapsed) : 0));
     if (ld->lat_n) {
         json_t *lat = json_object();
         json_object_set_new(lat, "p50", json_real(lat_percentile(ld, 0.50)));
         json_object_set_new(lat, "p99", json_real(lat_percentile(ld, 0.99)));
+        json_object_set_new(lat, "p99.9", json_real(lat_percentile(ld, 0.999)));
         json_object_set_new(lat, "samples", json_integer((json_int_t)ld->lat_n));
         json_object_set_new(out, "latency_ms", lat);
     }
@@ -981,6 +1224,16 @@ static void usage(FILE *f)
                "  --publish RATE     one extra connection publishing to C at RATE/s\n"
                "                     (--expect messages when --expect is given)\n"
                "  --payload BYTES    approximate size of each published message (default 100)\n"
+               "  --raw              a peer server (Node ws, nchan): no wsbridge.v1 protocol;\n"
+               "                     every text frame is a message, the publisher's are acks\n"
+               "  --publish-path P   publish by HTTP POST to P on the same host (nchan)\n"
+               "  --spread N         source addresses 127.0.0.1 .. 127.0.0.N\n"
+               "  --hold             print \"ready N\" on stderr once every client is subscribed\n"
+               "  --churn            reconnect each client right after its subscribe\n"
+               "                     (or its welcome / open); reports cycles_per_s\n"
+               "  --probe            churn with a plain HTTP GET (TCP connect baseline)\n"
+               "  --cpu NAME=PID,... report these processes' CPU seconds over the window\n"
+               "  --window N         unconfirmed publishes in flight (default 32)\n"
                "Prints one JSON summary on stdout. Exit 0 when every fast client received\n"
                "--expect messages in order, 1 otherwise, 2 on a usage error.\n");
 }
@@ -1038,10 +1291,19 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"publish", required_argument, NULL, 'p'},
         {"payload", required_argument, NULL, 'b'},
         {"origin", required_argument, NULL, 'o'},
+        {"raw", no_argument, NULL, 'R'},
+        {"publish-path", required_argument, NULL, 'P'},
+        {"spread", required_argument, NULL, 'S'},
+        {"hold", no_argument, NULL, 'H'},
+        {"churn", no_argument, NULL, 'C'},
+        {"probe", no_argument, NULL, 'X'},
+        {"cpu", required_argument, NULL, 'U'},
+        {"window", required_argument, NULL, 'W'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    *o = (struct options){.clients = 1, .connect_rate = 500, .expect = -1, .payload = 100};
+    *o = (struct options){
+        .clients = 1, .connect_rate = 500, .expect = -1, .payload = 100, .window = PUBLISH_WINDOW};
     int ch;
     double v;
     while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -1083,6 +1345,22 @@ static int parse_options(int argc, char **argv, struct options *o)
                 return -1;
             o->payload = (size_t)v;
             break;
+        case 'R': o->raw = true; break;
+        case 'P': o->pub_path = optarg; break;
+        case 'S':
+            if (!parse_num(optarg, 0, 254, &v))
+                return -1;
+            o->spread = (int)v;
+            break;
+        case 'H': o->hold = true; break;
+        case 'C': o->churn = true; break;
+        case 'X': o->probe = o->churn = true; break;
+        case 'U': o->cpu_spec = optarg; break;
+        case 'W':
+            if (!parse_num(optarg, 1, 1e6, &v))
+                return -1;
+            o->window = (unsigned)v;
+            break;
         case 'h': usage(stdout); exit(0);
         default: return -1;
         }
@@ -1097,7 +1375,7 @@ static int parse_options(int argc, char **argv, struct options *o)
             return -1;
         json_decref(j);
     }
-    if (o->expect < 0 && o->duration == 0 && o->channel)
+    if (o->expect < 0 && o->duration == 0 && (o->channel || o->churn))
         o->duration = 10; /* something must end a run that only listens */
     return 0;
 }
@@ -1158,7 +1436,19 @@ int main(int argc, char **argv)
         fprintf(stderr, "wsb-load: cannot set up the event loop\n");
         goto cleanup;
     }
+    for (const char *p = ld.opt.cpu_spec; p && *p && ld.ncpu < MAX_CPU_PIDS;) {
+        const char *eq = strchr(p, '=');
+        if (!eq || eq == p || (size_t)(eq - p) >= sizeof ld.cpu_name[0])
+            break;
+        memcpy(ld.cpu_name[ld.ncpu], p, (size_t)(eq - p));
+        ld.cpu_name[ld.ncpu][eq - p] = '\0';
+        ld.cpu_pid[ld.ncpu++] = atoi(eq + 1);
+        p = strchr(eq, ',');
+        p = p ? p + 1 : NULL;
+    }
     ld.start_us = now_us();
+    if (ld.opt.publish_rate <= 0)
+        window_start(&ld);
     event_base_dispatch(ld.base);
     status = report(&ld);
 cleanup:

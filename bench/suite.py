@@ -1,0 +1,410 @@
+#!/usr/bin/python3
+"""The benchmark suite behind bench/run.sh: wsbridge and its peers (a Node.js `ws` broadcast
+server, nginx + nchan) under the same load generator (build/wsb-load), one server at a
+time, interleaved (rep 1: bridge, node, nchan; rep 2: ...), median of --reps with min and
+max. Loopback only; connections spread over 127.0.0.x. Writes bench/results/results.json,
+results.md (the tables) and the gnuplot data; bench/run.sh then draws the PNGs.
+
+Scenarios (issue 14): S1 fan-out 1,000 subscribers as fast as the server drains; S2 the
+same with 10,000; S3 latency at 1,000 x 100 msg/s; S4 10,000 idle subscribed connections
+(RSS before -> after, /proc/PID/status, summed over the server's processes); S5 handshakes
+(connect + upgrade [+ JWT + subscribe] + close) per second, against a plain HTTP request on
+the same listener; S6 S1 with 10 clients that stop reading (bridge only).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def rss_kib(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open("/proc/%d/status" % pid) as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def sockstat_tcp_pages():
+    with open("/proc/net/sockstat") as f:
+        tcp = [l for l in f if l.startswith("TCP:")][0].split()
+    return int(tcp[tcp.index("mem") + 1])
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def wait_port(port, timeout=20):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("port %d never opened" % port)
+
+
+class Keys:
+    def __init__(self, d):
+        import jwt
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+        self.jwt = jwt
+        self.rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.ec = ec.generate_private_key(ec.SECP256R1())
+        self.secret = "s" * 43
+        self.rsa_path = os.path.join(d, "r1.pem")
+        self.ec_path = os.path.join(d, "e1.pem")
+        for k, p in ((self.rsa, self.rsa_path), (self.ec, self.ec_path)):
+            with open(p, "wb") as f:
+                f.write(k.public_key().public_bytes(
+                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+    def token(self, alg):
+        now = int(time.time())
+        body = {"iss": "https://bench/", "aud": "wsbridge", "sub": "bench", "iat": now,
+                "exp": now + 3600}
+        if alg == "RS256":
+            return self.jwt.encode(body, self.rsa, algorithm=alg, headers={"kid": "r1"})
+        if alg == "ES256":
+            return self.jwt.encode(body, self.ec, algorithm=alg, headers={"kid": "e1"})
+        return self.jwt.encode(body, self.secret, algorithm="HS256")
+
+
+class Server:
+    """One running server: .url (subscriber URL), .raw (a peer), .pub_path, .pids()."""
+
+    def __init__(self, kind, a, tmp, keys):
+        self.kind, self.a, self.keys = kind, a, keys
+        self.port = free_port()
+        self.procs = []
+        self.pub_path = None
+        self.raw = kind != "wsbridge"
+        if kind == "wsbridge":
+            admin = free_port()
+            cfg = {
+                "listen": "127.0.0.1:%d" % self.port, "admin": {"listen": "127.0.0.1:%d" % admin},
+                "workers": 2,
+                "auth": {"token_sources": ["query", "header"],
+                         "jwt": {"algorithms": ["HS256", "RS256", "ES256"],
+                                 "keys": [{"kid": "r1", "file": keys.rsa_path},
+                                          {"kid": "e1", "file": keys.ec_path},
+                                          {"secret": keys.secret}],
+                                 "issuer": "https://bench/", "audience": "wsbridge"}},
+                "acl": [{"subscribe": ["**"], "publish": ["**"]}],
+                "connectors": {"m": {"type": "memory"}},
+                "channels": [{"match": "bench", "connector": "m", "topic": "bench"}],
+                "limits": {"max_connections_per_ip": 1000000,
+                           "handshake_rate_per_ip": {"per_second": 1000000, "burst": 1000000},
+                           "inbound_rate": {"per_second": 1000000, "burst": 1000000}},
+                "log": {"level": "error"},
+            }
+            path = os.path.join(tmp, "bridge.json")
+            with open(path, "w") as f:
+                json.dump(cfg, f)
+            self.procs.append(subprocess.Popen(
+                [os.path.join(a.build, "wsbridge"), "--config", path],
+                stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "bridge.log"), "a")))
+            end = time.monotonic() + 20
+            while True:
+                try:
+                    if urllib.request.urlopen("http://127.0.0.1:%d/readyz" % admin,
+                                              timeout=1).status == 200:
+                        break
+                except OSError:
+                    pass
+                if time.monotonic() > end:
+                    raise RuntimeError("bridge not ready")
+                time.sleep(0.05)
+            self.url = "ws://127.0.0.1:%d/ws" % self.port
+        elif kind == "node":
+            self.procs.append(subprocess.Popen(
+                ["node", os.path.join(HERE, "peers", "ws_broadcast.js"), str(self.port)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env=dict(os.environ, NODE_PATH=os.path.join(HERE, "peers", "node_modules"))))
+            wait_port(self.port)
+            self.url = "ws://127.0.0.1:%d/" % self.port
+        else:
+            d = tempfile.mkdtemp(prefix="nchan-", dir=tmp)
+            with open(os.path.join(HERE, "peers", "nchan.conf.in")) as f:
+                conf = f.read().replace("@DIR@", d).replace("@PORT@", str(self.port))
+            with open(os.path.join(d, "nginx.conf"), "w") as f:
+                f.write(conf)
+            self.procs.append(subprocess.Popen(
+                ["nginx", "-p", d, "-c", os.path.join(d, "nginx.conf"), "-g", "daemon off;"],
+                stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, "stderr"), "w")))
+            wait_port(self.port)
+            time.sleep(0.3)
+            self.url = "ws://127.0.0.1:%d/sub" % self.port
+            self.pub_path = "/pub"
+
+    def pids(self):
+        """Every process of the server (nginx: the master and its workers)."""
+        out = []
+        for p in self.procs:
+            out.append(p.pid)
+            try:
+                kids = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True,
+                                      text=True).stdout.split()
+                out += [int(k) for k in kids]
+            except OSError:
+                pass
+        return out
+
+    def cpu_arg(self):
+        return ",".join("%s%d=%d" % ("server", i, pid) for i, pid in enumerate(self.pids()))
+
+    def stop(self):
+        for p in self.procs:
+            p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def load_args(srv, a, clients, extra, token_alg="HS256"):
+    args = [os.path.join(a.build, "wsb-load"), "--url", srv.url, "--clients", str(clients),
+            "--channel", "bench", "--spread", "32", "--cpu", srv.cpu_arg()] + extra
+    if srv.raw:
+        args.append("--raw")
+    else:
+        args += ["--token", srv.keys.token(token_alg)]
+    if srv.pub_path:
+        args += ["--publish-path", srv.pub_path]
+    return args
+
+
+def run_load(args, timeout):
+    p = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
+    if not lines:
+        raise RuntimeError("wsb-load gave no summary: %s" % p.stderr[-500:])
+    return json.loads(lines[-1])
+
+
+def server_cpu(summary):
+    return round(sum(v for k, v in summary.get("cpu_s", {}).items() if k.startswith("server")), 3)
+
+
+def fanout(srv, a, clients, duration, slow=0):
+    extra = ["--publish", "1000000", "--connect-rate", "5000", "--duration",
+             str(duration + clients / 4000.0), "--payload", "100"]
+    if slow:
+        extra += ["--slow", str(slow)]
+    s = run_load(load_args(srv, a, clients, extra), duration + 60)
+    lat = s.get("latency_ms", {})
+    w = s.get("window_s") or 1
+    return {"delivered_per_s": s.get("delivered_per_s", 0), "p50_ms": lat.get("p50"),
+            "p99_ms": lat.get("p99"), "p99.9_ms": lat.get("p99.9"),
+            "server_cpu_pct": round(100 * server_cpu(s) / w, 1),
+            "generator_cpu_pct": round(100 * s.get("cpu_s", {}).get("generator", 0) / w, 1),
+            "subscribed": s.get("subscribed"), "order_violations": s.get("order_violations"),
+            "close_codes": s.get("close_codes")}
+
+
+def s1(srv, a):
+    return fanout(srv, a, 1000, a.seconds)
+
+
+def s2(srv, a):
+    return fanout(srv, a, 10000, a.seconds)
+
+
+def s6(srv, a):
+    return fanout(srv, a, 1000, a.seconds, slow=10)
+
+
+def s3(srv, a):
+    extra = ["--publish", "100", "--connect-rate", "5000", "--duration", str(a.seconds + 0.5)]
+    s = run_load(load_args(srv, a, 1000, extra), a.seconds + 60)
+    lat = s.get("latency_ms", {})
+    w = s.get("window_s") or 1
+    return {"delivered_per_s": s.get("delivered_per_s", 0), "p50_ms": lat.get("p50"),
+            "p99_ms": lat.get("p99"), "p99.9_ms": lat.get("p99.9"),
+            "server_cpu_pct": round(100 * server_cpu(s) / w, 1),
+            "generator_cpu_pct": round(100 * s.get("cpu_s", {}).get("generator", 0) / w, 1)}
+
+
+def s4(srv, a):
+    n = a.idle
+    time.sleep(0.5)
+    before = rss_kib(srv.pids())
+    tcp0 = sockstat_tcp_pages()
+    args = load_args(srv, a, n, ["--connect-rate", "5000", "--hold", "--duration", "60"])
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ready = p.stderr.readline()
+    time.sleep(2)  # idle
+    after = rss_kib(srv.pids())
+    # kernel socket memory: the TCP "mem" pages of /proc/net/sockstat (whole host, both
+    # ends of every loopback connection, and whatever else runs on the machine)
+    tcp1 = sockstat_tcp_pages()
+    p.send_signal(signal.SIGINT)
+    out, _ = p.communicate(timeout=30)
+    summary = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
+    subscribed = summary.get("subscribed", 0)
+    return {"rss_before_kib": before, "rss_after_kib": after,
+            "per_conn_kib": round((after - before) / max(1, subscribed), 2),
+            "subscribed": subscribed, "ready": ready.strip(),
+            "kernel_tcp_kib_per_conn": round((tcp1 - tcp0) * 4 / max(1, subscribed), 2)}
+
+
+def s5(srv, a, alg=None, probe=False):
+    extra = ["--churn", "--clients", "64", "--connect-rate", "100000", "--duration",
+             str(a.hs_seconds)]
+    args = load_args(srv, a, 64, extra, token_alg=alg or "HS256")
+    if probe:
+        args = [x for x in args if x != "--churn"] + ["--probe"]
+    s = run_load(args, a.hs_seconds + 30)
+    w = s.get("window_s") or 1
+    return {"per_s": s.get("cycles_per_s", 0), "refused": s.get("refused"),
+            "server_cpu_pct": round(100 * server_cpu(s) / w, 1),
+            "generator_cpu_pct": round(100 * s.get("cpu_s", {}).get("generator", 0) / w, 1)}
+
+
+SCENARIOS = {
+    "S1": ("fan-out, 1,000 subscribers, 100 B, as fast as drained: delivered frames/s", s1,
+           "delivered_per_s"),
+    "S2": ("fan-out, 10,000 subscribers: delivered frames/s", s2, "delivered_per_s"),
+    "S3": ("latency at 1,000 x 100 msg/s: p99 ms", s3, "p99_ms"),
+    "S4": ("10,000 idle subscribed connections: KiB RSS per connection", s4, "per_conn_kib"),
+    "S6": ("S1 with 10 clients that stop reading: delivered frames/s", s6, "delivered_per_s"),
+}
+
+
+def summarize(vals):
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return None
+    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default=os.path.join(REPO, "build"))
+    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=6, help="measured seconds per run")
+    ap.add_argument("--hs-seconds", type=float, default=4)
+    ap.add_argument("--idle", type=int, default=10000, help="S4 connections")
+    ap.add_argument("--only", default="S1,S2,S3,S4,S5,S6")
+    ap.add_argument("--servers", default="wsbridge,node,nchan")
+    a = ap.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="wsb-bench-")
+    keys = Keys(tmp)
+    servers = a.servers.split(",")
+    only = a.only.split(",")
+    results = {"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+               "machine": {"cpus": os.cpu_count(), "uname": " ".join(os.uname()),
+                           "loadavg_start": loadavg()},
+               "runs": []}
+
+    def record(scen, server, rep, variant, r):
+        r.update({"scenario": scen, "server": server, "rep": rep, "variant": variant,
+                  "loadavg": loadavg()})
+        results["runs"].append(r)
+        print(json.dumps(r), flush=True)
+
+    for scen in [s for s in ("S1", "S2", "S3", "S4", "S6") if s in only]:
+        fn = SCENARIOS[scen][1]
+        for rep in range(1, a.reps + 1):
+            for kind in servers:
+                if scen == "S6" and kind != "wsbridge":
+                    continue
+                srv = Server(kind, a, tmp, keys)
+                try:
+                    record(scen, kind, rep, "", fn(srv, a))
+                except Exception as e:  # a failed run is reported, not fatal
+                    record(scen, kind, rep, "", {"error": str(e)})
+                finally:
+                    srv.stop()
+    if "S5" in only:
+        for rep in range(1, a.reps + 1):
+            for kind in servers:
+                srv = Server(kind, a, tmp, keys)
+                try:
+                    record("S5", kind, rep, "tcp", s5(srv, a, probe=True))
+                    for alg in (("HS256", "RS256", "ES256") if kind == "wsbridge" else (None,)):
+                        record("S5", kind, rep, alg or "ws", s5(srv, a, alg=alg))
+                except Exception as e:
+                    record("S5", kind, rep, "", {"error": str(e)})
+                finally:
+                    srv.stop()
+    results["machine"]["loadavg_end"] = loadavg()
+    with open(os.path.join(a.out, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    write_tables(results, a.out)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_tables(results, out):
+    runs = results["runs"]
+    groups = {}
+    for r in runs:
+        groups.setdefault((r["scenario"], r["variant"], r["server"]), []).append(r)
+    lines = ["Taken %s; %s; load average %s at the start, %s at the end." % (
+        results["started"], results["machine"]["uname"], results["machine"]["loadavg_start"],
+        results["machine"]["loadavg_end"]), "",
+        "| scenario | metric | server | median | min | max | other medians |",
+        "| --- | --- | --- | --- | --- | --- | --- |"]
+    dat = {}
+    for (scen, variant, server), rs in sorted(groups.items()):
+        metric = {"S5": "per_s"}.get(scen) or SCENARIOS[scen][2]
+        s = summarize([r.get(metric) for r in rs])
+        if s is None:
+            lines.append("| %s %s | %s | %s | failed: %s | | | |" % (
+                scen, variant, metric, server, rs[0].get("error", "?")[:80]))
+            continue
+        others = []
+        for k in ("p50_ms", "p99_ms", "p99.9_ms", "server_cpu_pct", "generator_cpu_pct",
+                  "rss_before_kib", "rss_after_kib", "kernel_tcp_kib_per_conn"):
+            if k != metric:
+                o = summarize([r.get(k) for r in rs])
+                if o:
+                    others.append("%s %g" % (k, o["median"]))
+        lines.append("| %s %s | %s | %s | %g | %g | %g | %s |" % (
+            scen, variant, metric, server, s["median"], s["min"], s["max"], ", ".join(others)))
+        dat.setdefault((scen, metric), []).append((("%s %s" % (server, variant)).strip(), s))
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    for (scen, metric), rows in dat.items():
+        with open(os.path.join(out, "%s.dat" % scen), "w") as f:
+            f.write("# server median min max (%s)\n" % metric)
+            for name, s in rows:
+                f.write('"%s" %g %g %g\n' % (name, s["median"], s["min"], s["max"]))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
