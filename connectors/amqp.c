@@ -665,6 +665,11 @@ static void do_publish(struct amqp *a, const struct wsb_cmd *c)
     amqp_bytes_t body = {.len = m->payload_len, .bytes = (void *)m->payload};
     const char *exchange = c->pub.exchange;
     const char *rk = c->pub.routing_key;
+    /* No "routing_key": an exchange channel publishes with its binding key, a queue channel
+     * to its queue (the default exchange routes by queue name). */
+    if (c->pub.fields && !json_object_get(c->pub.fields, "routing_key"))
+        rk = wsb_connector_field(
+            c->pub.fields, json_object_get(c->pub.fields, "binding_key") ? "binding_key" : "queue");
     p->cookie = c->id;
     p->seq = ++a->pub_seq;
     p->exchange = strdup(exchange);
@@ -1314,7 +1319,8 @@ static void destroy(void *impl)
 static enum wsb_err subscribe(void *impl, uint64_t source_id, const struct wsb_source *src)
 {
     struct amqp *a = impl;
-    bool ex = src->exchange && *src->exchange, q = src->queue && *src->queue;
+    bool ex = *wsb_connector_member(src->fields, "exchange", src->exchange),
+         q = *wsb_connector_member(src->fields, "queue", src->queue);
     if (ex == q)
         return WSB_ERR_INVALID;
     return wsb_cmdq_subscribe(a->cmdq, source_id, src);
@@ -1355,8 +1361,12 @@ static uint64_t messages_in(void *impl)
     return atomic_load(&a->messages_in);
 }
 
+static const char *const channel_keys[] = {"exchange", "binding_key", "routing_key", "queue", NULL};
+
 const struct wsb_connector_ops wsb_amqp_ops = {
     .type = "amqp",
+    .caps = WSB_CAP_ACK | WSB_CAP_PUBLISH, /* from: latest only */
+    .channel_keys = channel_keys,
     .check_config = check_config,
     .check_channel = check_channel,
     .create = create,

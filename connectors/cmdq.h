@@ -27,7 +27,8 @@ struct wsb_cmd {
     enum wsb_cmd_kind kind;
     uint64_t id; /* subscribe, unsubscribe, ack: the source id; publish: the cookie */
     /* Subscribe: a deep copy of the caller's source. Every string member is non-NULL ("" when
-     * not set) and, like from_offsets, lives as long as the command. */
+     * not set; taken from the broker object when the caller gave one) and, like from_offsets,
+     * lives as long as the command. */
     struct wsb_source src;
     /* Publish: a deep copy. The strings are non-NULL ("" when not set); key, payload and
      * headers point into `msg`. */
@@ -38,6 +39,9 @@ struct wsb_cmd {
     uint64_t ack_token; /* ack */
     enum wsb_ack_kind ack_kind;
     uint32_t timeout_ms; /* stop */
+    /* Subscribe, publish: a deep copy of the caller's broker object (NULL when none); the
+     * copy's `fields` point to it. */
+    json_t *fields;
     /* Private to cmdq. */
     struct wsb_cmdq *q;
     char *store;

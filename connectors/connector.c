@@ -114,6 +114,15 @@ const struct wsb_connector_ops *wsb_connector_find(const char *type)
     return NULL;
 }
 
+bool wsb_connector_any_channel_key(const char *key)
+{
+    for (size_t i = 0; i < WSB_ARRAY_LEN(registry); i++)
+        for (const char *const *k = registry[i]->channel_keys; k && *k; k++)
+            if (strcmp(*k, key) == 0)
+                return true;
+    return false;
+}
+
 enum wsb_err wsb_connector_new(const char *type, const char *name, const json_t *conf,
                                const struct wsb_sink *sink, struct wsb_connector **out, char *err,
                                size_t errlen)
@@ -185,7 +194,36 @@ int wsb_connector_check_topic_channel(const json_t *channel, const char *type,
             problems++;
         }
     }
+    /* Kafka's internal topics (__consumer_offsets, ...) are never a channel's. */
+    static const char *const named[] = {"topic", "dead_letter_topic"};
+    for (size_t i = 0; i < WSB_ARRAY_LEN(named); i++) {
+        if (wsb_connector_topic_internal(json_string_value(json_object_get(channel, named[i])))) {
+            snprintf(path, sizeof(path), ".%s", named[i]);
+            report(ctx, path, "topics beginning with \"__\" are internal and never reachable");
+            problems++;
+        }
+    }
     return problems;
+}
+
+bool wsb_connector_topic_internal(const char *topic)
+{
+    return topic != NULL && topic[0] == '_' && topic[1] == '_';
+}
+
+const char *wsb_connector_field(const json_t *fields, const char *key)
+{
+    const char *v = json_string_value(json_object_get(fields, key));
+    return v ? v : "";
+}
+
+const char *wsb_connector_check_topic_route(const json_t *fields)
+{
+    /* A `**` capture can spell any topic: internal ones stay out of reach. */
+    if (wsb_connector_topic_internal(wsb_connector_field(fields, "topic")) ||
+        wsb_connector_topic_internal(wsb_connector_field(fields, "dead_letter_topic")))
+        return "the channel maps to an internal topic";
+    return NULL;
 }
 
 int wsb_format_parse(const char *name)

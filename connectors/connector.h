@@ -78,8 +78,13 @@ struct wsb_partition_offset {
 };
 
 /** A source to read. All strings are borrowed for the duration of the call; the connector
- * copies what it keeps. Empty strings mean "not set". */
+ * copies what it keeps. Empty strings mean "not set".
+ *
+ * The core fills `fields` only: the channel rule's broker members (every key the connector
+ * listed in `channel_keys`), `{n}` captures expanded. The named string members are the
+ * connectors' view of it: wsb_cmdq_subscribe fills them from `fields` in its copy. */
 struct wsb_source {
+    const json_t *fields; /* borrowed; NULL: use the string members as given (tests) */
     const char *topic;
     const char *exchange;
     const char *binding_key;
@@ -96,8 +101,10 @@ struct wsb_source {
     enum wsb_format key_format;
 };
 
-/** A message to publish. Strings borrowed for the call. */
+/** A message to publish. Strings borrowed for the call. As for wsb_source, the core fills
+ * `fields` and wsb_cmdq_publish fills the named string members from it. */
 struct wsb_publish {
+    const json_t *fields;    /* the channel rule's broker members, expanded; borrowed */
     const char *topic;       /* kafka */
     const char *exchange;    /* amqp */
     const char *routing_key; /* amqp */
@@ -143,8 +150,21 @@ struct wsb_sink {
 
 struct wsb_connector;
 
+/** wsb_connector_ops.caps: what the core may ask of a connector's channels. The core answers
+ * `unsupported` itself for what a connector does not declare. */
+enum {
+    WSB_CAP_FROM_POSITION = 1u << 0, /* subscribe `from` earliest, a timestamp or offsets */
+    WSB_CAP_ACK = 1u << 1,           /* channels with `delivery: ack` */
+    WSB_CAP_PUBLISH = 1u << 2,       /* publish */
+};
+
 struct wsb_connector_ops {
     const char *type; /* "kafka", "amqp", "memory" */
+    unsigned caps;    /* WSB_CAP_* */
+    /** The broker members a channel rule of this connector may have (NULL-terminated). The
+     * core keeps them, as written, in the rule's broker object; any other key the core does
+     * not know is an unknown key. Each string member may use `{n}` captures. */
+    const char *const *channel_keys;
 
     /** Validates the connector's config object strictly (unknown keys are errors). Reports
      * each problem with `report(ctx, path_suffix, msg)`, path_suffix like ".brokers".
@@ -156,6 +176,11 @@ struct wsb_connector_ops {
      * "topic"). `rule` is a JSON object of the channel. Same reporting as check_config. */
     int (*check_channel)(const json_t *channel,
                          void (*report)(void *ctx, const char *path, const char *msg), void *ctx);
+    /** Optional. A routed channel's broker object (captures expanded) that must never be
+     * reached (e.g. a Kafka internal topic spelled by a `**` capture): returns the reason, a
+     * static string; NULL when the route is fine. The client gets `forbidden`.
+     * @locality any */
+    const char *(*check_route)(const json_t *fields);
 
     /** Creates the connector (no thread yet, no network). */
     enum wsb_err (*create)(const char *name, const json_t *conf, const struct wsb_sink *sink,
@@ -192,11 +217,34 @@ struct wsb_connector {
 /** Shared check_channel for connectors whose channels name a "topic": "topic" is a required
  * non-empty string, the AMQP fields (exchange, queue, binding_key, routing_key) are refused,
  * and each name in the NULL-terminated `optional` list must be a non-empty string when
- * present. `type` names the connector in messages. Returns the number of problems. */
+ * present. A literal "topic" or "dead_letter_topic" that is internal (below) is refused.
+ * `type` names the connector in messages. Returns the number of problems. */
 int wsb_connector_check_topic_channel(const json_t *channel, const char *type,
                                       const char *const *optional,
                                       void (*report)(void *ctx, const char *path, const char *msg),
                                       void *ctx);
+
+/** True for a topic name a channel must never reach: Kafka's internal topics
+ * (`__consumer_offsets`, `__transaction_state`, ...) all begin with "__". @locality any */
+bool wsb_connector_topic_internal(const char *topic);
+
+/** check_route of the topic connectors: "topic" or "dead_letter_topic" internal. */
+const char *wsb_connector_check_topic_route(const json_t *fields);
+
+/** The string member `key` of a broker object; "" when absent or not a string. */
+const char *wsb_connector_field(const json_t *fields, const char *key);
+
+/** A broker member of a wsb_source or wsb_publish before wsb_cmdq copied it: from `fields`
+ * when the core set it, else `given` (the named string member; NULL as ""). @locality any */
+static inline const char *wsb_connector_member(const json_t *fields, const char *key,
+                                               const char *given)
+{
+    return fields ? wsb_connector_field(fields, key) : given ? given : "";
+}
+
+/** True when some registered connector type lists `key` in its channel_keys (a rule that
+ * names no connector is checked against all of them). @locality any */
+bool wsb_connector_any_channel_key(const char *key);
 
 /** The registry: the only place that lists which connectors exist. NULL when unknown. */
 const struct wsb_connector_ops *wsb_connector_find(const char *type);

@@ -1502,7 +1502,7 @@ static void destroy(void *impl)
 static enum wsb_err subscribe(void *impl, uint64_t source_id, const struct wsb_source *src)
 {
     struct kc *k = impl;
-    if (!src->topic || !*src->topic)
+    if (!*wsb_connector_member(src->fields, "topic", src->topic))
         return WSB_ERR_INVALID;
     return wsb_cmdq_subscribe(k->cmdq, source_id, src);
 }
@@ -1516,7 +1516,7 @@ static void unsubscribe(void *impl, uint64_t source_id)
 static enum wsb_err publish(void *impl, const struct wsb_publish *p, uint64_t cookie)
 {
     struct kc *k = impl;
-    if (!p->topic || !*p->topic)
+    if (!*wsb_connector_member(p->fields, "topic", p->topic))
         return WSB_ERR_INVALID;
     return wsb_cmdq_publish(k->cmdq, p, cookie);
 }
@@ -1547,8 +1547,14 @@ static uint64_t messages_in(void *impl)
     return atomic_load(&k->messages_in);
 }
 
+static const char *const channel_keys[] = {"topic", "group", "dead_letter_topic", NULL};
+
 const struct wsb_connector_ops wsb_kafka_ops = {
     .type = "kafka",
+    /* ack: consumer groups (until they land, an ack source fails with "unsupported") */
+    .caps = WSB_CAP_FROM_POSITION | WSB_CAP_ACK | WSB_CAP_PUBLISH,
+    .channel_keys = channel_keys,
+    .check_route = wsb_connector_check_topic_route,
     .check_config = check_config,
     .check_channel = check_channel,
     .create = create,

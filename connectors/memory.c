@@ -518,7 +518,7 @@ static void destroy(void *impl)
 static enum wsb_err subscribe(void *impl, uint64_t source_id, const struct wsb_source *src)
 {
     struct mem *mm = impl;
-    if (!src->topic || !*src->topic)
+    if (!*wsb_connector_member(src->fields, "topic", src->topic))
         return WSB_ERR_INVALID;
     return wsb_cmdq_subscribe(mm->cmdq, source_id, src);
 }
@@ -532,7 +532,7 @@ static void unsubscribe(void *impl, uint64_t source_id)
 static enum wsb_err publish(void *impl, const struct wsb_publish *p, uint64_t cookie)
 {
     struct mem *mm = impl;
-    if (!p->topic || !*p->topic)
+    if (!*wsb_connector_member(p->fields, "topic", p->topic))
         return WSB_ERR_INVALID;
     return wsb_cmdq_publish(mm->cmdq, p, cookie);
 }
@@ -563,8 +563,14 @@ void wsb_memory_sync(void *impl)
     wsb_cmdq_sync(mm->cmdq);
 }
 
+/* As kafka's (the memory connector stands in for it in tests); "group" is not used. */
+static const char *const channel_keys[] = {"topic", "group", "dead_letter_topic", NULL};
+
 const struct wsb_connector_ops wsb_memory_ops = {
     .type = "memory",
+    .caps = WSB_CAP_FROM_POSITION | WSB_CAP_ACK | WSB_CAP_PUBLISH,
+    .channel_keys = channel_keys,
+    .check_route = wsb_connector_check_topic_route,
     .check_config = check_config,
     .check_channel = check_channel,
     .create = create,

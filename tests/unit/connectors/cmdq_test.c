@@ -90,6 +90,40 @@ static void test_subscribe_deep_copy(void **state)
     wsb_cmdq_free(q);
 }
 
+/* The core hands over a broker object: the command keeps a deep copy, and the connector's
+ * named members come from it (not from the caller's string members). */
+static void test_broker_object(void **state)
+{
+    (void)state;
+    struct wsb_cmdq *q = wsb_cmdq_new();
+    json_t *f = json_pack("{s:s, s:s, s:i}", "topic", "orders", "group", "g1", "other", 5);
+    struct wsb_source src = {.fields = f, .topic = "ignored", .from = WSB_FROM_LATEST};
+    assert_int_equal(wsb_cmdq_subscribe(q, 9, &src), WSB_OK);
+    struct wsb_publish p = {.fields = f, .exchange = "ignored", .payload_len = 0};
+    assert_int_equal(wsb_cmdq_publish(q, &p, 10), WSB_OK);
+    json_object_set_new(f, "topic", json_string("changed"));
+    json_decref(f);
+
+    struct wsb_cmd *c = wsb_cmdq_take(q);
+    assert_int_equal(c->kind, WSB_CMD_SUBSCRIBE);
+    assert_string_equal(c->src.topic, "orders");
+    assert_string_equal(c->src.group, "g1");
+    assert_string_equal(c->src.exchange, "");
+    assert_non_null(c->src.fields);
+    assert_ptr_equal(c->src.fields, c->fields);
+    assert_int_equal(json_integer_value(json_object_get(c->src.fields, "other")), 5);
+    struct wsb_cmd *pc = c->next;
+    wsb_cmd_free(c);
+    assert_int_equal(pc->kind, WSB_CMD_PUBLISH);
+    assert_string_equal(pc->pub.topic, "orders");
+    assert_string_equal(pc->pub.exchange, "");
+    assert_string_equal(pc->pub.routing_key, "");
+    assert_string_equal(wsb_connector_field(pc->pub.fields, "group"), "g1");
+    assert_null(json_object_get(pc->pub.fields, "routing_key"));
+    wsb_cmd_free(pc);
+    wsb_cmdq_free(q);
+}
+
 static void test_publish_deep_copy(void **state)
 {
     (void)state;
@@ -253,8 +287,11 @@ static void test_sync_and_shutdown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_subscribe_deep_copy), cmocka_unit_test(test_publish_deep_copy),
-        cmocka_unit_test(test_order_and_kinds),     cmocka_unit_test(test_stop),
+        cmocka_unit_test(test_subscribe_deep_copy),
+        cmocka_unit_test(test_publish_deep_copy),
+        cmocka_unit_test(test_broker_object),
+        cmocka_unit_test(test_order_and_kinds),
+        cmocka_unit_test(test_stop),
         cmocka_unit_test(test_sync_and_shutdown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
