@@ -49,20 +49,26 @@ static void op_subscribe(struct wsb_session *s, struct wsb_request *r)
     struct wsb_route route;
     int routed = wsb_config_route(s->rt->cfg, ch, r->channel_len, &route);
     if (routed < 0) {
-        if (routed == WSB_ROUTE_INTERNAL)
-            wsb_session_reply_error(s, r->id, "forbidden", "the channel maps to an internal topic");
+        if (routed == WSB_ROUTE_FORBIDDEN)
+            wsb_session_reply_error(s, r->id, "forbidden", route.forbidden);
         else
             wsb_session_reply_error(s, r->id, "unknown_channel", "no channel rule matches");
         return;
     }
     const struct wsb_channel_rule *rule = route.rule;
+    unsigned caps = s->w->shared->connectors[rule->connector]->ops->caps;
+    const char *unsupported = NULL;
+    if (r->from != WSB_FROM_LATEST && !(caps & WSB_CAP_FROM_POSITION))
+        unsupported = "this channel only starts from \"latest\"";
+    else if (rule->delivery == WSB_DELIVERY_ACK && !(caps & WSB_CAP_ACK))
+        unsupported = "this channel's connector does not support delivery: ack";
+    if (unsupported) {
+        wsb_config_route_cleanup(&route);
+        wsb_session_reply_error(s, r->id, "unsupported", unsupported);
+        return;
+    }
     struct wsb_source src = {
-        .topic = route.topic,
-        .exchange = route.exchange,
-        .binding_key = route.binding_key,
-        .queue = route.queue,
-        .group = route.group,
-        .dead_letter_topic = route.dead_letter_topic,
+        .fields = route.fields,
         .ack = rule->delivery == WSB_DELIVERY_ACK,
         .max_unacked = rule->max_unacked,
         .from = r->from,
@@ -74,6 +80,7 @@ static void op_subscribe(struct wsb_session *s, struct wsb_request *r)
     };
     struct wsb_sub *sub = wsb_session_new_sub(s);
     if (!sub) {
+        wsb_config_route_cleanup(&route);
         wsb_session_reply_error(s, r->id, "unavailable", "out of memory");
         return;
     }
@@ -81,6 +88,7 @@ static void op_subscribe(struct wsb_session *s, struct wsb_request *r)
     uint64_t sid;
     enum wsb_err rc =
         wsb_sources_acquire(s->w->shared->sources, rule->connector, &src, s->w->idx, &sid);
+    wsb_config_route_cleanup(&route); /* the connector copied what it keeps */
     if (rc != WSB_OK) {
         wsb_session_reply_error(s, r->id, "unavailable", wsb_strerror(rc));
         return;
@@ -137,30 +145,21 @@ static void op_unsubscribe(struct wsb_session *s, struct wsb_request *r)
     wsb_buf_cleanup(&b);
 }
 
-static void op_publish(struct wsb_session *s, struct wsb_request *r)
+/* The rest of a publish whose channel routed to `route`. */
+static void publish_routed(struct wsb_session *s, struct wsb_request *r, const char *ch,
+                           const struct wsb_route *route)
 {
     struct wsb_loop_metrics *m = &s->w->metrics;
-    char ch[WSB_CHANNEL_MAX + 1];
-    memcpy(ch, r->channel, r->channel_len);
-    ch[r->channel_len] = '\0';
-    if (!acl_allows(s, WSB_ACL_PUBLISH, ch, r->channel_len)) {
-        wsb_metric_add(m->publish[WSB_PUB_REJECTED], 1);
-        wsb_session_reply_error(s, r->id, "forbidden", "not allowed to publish to this channel");
-        return;
-    }
-    struct wsb_route route;
-    int routed = wsb_config_route(s->rt->cfg, ch, r->channel_len, &route);
-    if (routed < 0) {
-        wsb_metric_add(m->publish[WSB_PUB_REJECTED], 1);
-        if (routed == WSB_ROUTE_INTERNAL)
-            wsb_session_reply_error(s, r->id, "forbidden", "the channel maps to an internal topic");
-        else
-            wsb_session_reply_error(s, r->id, "unknown_channel", "no channel rule matches");
-        return;
-    }
-    if (!route.rule->allow_publish) {
+    struct wsb_connector *conn = s->w->shared->connectors[route->rule->connector];
+    if (!route->rule->allow_publish) {
         wsb_metric_add(m->publish[WSB_PUB_REJECTED], 1);
         wsb_session_reply_error(s, r->id, "forbidden", "publishing is disabled on this channel");
+        return;
+    }
+    if (!(conn->ops->caps & WSB_CAP_PUBLISH)) {
+        wsb_metric_add(m->publish[WSB_PUB_REJECTED], 1);
+        wsb_session_reply_error(s, r->id, "unsupported",
+                                "this channel's connector does not publish");
         return;
     }
     if (s->inflight >= wsb_session_limits(s)->max_inflight_publishes) {
@@ -185,20 +184,17 @@ static void op_publish(struct wsb_session *s, struct wsb_request *r)
         return;
     }
     struct wsb_publish pub = {
-        .topic = route.topic,
-        .exchange = route.exchange,
-        .routing_key = route.routing_key,
+        .fields = route->fields,
         .key = (const uint8_t *)r->key,
         .key_len = r->key_len,
         .payload = (const uint8_t *)r->data,
         .payload_len = r->data_len,
         .headers = r->headers,
         .nheaders = r->nheaders,
-        .value_format = (enum wsb_format)route.rule->value_format,
-        .key_format = (enum wsb_format)route.rule->key_format,
+        .value_format = (enum wsb_format)route->rule->value_format,
+        .key_format = (enum wsb_format)route->rule->key_format,
     };
-    enum wsb_err rc =
-        wsb_connector_publish(s->w->shared->connectors[route.rule->connector], &pub, p->cookie);
+    enum wsb_err rc = wsb_connector_publish(conn, &pub, p->cookie);
     if (rc != WSB_OK) {
         wsb_map_del_u64(&s->w->pubs, p->cookie);
         free(p);
@@ -209,6 +205,31 @@ static void op_publish(struct wsb_session *s, struct wsb_request *r)
     p->next_in_session = s->pubs;
     s->pubs = p;
     s->inflight++;
+}
+
+static void op_publish(struct wsb_session *s, struct wsb_request *r)
+{
+    struct wsb_loop_metrics *m = &s->w->metrics;
+    char ch[WSB_CHANNEL_MAX + 1];
+    memcpy(ch, r->channel, r->channel_len);
+    ch[r->channel_len] = '\0';
+    if (!acl_allows(s, WSB_ACL_PUBLISH, ch, r->channel_len)) {
+        wsb_metric_add(m->publish[WSB_PUB_REJECTED], 1);
+        wsb_session_reply_error(s, r->id, "forbidden", "not allowed to publish to this channel");
+        return;
+    }
+    struct wsb_route route;
+    int routed = wsb_config_route(s->rt->cfg, ch, r->channel_len, &route);
+    if (routed < 0) {
+        wsb_metric_add(m->publish[WSB_PUB_REJECTED], 1);
+        if (routed == WSB_ROUTE_FORBIDDEN)
+            wsb_session_reply_error(s, r->id, "forbidden", route.forbidden);
+        else
+            wsb_session_reply_error(s, r->id, "unknown_channel", "no channel rule matches");
+        return;
+    }
+    publish_routed(s, r, ch, &route);
+    wsb_config_route_cleanup(&route); /* the connector copied what it keeps */
 }
 
 void wsb_ops_publish_done(struct wsb_worker *w, uint64_t cookie, bool ok, const char *msg)

@@ -109,25 +109,23 @@ void wsb_sources_free(struct wsb_sources *s)
     free(s);
 }
 
-static void add_field(struct wsb_buf *b, const char *v)
-{
-    wsb_buf_puts(b, v ? v : "");
-    wsb_buf_append(b, "\x1f", 1);
-}
-
 static char *make_key(size_t connector, const struct wsb_source *src)
 {
     struct wsb_buf b;
     wsb_buf_init(&b);
-    /* Channels reading one topic in different formats are different sources: the
+    /* Channels reading one stream in different formats are different sources: the
      * connector renders each record once per source. */
     wsb_buf_printf(&b, "%zu\x1f%d\x1f%d\x1f%d\x1f", connector, src->ack ? 1 : 0,
                    (int)src->value_format, (int)src->key_format);
-    add_field(&b, src->topic);
-    add_field(&b, src->exchange);
-    add_field(&b, src->binding_key);
-    add_field(&b, src->queue);
-    add_field(&b, src->group);
+    /* The broker members, as the connector validated them: one text per object whatever
+     * the order its keys were written in. */
+    char *fields = src->fields ? json_dumps(src->fields, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    if (src->fields && !fields) {
+        wsb_buf_cleanup(&b);
+        return NULL;
+    }
+    wsb_buf_puts(&b, fields ? fields : "");
+    free(fields);
     wsb_buf_append(&b, "", 1);
     if (b.oom) {
         wsb_buf_cleanup(&b);

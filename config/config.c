@@ -10,6 +10,7 @@
 #include "config/config.h"
 #include "config/schema.h"
 #include "connectors/connector.h"
+#include "connectors/kafka_demo.h"
 
 #define PATH_MAX_LEN 512
 #define FILE_MAX_BYTES (16u << 20)
@@ -410,6 +411,15 @@ static void load_object(struct load *L, json_t *obj, const char *spath, void *ba
         path_key(ep, epath, k);
         path_key(sp, spath, k);
         const struct cfg_field *f = strchr(k, '.') || strchr(k, '[') ? NULL : find_field(sp);
+        if (!f && strcmp(spath, "channels[]") == 0) {
+            /* A broker member, or a typo: check_channels asks the rule's connector. */
+            struct wsb_channel_rule *r = base;
+            if (!r->fields && !(r->fields = json_object()))
+                report(L, ep, "out of memory");
+            else if (json_object_set(r->fields, k, v) < 0)
+                report(L, ep, "out of memory");
+            continue;
+        }
         if (!f) {
             unknown_key(L, spath, k, ep);
             continue;
@@ -582,11 +592,15 @@ static void load_acl_when(struct load *L, json_t *v, struct wsb_acl_rule *r, con
 struct conn_report {
     struct load *L;
     const char *prefix;
+    size_t nseen;
+    char seen[8][48]; /* the first path suffixes reported (".name") */
 };
 
 static void conn_report_cb(void *ctx, const char *path, const char *msg)
 {
     struct conn_report *cr = ctx;
+    if (path && cr->nseen < WSB_ARRAY_LEN(cr->seen))
+        snprintf(cr->seen[cr->nseen++], sizeof(cr->seen[0]), "%s", path);
     char full[PATH_MAX_LEN];
     if (!path)
         path = "";
@@ -642,7 +656,7 @@ static void load_connectors(struct load *L, json_t *v, const char *epath)
             report(L, tpath, "unknown connector type \"%.64s\"", json_string_value(type));
             continue;
         }
-        struct conn_report cr = {L, sub};
+        struct conn_report cr = {.L = L, .prefix = sub};
         if (ops->check_config)
             ops->check_config(e, conn_report_cb, &cr);
         struct wsb_connector_conf *cc = &c->connectors[c->nconnectors++];
@@ -702,18 +716,55 @@ static void check_auth(struct load *L, json_t *auth)
         report(L, "auth.jwt", "at least one of \"keys\" or \"jwks_file\" is required");
 }
 
-static const struct {
-    const char *key;
-    size_t off;
-} broker_fields[] = {
-    {"topic", offsetof(struct wsb_channel_rule, topic)},
-    {"exchange", offsetof(struct wsb_channel_rule, exchange)},
-    {"binding_key", offsetof(struct wsb_channel_rule, binding_key)},
-    {"routing_key", offsetof(struct wsb_channel_rule, routing_key)},
-    {"queue", offsetof(struct wsb_channel_rule, queue)},
-    {"group", offsetof(struct wsb_channel_rule, group)},
-    {"dead_letter_topic", offsetof(struct wsb_channel_rule, dead_letter_topic)},
-};
+static bool listed(const char *const *keys, const char *k)
+{
+    for (; keys && *keys; keys++)
+        if (strcmp(*keys, k) == 0)
+            return true;
+    return false;
+}
+
+/* The broker members of rule `r` (at `sub`): each key must be one the connector lists and each
+ * string member's {N} must refer to a capture of the pattern. In a rule that names no
+ * connector, a key no connector type lists is unknown; a rule whose connector is declared but
+ * invalid (`ops` NULL) is not checked further. */
+static void check_broker_members(struct load *L, const struct wsb_channel_rule *r,
+                                 const struct wsb_connector_ops *ops, bool named, const char *sub,
+                                 const struct conn_report *said)
+{
+    char fpath[PATH_MAX_LEN], err[128];
+    const char *k;
+    json_t *v;
+    size_t ncaps = wsb_pattern_ncaptures(r->pattern);
+    json_object_foreach(r->fields, k, v)
+    {
+        path_key(fpath, sub, k);
+        bool explained = false;
+        for (size_t i = 0; i < said->nseen && !explained; i++)
+            explained = said->seen[i][0] == '.' && strcmp(said->seen[i] + 1, k) == 0;
+        if (explained)
+            continue;
+        if (!named) {
+            if (!wsb_connector_any_channel_key(k))
+                unknown_key(L, "channels[]", k, fpath);
+            continue;
+        }
+        if (ops && ops->channel_keys && !listed(ops->channel_keys, k)) {
+            const char *near = NULL;
+            for (const char *const *c = ops->channel_keys; *c && !near; c++)
+                if (key_distance(k, *c) <= 2)
+                    near = *c;
+            if (near)
+                report(L, fpath, "unknown key (did you mean \"%s\"?)", near);
+            else
+                unknown_key(L, "channels[]", k, fpath);
+            continue;
+        }
+        if (r->pattern && json_is_string(v) &&
+            wsb_pattern_expand_check(json_string_value(v), ncaps, err, sizeof(err)) < 0)
+            report(L, fpath, "%s", err);
+    }
+}
 
 /* `declared`: the "connectors" object as written, to tell a connector that is missing from
  * one that is declared but invalid (already reported under connectors.NAME). */
@@ -738,26 +789,22 @@ static void check_channels(struct load *L, json_t *arr, json_t *declared)
                 ok = false;
             }
         }
-        size_t ncaps = wsb_pattern_ncaptures(r->pattern);
-        for (size_t k = 0; k < WSB_ARRAY_LEN(broker_fields) && r->pattern; k++) {
-            const char *t = *AT(r, broker_fields[k].off, char *);
-            path_key(fpath, sub, broker_fields[k].key);
-            if (t && wsb_pattern_expand_check(t, ncaps, err, sizeof(err)) < 0)
-                report(L, fpath, "%s", err);
+        if (!r->fields && !(r->fields = json_object())) {
+            report(L, sub, "out of memory");
+            continue;
         }
-        /* Kafka's internal topics (__consumer_offsets, ...) are never a channel's. */
-        for (size_t k = 0; k < 2; k++) {
-            const char *key = k == 0 ? "topic" : "dead_letter_topic";
-            path_key(fpath, sub, key);
-            if (wsb_config_topic_internal(k == 0 ? r->topic : r->dead_letter_topic))
-                report(L, fpath, "topics beginning with \"__\" are internal and never reachable");
-        }
-        if (r->binding_key && !r->routing_key)
-            r->routing_key = strdup(r->binding_key);
-        else if (r->queue && !r->routing_key) /* AMQP: the default exchange routes by queue */
-            r->routing_key = strdup(r->queue);
-
         json_t *name = json_object_get(cj, "connector");
+        const struct wsb_connector_conf *cc = NULL;
+        for (size_t k = 0; json_is_string(name) && k < c->nconnectors; k++)
+            if (strcmp(c->connectors[k].name, json_string_value(name)) == 0)
+                cc = &c->connectors[k];
+        r->ops = cc ? wsb_connector_find(cc->type) : NULL;
+        /* The connector's own checks first: a member it already explains (e.g. "not used by
+         * a kafka channel") is not reported again as an unknown key. */
+        struct conn_report cr = {.L = L, .prefix = sub};
+        if (ok && r->ops && r->ops->check_channel)
+            r->ops->check_channel(cj, conn_report_cb, &cr);
+        check_broker_members(L, r, r->ops, json_is_string(name), sub, &cr);
         if (!json_is_string(name))
             continue;
         size_t k;
@@ -781,10 +828,6 @@ static void check_channels(struct load *L, json_t *arr, json_t *declared)
                        c->connectors[k].name);
             }
         }
-        const struct wsb_connector_ops *ops = wsb_connector_find(c->connectors[k].type);
-        struct conn_report cr = {L, sub};
-        if (ok && ops && ops->check_channel)
-            ops->check_channel(cj, conn_report_cb, &cr);
     }
 }
 
@@ -908,6 +951,8 @@ static void free_fields(const char *spath, void *base)
         struct wsb_channel_rule *r = base;
         wsb_pattern_free(r->pattern);
         r->pattern = NULL;
+        json_decref(r->fields);
+        r->fields = NULL;
     }
 }
 
@@ -946,15 +991,8 @@ static const char demo_json[] =
     "   \"keys\": [{\"secret\": \"${WSBRIDGE_DEMO_SECRET:-" WSB_CONFIG_DEMO_PLACEHOLDER_SECRET
     "}\"}]}},"
     " \"acl\": [{\"subscribe\": [\"demo.**\", \"public.**\"], \"publish\": [\"demo.**\"]}],"
-    " \"connectors\": {\"demo\": {\"type\": \"kafka\","
-    "   \"brokers\": \"${WSBRIDGE_DEMO_BROKERS:-localhost:9092}\","
-    /* librdkafka's mock broker answers a fetch that found no data at arrival only after
-     * fetch.wait.max.ms (default 500), even when data arrives meanwhile (a real broker
-     * answers when it arrives): without this every tick would reach the page ~0.5 s late. */
-    "   \"properties\": {\"fetch.wait.max.ms\": \"10\"}}},"
-    " \"channels\": [{\"match\": \"demo.ticks\", \"connector\": \"demo\", \"topic\": "
-    "\"demo.ticks\"},"
-    "   {\"match\": \"demo.*\", \"connector\": \"demo\", \"topic\": \"demo-{1}\"}]}";
+    " \"connectors\": {\"demo\": " WSB_KAFKA_DEMO_CONNECTOR "},"
+    " \"channels\": " WSB_KAFKA_DEMO_CHANNELS "}";
 
 struct wsb_config *wsb_config_load_text(const char *name, const char *text, size_t len, bool demo,
                                         wsb_config_err_cb err, void *ctx)

@@ -99,18 +99,18 @@ struct wsb_connector_conf {
     json_t *conf; /* the whole object, validated by the connector's check_config; owned */
 };
 
-/** One channel rule. Broker-name fields are templates with {1}.. captures; NULL when absent. */
+struct wsb_connector_ops;
+
+/** One channel rule. */
 struct wsb_channel_rule {
     char *match;
-    struct wsb_pattern *pattern; /* compiled `match` */
-    size_t connector;            /* index into wsb_config.connectors */
-    char *topic;
-    char *exchange;
-    char *binding_key;
-    char *routing_key; /* AMQP publish routing key template; default binding_key */
-    char *queue;
-    char *group;
-    char *dead_letter_topic;
+    struct wsb_pattern *pattern;         /* compiled `match` */
+    size_t connector;                    /* index into wsb_config.connectors */
+    const struct wsb_connector_ops *ops; /* the connector's type; NULL when unknown */
+    /* The broker members: every key of the rule the core does not know, as written (string
+     * members are templates with {1}.. captures), validated by the connector's check_channel
+     * and its `channel_keys`. An object, never NULL once loaded; owned. */
+    json_t *fields;
     enum wsb_delivery delivery;
     uint32_t max_unacked;
     int policy;         /* enum wsb_sb_policy, or -1 to use limits.send_buffer.policy */
@@ -188,26 +188,28 @@ char *wsb_config_expand(const char *in, char *err, size_t errlen);
 /** The result of routing a channel name. */
 struct wsb_route {
     const struct wsb_channel_rule *rule; /* borrowed from the config */
-    char topic[256];                     /* expanded, "" when the rule has none */
-    char exchange[256];
-    char binding_key[256];
-    char routing_key[256];
-    char queue[256];
-    char group[256];
-    char dead_letter_topic[256];
+    /* The rule's broker object with the captures expanded in every string member: the
+     * rule's own (borrowed) when its pattern captures nothing, else `owned`. */
+    const json_t *fields;
+    json_t *owned;
+    const char *forbidden; /* WSB_ROUTE_FORBIDDEN: the connector's reason (static) */
 };
 
-#define WSB_ROUTE_NONE (-1)     /* no rule matches, or an expansion does not fit */
-#define WSB_ROUTE_INTERNAL (-2) /* the rule maps the channel to a topic beginning with "__" */
+#define WSB_ROUTE_NONE (-1)      /* no rule matches, or an expansion does not fit */
+#define WSB_ROUTE_FORBIDDEN (-2) /* the connector's check_route refuses the expansion */
 
-/** True for a topic name a channel must never reach: Kafka's internal topics
- * (`__consumer_offsets`, `__transaction_state`, ...) all begin with "__". */
-bool wsb_config_topic_internal(const char *topic);
+/** An expanded broker member longer than this does not route (WSB_ROUTE_NONE). */
+#define WSB_ROUTE_FIELD_MAX 255
 
-/** Routes a channel: first matching rule wins. Returns 0 and fills `out`; WSB_ROUTE_NONE
- * when no rule matches or an expansion does not fit; WSB_ROUTE_INTERNAL when the matching
- * rule expands `topic` or `dead_letter_topic` to an internal name (answer `forbidden`). */
+/** Routes a channel: first matching rule wins. Returns 0 and fills `out` (release it with
+ * wsb_config_route_cleanup); WSB_ROUTE_NONE when no rule matches or an expansion does not fit;
+ * WSB_ROUTE_FORBIDDEN when the matching rule's connector refuses what the captures spell
+ * (answer `forbidden` with out->forbidden). Only a 0 result needs the cleanup.
+ * @locality any (the config is immutable) */
 int wsb_config_route(const struct wsb_config *c, const char *channel, size_t len,
                      struct wsb_route *out);
+
+/** Releases what a successful wsb_config_route allocated. */
+void wsb_config_route_cleanup(struct wsb_route *r);
 
 #endif

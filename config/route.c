@@ -1,14 +1,41 @@
-/* Channel routing: the first channel rule whose pattern matches, with its broker-name
- * templates expanded from the captures. */
+/* Channel routing: the first channel rule whose pattern matches, with the captures expanded
+ * into its broker members. Which members a rule has, and which expansions may never be
+ * reached, is the connector's business. */
 #include <stdbool.h>
 #include <string.h>
 
 #include "config/config.h"
+#include "connectors/connector.h"
 #include "util/err.h"
 
-bool wsb_config_topic_internal(const char *topic)
+/* A copy of `tmpl` (an object) with every string member expanded; NULL when one does not fit
+ * (or on allocation failure). */
+static json_t *expand(const json_t *tmpl, const struct wsb_captures *caps)
 {
-    return topic != NULL && topic[0] == '_' && topic[1] == '_';
+    json_t *out = json_object();
+    const char *key;
+    json_t *v;
+    char buf[WSB_ROUTE_FIELD_MAX + 1];
+    if (!out)
+        return NULL;
+    json_object_foreach((json_t *)tmpl, key, v)
+    {
+        json_t *e;
+        if (json_is_string(v)) {
+            if (wsb_pattern_expand(json_string_value(v), caps, buf, sizeof(buf)) < 0)
+                goto fail;
+            e = json_string(buf);
+        } else {
+            e = json_deep_copy(v);
+        }
+        if (json_object_set_new(out, key, e) < 0)
+            goto fail;
+    }
+    return out;
+
+fail:
+    json_decref(out);
+    return NULL;
 }
 
 int wsb_config_route(const struct wsb_config *c, const char *channel, size_t len,
@@ -21,27 +48,26 @@ int wsb_config_route(const struct wsb_config *c, const char *channel, size_t len
             continue;
         memset(out, 0, sizeof(*out));
         out->rule = r;
-        const struct {
-            const char *tmpl;
-            char *dst;
-        } fields[] = {
-            {r->topic, out->topic},
-            {r->exchange, out->exchange},
-            {r->binding_key, out->binding_key},
-            {r->routing_key, out->routing_key},
-            {r->queue, out->queue},
-            {r->group, out->group},
-            {r->dead_letter_topic, out->dead_letter_topic},
-        };
-        for (size_t k = 0; k < WSB_ARRAY_LEN(fields); k++)
-            if (fields[k].tmpl &&
-                wsb_pattern_expand(fields[k].tmpl, &caps, fields[k].dst, sizeof(out->topic)) < 0)
+        out->fields = r->fields;
+        if (wsb_pattern_ncaptures(r->pattern) > 0) {
+            if (!(out->owned = expand(r->fields, &caps)))
                 return WSB_ROUTE_NONE;
-        /* A `**` capture can spell any topic: internal ones stay out of reach. */
-        if (wsb_config_topic_internal(out->topic) ||
-            wsb_config_topic_internal(out->dead_letter_topic))
-            return WSB_ROUTE_INTERNAL;
+            out->fields = out->owned;
+        }
+        const char *why = r->ops && r->ops->check_route ? r->ops->check_route(out->fields) : NULL;
+        if (why) {
+            wsb_config_route_cleanup(out);
+            out->forbidden = why;
+            return WSB_ROUTE_FORBIDDEN;
+        }
         return 0;
     }
     return WSB_ROUTE_NONE;
+}
+
+void wsb_config_route_cleanup(struct wsb_route *r)
+{
+    json_decref(r->owned);
+    r->owned = NULL;
+    r->fields = NULL;
 }

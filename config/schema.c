@@ -116,26 +116,14 @@ const struct cfg_field wsb_cfg_fields[] = {
             "other keys are validated by the connector type."},
 
     {"channels", CT_OBJARR, C(channels), C(nchannels), sizeof(struct wsb_channel_rule),
-     .flags = CF_RELOAD, .doc = "Channel rules; the first rule whose `match` matches wins."},
+     .flags = CF_RELOAD,
+     .doc = "Channel rules; the first rule whose `match` matches wins. Every other key of a rule "
+            "is a broker member of its connector's type (see docs/kafka.md and docs/amqp.md), "
+            "checked by the connector; `{1}`.. in a string member insert captures."},
     {"channels[].match", CT_STR, R(match), .flags = CF_REQUIRED | CF_RELOAD,
      .doc = "Channel pattern (`*` one segment, trailing `**` one or more)."},
     {"channels[].connector", CT_CUSTOM, 0, .custom = CC_CHANNEL_CONNECTOR,
      .flags = CF_REQUIRED | CF_RELOAD, .doc = "Name of a key of `connectors`."},
-    {"channels[].topic", CT_STR, R(topic), .flags = CF_RELOAD | CF_BROKER,
-     .doc = "Kafka topic; `{1}`.. insert captures."},
-    {"channels[].exchange", CT_STR, R(exchange), .flags = CF_RELOAD | CF_BROKER,
-     .doc = "AMQP exchange (see docs/amqp.md)."},
-    {"channels[].binding_key", CT_STR, R(binding_key), .flags = CF_RELOAD | CF_BROKER,
-     .doc = "AMQP binding key of an exchange channel's subscription queue (default `#`)."},
-    {"channels[].routing_key", CT_STR, R(routing_key), .flags = CF_RELOAD | CF_BROKER,
-     .doc =
-         "AMQP routing key for publishes; defaults to `binding_key` (a queue channel: its queue)."},
-    {"channels[].queue", CT_STR, R(queue), .flags = CF_RELOAD | CF_BROKER,
-     .doc = "AMQP queue to consume."},
-    {"channels[].group", CT_STR, R(group), .flags = CF_RELOAD | CF_BROKER,
-     .doc = "Kafka consumer group (ack delivery)."},
-    {"channels[].dead_letter_topic", CT_STR, R(dead_letter_topic), .flags = CF_RELOAD | CF_BROKER,
-     .doc = "Where nacked-without-requeue messages go."},
     {"channels[].delivery", CT_ENUM, R(delivery), .def = "\"broadcast\"", .enums = delivery_enum,
      .flags = CF_RELOAD, .doc = "`broadcast` (fan-out) or `ack` (work queue, client acks)."},
     {"channels[].max_unacked", CT_U32, R(max_unacked), .min = 1, .max = 1000000, .def = "100",
@@ -152,7 +140,9 @@ const struct cfg_field wsb_cfg_fields[] = {
             "publishes are encoded with the subject's latest schema), `json` (as is), `raw` "
             "(never taken as JSON). See docs/schema-registry.md."},
     {"channels[].key_format", CT_ENUM, R(key_format), .def = "\"auto\"", .enums = format_enum,
-     .flags = CF_RELOAD, .doc = "Kafka record keys, as `value_format` (subject `<topic>-key`)."},
+     .flags = CF_RELOAD,
+     .doc = "Kafka record keys, as `value_format` (registry subject `NAME-key` rather than "
+            "`NAME-value`)."},
 
     {"limits", CT_OBJ, 0, .flags = CF_RELOAD, .doc = "Resource limits."},
     {"limits.max_connections", CT_U32, L(max_connections), .min = 1, .max = U32MAX, .def = "100000",

@@ -37,7 +37,6 @@ enum cfg_flags {
     CF_RELOAD = 1u << 2,   /* takes effect on reload without a restart */
     CF_PATTERN = 1u << 3,  /* string array of ACL patterns (templates allowed) */
     CF_LISTEN = 1u << 4,   /* "host:port" */
-    CF_BROKER = 1u << 5,   /* broker-name template: {N} must not exceed the captures */
 };
 
 struct cfg_enum {

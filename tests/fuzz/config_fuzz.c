@@ -23,7 +23,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     struct wsb_route r;
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        wsb_config_route(c, names[i], strlen(names[i]), &r);
+        if (wsb_config_route(c, names[i], strlen(names[i]), &r) == 0)
+            wsb_config_route_cleanup(&r);
     wsb_config_unref(wsb_config_ref(c));
     wsb_config_unref(c);
     return 0;

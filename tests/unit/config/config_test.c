@@ -206,10 +206,13 @@ static void test_full(void **state)
     assert_int_equal(c->channels[0].max_unacked, 100);
     assert_int_equal(c->channels[0].policy, -1);
     assert_true(c->channels[0].allow_publish);
-    assert_null(c->channels[0].exchange);
+    /* The broker members are the rule's object, as written. */
+    assert_int_equal(json_object_size(c->channels[0].fields), 1);
+    assert_string_equal(wsb_connector_field(c->channels[0].fields, "topic"), "orders.v1");
+    assert_null(json_object_get(c->channels[0].fields, "exchange"));
     assert_int_equal(c->channels[1].policy, WSB_POLICY_DROP_OLDEST);
     assert_false(c->channels[1].allow_publish);
-    assert_null(c->channels[1].routing_key);
+    assert_null(json_object_get(c->channels[1].fields, "routing_key"));
     assert_int_equal(c->channels[2].delivery, WSB_DELIVERY_ACK);
     assert_int_equal(c->channels[2].max_unacked, 10);
 
@@ -222,6 +225,45 @@ static void test_full(void **state)
     assert_int_equal(c->limits.send_policy, WSB_POLICY_DROP_OLDEST);
     assert_string_equal(c->log_level, "debug");
     assert_false(c->log_json);
+    wsb_config_unref(c);
+}
+
+/* A channel rule's broker members are its connector's: the keys the connector type lists are
+ * kept (as written) in the rule's object, any other key is unknown, with a suggestion from the
+ * connector's keys or the core's; a member the connector already explains is reported once. */
+static void test_broker_members(void **state)
+{
+    (void)state;
+    expect_err("{" MEM ", \"channels\": [{\"match\": \"a\", \"connector\": \"m\","
+               " \"topic\": \"t\", \"topik\": \"t\"}]}",
+               "channels[0].topik: unknown key (did you mean \"topic\"?)");
+    expect_err("{" MEM ", \"channels\": [{\"match\": \"a\", \"connector\": \"m\","
+               " \"topic\": \"t\", \"delivry\": \"ack\"}]}",
+               "channels[0].delivry: unknown key (did you mean \"delivery\"?)");
+    expect_err("{" MEM ", \"channels\": [{\"match\": \"a\", \"connector\": \"m\","
+               " \"topic\": \"t\", \"partition\": 1}]}",
+               "channels[0].partition: unknown key");
+    expect_err("{" MEM ", \"channels\": [{\"match\": \"a\", \"connector\": \"m\","
+               " \"topic\": \"t\", \"exchange\": \"x\"}]}",
+               "channels[0].exchange: not used by a memory channel");
+    assert_int_equal(nerrs, 1);
+    /* A rule without a connector: only keys no connector type knows are unknown. */
+    expect_err("{" MEM ", \"channels\": [{\"match\": \"a\", \"topic\": \"t\"}]}",
+               "channels[0].connector: missing required key");
+    assert_int_equal(nerrs, 1);
+    /* Templates in every string member; non-string members are the connector's to refuse. */
+    expect_err("{" MEM ", \"channels\": [{\"match\": \"a.*\", \"connector\": \"m\","
+               " \"topic\": \"t\", \"group\": \"g{2}\"}]}",
+               "channels[0].group: {2} refers to a capture");
+    expect_err("{" MEM ", \"channels\": [{\"match\": \"a.*\", \"connector\": \"m\","
+               " \"topic\": 5}]}",
+               "channels[0].topic: must be a non-empty string");
+    struct wsb_config *c = load("{" MEM ", \"channels\": [{\"match\": \"a.*\", \"connector\":"
+                                " \"m\", \"group\": \"g-{1}\", \"topic\": \"t-{1}\"}]}");
+    assert_non_null(c);
+    assert_int_equal(json_object_size(c->channels[0].fields), 2);
+    assert_string_equal(wsb_connector_field(c->channels[0].fields, "group"), "g-{1}");
+    assert_ptr_equal(c->channels[0].ops, wsb_connector_find("memory"));
     wsb_config_unref(c);
 }
 
@@ -573,9 +615,11 @@ static void test_demo(void **state)
 
     struct wsb_route r;
     assert_int_equal(wsb_config_route(c, "demo.ticks", 10, &r), 0);
-    assert_string_equal(r.topic, "demo.ticks");
+    assert_string_equal(wsb_connector_field(r.fields, "topic"), "demo.ticks");
+    wsb_config_route_cleanup(&r);
     assert_int_equal(wsb_config_route(c, "demo.chat", 9, &r), 0);
-    assert_string_equal(r.topic, "demo-chat");
+    assert_string_equal(wsb_connector_field(r.fields, "topic"), "demo-chat");
+    wsb_config_route_cleanup(&r);
     wsb_config_unref(c);
 
     unsetenv("WSBRIDGE_DEMO_SECRET");
@@ -666,6 +710,7 @@ int main(void)
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_full),
         cmocka_unit_test(test_unknown_keys),
+        cmocka_unit_test(test_broker_members),
         cmocka_unit_test(test_wrong_types),
         cmocka_unit_test(test_ranges_and_enums),
         cmocka_unit_test(test_limits_that_refuse_everything),

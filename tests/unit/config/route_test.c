@@ -24,6 +24,9 @@ static struct wsb_config *load(const char *text)
 
 #define MEM "\"connectors\": {\"m\": {\"type\": \"memory\"}}"
 
+/* A string member of the last route's broker object ("" when absent). */
+#define F(key) wsb_connector_field(r.fields, key)
+
 static void test_route(void **state)
 {
     (void)state;
@@ -37,32 +40,33 @@ static void test_route(void **state)
              "  \"group\": \"g-{1}\", \"dead_letter_topic\": \"{1}.dlq\"},"
              " {\"match\": \"**\", \"connector\": \"m\", \"topic\": \"catchall\"}]}");
     assert_non_null(c);
-    struct wsb_route r;
-#define ROUTE(name) wsb_config_route(c, name, strlen(name), &r)
+    struct wsb_route r = {0};
+#define ROUTE(name) (wsb_config_route_cleanup(&r), wsb_config_route(c, name, strlen(name), &r))
     assert_int_equal(ROUTE("orders"), 0);
     assert_ptr_equal(r.rule, &c->channels[0]);
-    assert_string_equal(r.topic, "orders.v1");
-    assert_string_equal(r.exchange, "");
+    assert_string_equal(F("topic"), "orders.v1");
+    assert_string_equal(F("exchange"), "");
     /* First match wins, in file order. */
     assert_int_equal(ROUTE("prices.eur"), 0);
-    assert_string_equal(r.topic, "special");
+    assert_string_equal(F("topic"), "special");
     assert_int_equal(ROUTE("prices.usd"), 0);
     assert_ptr_equal(r.rule, &c->channels[2]);
-    assert_string_equal(r.topic, "prices-usd");
+    assert_string_equal(F("topic"), "prices-usd");
     assert_int_equal(ROUTE("alerts.eu.disk.full"), 0);
-    assert_string_equal(r.topic, "alerts.eu.disk.full");
-    assert_string_equal(r.exchange, "");
-    assert_string_equal(r.queue, "");
+    assert_string_equal(F("topic"), "alerts.eu.disk.full");
+    assert_string_equal(F("exchange"), "");
+    assert_string_equal(F("queue"), "");
     assert_int_equal(ROUTE("work.a.b"), 0);
-    assert_string_equal(r.topic, "work-b-a");
-    assert_string_equal(r.group, "g-a");
-    assert_string_equal(r.dead_letter_topic, "a.dlq");
+    assert_string_equal(F("topic"), "work-b-a");
+    assert_string_equal(F("group"), "g-a");
+    assert_string_equal(F("dead_letter_topic"), "a.dlq");
     assert_int_equal(ROUTE("prices.a.b"), 0);
     assert_ptr_equal(r.rule, &c->channels[5]);
     assert_int_equal(ROUTE("orders.x"), 0);
-    assert_string_equal(r.topic, "catchall");
+    assert_string_equal(F("topic"), "catchall");
     assert_int_equal(ROUTE("bad..name"), -1);
     assert_int_equal(ROUTE(""), -1);
+    wsb_config_route_cleanup(&r);
     wsb_config_unref(c);
 
     c = load("{" MEM ", \"channels\": [{\"match\": \"a.*\", \"connector\": \"m\","
@@ -72,7 +76,8 @@ static void test_route(void **state)
     assert_int_equal(ROUTE("b.c"), -1);
     assert_int_equal(ROUTE("a.b.c"), -1);
     assert_int_equal(ROUTE("a.b"), 0);
-    assert_string_equal(r.topic, "b");
+    assert_string_equal(F("topic"), "b");
+    wsb_config_route_cleanup(&r);
     wsb_config_unref(c);
 
     /* An expansion that does not fit in the route is refused. */
@@ -84,13 +89,14 @@ static void test_route(void **state)
     c = load("{" MEM ", \"channels\": [{\"match\": \"a.*\", \"connector\": \"m\","
              " \"topic\": \"{1}{1}\"}]}");
     assert_non_null(c);
-    assert_int_equal(wsb_config_route(c, name, strlen(name), &r), -1);
+    assert_int_equal(ROUTE(name), -1);
+    wsb_config_route_cleanup(&r);
     wsb_config_unref(c);
 #undef ROUTE
 }
 
 /* Topics beginning with "__" (Kafka's internal topics) are never reachable: a literal one is
- * a config error, one spelled by a capture routes to WSB_ROUTE_INTERNAL (forbidden) and does
+ * a config error, one spelled by a capture routes to WSB_ROUTE_FORBIDDEN (forbidden) and does
  * not fall through to a later rule. */
 static void test_internal_topics(void **state)
 {
@@ -103,30 +109,31 @@ static void test_internal_topics(void **state)
              "  \"dead_letter_topic\": \"{1}\"},"
              " {\"match\": \"**\", \"connector\": \"m\", \"topic\": \"catchall\"}]}");
     assert_non_null(c);
-    struct wsb_route r;
-#define ROUTE(name) wsb_config_route(c, name, strlen(name), &r)
-    assert_int_equal(ROUTE("raw.__consumer_offsets"), WSB_ROUTE_INTERNAL);
-    assert_int_equal(ROUTE("raw.__transaction_state"), WSB_ROUTE_INTERNAL);
-    assert_int_equal(ROUTE("raw.__"), WSB_ROUTE_INTERNAL);
-    assert_int_equal(ROUTE("raw.__a.b"), WSB_ROUTE_INTERNAL);
+    struct wsb_route r = {0};
+#define ROUTE(name) (wsb_config_route_cleanup(&r), wsb_config_route(c, name, strlen(name), &r))
+    assert_int_equal(ROUTE("raw.__consumer_offsets"), WSB_ROUTE_FORBIDDEN);
+    assert_int_equal(ROUTE("raw.__transaction_state"), WSB_ROUTE_FORBIDDEN);
+    assert_int_equal(ROUTE("raw.__"), WSB_ROUTE_FORBIDDEN);
+    assert_int_equal(ROUTE("raw.__a.b"), WSB_ROUTE_FORBIDDEN);
     assert_int_equal(ROUTE("raw._x"), 0);
-    assert_string_equal(r.topic, "_x");
+    assert_string_equal(F("topic"), "_x");
     assert_int_equal(ROUTE("raw.a.__b"), 0); /* "a.__b" does not begin with __ */
     assert_int_equal(ROUTE("raw.orders"), 0);
-    assert_string_equal(r.topic, "orders");
-    assert_int_equal(ROUTE("pre._offsets"), WSB_ROUTE_INTERNAL);
+    assert_string_equal(F("topic"), "orders");
+    assert_int_equal(ROUTE("pre._offsets"), WSB_ROUTE_FORBIDDEN);
     assert_int_equal(ROUTE("pre.offsets"), 0);
-    assert_string_equal(r.topic, "_offsets");
-    assert_int_equal(ROUTE("dl.__x"), WSB_ROUTE_INTERNAL);
+    assert_string_equal(F("topic"), "_offsets");
+    assert_int_equal(ROUTE("dl.__x"), WSB_ROUTE_FORBIDDEN);
     assert_int_equal(ROUTE("dl.x"), 0);
     assert_int_equal(ROUTE("nothing.__x"), 0); /* the catch-all's topic is literal */
-    assert_string_equal(r.topic, "catchall");
+    assert_string_equal(F("topic"), "catchall");
 #undef ROUTE
+    wsb_config_route_cleanup(&r);
     wsb_config_unref(c);
-    assert_true(wsb_config_topic_internal("__consumer_offsets"));
-    assert_false(wsb_config_topic_internal("_a_"));
-    assert_false(wsb_config_topic_internal(""));
-    assert_false(wsb_config_topic_internal(NULL));
+    assert_true(wsb_connector_topic_internal("__consumer_offsets"));
+    assert_false(wsb_connector_topic_internal("_a_"));
+    assert_false(wsb_connector_topic_internal(""));
+    assert_false(wsb_connector_topic_internal(NULL));
 }
 
 /* AMQP broker fields; runs once the amqp connector is in the registry. */
@@ -144,15 +151,18 @@ static void test_route_amqp(void **state)
              " {\"match\": \"jobs.*\", \"connector\": \"r\", \"queue\": \"jobs-{1}\","
              "  \"delivery\": \"ack\"}]}");
     assert_non_null(c);
-    assert_string_equal(c->channels[0].routing_key, "{1}"); /* defaults to binding_key */
-    struct wsb_route r;
+    /* The default routing key is the amqp connector's business, not the config's. */
+    assert_null(json_object_get(c->channels[0].fields, "routing_key"));
+    struct wsb_route r = {0};
     assert_int_equal(wsb_config_route(c, "alerts.eu.disk", 14, &r), 0);
-    assert_string_equal(r.exchange, "alerts");
-    assert_string_equal(r.binding_key, "eu.disk");
-    assert_string_equal(r.routing_key, "eu.disk");
-    assert_string_equal(r.topic, "");
+    assert_int_equal(json_object_size(r.fields), 2);
+    assert_string_equal(F("exchange"), "alerts");
+    assert_string_equal(F("binding_key"), "eu.disk");
+    assert_string_equal(F("topic"), "");
+    wsb_config_route_cleanup(&r);
     assert_int_equal(wsb_config_route(c, "jobs.x", 6, &r), 0);
-    assert_string_equal(r.queue, "jobs-x");
+    assert_string_equal(F("queue"), "jobs-x");
+    wsb_config_route_cleanup(&r);
     wsb_config_unref(c);
 }
 
