@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 
+#include "connectors/connector.h"
 #include "util/buf.h"
 #include "util/err.h"
 
@@ -190,6 +191,42 @@ static void connectors(struct wsb_buf *b, const struct wsb_metrics_source *src, 
     }
 }
 
+/* Avro through a schema registry (docs/schema-registry.md), for connectors that have one. */
+static void formats(struct wsb_buf *b, const struct wsb_metrics_source *src)
+{
+    static const char *const results[] = {"decoded", "undecodable", "passed_unknown"};
+    bool header = false;
+    for (int fam = 0; fam < 2; fam++) {
+        header = false;
+        for (size_t i = 0; i < src->nconnectors && src->formats; i++) {
+            const char *name = NULL;
+            struct wsb_format_stats st = {0};
+            if (!src->formats(src->ctx, i, &name, &st))
+                continue;
+            if (!header)
+                family(b,
+                       fam == 0 ? "wsbridge_schema_registry_records_total"
+                                : "wsbridge_schema_registry_fetches_total",
+                       "counter",
+                       fam == 0 ? "Records with a schema-registry format, by result."
+                                : "HTTP requests made to the schema registry.");
+            header = true;
+            if (fam == 1) {
+                wsb_buf_puts(b, "wsbridge_schema_registry_fetches_total{connector=\"");
+                label_value(b, name ? name : "");
+                wsb_buf_printf(b, "\"} %llu\n", (unsigned long long)st.registry_fetches);
+                continue;
+            }
+            const uint64_t v[] = {st.decoded, st.undecodable, st.passed_unknown};
+            for (size_t r = 0; r < 3; r++) {
+                wsb_buf_puts(b, "wsbridge_schema_registry_records_total{connector=\"");
+                label_value(b, name ? name : "");
+                wsb_buf_printf(b, "\",result=\"%s\"} %llu\n", results[r], (unsigned long long)v[r]);
+            }
+        }
+    }
+}
+
 char *wsb_metrics_render(const struct wsb_metrics_source *src, size_t *len)
 {
     struct wsb_buf b;
@@ -231,6 +268,7 @@ char *wsb_metrics_render(const struct wsb_metrics_source *src, size_t *len)
     histogram(&b, src, "wsbridge_ping_rtt_seconds", "WebSocket ping to pong round trip.",
               offsetof(struct wsb_loop_metrics, ping_rtt));
     connectors(&b, src, true);
+    formats(&b, src);
     gauge(&b, "wsbridge_send_buffer_bytes", "Bytes queued in user space for clients.",
           SUM_I(send_buffer_bytes));
     if (src->sources) {

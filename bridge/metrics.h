@@ -5,6 +5,7 @@
 #define WSB_BRIDGE_METRICS_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -90,12 +91,16 @@ struct wsb_loop_metrics {
 #define wsb_metric_add(field, n) atomic_fetch_add_explicit(&(field), (n), memory_order_relaxed)
 
 /** What a scrape needs from the rest of the process. */
+struct wsb_format_stats; /* connectors/connector.h */
+
 struct wsb_metrics_source {
     struct wsb_loop_metrics *const *loops; /* one per event loop */
     size_t nloops;
     size_t nconnectors;
     /** i-th connector's name, messages received, and readiness. */
     void (*connector)(void *ctx, size_t i, const char **name, uint64_t *messages_in, int *up);
+    /** The i-th connector's record-format counters; false when it has none (NULL: none). */
+    bool (*formats)(void *ctx, size_t i, const char **name, struct wsb_format_stats *out);
     /** Broker sources started and stopped so far, reading now and lingering now (NULL: none). */
     void (*sources)(void *ctx, uint64_t *started, uint64_t *stopped, size_t *reading,
                     size_t *lingering);

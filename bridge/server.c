@@ -119,6 +119,13 @@ static void metrics_connector(void *ctx, size_t i, const char **name, uint64_t *
     *up = wsb_connector_ready(c, why, sizeof(why)) ? 1 : 0;
 }
 
+static bool metrics_formats(void *ctx, size_t i, const char **name, struct wsb_format_stats *out)
+{
+    struct wsb_server *s = ctx;
+    *name = s->sh.connectors[i]->name;
+    return wsb_connector_format_stats(s->sh.connectors[i], out);
+}
+
 static void metrics_sources(void *ctx, uint64_t *started, uint64_t *stopped, size_t *reading,
                             size_t *lingering)
 {
@@ -140,6 +147,7 @@ static char *hook_metrics(void *ctx, size_t *len)
         .nloops = s->sh.nworkers,
         .nconnectors = s->sh.nconnectors,
         .connector = metrics_connector,
+        .formats = metrics_formats,
         .sources = metrics_sources,
         .ctx = s,
     };

@@ -148,6 +148,14 @@ struct wsb_sink {
 
 /* ---- The vtable ---------------------------------------------------------------------- */
 
+/** Records rendered by a connector's format stage, and its schema registry requests. */
+struct wsb_format_stats {
+    uint64_t decoded;        /* decoded from Avro */
+    uint64_t undecodable;    /* skipped: not decodable under value_format/key_format avro */
+    uint64_t passed_unknown; /* auto: framed with an id the registry does not know, passed */
+    uint64_t registry_fetches;
+};
+
 struct wsb_connector;
 
 /** wsb_connector_ops.caps: what the core may ask of a connector's channels. The core answers
@@ -205,6 +213,9 @@ struct wsb_connector_ops {
     bool (*ready)(void *impl, char *reason, size_t reasonlen);
     /** Messages received from the broker so far. @locality any */
     uint64_t (*messages_in)(void *impl);
+    /** Optional: record-format counters (value_format / key_format, docs/schema-registry.md).
+     * False when the connector has none. @locality any */
+    bool (*format_stats)(void *impl, struct wsb_format_stats *out);
 };
 
 /** A connector instance: the vtable and its state. */
@@ -290,6 +301,10 @@ static inline bool wsb_connector_ready(struct wsb_connector *c, char *reason, si
 static inline uint64_t wsb_connector_messages_in(struct wsb_connector *c)
 {
     return c->ops->messages_in(c->impl);
+}
+static inline bool wsb_connector_format_stats(struct wsb_connector *c, struct wsb_format_stats *out)
+{
+    return c->ops->format_stats && c->ops->format_stats(c->impl, out);
 }
 
 #endif

@@ -1547,6 +1547,12 @@ static uint64_t messages_in(void *impl)
     return atomic_load(&k->messages_in);
 }
 
+static bool format_stats(void *impl, struct wsb_format_stats *out)
+{
+    struct kc *k = impl;
+    return wsb_kfmt_stats(k->fmt, out);
+}
+
 static const char *const channel_keys[] = {"topic", "group", "dead_letter_topic", NULL};
 
 const struct wsb_connector_ops wsb_kafka_ops = {
@@ -1567,4 +1573,5 @@ const struct wsb_connector_ops wsb_kafka_ops = {
     .ack = ack,
     .ready = ready,
     .messages_in = messages_in,
+    .format_stats = format_stats,
 };

@@ -190,13 +190,14 @@ bool wsb_kfmt_ready(struct wsb_kfmt *f, char *reason, size_t reasonlen)
     return !f->sr || wsb_sr_ready(f->sr, reason, reasonlen);
 }
 
-void wsb_kfmt_stats(const struct wsb_kfmt *f, struct wsb_kfmt_stats *out)
+bool wsb_kfmt_stats(const struct wsb_kfmt *f, struct wsb_format_stats *out)
 {
     struct wsb_kfmt *m = (struct wsb_kfmt *)f;
     out->decoded = atomic_load(&m->decoded);
-    out->skipped = atomic_load(&m->skipped);
+    out->undecodable = atomic_load(&m->skipped);
     out->passed_unknown = atomic_load(&m->passed_unknown);
     out->registry_fetches = f->sr ? wsb_sr_fetches(f->sr) : 0;
+    return f->sr != NULL;
 }
 
 /* ---- Schemas ------------------------------------------------------------------------- */

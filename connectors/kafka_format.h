@@ -78,10 +78,7 @@ bool wsb_kfmt_ready(struct wsb_kfmt *f, char *reason, size_t reasonlen);
 
 /** Counters (any thread): records decoded, records skipped as undecodable (bad bytes, unknown
  * schema id under `avro`), records with an unknown schema id passed through under `auto`,
- * registry requests. */
-struct wsb_kfmt_stats {
-    uint64_t decoded, skipped, passed_unknown, registry_fetches;
-};
-void wsb_kfmt_stats(const struct wsb_kfmt *f, struct wsb_kfmt_stats *out);
+ * registry requests. False (and zeros) without a registry. */
+bool wsb_kfmt_stats(const struct wsb_kfmt *f, struct wsb_format_stats *out);
 
 #endif

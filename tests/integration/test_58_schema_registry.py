@@ -185,6 +185,9 @@ def test_avro_records_to_100_clients_one_fetch_per_schema_id(kafka_mock, bridge_
     assert len(want) == N_RECORDS
     assert registry.id_fetches(id1) == 1, registry.counts
     assert registry.id_fetches(id2) == 1, registry.counts
+    m = b.metrics()
+    assert m.value("wsbridge_schema_registry_records_total", connector="k",
+                   result="decoded") == N_RECORDS, "decoded once per record, not per client"
     print("%d Avro records to %d clients in %.1f s" % (N_RECORDS, N_CLIENTS, elapsed))
 
 
@@ -381,3 +384,9 @@ def test_unknown_id_is_skipped_under_avro_and_passed_under_auto(kafka_mock, brid
     m = b.wait_metric("wsbridge_messages_dropped_total", lambda v: v >= 2, timeout=5,
                       reason="undecodable")
     assert m.value("wsbridge_messages_dropped_total", reason="undecodable") == 2
+    # counted per connector, once per record (not per client)
+    rec = "wsbridge_schema_registry_records_total"
+    assert m.value(rec, connector="k", result="undecodable") == 2, m
+    assert m.value(rec, connector="k", result="passed_unknown") == 1, m
+    assert m.value(rec, connector="k", result="decoded") == 4, m
+    assert m.value("wsbridge_schema_registry_fetches_total", connector="k") == 2, m

@@ -231,7 +231,7 @@ static void test_decode_and_order_while_fetching(void **state)
     assert_int_equal(got[3].offset, 12);         /* ...and the one behind it after it */
     assert_string_equal(got[2].payload, "\"\""); /* id 2 is "string": zigzag 0 = "" */
     assert_string_equal(got[3].payload, "{\"a\":7}");
-    struct wsb_kfmt_stats st;
+    struct wsb_format_stats st;
     wsb_kfmt_stats(f, &st);
     assert_int_equal(st.registry_fetches, 2);
     assert_int_equal(st.decoded, 4);
