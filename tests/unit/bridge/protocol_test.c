@@ -830,6 +830,37 @@ static const char *encode(struct wsb_buf *b, const char *channel, const struct w
     return text_of(b);
 }
 
+/* Flags a connector's format stage sets (docs/schema-registry.md). */
+static void test_encode_message_format_flags(void **state)
+{
+    (void)state;
+    struct wsb_buf b;
+    struct wsb_msg m;
+    wsb_buf_init(&b);
+    /* raw: JSON text is never taken as JSON */
+    m = make_msg("{\"a\":1}", 7);
+    m.flags = WSB_MSG_DATA_RAW;
+    assert_string_equal(encode(&b, "o", &m),
+                        "{\"type\":\"message\",\"channel\":\"o\",\"data\":\"{\\\"a\\\":1}\"}");
+    /* a decoded key is JSON in "key"; a key flagged JSON that is not stays a string */
+    m = make_msg("1", 1);
+    m.key = (const uint8_t *)"{\"id\":{\"long\":7}}";
+    m.key_len = strlen((const char *)m.key);
+    m.flags = WSB_MSG_KEY_JSON;
+    assert_string_equal(encode(&b, "o", &m), "{\"type\":\"message\",\"channel\":\"o\",\"data\":1,"
+                                             "\"key\":{\"id\":{\"long\":7}}}");
+    m.key = (const uint8_t *)"k1";
+    m.key_len = 2;
+    assert_string_equal(encode(&b, "o", &m),
+                        "{\"type\":\"message\",\"channel\":\"o\",\"data\":1,\"key\":\"k1\"}");
+    m.flags = 0;
+    m.key = (const uint8_t *)"{\"id\":7}";
+    m.key_len = 8;
+    assert_string_equal(encode(&b, "o", &m), "{\"type\":\"message\",\"channel\":\"o\",\"data\":1,"
+                                             "\"key\":\"{\\\"id\\\":7}\"}");
+    wsb_buf_cleanup(&b);
+}
+
 static void test_encode_message_payloads(void **state)
 {
     (void)state;
@@ -988,6 +1019,7 @@ int main(void)
         cmocka_unit_test(test_json_valid_depth),
         cmocka_unit_test(test_encode_replies),
         cmocka_unit_test(test_encode_message_payloads),
+        cmocka_unit_test(test_encode_message_format_flags),
         cmocka_unit_test(test_encode_message_metadata),
         cmocka_unit_test(test_roundtrip_publish_to_message),
     };

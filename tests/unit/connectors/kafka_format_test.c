@@ -97,6 +97,7 @@ struct rec {
     int64_t offset;
     uint32_t flags;
     char payload[256];
+    char key[256];
 };
 static struct rec got[MAXLOG];
 static int ngot;
@@ -120,6 +121,8 @@ static void sink_message(void *ctx, struct wsb_msg *m)
         r->flags = m->flags;
         snprintf(r->payload, sizeof(r->payload), "%.*s", (int)m->payload_len,
                  m->payload ? (const char *)m->payload : "");
+        snprintf(r->key, sizeof(r->key), "%.*s", (int)m->key_len,
+                 m->key ? (const char *)m->key : "");
     }
     wsb_msg_unref(m);
 }
@@ -300,6 +303,25 @@ static void test_bound_fails_the_source(void **state)
     wsb_kfmt_free(f);
 }
 
+/* key_format avro: the key decoded to JSON (flagged), the value left as it came. */
+static void test_key(void **state)
+{
+    (void)state;
+    struct wsb_kfmt *f = stage(NULL);
+    struct wsb_msg *v = record(3, 0, 0, 0, 1); /* {"plain":1} */
+    struct wsb_msg *k = record(3, 0, 0, 1, 9); /* Avro {"a":9} */
+    struct wsb_msg *m =
+        wsb_msg_new(3, 0, 0, -1, k->payload, k->payload_len, v->payload, v->payload_len, NULL, 0);
+    wsb_msg_unref(v);
+    wsb_msg_unref(k);
+    wsb_kfmt_message(f, 3, WSB_FORMAT_JSON, WSB_FORMAT_AVRO, "t", m);
+    pump(f, 1);
+    assert_int_equal(got[0].flags, WSB_MSG_KEY_JSON);
+    assert_string_equal(got[0].key, "{\"a\":9}");
+    assert_string_equal(got[0].payload, "{\"plain\":1}");
+    wsb_kfmt_free(f);
+}
+
 static void publish(struct wsb_kfmt *f, const char *topic, const char *json)
 {
     struct wsb_msg *m = wsb_msg_new(0, -1, -1, -1, NULL, 0, json, strlen(json), NULL, 0);
@@ -348,6 +370,7 @@ int main(void)
         cmocka_unit_test(test_decode_and_order_while_fetching),
         cmocka_unit_test(test_unknown_ids_and_formats),
         cmocka_unit_test(test_bound_fails_the_source),
+        cmocka_unit_test(test_key),
         cmocka_unit_test(test_publish),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
