@@ -25,6 +25,7 @@
 #include "bridge/metrics.h"
 #include "bridge/ops.h"
 #include "bridge/runtime.h"
+#include "bridge/grants.h"
 #include "bridge/session.h"
 #include "bridge/worker.h"
 #include "config/config.h"
@@ -252,7 +253,7 @@ void wsb_httppub_open(struct wsb_session *s, const struct wsb_http_req *req, con
     s->on_free = on_free;
     event_del(s->timer);
     wsb_metric_add(s->w->metrics.handshakes[WSB_HS_OK], 1);
-    wsb_session_start(s);
+    wsb_grants_start(s);
     if (!ps) {
         wsb_session_reply_error(s, "", "unavailable", "out of memory");
         return;

@@ -16,6 +16,7 @@
 #include "bridge/clock.h"
 #include "bridge/conn.h"
 #include "bridge/delivery.h"
+#include "bridge/grants.h"
 #include "bridge/hub.h"
 #include "bridge/mailbox.h"
 #include "bridge/metrics.h"
@@ -61,7 +62,7 @@ static void on_mail(void *ctx, struct wsb_mail *m)
         wsb_runtime_unref(w->rt);
         w->rt = rt;
         for (struct wsb_session *s = w->sessions; s; s = wsb_session_next(s))
-            wsb_session_recheck(s);
+            wsb_grants_recheck(s);
         break;
     }
     case WSB_MAIL_STOP: event_base_loopexit(w->base, NULL); break;

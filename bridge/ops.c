@@ -10,6 +10,7 @@
 #include "auth/jwt.h"
 #include "bridge/clock.h"
 #include "bridge/delivery.h"
+#include "bridge/grants.h"
 #include "bridge/ids.h"
 #include "bridge/metrics.h"
 #include "bridge/protocol.h"
@@ -310,13 +311,13 @@ static void op_auth(struct wsb_session *s, struct wsb_request *r)
     if (s->ident)
         wsb_identity_unref(s->ident);
     s->ident = id;
-    wsb_session_set_expiry(s);
+    wsb_grants_set_expiry(s);
     struct wsb_buf b;
     wsb_buf_init(&b);
     wsb_encode_authenticated(&b, r->id, id->exp);
     wsb_session_reply(s, &b);
     wsb_buf_cleanup(&b);
-    wsb_session_recompile_acl(s);
+    wsb_grants_recompile(s);
 }
 
 void wsb_ops_dispatch(struct wsb_session *s, const uint8_t *text, size_t len)

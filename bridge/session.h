@@ -146,7 +146,7 @@ struct wsb_session {
 struct wsb_session *wsb_session_new(struct wsb_worker *w, struct bufferevent *bev,
                                     const struct sockaddr *addr, int socklen);
 
-/** The upgrade succeeded: inbound buckets, ACL compile, ping and expiry timers. */
+/** The session opens (via wsb_grants_start): inbound buckets and, for a stream, pings. */
 void wsb_session_start(struct wsb_session *s);
 
 /** Puts the session on the worker's reap list (freed at a safe point, never here). */
@@ -178,13 +178,6 @@ void wsb_session_written(struct wsb_session *s);
 
 /** Arms the session's one-shot timer (handshake, pong or close deadline). */
 void wsb_session_arm_timer(struct wsb_session *s, uint32_t ms);
-
-/** (Re)arms the token-expiry timer from the identity's `exp`. */
-void wsb_session_set_expiry(struct wsb_session *s);
-
-/** Compiles the ACL for the current identity and runtime; subscriptions it no longer allows
- * end with `unsubscribed` reason forbidden. Keeps the old grants on OOM. */
-void wsb_session_recompile_acl(struct wsb_session *s);
 
 /* ---- output -------------------------------------------------------------------------- */
 
@@ -232,9 +225,6 @@ void wsb_session_requeue(struct wsb_session *s, const struct wsb_sub *sub, uint6
 
 /** Closes with 1001 (drain). */
 void wsb_session_drain(struct wsb_session *s);
-
-/** Re-checks a session against the worker's (new) runtime: ACLs and limits. */
-void wsb_session_recheck(struct wsb_session *s);
 
 /** Frees sessions on the worker's reap list. */
 void wsb_session_reap(struct wsb_worker *w);

@@ -18,6 +18,7 @@
 #include "bridge/ops.h"
 #include "bridge/protocol.h"
 #include "bridge/runtime.h"
+#include "bridge/grants.h"
 #include "bridge/session.h"
 #include "bridge/sse_wire.h"
 #include "bridge/worker.h"
@@ -73,7 +74,7 @@ int wsb_sse_open(struct wsb_session *s, const struct wsb_http_req *req, const ch
     event_del(s->timer);
     write_head(s, req);
     wsb_metric_add(s->w->metrics.handshakes[WSB_HS_OK], 1);
-    wsb_session_start(s);
+    wsb_grants_start(s);
     wsb_log(WSB_LOG_DEBUG, "stream opened", WSB_LSTR("conn", s->sid), WSB_LSTR("ip", s->ip),
             WSB_LSTR("sub", s->ident ? s->ident->sub : NULL), WSB_LUINT("channels", r.nchannels),
             WSB_LUINT("resume", r.resume.n));

@@ -27,6 +27,7 @@
 #include "bridge/protocol.h"
 #include "bridge/httppub.h"
 #include "bridge/runtime.h"
+#include "bridge/grants.h"
 #include "bridge/session.h"
 #include "bridge/sse.h"
 #include "bridge/worker.h"
@@ -409,7 +410,7 @@ static void open_session(struct admission *a)
         return;
     }
     wsb_metric_add(w->metrics.handshakes[WSB_HS_OK], 1);
-    wsb_session_start(s);
+    wsb_grants_start(s);
     wsb_log(WSB_LOG_DEBUG, "connected", WSB_LSTR("conn", s->sid), WSB_LSTR("ip", s->ip),
             WSB_LSTR("sub", s->ident ? s->ident->sub : NULL));
     struct wsb_buf b;

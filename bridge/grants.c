@@ -1,0 +1,131 @@
+/* A session's grants over its life: the claims its ACL is compiled from (the token's, and a
+ * verified client certificate's), the compile when it opens, after an `auth` op and after a
+ * reload (subscriptions no longer allowed end), and the token-expiry timer (4401). Above the
+ * session, whose primitives it uses. */
+#include "bridge/grants.h"
+
+#include <string.h>
+
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+
+#include "auth/acl.h"
+#include "auth/jwt.h"
+#include "bridge/clock.h"
+#include "bridge/protocol.h"
+#include "bridge/runtime.h"
+#include "bridge/session.h"
+#include "bridge/tls.h"
+#include "bridge/worker.h"
+#include "config/config.h"
+#include "util/buf.h"
+#include "util/log.h"
+
+void wsb_grants_set_expiry(struct wsb_session *s)
+{
+    if (!s->exp_ev)
+        return;
+    event_del(s->exp_ev);
+    if (!s->ident || s->ident->exp <= 0)
+        return;
+    int64_t at = s->ident->exp + wsb_auth_leeway(s->rt->auth);
+    int64_t in = at - wsb_wall_s();
+    if (in < 0)
+        in = 0;
+    struct timeval tv = {(time_t)in, 0};
+    evtimer_add(s->exp_ev, &tv);
+}
+
+/* The claims the ACL sees: the token's, without any mtls_* names it may carry, plus those of a
+ * verified client certificate. A new reference, or NULL (anonymous, no certificate). */
+static json_t *acl_claims(const struct wsb_session *s)
+{
+    json_t *tok = s->ident ? s->ident->claims : NULL;
+    bool spoof = tok && (json_object_get(tok, WSB_TLS_CLAIM_SUBJECT) != NULL ||
+                         json_object_get(tok, WSB_TLS_CLAIM_CN) != NULL);
+    if (!s->tls_claims && !spoof)
+        return tok ? json_incref(tok) : NULL;
+    json_t *c = tok ? json_copy(tok) : json_object();
+    if (!c)
+        return NULL;
+    json_object_del(c, WSB_TLS_CLAIM_SUBJECT);
+    json_object_del(c, WSB_TLS_CLAIM_CN);
+    if (s->tls_claims)
+        json_object_update(c, s->tls_claims);
+    return c;
+}
+
+void wsb_grants_recompile(struct wsb_session *s)
+{
+    const struct wsb_config *cfg = s->rt->cfg;
+    json_t *claims = acl_claims(s);
+    struct wsb_acl *acl = wsb_acl_compile(cfg->acl, cfg->nacl, claims,
+                                          cfg->auth.enabled ? cfg->auth.permissions_claim : NULL);
+    json_decref(claims);
+    if (!acl)
+        return; /* keep the old grants on allocation failure */
+    if (s->acl)
+        wsb_acl_free(s->acl);
+    s->acl = acl;
+    /* Subscriptions the new grants no longer allow end now. */
+    for (size_t i = 0; i < s->cap; i++) {
+        struct wsb_sub *sub = &s->subs[i];
+        if (!sub->used || wsb_acl_check(acl, WSB_ACL_SUBSCRIBE, sub->channel, strlen(sub->channel)))
+            continue;
+        char ch[WSB_CHANNEL_MAX + 1];
+        memcpy(ch, sub->channel, sizeof(ch));
+        wsb_session_drop_sub(s, sub);
+        struct wsb_buf b;
+        wsb_buf_init(&b);
+        wsb_encode_unsubscribed(&b, "", ch, "forbidden");
+        wsb_session_reply(s, &b);
+        wsb_buf_cleanup(&b);
+    }
+}
+
+static void on_expiry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct wsb_session *s = arg;
+    if (s->state != WSB_SS_OPEN)
+        return;
+    wsb_log(WSB_LOG_INFO, "token expired", WSB_LSTR("conn", s->sid),
+            WSB_LSTR("sub", s->ident ? s->ident->sub : NULL));
+    wsb_session_close_token_error(s, "token_expired");
+}
+
+void wsb_grants_start(struct wsb_session *s)
+{
+    wsb_session_start(s);
+    if (s->tls) {
+        /* A client certificate that verified against tls.client_ca names the client too. */
+        json_t *c = json_object();
+        if (c && wsb_tls_peer_claims(bufferevent_openssl_get_ssl(s->bev), c))
+            s->tls_claims = c;
+        else
+            json_decref(c);
+    }
+    wsb_grants_recompile(s);
+    if (s->transport == WSB_TRANSPORT_HTTP)
+        return; /* one request: its token was checked just now */
+    s->exp_ev = evtimer_new(s->w->base, on_expiry, s);
+    wsb_grants_set_expiry(s);
+}
+
+void wsb_grants_recheck(struct wsb_session *s)
+{
+    if (s->state != WSB_SS_OPEN)
+        return;
+    struct wsb_runtime *rt = s->w->rt;
+    if (rt != s->rt) {
+        wsb_runtime_ref(rt);
+        wsb_runtime_unref(s->rt);
+        s->rt = rt;
+    }
+    const struct wsb_limits *l = wsb_session_limits(s);
+    wsb_bucket_reconfigure(&s->in_msgs, l->inbound_rate_per_s, l->inbound_rate_burst);
+    wsb_bucket_reconfigure(&s->in_bytes, l->inbound_bytes_per_s, l->inbound_bytes_burst);
+    wsb_grants_recompile(s);
+}
