@@ -358,7 +358,10 @@ static bool partition_held(const struct fsrc *s, int32_t partition)
 
 static void fail_source(struct wsb_kfmt *f, struct fsrc *s)
 {
-    char reason[300] = "schema registry unreachable";
+    char reason[900];
+    /* down: the registry's own reason; else its answers are too slow for the bound */
+    snprintf(reason, sizeof(reason), "schema registry %s: more than %u records waiting",
+             f->sr ? wsb_sr_url(f->sr) : "", f->max_held);
     if (f->sr)
         wsb_sr_ready(f->sr, reason, sizeof(reason));
     wsb_log(WSB_LOG_WARN, "records waiting for a schema over the bound: source fails",

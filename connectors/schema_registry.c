@@ -349,6 +349,11 @@ uint64_t wsb_sr_fetches(const struct wsb_sr *sr)
     return atomic_load(&((struct wsb_sr *)sr)->fetches);
 }
 
+const char *wsb_sr_url(const struct wsb_sr *sr)
+{
+    return sr->base;
+}
+
 uint32_t wsb_sr_max_held(const struct wsb_sr *sr)
 {
     return sr->max_held;

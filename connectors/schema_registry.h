@@ -54,6 +54,8 @@ enum wsb_sr_status wsb_sr_latest(struct wsb_sr *sr, const char *subject, uint32_
 bool wsb_sr_ready(struct wsb_sr *sr, char *reason, size_t reasonlen);
 /** HTTP requests made so far. @locality any */
 uint64_t wsb_sr_fetches(const struct wsb_sr *sr);
+/** The registry's base URL ("http://host:port/prefix"), for messages. @locality any */
+const char *wsb_sr_url(const struct wsb_sr *sr);
 /** The config's max_held_records. */
 uint32_t wsb_sr_max_held(const struct wsb_sr *sr);
 
