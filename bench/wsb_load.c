@@ -66,6 +66,7 @@ struct client {
     /* order checks: per-partition next offsets (Kafka) or the data "seq" (memory) */
     int64_t last_offset[MAX_PARTITIONS];
     int64_t last_seq;
+    bool sse; /* a Server-Sent Events subscriber (--sse) */
 };
 
 struct counter {
@@ -102,6 +103,7 @@ struct options {
     const char *pub_path; /* HTTP publisher: POST each message to this path (nchan) */
     const char *cpu_spec; /* name=pid,... processes whose CPU seconds are reported */
     unsigned window;      /* unconfirmed publishes in flight */
+    const char *sse_path; /* subscribers use the bridge's event stream on this path */
 };
 
 struct load {
@@ -572,7 +574,9 @@ static void on_text(struct client *c, const char *text, size_t len)
                 maybe_finish(ld);
         }
     } else if (span_eq(m.type, "\"welcome\"")) {
-        if (ld->opt.channel && c->role != ROLE_PUBLISHER)
+        if (c->sse)
+            ; /* the stream subscribed its channel itself */
+        else if (ld->opt.channel && c->role != ROLE_PUBLISHER)
             subscribe(c);
         else if (ld->opt.churn)
             client_recycle(c);
@@ -688,6 +692,47 @@ static int read_frames(struct client *c)
     return 0;
 }
 
+/* --sse: events from the stream; each event's data lines (joined with "\n") are one server
+ * JSON object. */
+static int read_events(struct client *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    while (c->bev && c->state == CS_OPEN) {
+        struct evbuffer_ptr end = evbuffer_search(in, "\n\n", 2, NULL);
+        if (end.pos < 0)
+            return evbuffer_get_length(in) > MAX_MESSAGE ? -1 : 0;
+        size_t n = (size_t)end.pos + 2;
+        char *block = malloc(n + 1);
+        char *data = malloc(n + 1);
+        if (!block || !data) {
+            free(block);
+            free(data);
+            return -1;
+        }
+        evbuffer_remove(in, block, n);
+        block[n] = '\0';
+        size_t dl = 0;
+        for (char *line = block, *next; line && *line; line = next) {
+            next = strchr(line, '\n');
+            if (next)
+                *next++ = '\0';
+            if (strncmp(line, "data:", 5) == 0) {
+                const char *v = line[5] == ' ' ? line + 6 : line + 5;
+                size_t vl = strlen(v);
+                if (dl)
+                    data[dl++] = '\n';
+                memcpy(data + dl, v, vl);
+                dl += vl;
+            }
+        }
+        if (dl)
+            on_text(c, data, dl);
+        free(block);
+        free(data);
+    }
+    return 0;
+}
+
 /* Reads the upgrade response head. Returns 1 when open, 0 when more bytes are needed, -1
  * when refused or malformed (the status is counted). */
 static int read_handshake(struct client *c)
@@ -714,6 +759,10 @@ static int read_handshake(struct client *c)
     if (sscanf(head, "HTTP/1.%*d %d", &status) != 1 || status < 100 || status > 599) {
         count(&ld->refused, "bad_head");
         return -1;
+    }
+    if (c->sse && status == 200) {
+        ld->handshake_ok++;
+        return 1;
     }
     if (status != 101) {
         count_code(&ld->refused, (unsigned)status);
@@ -800,7 +849,7 @@ static void on_read(struct bufferevent *bev, void *arg)
             c->ld->subscribed++;
         }
     }
-    if (c->state == CS_OPEN && read_frames(c) < 0) {
+    if (c->state == CS_OPEN && (c->sse ? read_events(c) : read_frames(c)) < 0) {
         c->ld->protocol_errors++;
         count(&c->ld->close_codes, "protocol_error");
         client_close(c, 1002);
@@ -826,6 +875,19 @@ static void send_upgrade(struct client *c)
     }
     base64_encode(nonce, sizeof nonce, c->key);
     struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (c->sse) {
+        evbuffer_add_printf(out,
+                            "GET %s?channel=%s%s%s HTTP/1.1\r\nHost: %s:%s\r\n"
+                            "Accept: text/event-stream\r\n",
+                            ld->opt.sse_path, ld->opt.channel,
+                            ld->opt.token ? "&access_token=" : "",
+                            ld->opt.token ? ld->opt.token : "", ld->opt.host, ld->opt.port);
+        if (ld->opt.origin)
+            evbuffer_add_printf(out, "Origin: %s\r\n", ld->opt.origin);
+        evbuffer_add(out, "\r\n", 2);
+        c->state = CS_HANDSHAKE;
+        return;
+    }
     const char *sep = strchr(ld->opt.path, '?') ? "&" : "?";
     evbuffer_add_printf(out, "GET %s%s%s%s HTTP/1.1\r\n", ld->opt.path, ld->opt.token ? sep : "",
                         ld->opt.token ? "access_token=" : "", ld->opt.token ? ld->opt.token : "");
@@ -1234,6 +1296,8 @@ static void usage(FILE *f)
                "  --probe            churn with a plain HTTP GET (TCP connect baseline)\n"
                "  --cpu NAME=PID,... report these processes' CPU seconds over the window\n"
                "  --window N         unconfirmed publishes in flight (default 32)\n"
+               "  --sse PATH         subscribers use the event stream GET PATH?channel=C (the\n"
+               "                     publisher stays a WebSocket)\n"
                "Prints one JSON summary on stdout. Exit 0 when every fast client received\n"
                "--expect messages in order, 1 otherwise, 2 on a usage error.\n");
 }
@@ -1291,6 +1355,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"publish", required_argument, NULL, 'p'},
         {"payload", required_argument, NULL, 'b'},
         {"origin", required_argument, NULL, 'o'},
+        {"sse", required_argument, NULL, 'E'},
         {"raw", no_argument, NULL, 'R'},
         {"publish-path", required_argument, NULL, 'P'},
         {"spread", required_argument, NULL, 'S'},
@@ -1322,6 +1387,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         case 'f': o->from = optarg; break;
         case 't': o->token = optarg; break;
         case 'o': o->origin = optarg; break;
+        case 'E': o->sse_path = optarg; break;
         case 'e':
             if (!parse_num(optarg, 0, 1e15, &v))
                 return -1;
@@ -1368,6 +1434,8 @@ static int parse_options(int argc, char **argv, struct options *o)
     if (optind != argc || !o->url || parse_url(o) < 0 || o->slow > o->clients)
         return -1;
     if (o->publish_rate > 0 && !o->channel)
+        return -1;
+    if (o->sse_path && (!o->channel || o->sse_path[0] != '/' || o->raw || o->churn))
         return -1;
     if (o->from) {
         json_t *j = json_loads(o->from, JSON_DECODE_ANY, NULL);
@@ -1425,6 +1493,7 @@ int main(int argc, char **argv)
         c->ld = &ld;
         c->idx = i;
         c->role = i >= ld.opt.clients ? ROLE_PUBLISHER : i < ld.opt.slow ? ROLE_SLOW : ROLE_FAST;
+        c->sse = ld.opt.sse_path && c->role != ROLE_PUBLISHER;
         c->last_seq = -1;
         for (int p = 0; p < MAX_PARTITIONS; p++)
             c->last_offset[p] = -1;
