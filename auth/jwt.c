@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,7 +48,10 @@ struct wsb_auth {
     bool require_exp;
     struct key *keys;
     size_t nkeys;
+    uint64_t gen; /* unique per verifier: the verified-token cache is keyed by it */
 };
+
+static atomic_uint_fast64_t auth_gens; /* verifiers built so far */
 
 #define HS_ALGS (WSB_ALG_HS256 | WSB_ALG_HS384 | WSB_ALG_HS512)
 #define RS_ALGS (WSB_ALG_RS256 | WSB_ALG_RS384 | WSB_ALG_RS512)
@@ -449,6 +454,7 @@ enum wsb_err wsb_auth_new(const struct wsb_auth_conf *conf, struct wsb_auth **ou
     if (!a)
         goto fail;
     a->refs = 1;
+    a->gen = atomic_fetch_add(&auth_gens, 1) + 1;
     a->algorithms = conf->algorithms;
     a->leeway_s = conf->leeway_s < 0 ? 0 : conf->leeway_s;
     a->require_exp = conf->require_exp;
@@ -554,10 +560,85 @@ void wsb_identity_unref(struct wsb_identity *id)
 
 /* Signature checks made by this thread (tests count them per token). */
 static _Thread_local unsigned long sig_checks;
+static _Thread_local unsigned long cache_hits;
 
 unsigned long wsb_auth_signature_checks(void)
 {
     return sig_checks;
+}
+
+unsigned long wsb_auth_cache_hits(void)
+{
+    return cache_hits;
+}
+
+/* ---- verified-token cache ----------------------------------------------------------
+ * Many browser tabs reuse one token, and an RS256 / ES256 check costs 17-60 us. A loop
+ * thread remembers the SHA-256 of each whole token (header.payload.signature, as sent) whose
+ * signature it verified with a given verifier, until the token's exp. A hit skips only the
+ * signature check: the claims are parsed and checked (exp, nbf, iss, aud) every time. Only
+ * successes are stored, so a forged token (any byte different: another digest) always gets
+ * the full check; a reload builds a new verifier (new gen), so old entries never match.
+ * HMAC tokens are not cached (hashing the token costs what the HMAC does); nor are tokens
+ * without exp. Per thread, no lock: 2-way sets, 1,024 entries (48 KiB) per thread that
+ * verifies an asymmetric token, allocated on first use. */
+#define VCACHE_SETS 512
+#define VCACHE_WAYS 2
+
+struct vcache_entry {
+    unsigned char digest[32];
+    uint64_t gen;
+    int64_t until; /* exp (unix seconds); 0 = empty */
+};
+
+static pthread_key_t vcache_key;
+static pthread_once_t vcache_once = PTHREAD_ONCE_INIT;
+static bool vcache_key_ok;
+
+static void vcache_key_init(void)
+{
+    vcache_key_ok = pthread_key_create(&vcache_key, free) == 0;
+}
+
+static struct vcache_entry *vcache_set(const unsigned char *digest, bool create)
+{
+    pthread_once(&vcache_once, vcache_key_init);
+    if (!vcache_key_ok)
+        return NULL;
+    struct vcache_entry *c = pthread_getspecific(vcache_key);
+    if (!c && create) {
+        c = calloc(VCACHE_SETS * VCACHE_WAYS, sizeof(*c));
+        if (c && pthread_setspecific(vcache_key, c) != 0) {
+            free(c);
+            c = NULL;
+        }
+    }
+    if (!c)
+        return NULL;
+    uint32_t h = (uint32_t)digest[0] | (uint32_t)digest[1] << 8 | (uint32_t)digest[2] << 16;
+    return c + (size_t)(h % VCACHE_SETS) * VCACHE_WAYS;
+}
+
+static bool vcache_hit(const struct wsb_auth *a, const unsigned char *digest, int64_t now)
+{
+    struct vcache_entry *set = vcache_set(digest, false);
+    for (int i = 0; set && i < VCACHE_WAYS; i++)
+        if (set[i].until > now && set[i].gen == a->gen &&
+            CRYPTO_memcmp(set[i].digest, digest, 32) == 0)
+            return true;
+    return false;
+}
+
+static void vcache_put(const struct wsb_auth *a, const unsigned char *digest, int64_t exp)
+{
+    struct vcache_entry *set = vcache_set(digest, true);
+    if (!set)
+        return;
+    /* the empty or soonest-expiring way */
+    struct vcache_entry *e = set[0].until <= set[1].until ? &set[0] : &set[1];
+    memcpy(e->digest, digest, 32);
+    e->gen = a->gen;
+    e->until = exp;
 }
 
 /* RFC 7518 §3.2: HMAC, compared in constant time. */
@@ -755,7 +836,8 @@ enum wsb_err wsb_auth_verify(const struct wsb_auth *a, const char *token, size_t
     const char *alg_name, *kid = NULL;
     unsigned alg = 0;
     const EVP_MD *md = NULL;
-    bool kid_match = false, any_key = false, type_ok = false, verified = false;
+    bool kid_match = false, any_key = false, type_ok = false, verified = false, cacheable;
+    unsigned char digest[32];
     struct wsb_identity *id = NULL;
     int64_t exp;
     enum wsb_err rc = WSB_ERR_AUTH;
@@ -824,6 +906,11 @@ enum wsb_err wsb_auth_verify(const struct wsb_auth *a, const char *token, size_t
     for (size_t i = 0; kid && i < a->nkeys; i++)
         if (a->keys[i].kid && strcmp(a->keys[i].kid, kid) == 0)
             kid_match = true;
+    cacheable = !(alg & HS_ALGS) && EVP_Digest(token, len, digest, NULL, EVP_sha256(), NULL) == 1;
+    if (cacheable && vcache_hit(a, digest, now)) {
+        cache_hits++;
+        verified = true;
+    }
     for (size_t i = 0; i < a->nkeys && !verified; i++) {
         const struct key *k = &a->keys[i];
 
@@ -844,6 +931,8 @@ enum wsb_err wsb_auth_verify(const struct wsb_auth *a, const char *token, size_t
     *code = check_claims(a, claims, now, &exp);
     if (*code)
         goto out;
+    if (cacheable && exp > 0)
+        vcache_put(a, digest, exp);
     rc = WSB_ERR_NOMEM;
     *code = "token_invalid";
     id = calloc(1, sizeof(*id));

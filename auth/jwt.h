@@ -51,6 +51,11 @@ enum wsb_err wsb_auth_verify(const struct wsb_auth *a, const char *token, size_t
  * only. @locality any */
 unsigned long wsb_auth_signature_checks(void);
 
+/** How many verifications the calling thread answered from its verified-token cache (an
+ * RS/ES token seen before, verified by the same verifier, not expired: no signature check).
+ * Tests only. @locality any */
+unsigned long wsb_auth_cache_hits(void);
+
 /** The leeway in seconds applied to exp/nbf. */
 int wsb_auth_leeway(const struct wsb_auth *a);
 

@@ -81,6 +81,7 @@ class Keys:
         self.rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.ec = ec.generate_private_key(ec.SECP256R1())
         self.secret = "s" * 43
+        self.dir = d
         self.rsa_path = os.path.join(d, "r1.pem")
         self.ec_path = os.path.join(d, "e1.pem")
         for k, p in ((self.rsa, self.rsa_path), (self.ec, self.ec_path)):
@@ -88,9 +89,18 @@ class Keys:
                 f.write(k.public_key().public_bytes(
                     serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 
-    def token(self, alg):
+    def token_file(self, alg, n, d):
+        """n distinct tokens (sub bench-0 ...) in a file, for wsb-load --token-file."""
+        path = os.path.join(d, "tokens-%s-%d" % (alg, n))
+        if not os.path.exists(path):
+            with open(path, "w") as f:
+                for i in range(n):
+                    f.write(self.token(alg, sub="bench-%d" % i) + "\n")
+        return path
+
+    def token(self, alg, sub="bench"):
         now = int(time.time())
-        body = {"iss": "https://bench/", "aud": "wsbridge", "sub": "bench", "iat": now,
+        body = {"iss": "https://bench/", "aud": "wsbridge", "sub": sub, "iat": now,
                 "exp": now + 3600}
         if alg == "RS256":
             return self.jwt.encode(body, self.rsa, algorithm=alg, headers={"kid": "r1"})
@@ -279,10 +289,13 @@ def s4(srv, a):
             "kernel_tcp_kib_per_conn": round((tcp1 - tcp0) * 4 / max(1, subscribed), 2)}
 
 
-def s5(srv, a, alg=None, probe=False):
+def s5(srv, a, alg=None, probe=False, distinct=0):
     extra = ["--churn", "--clients", "64", "--connect-rate", "100000", "--duration",
              str(a.hs_seconds)]
     args = load_args(srv, a, 64, extra, token_alg=alg or "HS256")
+    if distinct:
+        i = args.index("--token")
+        args[i:i + 2] = ["--token-file", srv.keys.token_file(alg, distinct, srv.keys.dir)]
     if probe:
         args = [x for x in args if x != "--churn"] + ["--probe"]
     s = run_load(args, a.hs_seconds + 30)
@@ -318,6 +331,8 @@ def main():
     ap.add_argument("--hs-seconds", type=float, default=4)
     ap.add_argument("--idle", type=int, default=10000, help="S4 connections")
     ap.add_argument("--only", default="S1,S2,S3,S4,S5,S6")
+    ap.add_argument("--distinct-tokens", type=int, default=5000,
+                    help="S5: distinct RS256/ES256 tokens minted for the uncached runs")
     ap.add_argument("--servers", default="wsbridge,node,nchan")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
@@ -357,6 +372,10 @@ def main():
                     record("S5", kind, rep, "tcp", s5(srv, a, probe=True))
                     for alg in (("HS256", "RS256", "ES256") if kind == "wsbridge" else (None,)):
                         record("S5", kind, rep, alg or "ws", s5(srv, a, alg=alg))
+                        if alg in ("RS256", "ES256"):
+                            # a distinct token per connection: no cache hit
+                            record("S5", kind, rep, alg + "-distinct",
+                                   s5(srv, a, alg=alg, distinct=a.distinct_tokens))
                 except Exception as e:
                     record("S5", kind, rep, "", {"error": str(e)})
                 finally:

@@ -95,15 +95,16 @@ struct options {
     double publish_rate; /* 0 = no publisher */
     size_t payload;
     const char *origin;
-    bool raw;             /* a peer server: no wsbridge.v1 protocol, every text frame is data */
-    int spread;           /* source addresses 127.0.0.1 .. 127.0.0.N (0: the kernel picks) */
-    bool hold;            /* print "ready" on stderr once every client is subscribed */
-    bool churn;           /* each client reconnects right after its subscribe (handshakes/s) */
-    bool probe;           /* churn with a plain HTTP GET instead of an upgrade (TCP baseline) */
-    const char *pub_path; /* HTTP publisher: POST each message to this path (nchan) */
-    const char *cpu_spec; /* name=pid,... processes whose CPU seconds are reported */
-    unsigned window;      /* unconfirmed publishes in flight */
-    const char *sse_path; /* subscribers use the bridge's event stream on this path */
+    bool raw;               /* a peer server: no wsbridge.v1 protocol, every text frame is data */
+    int spread;             /* source addresses 127.0.0.1 .. 127.0.0.N (0: the kernel picks) */
+    bool hold;              /* print "ready" on stderr once every client is subscribed */
+    bool churn;             /* each client reconnects right after its subscribe (handshakes/s) */
+    bool probe;             /* churn with a plain HTTP GET instead of an upgrade (TCP baseline) */
+    const char *pub_path;   /* HTTP publisher: POST each message to this path (nchan) */
+    const char *cpu_spec;   /* name=pid,... processes whose CPU seconds are reported */
+    unsigned window;        /* unconfirmed publishes in flight */
+    const char *sse_path;   /* subscribers use the bridge's event stream on this path */
+    const char *token_file; /* one token a line, used in turn (each upgrade takes the next) */
 };
 
 struct load {
@@ -155,6 +156,8 @@ struct load {
     /* HTTP publisher */
     size_t http_body_left;
     uint64_t rx_total; /* messages received by fast clients */
+    char **tokens;     /* --token-file */
+    size_t ntokens, next_token;
 };
 
 static volatile sig_atomic_t got_sigint;
@@ -889,8 +892,9 @@ static void send_upgrade(struct client *c)
         return;
     }
     const char *sep = strchr(ld->opt.path, '?') ? "&" : "?";
-    evbuffer_add_printf(out, "GET %s%s%s%s HTTP/1.1\r\n", ld->opt.path, ld->opt.token ? sep : "",
-                        ld->opt.token ? "access_token=" : "", ld->opt.token ? ld->opt.token : "");
+    const char *token = ld->ntokens ? ld->tokens[ld->next_token++ % ld->ntokens] : ld->opt.token;
+    evbuffer_add_printf(out, "GET %s%s%s%s HTTP/1.1\r\n", ld->opt.path, token ? sep : "",
+                        token ? "access_token=" : "", token ? token : "");
     evbuffer_add_printf(out,
                         "Host: %s:%s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                         "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s",
@@ -1298,6 +1302,7 @@ static void usage(FILE *f)
                "  --window N         unconfirmed publishes in flight (default 32)\n"
                "  --sse PATH         subscribers use the event stream GET PATH?channel=C (the\n"
                "                     publisher stays a WebSocket)\n"
+               "  --token-file F     tokens, one a line, each upgrade takes the next in turn\n"
                "Prints one JSON summary on stdout. Exit 0 when every fast client received\n"
                "--expect messages in order, 1 otherwise, 2 on a usage error.\n");
 }
@@ -1364,6 +1369,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"probe", no_argument, NULL, 'X'},
         {"cpu", required_argument, NULL, 'U'},
         {"window", required_argument, NULL, 'W'},
+        {"token-file", required_argument, NULL, 'T'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -1422,6 +1428,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         case 'C': o->churn = true; break;
         case 'X': o->probe = o->churn = true; break;
         case 'U': o->cpu_spec = optarg; break;
+        case 'T': o->token_file = optarg; break;
         case 'W':
             if (!parse_num(optarg, 1, 1e6, &v))
                 return -1;
@@ -1515,6 +1522,28 @@ int main(int argc, char **argv)
         p = strchr(eq, ',');
         p = p ? p + 1 : NULL;
     }
+    if (ld.opt.token_file) {
+        FILE *f = fopen(ld.opt.token_file, "r");
+        char *line = NULL;
+        size_t cap = 0;
+        ssize_t n;
+        while (f && (n = getline(&line, &cap, f)) > 0) {
+            while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+                line[--n] = '\0';
+            char **t = n ? realloc(ld.tokens, (ld.ntokens + 1) * sizeof(*t)) : NULL;
+            if (t) {
+                ld.tokens = t;
+                ld.tokens[ld.ntokens++] = strdup(line);
+            }
+        }
+        free(line);
+        if (f)
+            fclose(f);
+        if (!ld.ntokens) {
+            fprintf(stderr, "wsb-load: no token in %s\n", ld.opt.token_file);
+            goto cleanup;
+        }
+    }
     ld.start_us = now_us();
     if (ld.opt.publish_rate <= 0)
         window_start(&ld);
@@ -1532,5 +1561,8 @@ cleanup:
     free(ld.clients);
     free(ld.lat);
     free(ld.pad);
+    for (size_t i = 0; i < ld.ntokens; i++)
+        free(ld.tokens[i]);
+    free(ld.tokens);
     return status;
 }

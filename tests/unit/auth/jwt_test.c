@@ -865,6 +865,90 @@ static void *verify_loop(void *p)
 }
 
 /* Two loop threads verify at once with shared, immutable key material. */
+/* The verified-token cache: a repeated RS/ES token costs no signature check, until its exp;
+ * the claims are still checked every time; any other token (a changed signature or payload)
+ * gets the full check; HMAC tokens and tokens without exp are never cached; a new verifier
+ * (a reload) never sees the old one's entries. */
+static void test_verified_cache(void **state)
+{
+    struct conf_keys k = {.keys = {{.kid = "r1", .file = rsa1_file},
+                                   {.kid = "e1", .file = ec256_file},
+                                   {.secret = SECRET}},
+                          .n = 3};
+    struct wsb_auth_conf c = base_conf(&k);
+    struct wsb_auth *a = new_auth(&c);
+    struct wsb_identity *id = NULL;
+    const char *code = NULL;
+    (void)state;
+
+    char *rs = mint(JWT_ALG_RS256, rsa1_priv, "r1", GOOD);
+    unsigned long hits = wsb_auth_cache_hits();
+    CHECKS(a, rs, NULL, 1);
+    CHECKS(a, rs, NULL, 0);
+    CHECKS(a, rs, NULL, 0);
+    assert_int_equal(wsb_auth_cache_hits() - hits, 2);
+    /* the claims are checked on a hit: at exp (+ leeway 30) the cached token is expired */
+    assert_int_equal(wsb_auth_verify(a, rs, strlen(rs), 1700000630, &id, &code), WSB_ERR_AUTH);
+    assert_string_equal(code, "token_expired");
+    assert_null(id);
+    /* a hit gives the same identity as a full check */
+    assert_int_equal(wsb_auth_verify(a, rs, strlen(rs), NOW, &id, &code), WSB_OK);
+    assert_string_equal(id->sub, "u1");
+    assert_int_equal(id->exp, 1700000600);
+    wsb_identity_unref(id);
+
+    /* one signature character changed: not the cached token, the full check refuses it */
+    char *forged = strdup(rs);
+    char *sig = strrchr(forged, '.') + 5;
+    *sig = *sig == 'A' ? 'B' : 'A';
+    CHECKS(a, forged, "token_invalid", 1);
+    CHECKS(a, forged, "token_invalid", 1); /* failures are never cached */
+    free(forged);
+    /* the cached token's signature on another payload */
+    char *other = mint(JWT_ALG_RS256, rsa1_priv, "r1",
+                       "{\"sub\":\"admin\",\"exp\":1700000600,\"iat\":1700000000}");
+    const char *dot1 = strchr(other, '.'), *dot2 = strrchr(other, '.');
+    char spliced[8192];
+    snprintf(spliced, sizeof(spliced), "%.*s%s", (int)(dot2 - other), other, strrchr(rs, '.'));
+    (void)dot1;
+    CHECKS(a, spliced, "token_invalid", 1);
+    CHECKS(a, other, NULL, 1);
+    free(other);
+
+    /* ES256 is cached too */
+    char *es = mint(JWT_ALG_ES256, ec256_priv, "e1", GOOD);
+    CHECKS(a, es, NULL, 1);
+    CHECKS(a, es, NULL, 0);
+    free(es);
+    /* HMAC: never cached (hashing the token costs what the HMAC does) */
+    char *hs = mint(JWT_ALG_HS256, SECRET, NULL, GOOD);
+    CHECKS(a, hs, NULL, 1);
+    CHECKS(a, hs, NULL, 1);
+    free(hs);
+    /* no exp: never cached */
+    char *noexp = mint(JWT_ALG_RS256, rsa1_priv, "r1", "{\"sub\":\"u1\"}");
+    CHECKS(a, noexp, NULL, 1);
+    CHECKS(a, noexp, NULL, 1);
+    free(noexp);
+
+    /* a reload: a new verifier (even with the same key) never answers from the old one's
+     * entries; with an ES key as r1 it refuses the cached RS256 token */
+    struct conf_keys k2 = {.keys = {{.kid = "r1", .file = rsa1_file}}, .n = 1};
+    struct wsb_auth_conf c2 = base_conf(&k2);
+    struct wsb_auth *a2 = new_auth(&c2);
+    CHECKS(a2, rs, NULL, 1);
+    CHECKS(a2, rs, NULL, 0);
+    wsb_auth_unref(a2);
+    struct conf_keys k3 = {.keys = {{.kid = "r1", .file = ec256_file}}, .n = 1};
+    struct wsb_auth_conf c3 = base_conf(&k3);
+    a2 = new_auth(&c3);
+    CHECKS(a2, rs, "token_alg", 0);
+    CHECKS(a, rs, NULL, 0);
+    wsb_auth_unref(a2);
+    free(rs);
+    wsb_auth_unref(a);
+}
+
 static void test_threads(void **state)
 {
     struct conf_keys k = {.keys = {{.secret = SECRET}, {.file = rsa1_file}, {.file = ec256_file}},
@@ -908,6 +992,7 @@ int main(void)
         cmocka_unit_test(test_typ),
         cmocka_unit_test(test_es_signature_form),
         cmocka_unit_test(test_kid_candidates_counted),
+        cmocka_unit_test(test_verified_cache),
         cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
