@@ -106,6 +106,43 @@ static void noop_state(void *ctx, const char *connector, bool up, const char *re
     (void)reason;
 }
 
+/* What the core asks of a connector type instead of knowing its broker. */
+static void test_caps_and_channel_keys(void **state)
+{
+    (void)state;
+    const struct wsb_connector_ops *k = wsb_connector_find("kafka"),
+                                   *a = wsb_connector_find("amqp"),
+                                   *m = wsb_connector_find("memory");
+    assert_non_null(k);
+    assert_non_null(a);
+    assert_non_null(m);
+    assert_true(k->caps & WSB_CAP_FROM_POSITION);
+    assert_false(a->caps & WSB_CAP_FROM_POSITION); /* AMQP starts from latest only */
+    assert_true(a->caps & WSB_CAP_ACK);
+    assert_true(m->caps & WSB_CAP_PUBLISH);
+    assert_true(wsb_connector_any_channel_key("topic"));
+    assert_true(wsb_connector_any_channel_key("queue"));
+    assert_false(wsb_connector_any_channel_key("match")); /* the core's */
+    assert_false(wsb_connector_any_channel_key("nope"));
+
+    /* check_route of the topic connectors: internal topics are never reached. */
+    assert_ptr_equal(k->check_route, wsb_connector_check_topic_route);
+    json_t *f = json_pack("{s:s}", "topic", "orders");
+    assert_null(wsb_connector_check_topic_route(f));
+    json_object_set_new(f, "dead_letter_topic", json_string("__x"));
+    assert_non_null(wsb_connector_check_topic_route(f));
+    json_object_set_new(f, "dead_letter_topic", json_string("x"));
+    json_object_set_new(f, "topic", json_string("__consumer_offsets"));
+    assert_non_null(wsb_connector_check_topic_route(f));
+    assert_string_equal(wsb_connector_field(f, "topic"), "__consumer_offsets");
+    assert_string_equal(wsb_connector_field(f, "group"), "");
+    assert_string_equal(wsb_connector_member(f, "group", "given"), "");
+    assert_string_equal(wsb_connector_member(NULL, "group", "given"), "given");
+    assert_string_equal(wsb_connector_member(NULL, "group", NULL), "");
+    json_decref(f);
+    assert_null(wsb_connector_check_topic_route(NULL));
+}
+
 static void test_new_free(void **state)
 {
     (void)state;
@@ -126,11 +163,9 @@ static void test_new_free(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_msg_copies_everything),
-        cmocka_unit_test(test_msg_no_key_no_headers),
-        cmocka_unit_test(test_msg_overflow),
-        cmocka_unit_test(test_registry),
-        cmocka_unit_test(test_new_free),
+        cmocka_unit_test(test_msg_copies_everything), cmocka_unit_test(test_msg_no_key_no_headers),
+        cmocka_unit_test(test_msg_overflow),          cmocka_unit_test(test_registry),
+        cmocka_unit_test(test_caps_and_channel_keys), cmocka_unit_test(test_new_free),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
