@@ -175,13 +175,14 @@ static json_t *info_json(const struct wsb_client_info *ci)
     json_t *chans = json_array();
     for (size_t i = 0; chans != NULL && i < ci->nchannels; i++)
         json_array_append_new(chans, json_string(ci->channels[i]));
-    return json_pack(
-        "{s:s, s:o, s:s, s:I, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:b}", "session", ci->session,
-        "sub", ci->sub ? json_string(ci->sub) : json_null(), "peer", ci->peer, "worker",
-        (json_int_t)ci->worker, "subscriptions", chans ? chans : json_array(), "buffered_bytes",
-        (json_int_t)ci->buffered_bytes, "dropped", (json_int_t)ci->dropped, "messages_out",
-        (json_int_t)ci->messages_out, "lag_ms", (json_int_t)ci->lag_ms, "age_ms",
-        (json_int_t)ci->age_ms, "over_soft_limit_ms", (json_int_t)ci->over_soft_ms, "tls", ci->tls);
+    return json_pack("{s:s, s:o, s:s, s:I, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:s}", "session",
+                     ci->session, "sub", ci->sub ? json_string(ci->sub) : json_null(), "peer",
+                     ci->peer, "worker", (json_int_t)ci->worker, "subscriptions",
+                     chans ? chans : json_array(), "buffered_bytes", (json_int_t)ci->buffered_bytes,
+                     "dropped", (json_int_t)ci->dropped, "messages_out",
+                     (json_int_t)ci->messages_out, "lag_ms", (json_int_t)ci->lag_ms, "age_ms",
+                     (json_int_t)ci->age_ms, "over_soft_limit_ms", (json_int_t)ci->over_soft_ms,
+                     "tls", ci->tls, "transport", ci->transport ? ci->transport : "websocket");
 }
 
 char *wsb_clients_req_render(struct wsb_clients_req *r, size_t *len)
@@ -264,6 +265,9 @@ static bool session_snapshot(const struct wsb_session *s, int64_t now_us, int64_
     ci->age_ms = ci->age_us / 1000;
     ci->over_soft_ms = s->sb.soft_since_us >= 0 ? (now_us - s->sb.soft_since_us) / 1000 : 0;
     ci->tls = s->tls;
+    ci->transport = s->transport == WSB_TRANSPORT_SSE    ? "sse"
+                    : s->transport == WSB_TRANSPORT_HTTP ? "http"
+                                                         : "websocket";
     if (s->ident && s->ident->sub && !(ci->sub = strdup(s->ident->sub)))
         goto oom;
     if (s->nsubs && !(ci->channels = calloc(s->nsubs, sizeof(*ci->channels))))

@@ -38,6 +38,7 @@ struct wsb_client_info {
     int64_t age_us;          /* the same in microseconds (ordering; not in the JSON) */
     int64_t over_soft_ms;    /* how long the send buffer has been over the soft limit; 0 if not */
     bool tls;                /* connected over TLS */
+    const char *transport;   /* "websocket", "sse" or "http" (static) */
 };
 
 void wsb_client_info_cleanup(struct wsb_client_info *ci);

@@ -239,6 +239,10 @@ char *wsb_metrics_render(const struct wsb_metrics_source *src, size_t *len)
           SUM_I(connections));
     labelled(&b, src, "wsbridge_handshakes_total", "WebSocket handshakes by outcome.", "result",
              hs_labels, WSB_HS__COUNT, offsetof(struct wsb_loop_metrics, handshakes));
+    static const char *const transport_labels[] = {"websocket", "sse", "http"};
+    labelled(&b, src, "wsbridge_sessions_opened_total",
+             "Sessions admitted, by transport (WebSocket, SSE stream, HTTP publish).", "transport",
+             transport_labels, 3, offsetof(struct wsb_loop_metrics, sessions_opened));
     gauge(&b, "wsbridge_subscriptions", "Active channel subscriptions.", SUM_I(subscriptions));
     connectors(&b, src, false);
     counter(&b, "wsbridge_messages_out_total", "Message frames queued to clients.",

@@ -74,9 +74,10 @@ struct wsb_loop_metrics {
     atomic_int_fast64_t subscriptions;
     atomic_int_fast64_t send_buffer_bytes; /* user-space bytes queued for clients */
     atomic_uint_fast64_t handshakes[WSB_HS__COUNT];
-    atomic_uint_fast64_t messages_out;   /* message frames queued to clients */
-    atomic_uint_fast64_t bytes_out;      /* bytes written to sockets */
-    atomic_uint_fast64_t frames_encoded; /* message frames built (once per loop/channel/msg) */
+    atomic_uint_fast64_t sessions_opened[3]; /* by transport: websocket, sse, http */
+    atomic_uint_fast64_t messages_out;       /* message frames queued to clients */
+    atomic_uint_fast64_t bytes_out;          /* bytes written to sockets */
+    atomic_uint_fast64_t frames_encoded;     /* message frames built (once per loop/channel/msg) */
     atomic_uint_fast64_t dropped[WSB_DROP__COUNT];
     atomic_uint_fast64_t disconnects[WSB_CLOSE__COUNT];
     atomic_uint_fast64_t publish[WSB_PUB__COUNT];

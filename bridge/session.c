@@ -494,6 +494,7 @@ void wsb_session_start(struct wsb_session *s)
     struct wsb_worker *w = s->w;
     const struct wsb_limits *l = wsb_session_limits(s);
     int64_t now_us = wsb_now_us();
+    wsb_metric_add(w->metrics.sessions_opened[s->transport], 1);
     wsb_bucket_init(&s->in_msgs, l->inbound_rate_per_s, l->inbound_rate_burst, now_us);
     wsb_bucket_init(&s->in_bytes, l->inbound_bytes_per_s, l->inbound_bytes_burst, now_us);
     if (s->transport == WSB_TRANSPORT_HTTP)

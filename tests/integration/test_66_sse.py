@@ -137,6 +137,14 @@ def test_forbidden_channel_gets_its_error_and_the_other_streams(bridge_factory, 
     assert st == 200 and body == {"type": "published", "channel": "ok.a"}, body
     e = s.until(lambda e: e["event"] == "message")
     assert e["data"]["data"] == {"n": 1} and e["data"]["channel"] == "ok.a", e
+    # The stream is a session like any other: in /clients (transport sse) and the metrics.
+    st, _, body = b.admin_get("/clients?top=10")
+    entries = [c for c in json.loads(body)["clients"] if c["transport"] == "sse"]
+    assert len(entries) == 1 and entries[0]["sub"] == "u1", body
+    assert entries[0]["subscriptions"] == ["ok.a"], entries
+    m = b.metrics()
+    assert m.value("wsbridge_sessions_opened_total", 0, transport="sse") == 1, m
+    assert m.value("wsbridge_sessions_opened_total", 0, transport="http") == 1, m
     # The token runs out: an error event token_expired, then the stream ends.
     e = s.until(lambda e: e["event"] == "error", timeout=8)
     assert e["data"]["code"] == "token_expired", e
