@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "connectors/connector.h"
 #include "util/buf.h"
@@ -227,6 +228,45 @@ static void formats(struct wsb_buf *b, const struct wsb_metrics_source *src)
     }
 }
 
+/* The connectors' own figures: one family per name, one series per connector having it. */
+static void connector_stats(struct wsb_buf *b, const struct wsb_metrics_source *src)
+{
+    enum { MAXC = 32 };
+    struct wsb_connector_stat st[MAXC][WSB_CONNECTOR_MAX_STATS];
+    size_t n[MAXC] = {0};
+    const char *names[MAXC] = {0};
+    size_t nc = src->nconnectors < MAXC ? src->nconnectors : MAXC;
+    if (!src->connector_stats || !src->connector)
+        return;
+    for (size_t i = 0; i < nc; i++) {
+        uint64_t in;
+        int up;
+        src->connector(src->ctx, i, &names[i], &in, &up);
+        n[i] = src->connector_stats(src->ctx, i, st[i], WSB_CONNECTOR_MAX_STATS);
+    }
+    for (size_t i = 0; i < nc; i++) {
+        for (size_t k = 0; k < n[i]; k++) {
+            const char *name = st[i][k].name;
+            bool seen = false; /* rendered with an earlier connector */
+            for (size_t j = 0; j < i && !seen; j++)
+                for (size_t l = 0; l < n[j] && !seen; l++)
+                    seen = strcmp(st[j][l].name, name) == 0;
+            if (seen)
+                continue;
+            family(b, name, st[i][k].type, st[i][k].help);
+            for (size_t j = i; j < nc; j++) {
+                for (size_t l = 0; l < n[j]; l++) {
+                    if (strcmp(st[j][l].name, name) != 0)
+                        continue;
+                    wsb_buf_printf(b, "%s{connector=\"", name);
+                    label_value(b, names[j] ? names[j] : "");
+                    wsb_buf_printf(b, "\"} %.17g\n", st[j][l].value);
+                }
+            }
+        }
+    }
+}
+
 char *wsb_metrics_render(const struct wsb_metrics_source *src, size_t *len)
 {
     struct wsb_buf b;
@@ -273,6 +313,7 @@ char *wsb_metrics_render(const struct wsb_metrics_source *src, size_t *len)
               offsetof(struct wsb_loop_metrics, ping_rtt));
     connectors(&b, src, true);
     formats(&b, src);
+    connector_stats(&b, src);
     gauge(&b, "wsbridge_send_buffer_bytes", "Bytes queued in user space for clients.",
           SUM_I(send_buffer_bytes));
     if (src->sources) {

@@ -91,6 +91,8 @@ struct wsb_loop_metrics {
 /** Convenience for the owner loop: relaxed add. */
 #define wsb_metric_add(field, n) atomic_fetch_add_explicit(&(field), (n), memory_order_relaxed)
 
+struct wsb_connector_stat;
+
 /** What a scrape needs from the rest of the process. */
 struct wsb_format_stats; /* connectors/connector.h */
 
@@ -102,6 +104,8 @@ struct wsb_metrics_source {
     void (*connector)(void *ctx, size_t i, const char **name, uint64_t *messages_in, int *up);
     /** The i-th connector's record-format counters; false when it has none (NULL: none). */
     bool (*formats)(void *ctx, size_t i, const char **name, struct wsb_format_stats *out);
+    /** i-th connector's own figures (wsb_connector_stats); NULL: none. */
+    size_t (*connector_stats)(void *ctx, size_t i, struct wsb_connector_stat *out, size_t max);
     /** Broker sources started and stopped so far, reading now and lingering now (NULL: none). */
     void (*sources)(void *ctx, uint64_t *started, uint64_t *stopped, size_t *reading,
                     size_t *lingering);

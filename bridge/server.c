@@ -126,6 +126,13 @@ static bool metrics_formats(void *ctx, size_t i, const char **name, struct wsb_f
     return wsb_connector_format_stats(s->sh.connectors[i], out);
 }
 
+static size_t metrics_connector_stats(void *ctx, size_t i, struct wsb_connector_stat *out,
+                                      size_t max)
+{
+    struct wsb_server *s = ctx;
+    return wsb_connector_stats(s->sh.connectors[i], out, max);
+}
+
 static void metrics_sources(void *ctx, uint64_t *started, uint64_t *stopped, size_t *reading,
                             size_t *lingering)
 {
@@ -148,6 +155,7 @@ static char *hook_metrics(void *ctx, size_t *len)
         .nconnectors = s->sh.nconnectors,
         .connector = metrics_connector,
         .formats = metrics_formats,
+        .connector_stats = metrics_connector_stats,
         .sources = metrics_sources,
         .ctx = s,
     };

@@ -125,6 +125,16 @@ struct wsb_publish {
 
 enum wsb_ack_kind { WSB_ACK, WSB_NACK_REQUEUE, WSB_NACK_DROP };
 
+/** A connector-specific figure for /metrics (one series per connector, labelled with the
+ * connector's name only: aggregated, never per client). Strings are static. */
+struct wsb_connector_stat {
+    const char *name; /* a metric family name, "wsbridge_..." */
+    const char *type; /* "counter" or "gauge" */
+    const char *help;
+    double value;
+};
+#define WSB_CONNECTOR_MAX_STATS 16
+
 /* ---- The sink: how a connector hands events to the core ------------------------------ */
 
 /** Implemented by the core (the mailboxes). Every callback may be called from any connector
@@ -216,6 +226,9 @@ struct wsb_connector_ops {
     /** Optional: record-format counters (value_format / key_format, docs/schema-registry.md).
      * False when the connector has none. @locality any */
     bool (*format_stats)(void *impl, struct wsb_format_stats *out);
+    /** Optional (NULL: none): writes up to `max` figures of its own; returns how many.
+     * @locality any */
+    size_t (*stats)(void *impl, struct wsb_connector_stat *out, size_t max);
 };
 
 /** A connector instance: the vtable and its state. */
@@ -305,6 +318,11 @@ static inline uint64_t wsb_connector_messages_in(struct wsb_connector *c)
 static inline bool wsb_connector_format_stats(struct wsb_connector *c, struct wsb_format_stats *out)
 {
     return c->ops->format_stats && c->ops->format_stats(c->impl, out);
+}
+static inline size_t wsb_connector_stats(struct wsb_connector *c, struct wsb_connector_stat *out,
+                                         size_t max)
+{
+    return c->ops->stats ? c->ops->stats(c->impl, out, max) : 0;
 }
 
 #endif

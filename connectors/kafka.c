@@ -13,6 +13,7 @@
 #include "connectors/cmdq.h"
 #include "connectors/kafka.h"
 #include "connectors/kafka_format.h"
+#include "connectors/kafka_group.h"
 #include "util/log.h"
 
 /* Handle 0 is shared by every source whose topic it does not read yet; a source whose topic
@@ -87,6 +88,8 @@ struct kc {
     struct wsb_sink sink;
     rd_kafka_conf_t *consumer_conf; /* templates, duplicated for each handle */
     rd_kafka_conf_t *producer_conf;
+    struct wsb_kgroups *groups; /* delivery: ack sources (kafka_group.c) */
+    struct wsb_kgroups_stats groups_stats;
 
     atomic_uint_fast64_t messages_in;
     atomic_bool up;
@@ -271,6 +274,10 @@ static bool consumer_only(const char *key)
                                         "queued.max.messages.kbytes",
                                         "max.partition.fetch.bytes",
                                         "check.crcs",
+                                        "session.timeout.ms",
+                                        "heartbeat.interval.ms",
+                                        "max.poll.interval.ms",
+                                        "partition.assignment.strategy",
                                         NULL};
     if (strncmp(key, "fetch.", 6) == 0)
         return true;
@@ -763,9 +770,8 @@ static void source_free(struct source *s);
 static bool do_subscribe(struct kc *k, struct wsb_cmd *c)
 {
     if (c->src.ack) {
-        /* Later: a group consumer per `group`, commits past contiguous acked runs. */
-        k->sink.source_failed(k->sink.ctx, c->id, "unsupported",
-                              "delivery: ack on kafka comes in a later release");
+        /* A member of the group consumer of `group` (kafka_group.c). */
+        wsb_kgroups_subscribe(k->groups, c);
         return false;
     }
     if (source_find(k, c->id, NULL)) {
@@ -887,6 +893,8 @@ static void source_free(struct source *s)
 
 static void do_unsubscribe(struct kc *k, uint64_t id)
 {
+    if (wsb_kgroups_unsubscribe(k->groups, id))
+        return;
     struct source **pp;
     struct source *s = source_find(k, id, &pp);
     if (!s)
@@ -1266,6 +1274,8 @@ static void shutdown_clients(struct kc *k, uint32_t timeout_ms)
             rd_kafka_poll(k->producer, 0);
         }
     }
+    wsb_kgroups_free(k->groups, timeout_ms); /* commits and leaves each group */
+    k->groups = NULL;
     wsb_kfmt_shutdown(k->fmt);
     k->sink_closed = true;
     while (k->sources) {
@@ -1304,7 +1314,7 @@ static void *run(void *arg)
                 break;
             case WSB_CMD_UNSUBSCRIBE: do_unsubscribe(k, c->id); break;
             case WSB_CMD_PUBLISH: do_publish(k, c); break;
-            case WSB_CMD_ACK: break; /* no ack sources yet */
+            case WSB_CMD_ACK: wsb_kgroups_ack(k->groups, c->id, c->ack_token, c->ack_kind); break;
             case WSB_CMD_SYNC: break;
             case WSB_CMD_STOP:
                 shutdown_clients(k, c->timeout_ms);
@@ -1385,6 +1395,14 @@ static enum wsb_err create(const char *name, const json_t *conf, const struct ws
                                 sizeof(why)))) {
         snprintf(err, errlen, "kafka connector %s: %s", name, why);
         wsb_cmdq_free(k->cmdq);
+        goto fail;
+    }
+    if (!(k->groups = wsb_kgroups_new(k->name, k->consumer_conf, k->producer_conf, &k->sink,
+                                      &k->messages_in, &k->groups_stats))) {
+        snprintf(err, errlen, "out of memory");
+        wsb_kfmt_free(k->fmt);
+        wsb_cmdq_free(k->cmdq);
+        rc = WSB_ERR_NOMEM;
         goto fail;
     }
     *impl = k;
@@ -1489,6 +1507,7 @@ static void destroy(void *impl)
     if (!k)
         return;
     stop(k, 0);
+    wsb_kgroups_free(k->groups, 0); /* never started: no group consumer runs */
     if (k->lookup)
         rd_kafka_destroy(k->lookup);
     wsb_kfmt_free(k->fmt);
@@ -1523,11 +1542,8 @@ static enum wsb_err publish(void *impl, const struct wsb_publish *p, uint64_t co
 
 static void ack(void *impl, uint64_t source_id, uint64_t ack_token, enum wsb_ack_kind kind)
 {
-    /* No kafka source hands out ack tokens yet (ack sources fail with "unsupported"). */
-    WSB_UNUSED(impl);
-    WSB_UNUSED(source_id);
-    WSB_UNUSED(ack_token);
-    WSB_UNUSED(kind);
+    struct kc *k = impl;
+    wsb_cmdq_ack(k->cmdq, source_id, ack_token, kind);
 }
 
 static bool ready(void *impl, char *reason, size_t reasonlen)
@@ -1555,9 +1571,39 @@ static bool format_stats(void *impl, struct wsb_format_stats *out)
 
 static const char *const channel_keys[] = {"topic", "group", "dead_letter_topic", NULL};
 
+/* The consumer groups' figures (delivery: ack), aggregated over the connector's groups. */
+static size_t stats(void *impl, struct wsb_connector_stat *out, size_t max)
+{
+    struct kc *k = impl;
+    struct wsb_kgroups_stats *g = &k->groups_stats;
+    const struct wsb_connector_stat all[] = {
+        {"wsbridge_kafka_groups", "gauge", "Consumer groups joined (delivery: ack channels).",
+         (double)atomic_load(&g->groups)},
+        {"wsbridge_kafka_group_unacked", "gauge",
+         "Group records handed to a client and not acked yet.", (double)atomic_load(&g->unacked)},
+        {"wsbridge_kafka_group_commits_total", "counter",
+         "Group offset commits accepted by the broker.", (double)atomic_load(&g->commits)},
+        {"wsbridge_kafka_group_redeliveries_total", "counter",
+         "Group records handed out again (nack with requeue, client gone).",
+         (double)atomic_load(&g->redeliveries)},
+        {"wsbridge_kafka_group_dead_lettered_total", "counter",
+         "Group records nacked without requeue and produced to the dead_letter_topic.",
+         (double)atomic_load(&g->dead_lettered)},
+        {"wsbridge_kafka_group_dropped_total", "counter",
+         "Group records nacked without requeue and no dead_letter_topic (skipped).",
+         (double)atomic_load(&g->dropped)},
+        {"wsbridge_kafka_group_lag", "gauge",
+         "Records of the groups' assigned partitions past the committed offset.",
+         (double)atomic_load(&g->lag)},
+    };
+    size_t n = sizeof(all) / sizeof(all[0]) < max ? sizeof(all) / sizeof(all[0]) : max;
+    memcpy(out, all, n * sizeof(*out));
+    return n;
+}
+
 const struct wsb_connector_ops wsb_kafka_ops = {
     .type = "kafka",
-    /* ack: consumer groups (until they land, an ack source fails with "unsupported") */
+    /* ack: consumer groups (kafka_group.c) */
     .caps = WSB_CAP_FROM_POSITION | WSB_CAP_ACK | WSB_CAP_PUBLISH,
     .channel_keys = channel_keys,
     .check_route = wsb_connector_check_topic_route,
@@ -1574,4 +1620,5 @@ const struct wsb_connector_ops wsb_kafka_ops = {
     .ready = ready,
     .messages_in = messages_in,
     .format_stats = format_stats,
+    .stats = stats,
 };
