@@ -10,10 +10,11 @@
 
 #include "util/log.h"
 
-#define POLL_BATCH 500        /* records per loop turn */
-#define TICK_MS 100           /* loop wake-up without events: commits, lag */
-#define COMMIT_INTERVAL_MS 50 /* at most one async commit per partition set this often */
-#define REVOKE_WAIT_MS 5000   /* a revoked partition waits this long for outstanding acks */
+#define POLL_BATCH 500          /* records per loop turn */
+#define TICK_MS 100             /* loop wake-up without events: commits, lag */
+#define STATS_INTERVAL_MS "100" /* commits are sent right after a statistics tick */
+#define REVOKE_WAIT_MS 5000     /* a revoked partition waits this long for outstanding acks */
+#define PAUSE_SLACK 500         /* records that may wait beyond the members' room */
 #define DLQ_REASON_HEADER "x-wsbridge-reason"
 #define MAX_STACK_HEADERS 32
 
@@ -71,8 +72,9 @@ struct group {
     uint64_t next_token;
     bool stopping;
     uint32_t stop_timeout_ms;
-    int64_t next_commit_ms;
-    int64_t lag; /* this group's share of st->lag */
+    bool steady;     /* the last statistics showed the group stable (join state steady) */
+    bool commit_due; /* a statistics tick came: commit now if steady */
+    int64_t lag;     /* this group's share of st->lag */
 };
 
 struct wsb_kgroups {
@@ -170,6 +172,8 @@ static void part_free_records(struct group *g, struct part *p)
 
 /* ---- Commits --------------------------------------------------------------------------- */
 
+static void commit_failed(struct group *g, const rd_kafka_topic_partition_list_t *offsets);
+
 /* Commits every partition's contiguous acked run (async unless `sync`). */
 static void commit(struct group *g, bool sync)
 {
@@ -186,25 +190,44 @@ static void commit(struct group *g, bool sync)
     if (!l)
         return;
     rd_kafka_resp_err_t e = rd_kafka_commit(g->rk, l, sync ? 0 : 1);
-    if (e)
+    if (e) { /* the commit callback counts the successes (sync ones too) */
+        commit_failed(g, l);
         wsb_log(WSB_LOG_WARN, "kafka group commit failed", WSB_LSTR("connector", g->gs->name),
                 WSB_LSTR("group", g->id), WSB_LSTR("reason", rd_kafka_err2str(e)));
-    else if (sync)
-        atomic_fetch_add(&g->gs->st->commits, 1);
+    }
     rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* A commit that failed (a rebalance in progress, say) is tried again with the next one. */
+static void commit_failed(struct group *g, const rd_kafka_topic_partition_list_t *offsets)
+{
+    for (int i = 0; offsets && i < offsets->cnt; i++) {
+        struct part *p = part_find(g, offsets->elems[i].partition);
+        if (!p || p->committed != offsets->elems[i].offset)
+            continue;
+        p->committed = -1;
+        if (p->pending < 0)
+            p->pending = offsets->elems[i].offset;
+    }
 }
 
 static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                       rd_kafka_topic_partition_list_t *offsets, void *opaque)
 {
     (void)rk;
-    (void)offsets;
     struct group *g = opaque;
-    if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
         atomic_fetch_add(&g->gs->st->commits, 1);
-    else if (err != RD_KAFKA_RESP_ERR__NO_OFFSET)
-        wsb_log(WSB_LOG_WARN, "kafka group commit failed", WSB_LSTR("connector", g->gs->name),
-                WSB_LSTR("group", g->id), WSB_LSTR("reason", rd_kafka_err2str(err)));
+        return;
+    }
+    if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
+        return;
+    if (err == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS ||
+        err == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION)
+        g->steady = false; /* no more commits until the statistics show it stable again */
+    commit_failed(g, offsets);
+    wsb_log(WSB_LOG_DEBUG, "kafka group commit failed", WSB_LSTR("connector", g->gs->name),
+            WSB_LSTR("group", g->id), WSB_LSTR("reason", rd_kafka_err2str(err)));
 }
 
 /* ---- Dispatch and flow control -------------------------------------------------------- */
@@ -264,8 +287,32 @@ static void set_paused(struct group *g, struct part *p, bool pause)
         p->paused = pause;
 }
 
-/* Hands queued records to members with room, partition by partition in offset order; pauses
- * the partitions whose records found no room, resumes those that drained. */
+/* Flow control: records held = handed out (at most `capacity`, the sum of the members'
+ * max_unacked) + waiting. A partition is paused when more than capacity + PAUSE_SLACK
+ * records wait (every member is full and a little more came), and the paused ones resume
+ * when no more than capacity / 2 wait: memory stays within 2 x clients x max_unacked +
+ * PAUSE_SLACK records. The slack is there because a resume costs a fetch round trip (and
+ * the pause drops what librdkafka prefetched): pausing at the members' room alone paused
+ * and resumed every few acks and cut a busy group's throughput by 6. */
+static uint64_t capacity(const struct group *g)
+{
+    uint64_t c = 0;
+    for (const struct member *m = g->members; m; m = m->next)
+        c += m->max_unacked;
+    return c;
+}
+
+static uint64_t waiting(const struct group *g)
+{
+    uint64_t w = 0;
+    for (const struct part *p = g->parts; p; p = p->next)
+        if (!p->revoking)
+            w += p->nqueued;
+    return w;
+}
+
+/* Hands queued records to members with room, partition by partition in offset order, then
+ * pauses or resumes the partitions (see capacity()). */
 static void dispatch(struct group *g)
 {
     bool full = false;
@@ -282,9 +329,15 @@ static void dispatch(struct group *g)
     }
     if (!g->rk || g->stopping)
         return;
-    for (struct part *p = g->parts; p; p = p->next)
-        if (!p->revoking)
-            set_paused(g, p, p->nqueued > 0);
+    uint64_t cap = capacity(g), w = waiting(g);
+    for (struct part *p = g->parts; p; p = p->next) {
+        if (p->revoking)
+            continue;
+        if (w > cap + PAUSE_SLACK && p->nqueued > 0)
+            set_paused(g, p, true);
+        else if (w <= cap / 2)
+            set_paused(g, p, false);
+    }
 }
 
 /* ---- Dead letters ---------------------------------------------------------------------- */
@@ -445,6 +498,9 @@ static void revoke(struct group *g, const rd_kafka_topic_partition_list_t *l, bo
         }
     }
     if (!lost && !g->stopping) {
+        /* What is contiguous now is committed first: the group may move on (and refuse
+         * commits) while we wait for the rest. */
+        commit(g, true);
         int64_t deadline = mono_ms() + REVOKE_WAIT_MS;
         while (outstanding_in_revoking(g)) {
             int64_t left = deadline - mono_ms();
@@ -521,6 +577,35 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                 WSB_LSTR("group", g->id), WSB_LSTR("reason", rd_kafka_err2str(re)));
 }
 
+/* librdkafka before 2.10 treats an OffsetCommit answered ILLEGAL_GENERATION as the loss of
+ * the whole assignment (confluentinc/librdkafka#4059): a commit sent while a rebalance is
+ * under way (queued behind the JoinGroup on the coordinator connection) makes the member
+ * drop its partitions without committing, and another member reads them again from the
+ * last commit. So periodic commits are sent only right after a statistics tick that shows
+ * the group steady; the commits of the revoke callback (the safe point) are not gated. */
+/* The value of "join_state" in the "cgrp" object of librdkafka's statistics JSON
+ * ("cgrp": { "state": "up", ..., "join_state": "steady", ...}): true when "steady". */
+static bool stats_steady(const char *json)
+{
+    const char *p = strstr(json, "\"cgrp\"");
+    if (!p || !(p = strstr(p, "\"join_state\"")))
+        return false;
+    p += strlen("\"join_state\"");
+    while (*p == ' ' || *p == ':')
+        p++;
+    return strncmp(p, "\"steady\"", 8) == 0;
+}
+
+static int on_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+{
+    (void)rk;
+    (void)len;
+    struct group *g = opaque;
+    g->steady = stats_steady(json);
+    g->commit_due = true;
+    return 0; /* librdkafka frees json */
+}
+
 static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
     (void)rk;
@@ -581,6 +666,11 @@ static void take(struct group *g, rd_kafka_message_t *rkm)
         p->head = r;
     p->tail = r;
     p->nqueued++;
+    /* Past the high mark: pause now, so librdkafka drops what it prefetched for this
+     * partition (and fetches it again from here on resume) instead of us holding it. The
+     * consumer queue is still drained: rebalances and statistics come through it. */
+    if (waiting(g) > capacity(g) + PAUSE_SLACK)
+        set_paused(g, p, true);
 }
 
 /* Reads up to POLL_BATCH events; true when there may be more. */
@@ -599,11 +689,6 @@ static bool consume(struct group *g)
             take(g, rkm);
         }
         rd_kafka_message_destroy(rkm);
-        bool room = false;
-        for (struct member *m = g->members; m && !room; m = m->next)
-            room = m->out < m->max_unacked;
-        if (!room)
-            return false; /* the rest waits in librdkafka; acks wake us */
     }
     return true;
 }
@@ -638,10 +723,9 @@ static void *run(void *arg)
         more = consume(g);
         dispatch(g);
         int64_t now = mono_ms();
-        if (now >= g->next_commit_ms) {
+        if (g->commit_due && g->steady)
             commit(g, false);
-            g->next_commit_ms = now + COMMIT_INTERVAL_MS;
-        }
+        g->commit_due = false;
         if (g->producer)
             rd_kafka_poll(g->producer, 0);
         if (now >= next_lag) {
@@ -653,7 +737,8 @@ static void *run(void *arg)
      * leaving it (close serves the revoke: outstanding records are not waited for). */
     while (g->members)
         do_unsubscribe(g, g->members->id);
-    commit(g, true);
+    if (g->steady)
+        commit(g, true); /* else the revoke of the close commits */
     rd_kafka_consumer_close(g->rk);
     if (g->producer) {
         rd_kafka_flush(g->producer, (int)(g->stop_timeout_ms ? g->stop_timeout_ms : 1000));
@@ -744,7 +829,8 @@ static struct group *group_start(struct wsb_kgroups *gs, const struct wsb_source
         rd_kafka_conf_set(c, "enable.auto.commit", "false", why, sizeof(why)) ||
         rd_kafka_conf_set(c, "enable.auto.offset.store", "false", why, sizeof(why)) ||
         rd_kafka_conf_set(c, "queued.min.messages", "1000", why, sizeof(why)) ||
-        rd_kafka_conf_set(c, "queued.max.messages.kbytes", "4096", why, sizeof(why))) {
+        rd_kafka_conf_set(c, "queued.max.messages.kbytes", "4096", why, sizeof(why)) ||
+        rd_kafka_conf_set(c, "statistics.interval.ms", STATS_INTERVAL_MS, why, sizeof(why))) {
         rd_kafka_conf_destroy(c);
         snprintf(err, errlen, "kafka group consumer: %s", why);
         goto fail;
@@ -753,6 +839,7 @@ static struct group *group_start(struct wsb_kgroups *gs, const struct wsb_source
     rd_kafka_conf_set_error_cb(c, on_error);
     rd_kafka_conf_set_rebalance_cb(c, on_rebalance);
     rd_kafka_conf_set_offset_commit_cb(c, on_commit);
+    rd_kafka_conf_set_stats_cb(c, on_stats);
     if (!(g->rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, why, sizeof(why)))) {
         rd_kafka_conf_destroy(c);
         snprintf(err, errlen, "kafka group consumer: %s", why);
