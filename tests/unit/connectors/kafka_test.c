@@ -317,8 +317,9 @@ static void test_publish(void **state)
     assert_int_equal(m->nheaders, 1);
     assert_string_equal(m->headers[0].name, "h");
 
-    /* Ack sources are not supported on kafka yet. (An unknown topic is not tested: the
-     * mock cluster, like brokers with auto.create.topics.enable, creates it.) */
+    /* An ack source needs a group (consumer groups: test_59_kafka_groups.py). (An unknown
+     * topic is not tested: the mock cluster, like brokers with auto.create.topics.enable,
+     * creates it.) */
     struct wsb_source acks = {.topic = "t1", .ack = true};
     assert_int_equal(wsb_connector_subscribe(conn, 6, &acks), WSB_OK);
     assert_int_equal(wait_for(EV_FAILED, 6, 1, 10000, true), 1);
