@@ -139,6 +139,7 @@ struct load {
     uint64_t publish_failed; /* error replies to the publisher */
     bool publish_started;
     char *pad;
+    double first_message_ms; /* wall clock of the first message a fast client got, 0 = none */
     /* latency */
     uint64_t *lat;
     uint64_t lat_n;
@@ -568,6 +569,8 @@ static void on_text(struct client *c, const char *text, size_t len)
         c->received++;
         if (c->role == ROLE_FAST) {
             ld->rx_total++;
+            if (ld->first_message_ms == 0)
+                ld->first_message_ms = wall_ms();
             struct data_fields d = {0};
             if (m.data.p && m.data.p[0] == '{')
                 scan_object(m.data.p, m.data.p + m.data.len, on_data_member, &d);
@@ -1232,6 +1235,9 @@ static int report(struct load *ld)
         json_object_set_new(out, "published_ok", json_integer((json_int_t)ld->published_ok));
         json_object_set_new(out, "publish_failed", json_integer((json_int_t)ld->publish_failed));
     }
+    if (ld->first_message_ms > 0)
+        json_object_set_new(out, "first_message_ms",
+                            json_integer((json_int_t)ld->first_message_ms));
     json_object_set_new(out, "elapsed_s", json_real(round(elapsed * 1000) / 1000));
     double win = ld->window_us ? (double)(ld->end_us - ld->window_us) / 1e6 : 0;
     if (win > 0) {

@@ -220,7 +220,7 @@ static int64_t lag_ms(const struct wsb_session *s, int64_t wall_ms)
 {
     for (size_t i = 0; i < s->q.count; i++) {
         const struct wsb_outq_item *it = &s->q.items[(s->q.head + i) % s->q.cap];
-        if (it->kind != WSB_OUTQ_MESSAGE)
+        if (it->kind == WSB_OUTQ_REPLY)
             continue;
         return it->frame->ts_ms >= 0 && wall_ms > it->frame->ts_ms ? wall_ms - it->frame->ts_ms : 0;
     }

@@ -21,6 +21,8 @@
 #include "util/buf.h"
 #include "util/log.h"
 
+#define BURST_ITEMS 64 /* a client with more frames queued than this saw a burst */
+
 void wsb_delivery_started(void *owner, uint32_t slot, const char *positions)
 {
     struct wsb_session *s = owner;
@@ -113,7 +115,11 @@ static void hub_deliver(void *owner, uint32_t slot, struct wsb_frame *f, uint64_
             }
         }
     }
-    wsb_outq_push(&s->q, wsb_frame_ref(f), WSB_OUTQ_MESSAGE, slot);
+    /* An ack delivery is never dropped by drop_oldest (the broker gave it to this client
+     * alone; it is tracked above and goes back to the broker if the client leaves). */
+    wsb_outq_push(&s->q, wsb_frame_ref(f), ack_token ? WSB_OUTQ_ACK : WSB_OUTQ_MESSAGE, slot);
+    if (s->q.count > BURST_ITEMS)
+        wsb_session_note_burst(s);
     wsb_session_flush(s);
 }
 

@@ -4,6 +4,7 @@
 #include "bridge/loop.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,6 +78,40 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
     wsb_session_reap(arg);
 }
 
+#define GATE_RECHECK_US 5000
+#define TRIM_AFTER_BYTES (4u << 20) /* a drained burst this large is trimmed after */
+
+/* The mailbox asks before each mail: hand it over unless a client that keeps up is still
+ * writing the last ones (gate.h). A closed gate is re-checked every few ms, and reopened at
+ * once by the session that catches up (session.c). */
+static bool gate_open(void *ctx)
+{
+    struct wsb_worker *w = ctx;
+    if (w->gate.holders == 0 || wsb_gate_open(&w->gate, wsb_now_us()))
+        return true;
+    w->trim_due = true;
+    if (!evtimer_pending(w->gate_ev, NULL)) {
+        struct timeval tv = {0, GATE_RECHECK_US};
+        evtimer_add(w->gate_ev, &tv);
+    }
+    return false;
+}
+
+static void on_gate(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct wsb_worker *w = arg;
+    if (!wsb_mailbox_held(w->mailbox))
+        return;
+    if (wsb_gate_open(&w->gate, wsb_now_us())) {
+        wsb_mailbox_kick(w->mailbox);
+    } else {
+        struct timeval tv = {0, GATE_RECHECK_US};
+        evtimer_add(w->gate_ev, &tv);
+    }
+}
+
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -90,6 +125,17 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         queued += (int64_t)wsb_session_queued(s);
     }
     atomic_store_explicit(&w->metrics.send_buffer_bytes, queued, memory_order_relaxed);
+    /* After a burst has drained, hand its freed pages back to the system: glibc keeps free
+     * chunks inside its heap until told (malloc_trim madvises them). At most once per
+     * tick, only on an idle loop after a burst. */
+    if ((uint64_t)queued > w->queued_peak)
+        w->queued_peak = (uint64_t)queued;
+    if (queued == 0 && (w->queued_peak >= TRIM_AFTER_BYTES || w->trim_due) &&
+        !wsb_mailbox_depth(w->mailbox)) {
+        w->queued_peak = 0;
+        w->trim_due = false;
+        malloc_trim(0);
+    }
     if (w->draining && w->nsessions == 0)
         atomic_store(&w->drained, true);
 }
@@ -179,9 +225,12 @@ enum wsb_err wsb_loop_new(struct wsb_shared *sh, unsigned idx, const struct sock
     w->tick_ev = event_new(w->base, -1, EV_PERSIST, on_tick, w);
     w->accept_ev = event_new(w->base, -1, 0, on_accept_resume, w);
     w->clients_ev = event_new(w->base, -1, 0, on_clients, w);
+    w->gate_ev = evtimer_new(w->base, on_gate, w);
+    wsb_gate_init(&w->gate);
     if (!w->mailbox || !w->hub || !w->deflater || !w->reap_ev || !w->tick_ev || !w->accept_ev ||
-        !w->clients_ev)
+        !w->clients_ev || !w->gate_ev)
         goto nomem;
+    wsb_mailbox_set_gate(w->mailbox, gate_open);
     struct timeval tv = {0, TICK_MS * 1000};
     event_add(w->tick_ev, &tv);
     atomic_store(&w->last_tick_ms, wsb_now_ms());
@@ -228,6 +277,8 @@ void wsb_loop_free(struct wsb_worker *w)
         event_free(w->accept_ev);
     if (w->clients_ev)
         event_free(w->clients_ev);
+    if (w->gate_ev)
+        event_free(w->gate_ev);
     wsb_clients_req_unref(atomic_exchange(&w->clients_req, NULL));
     wsb_map_cleanup(&w->pubs);
     if (w->base)

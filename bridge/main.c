@@ -1,5 +1,6 @@
 /* wsbridge: command line, configuration, demo set-up, and the server's run. */
 #include <getopt.h>
+#include <malloc.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,18 @@ static void print_config_error(void *ctx, const char *file, const char *path, co
     fprintf(stderr, "%s: %s: %s\n", file ? file : "<config>", path && *path ? path : "$", msg);
 }
 
+/* One malloc arena for every thread, unless the environment chooses (MALLOC_ARENA_MAX or
+ * GLIBC_TUNABLES). Frames and chains are allocated by the worker threads and broker messages
+ * by the connector threads; with an arena per thread the memory of a burst stayed spread
+ * over their arenas after it was freed (10 MB of 16 MB after a catch-up of 500 clients, see
+ * docs/flow-control.md), with one it is given back. Per-thread caches (tcache) keep the
+ * small allocations off the arena lock. */
+static void malloc_setup(void)
+{
+    if (!getenv("MALLOC_ARENA_MAX") && !getenv("GLIBC_TUNABLES"))
+        mallopt(M_ARENA_MAX, 1);
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -42,6 +55,7 @@ int main(int argc, char **argv)
         {"demo", no_argument, NULL, 'd'},         {"version", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
     };
+    malloc_setup();
     const char *file = NULL;
     bool check = false, demo = false;
     int c;

@@ -28,8 +28,11 @@
 #include "connectors/connector.h"
 #include "util/log.h"
 
-#define CLOSE_WAIT_MS 2000 /* how long we wait for the client's close frame */
-#define FAIL_FLUSH_MS 1000 /* how long a failed connection may take to flush */
+#define CLOSE_WAIT_MS 2000    /* how long we wait for the client's close frame */
+#define FAIL_FLUSH_MS 1000    /* how long a failed connection may take to flush */
+#define COPY_BELOW 4096       /* smaller frames are copied into the socket buffer */
+#define GATE_MAX (128 * 1024) /* a client with more queued is behind (gate.h) */
+#define GATE_ALLOW_US 500000  /* the most a behind client holds its loop's hand-off */
 
 static void on_timer(evutil_socket_t fd, short what, void *arg);
 static void on_ping_timer(evutil_socket_t fd, short what, void *arg);
@@ -53,16 +56,81 @@ static void frame_cleanup(const void *data, size_t len, void *arg)
     wsb_frame_unref(arg);
 }
 
-/* Hands a frame to the socket buffer (takes over the reference). */
+/* Hands a frame to the socket buffer (takes over the reference). libevent allocates a chain
+ * of at least 1 KiB for every reference however small the data (docs/flow-control.md), so a
+ * small frame is copied instead, packed with its neighbours into shared chains; a large one
+ * is referenced, not copied per client. */
 static void write_frame(struct wsb_session *s, struct wsb_frame *f)
 {
     struct evbuffer *out = bufferevent_get_output(s->bev);
     size_t len = f->len;
-    if (evbuffer_add_reference(out, f->data, f->len, frame_cleanup, f) < 0) {
+    if (len < COPY_BELOW) {
+        int rc = evbuffer_add(out, f->data, len);
+        wsb_frame_unref(f);
+        if (rc < 0)
+            return;
+    } else if (evbuffer_add_reference(out, f->data, len, frame_cleanup, f) < 0) {
         wsb_frame_unref(f);
         return;
     }
     wsb_metric_add(s->w->metrics.bytes_out, len);
+}
+
+/* ---- the hand-off gate (gate.h) --------------------------------------------------- */
+
+/* A client is behind with more than this queued: never below what flush keeps in the socket
+ * buffer (the write callback that sees the queue shrink only runs below that), at most a
+ * quarter of hard_bytes and half of soft_bytes above it, so a client that keeps up stays
+ * far from both limits whatever the broker hands over at once. */
+static uint64_t gate_threshold(const struct wsb_limits *l)
+{
+    uint64_t t = GATE_MAX;
+    if (l->send_hard_bytes && l->send_hard_bytes / 4 < t)
+        t = l->send_hard_bytes / 4;
+    if (l->send_soft_bytes && l->send_soft_bytes / 2 < t)
+        t = l->send_soft_bytes / 2;
+    return t < WSB_SESSION_SOCKET_CHUNK ? WSB_SESSION_SOCKET_CHUNK : t;
+}
+
+/* How long a behind client may hold its loop: half of soft_seconds at most, so a stalled
+ * client is still judged (4408 or gaps) within soft_seconds + 1 s. */
+static int64_t gate_allow_us(const struct wsb_limits *l)
+{
+    int64_t a = GATE_ALLOW_US;
+    if (l->send_soft_bytes && (int64_t)l->send_soft_seconds * 500000 < a)
+        a = (int64_t)l->send_soft_seconds * 500000;
+    return a;
+}
+
+/* Reopens the loop's hand-off when nobody holds it any more. */
+static void gate_kick(struct wsb_worker *w)
+{
+    if (w->mailbox && wsb_mailbox_held(w->mailbox) && wsb_gate_open(&w->gate, wsb_now_us()))
+        wsb_mailbox_kick(w->mailbox);
+}
+
+static void gate_note(struct wsb_session *s)
+{
+    const struct wsb_limits *l = wsb_session_limits(s);
+    bool behind = s->state == WSB_SS_OPEN && wsb_session_queued(s) > gate_threshold(l);
+    if (!behind && !s->gm.behind)
+        return;
+    wsb_gate_note(&s->w->gate, &s->gm, behind, gate_allow_us(l), wsb_now_us());
+    if (!behind)
+        gate_kick(s->w);
+}
+
+static void gate_leave(struct wsb_session *s)
+{
+    if (!s->gm.behind)
+        return;
+    wsb_gate_leave(&s->w->gate, &s->gm);
+    gate_kick(s->w);
+}
+
+void wsb_session_note_burst(struct wsb_session *s)
+{
+    s->w->trim_due = true;
 }
 
 void wsb_session_send_control(struct wsb_session *s, uint8_t opcode, const void *p, size_t len)
@@ -191,7 +259,7 @@ void wsb_session_flush(struct wsb_session *s)
     int64_t now = -1;
     while (evbuffer_get_length(out) < WSB_SESSION_SOCKET_CHUNK && wsb_outq_pop(&s->q, &it)) {
         struct wsb_frame *f = it.frame;
-        if (it.kind == WSB_OUTQ_MESSAGE) {
+        if (it.kind != WSB_OUTQ_REPLY) {
             if (it.tag < s->cap && s->subs[it.tag].used && s->subs[it.tag].gap)
                 emit_gap(s, &s->subs[it.tag]);
             if (s->transport == WSB_TRANSPORT_SSE && !(f = sse_message(s, it.tag, f)))
@@ -225,6 +293,7 @@ void wsb_session_flush(struct wsb_session *s)
         if (!s->discard_input)
             bufferevent_enable(s->bev, EV_READ);
     }
+    gate_note(s);
 }
 
 /* ---- lifecycle -------------------------------------------------------------------- */
@@ -245,12 +314,13 @@ static void drop_queued(struct wsb_session *s)
     size_t n = 0;
     struct wsb_outq_item it;
     while (wsb_outq_pop(&s->q, &it)) {
-        if (it.kind == WSB_OUTQ_MESSAGE)
+        if (it.kind != WSB_OUTQ_REPLY)
             n++;
         wsb_frame_unref(it.frame);
     }
     if (n)
         wsb_metric_add(s->w->metrics.dropped[WSB_DROP_DISCONNECTED], n);
+    gate_leave(s);
 }
 
 /* A closing session takes no more messages: its subscriptions end (ack deliveries go back to
@@ -352,6 +422,7 @@ void wsb_session_kill(struct wsb_session *s)
     if (s->state == WSB_SS_OPEN)
         count_disconnect(s, 1006);
     s->state = WSB_SS_DEAD;
+    gate_leave(s);
     bufferevent_disable(s->bev, EV_READ | EV_WRITE);
     s->reap_next = s->w->reap;
     s->w->reap = s;
@@ -451,6 +522,11 @@ void wsb_session_free_slot(struct wsb_session *s, struct wsb_sub *sub)
         free(sub->pos);
         sub->pos = NULL;
     }
+    /* What is still queued for it does not go out any more (its ack deliveries are in the
+     * unacked list, which drop_sub gave back to the broker); what is already in the socket
+     * buffer (at most WSB_SESSION_SOCKET_CHUNK) does. */
+    wsb_outq_purge(&s->q, (uint32_t)(sub - s->subs));
+    sub->gap = 0;
     free(sub->unacked);
     sub->unacked = NULL;
     sub->nunacked = sub->capunacked = 0;
@@ -554,6 +630,33 @@ static void on_ping_timer(evutil_socket_t fd, short what, void *arg)
         wsb_session_arm_timer(s, wsb_session_limits(s)->pong_timeout_ms);
 }
 
+/* The policy of the channels whose droppable messages wait: disconnect when any of them says
+ * so, else drop_oldest; -1 when only replies and ack deliveries wait. */
+struct tick_policy {
+    struct wsb_session *s;
+    int policy;
+};
+
+static void tick_policy_visit(void *ctx, uint32_t kind, uint32_t tag)
+{
+    struct tick_policy *tp = ctx;
+    struct wsb_session *s = tp->s;
+    if (kind != WSB_OUTQ_MESSAGE || tag >= s->cap || !s->subs[tag].used)
+        return;
+    int p =
+        s->subs[tag].policy >= 0 ? s->subs[tag].policy : (int)wsb_session_limits(s)->send_policy;
+    if (tp->policy != WSB_POLICY_DISCONNECT)
+        tp->policy = p;
+}
+
+static void count_tick_drop(void *ctx, uint32_t tag)
+{
+    struct wsb_session *s = ctx;
+    if (tag < s->cap && s->subs[tag].used)
+        s->subs[tag].gap++;
+    wsb_metric_add(s->w->metrics.dropped[WSB_DROP_SLOW_CONSUMER], 1);
+}
+
 void wsb_session_tick(struct wsb_session *s, int64_t now_ms)
 {
     if (s->state != WSB_SS_OPEN)
@@ -565,15 +668,27 @@ void wsb_session_tick(struct wsb_session *s, int64_t now_ms)
         wsb_session_close(s, 1008, "message timeout", true);
         return;
     }
-    /* The soft limit is also judged when no new message arrives. */
+    /* The soft limit is also judged when no new message arrives, with the policy of the
+     * channels whose messages wait (as on delivery, delivery.c). */
     s->sb.bytes = wsb_session_queued(s);
-    if (s->q.count &&
-        wsb_sendbuf_check(&s->sb, l->send_soft_bytes, l->send_soft_seconds, l->send_hard_bytes,
-                          wsb_now_us()) != WSB_SB_OK &&
-        l->send_policy == WSB_POLICY_DISCONNECT) {
+    if (!s->q.count || wsb_sendbuf_check(&s->sb, l->send_soft_bytes, l->send_soft_seconds,
+                                         l->send_hard_bytes, wsb_now_us()) == WSB_SB_OK)
+        return;
+    struct tick_policy tp = {.s = s, .policy = -1};
+    wsb_outq_each(&s->q, tick_policy_visit, &tp);
+    int policy = tp.policy >= 0 ? tp.policy : (int)l->send_policy;
+    if (policy == WSB_POLICY_DISCONNECT) {
         wsb_metric_add(s->w->metrics.dropped[WSB_DROP_DISCONNECTED], 1);
+        wsb_log(WSB_LOG_INFO, "slow consumer disconnected", WSB_LSTR("conn", s->sid),
+                WSB_LSTR("ip", s->ip), WSB_LUINT("queued", s->sb.bytes));
         wsb_session_close(s, 4408, "slow consumer", true);
+        return;
     }
+    /* drop_oldest: down to the soft limit, whole messages; the gaps go out with the flush. */
+    uint64_t sock = evbuffer_get_length(bufferevent_get_output(s->bev));
+    uint64_t target = l->send_soft_bytes > sock ? l->send_soft_bytes - sock : 0;
+    if (wsb_outq_drop_oldest(&s->q, target, count_tick_drop, s))
+        wsb_session_flush(s);
 }
 
 /* ---- new / free ------------------------------------------------------------------- */
@@ -606,6 +721,7 @@ struct wsb_session *wsb_session_new(struct wsb_worker *w, struct bufferevent *be
     wsb_buf_init(&s->msg);
     wsb_outq_init(&s->q);
     wsb_sendbuf_init(&s->sb);
+    wsb_gate_member_init(&s->gm, wsb_now_us());
     s->state = WSB_SS_HANDSHAKE;
     wsb_session_arm_timer(s, s->rt->cfg->limits.handshake_timeout_ms);
     s->next = w->sessions;

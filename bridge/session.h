@@ -14,6 +14,7 @@
 #include <jansson.h>
 
 #include "bridge/flow.h"
+#include "bridge/gate.h"
 #include "bridge/hub.h"
 #include "bridge/iplimit.h"
 #include "bridge/outq.h"
@@ -32,8 +33,10 @@ struct wsb_limits;
 struct wsb_runtime;
 struct wsb_worker;
 
-/* Bytes kept in the socket buffer; the rest waits in the out-queue. */
-#define WSB_SESSION_SOCKET_CHUNK (256 * 1024)
+/* Bytes kept in the socket buffer; the rest waits in the out-queue (as references to shared
+ * frames, and where drop_oldest can still drop whole messages). Small: what is in the socket
+ * buffer is a copy per client for small frames (session.c write_frame). */
+#define WSB_SESSION_SOCKET_CHUNK (32 * 1024)
 
 enum wsb_session_state { WSB_SS_HANDSHAKE, WSB_SS_OPEN, WSB_SS_CLOSING, WSB_SS_DEAD };
 
@@ -121,6 +124,7 @@ struct wsb_session {
     /* output */
     struct wsb_outq q;
     struct wsb_sendbuf sb;
+    struct wsb_gate_member gm; /* in the worker's hand-off gate (gate.h) */
     bool close_after_flush;
     bool linger; /* after the flush: FIN, then read until EOF (see wsb_session_written) */
     bool read_paused;
@@ -198,8 +202,13 @@ void wsb_session_reply(struct wsb_session *s, struct wsb_buf *b);
 void wsb_session_reply_error(struct wsb_session *s, const char *id, const char *code,
                              const char *msg);
 
-/** Moves frames from the out-queue into the socket buffer while it has room. */
+/** Moves frames from the out-queue into the socket buffer while it has room, and tells the
+ * worker's hand-off gate whether the client is behind. */
 void wsb_session_flush(struct wsb_session *s);
+
+/** Notes a burst (a client with many frames queued): the worker gives the memory back to the
+ * system once every queue drained. */
+void wsb_session_note_burst(struct wsb_session *s);
 
 /* ---- subscriptions ------------------------------------------------------------------- */
 
@@ -212,7 +221,8 @@ struct wsb_sub *wsb_session_new_sub(struct wsb_session *s);
 /** Ends a subscription: hub, unacked deliveries back to the broker, registry, slot. */
 void wsb_session_drop_sub(struct wsb_session *s, struct wsb_sub *sub);
 
-/** Frees a slot whose hub subscription is gone: its unacked list, the count. */
+/** Frees a slot whose hub subscription is gone: its frames still queued (they do not go out
+ * any more), its unacked list, the count. */
 void wsb_session_free_slot(struct wsb_session *s, struct wsb_sub *sub);
 
 /** SSE: the positions delivered on `sub` (created empty on first call); NULL on OOM. */
@@ -229,7 +239,8 @@ void wsb_session_drain(struct wsb_session *s);
 /** Frees sessions on the worker's reap list. */
 void wsb_session_reap(struct wsb_worker *w);
 
-/** Periodic work: the send-buffer soft limit and the message timeout. */
+/** Periodic work: the send-buffer soft limit, judged with the policy of the channels whose
+ * messages wait (disconnect if any says so, else drop_oldest), and the message timeout. */
 void wsb_session_tick(struct wsb_session *s, int64_t now_ms);
 
 /** The next session of the worker's list. */

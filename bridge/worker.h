@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bridge/gate.h"
 #include "bridge/metrics.h"
 #include "util/map.h"
 
@@ -74,6 +75,10 @@ struct wsb_worker {
     struct event *clients_ev; /* made active by the admin thread for GET /clients */
     _Atomic(struct wsb_clients_req *) clients_req; /* the request it answers (a reference) */
     uint32_t accept_backoff_ms;                    /* next back-off; 0 after a successful accept */
+    struct wsb_gate gate;  /* hand-off gate: broker messages wait while clients catch up */
+    struct event *gate_ev; /* re-checks a closed gate */
+    uint64_t queued_peak;  /* largest send-buffer total since the last trim */
+    bool trim_due;         /* a burst was queued since the last trim (see loop.c on_tick) */
     atomic_int_fast64_t last_tick_ms;
     atomic_bool drained; /* draining and no session left */
     bool draining;
