@@ -298,7 +298,10 @@ def test_slow_client_pauses_the_partition(kafka_mock, bridge_factory):
     # (kafka_group.c PAUSE_SLACK) and what came before the pause took effect, not the 4,000
     # records written.
     assert read < 1000, "read %d of %d records while the client was full" % (read, total)
-    assert rss1 - rss0 < 2560, "RSS grew %d KiB while paused" % (rss1 - rss0)
+    # (Under ASan, freed memory sits in the allocator's quarantine, so RSS counts what the
+    # fetches churned, not what is held: there the records read are the check.)
+    if not SANITIZED:
+        assert rss1 - rss0 < 2560, "RSS grew %d KiB while paused" % (rss1 - rss0)
     try:
         extra = c.recv_json(timeout=0.3)
     except OSError:
