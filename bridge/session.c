@@ -744,6 +744,8 @@ void wsb_session_force_close(struct wsb_session *s)
 
 void wsb_session_drain(struct wsb_session *s)
 {
+    if (s->transport == WSB_TRANSPORT_HTTP)
+        return; /* a publish awaiting its broker is answered with the outcome, not cut short */
     if (s->state == WSB_SS_OPEN)
         wsb_session_close(s, 1001, "server shutting down", false);
     else if (s->state == WSB_SS_HANDSHAKE)
