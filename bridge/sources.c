@@ -109,7 +109,7 @@ void wsb_sources_free(struct wsb_sources *s)
     free(s);
 }
 
-static char *make_key(size_t connector, const struct wsb_source *src)
+static char *make_key(const struct wsb_sources *s, size_t connector, const struct wsb_source *src)
 {
     struct wsb_buf b;
     wsb_buf_init(&b);
@@ -117,15 +117,24 @@ static char *make_key(size_t connector, const struct wsb_source *src)
      * connector renders each record once per source. */
     wsb_buf_printf(&b, "%zu\x1f%d\x1f%d\x1f%d\x1f", connector, src->ack ? 1 : 0,
                    (int)src->value_format, (int)src->key_format);
-    /* The broker members, as the connector validated them: one text per object whatever
-     * the order its keys were written in. */
-    char *fields = src->fields ? json_dumps(src->fields, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-    if (src->fields && !fields) {
-        wsb_buf_cleanup(&b);
-        return NULL;
+    /* The broker members that name what is read, as the connector lists them; without a
+     * list, the whole object as one text whatever the order its keys were written in. */
+    const char *const *names = s->connectors[connector]->ops->source_keys;
+    if (names) {
+        for (; *names; names++) {
+            const json_t *v = json_object_get(src->fields, *names);
+            wsb_buf_printf(&b, "%s%c%s\x1f", *names, v ? '=' : '!',
+                           v ? wsb_connector_field(src->fields, *names) : "");
+        }
+    } else {
+        char *text = src->fields ? json_dumps(src->fields, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+        if (src->fields && !text) {
+            wsb_buf_cleanup(&b);
+            return NULL;
+        }
+        wsb_buf_puts(&b, text ? text : "");
+        free(text);
     }
-    wsb_buf_puts(&b, fields ? fields : "");
-    free(fields);
     wsb_buf_append(&b, "", 1);
     if (b.oom) {
         wsb_buf_cleanup(&b);
@@ -166,7 +175,7 @@ enum wsb_err wsb_sources_acquire(struct wsb_sources *s, size_t connector,
      * max_unacked bounds that subscription alone. */
     bool shared = src->from == WSB_FROM_LATEST && !src->ack;
     char *key = NULL;
-    if (shared && !(key = make_key(connector, src)))
+    if (shared && !(key = make_key(s, connector, src)))
         return WSB_ERR_NOMEM;
 
     enum wsb_err rc = WSB_OK;

@@ -1362,11 +1362,13 @@ static uint64_t messages_in(void *impl)
 }
 
 static const char *const channel_keys[] = {"exchange", "binding_key", "routing_key", "queue", NULL};
+static const char *const source_keys[] = {"exchange", "binding_key", "queue", NULL};
 
 const struct wsb_connector_ops wsb_amqp_ops = {
     .type = "amqp",
     .caps = WSB_CAP_ACK | WSB_CAP_PUBLISH, /* from: latest only */
     .channel_keys = channel_keys,
+    .source_keys = source_keys,
     .check_config = check_config,
     .check_channel = check_channel,
     .create = create,

@@ -183,6 +183,11 @@ struct wsb_connector_ops {
      * core keeps them, as written, in the rule's broker object; any other key the core does
      * not know is an unknown key. Each string member may use `{n}` captures. */
     const char *const *channel_keys;
+    /** Optional: the members among channel_keys that name what a source reads (NULL-terminated).
+     * Two shared sources are one when these match (with the connector, delivery and formats);
+     * members not listed (a publish routing key, a dead-letter topic) do not split a source.
+     * NULL: every member counts. */
+    const char *const *source_keys;
 
     /** Validates the connector's config object strictly (unknown keys are errors). Reports
      * each problem with `report(ctx, path_suffix, msg)`, path_suffix like ".brokers".

@@ -1570,6 +1570,7 @@ static bool format_stats(void *impl, struct wsb_format_stats *out)
 }
 
 static const char *const channel_keys[] = {"topic", "group", "dead_letter_topic", NULL};
+static const char *const source_keys[] = {"topic", "group", NULL};
 
 /* The consumer groups' figures (delivery: ack), aggregated over the connector's groups. */
 static size_t stats(void *impl, struct wsb_connector_stat *out, size_t max)
@@ -1606,6 +1607,7 @@ const struct wsb_connector_ops wsb_kafka_ops = {
     /* ack: consumer groups (kafka_group.c) */
     .caps = WSB_CAP_FROM_POSITION | WSB_CAP_ACK | WSB_CAP_PUBLISH,
     .channel_keys = channel_keys,
+    .source_keys = source_keys,
     .check_route = wsb_connector_check_topic_route,
     .check_config = check_config,
     .check_channel = check_channel,

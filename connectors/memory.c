@@ -565,11 +565,13 @@ void wsb_memory_sync(void *impl)
 
 /* As kafka's (the memory connector stands in for it in tests); "group" is not used. */
 static const char *const channel_keys[] = {"topic", "group", "dead_letter_topic", NULL};
+static const char *const source_keys[] = {"topic", "group", NULL};
 
 const struct wsb_connector_ops wsb_memory_ops = {
     .type = "memory",
     .caps = WSB_CAP_FROM_POSITION | WSB_CAP_ACK | WSB_CAP_PUBLISH,
     .channel_keys = channel_keys,
+    .source_keys = source_keys,
     .check_route = wsb_connector_check_topic_route,
     .check_config = check_config,
     .check_channel = check_channel,
