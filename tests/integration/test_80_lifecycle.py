@@ -119,7 +119,8 @@ def test_metrics_labels_never_carry_client_or_channel_values(bridge):
     c.send_text("garbage")
     c.recv_json()
     m = bridge.metrics()
-    allowed = {"result", "connector", "reason", "code", "kind", "le", "decision", "state"}
+    allowed = {"result", "connector", "reason", "code", "kind", "le", "decision", "state",
+               "transport"}
     for key in m:
         _, labels = split_series(key)
         assert set(labels) <= allowed, "unexpected label in %s" % key
