@@ -596,13 +596,31 @@ static bool stats_steady(const char *json)
     return strncmp(p, "\"steady\"", 8) == 0;
 }
 
+/* True when the statistics were taken less than 50 ms ago ("ts": librdkafka's monotonic
+ * clock in microseconds, CLOCK_MONOTONIC on Linux): a tick served late says little about
+ * the group now. */
+static bool stats_fresh(const char *json)
+{
+    const char *p = strstr(json, "\"ts\"");
+    if (!p)
+        return false;
+    p += 4;
+    while (*p == ' ' || *p == ':')
+        p++;
+    long long ts = strtoll(p, NULL, 10);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long long us = (long long)now.tv_sec * 1000000 + now.tv_nsec / 1000;
+    return ts > 0 && us - ts < 50000;
+}
+
 static int on_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque)
 {
     (void)rk;
     (void)len;
     struct group *g = opaque;
     g->steady = stats_steady(json);
-    g->commit_due = true;
+    g->commit_due = g->steady && stats_fresh(json);
     return 0; /* librdkafka frees json */
 }
 

@@ -146,6 +146,9 @@ def test_records_split_over_acking_clients_and_committed(kafka_mock, bridge_fact
     m = b.metrics()
     assert m.value("wsbridge_kafka_group_commits_total", connector="k") >= 1
     assert m.value("wsbridge_kafka_group_unacked", connector="k") == 0
+    assert m.value("wsbridge_kafka_groups", connector="k") == 1
+    m = b.wait_metric("wsbridge_kafka_group_lag", lambda v: v == 0, timeout=5, connector="k")
+    assert m.value("wsbridge_kafka_group_lag", connector="k") == 0
 
 
 # ---- 2. a client leaves holding 50 unacked records --------------------------------------
