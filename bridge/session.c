@@ -668,6 +668,13 @@ void wsb_session_tick(struct wsb_session *s, int64_t now_ms)
         wsb_session_close(s, 1008, "message timeout", true);
         return;
     }
+    /* An idle connection keeps no buffers: the out-queue's ring (16 items) and the inbound
+     * message buffer are given back here, at most once a tick, and allocated again on demand
+     * (docs/benchmarks.md, memory per idle connection). */
+    if (s->q.count == 0 && s->q.items)
+        wsb_outq_cleanup(&s->q);
+    if (!s->msg_pending && s->msg.data)
+        wsb_buf_cleanup(&s->msg);
     /* The soft limit is also judged when no new message arrives, with the policy of the
      * channels whose messages wait (as on delivery, delivery.c). */
     s->sb.bytes = wsb_session_queued(s);
