@@ -2,12 +2,12 @@
 # The benchmark suite (issue 14): wsbridge, a Node.js `ws` broadcast server and nginx + nchan
 # under the same load generator, interleaved, median of 3. Loopback only. Needs the release
 # build (build/wsbridge, build/wsb-load) and bench/setup.sh (nginx-light, nchan, gnuplot, npm
-# ws). Results: bench/results/ (results.json, results.md, *.dat, *.png); see
+# ws). Results: docs/bench/ (results.json, results.md, *.dat, *.png; WSB_BENCH_OUT elsewhere); see
 # docs/benchmarks.md. Extra arguments go to bench/suite.py (--reps, --seconds, --only S1,S4,
 # --servers wsbridge,node, --idle N).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-out="$here/results"
+out="${WSB_BENCH_OUT:-$here/../docs/bench}"
 mkdir -p "$out"
 # 10,000 connections per side plus the server's own files
 ulimit -n "$(ulimit -Hn)"
