@@ -244,7 +244,7 @@ def fanout(srv, a, clients, duration, slow=0):
 
 
 def s1(srv, a):
-    return fanout(srv, a, 1000, a.seconds)
+    return fanout(srv, a, a.fanout_clients, a.seconds)
 
 
 def s2(srv, a):
@@ -252,7 +252,7 @@ def s2(srv, a):
 
 
 def s6(srv, a):
-    return fanout(srv, a, 1000, a.seconds, slow=10)
+    return fanout(srv, a, a.fanout_clients, a.seconds, slow=10)
 
 
 def s3(srv, a):
@@ -330,6 +330,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=6, help="measured seconds per run")
     ap.add_argument("--hs-seconds", type=float, default=4)
     ap.add_argument("--idle", type=int, default=10000, help="S4 connections")
+    ap.add_argument("--fanout-clients", type=int, default=1000, help="S1 and S6 subscribers")
     ap.add_argument("--only", default="S1,S2,S3,S4,S5,S6")
     ap.add_argument("--distinct-tokens", type=int, default=5000,
                     help="S5: distinct RS256/ES256 tokens minted for the uncached runs")

@@ -1,0 +1,43 @@
+"""Smoke check of the benchmark suite (bench/suite.py, bench/run.sh's engine) against the
+bridge alone, so that it does not rot between quiet-machine runs: tiny loads, one repetition,
+no peers (Node ws and nchan are bench-only dependencies, bench/setup.sh). It checks that each
+scenario's run produces its figure — fan-out frames delivered in order with latency
+percentiles and CPU seconds, RSS per idle connection, handshake rates for the raw TCP probe
+and for HS256/RS256/ES256 tokens (reused and distinct) — not how good the figures are.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+
+
+def test_suite_runs_every_bridge_scenario(tmp_path):
+    # the build directory holding wsbridge and wsb-load (ctest sets both paths)
+    build = os.path.dirname(os.environ.get("WSBRIDGE_BIN",
+                                           os.path.join(REPO, "build", "wsbridge")))
+    out = tmp_path / "out"
+    p = subprocess.run(
+        [sys.executable, os.path.join(REPO, "bench", "suite.py"), "--build", build,
+         "--out", str(out), "--servers", "wsbridge", "--reps", "1", "--seconds", "1",
+         "--hs-seconds", "1", "--idle", "300", "--fanout-clients", "100", "--distinct-tokens", "40",
+         "--only", "S1,S4,S5"],
+        capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = json.loads((out / "results.json").read_text())
+    runs = {(r["scenario"], r["variant"]): r for r in res["runs"]}
+    for r in res["runs"]:
+        assert "error" not in r, r
+    s1 = runs[("S1", "")]
+    assert s1["delivered_per_s"] > 0 and s1["order_violations"] == 0, s1
+    assert s1["subscribed"] == 100 and s1["p99_ms"] is not None, s1
+    assert s1["server_cpu_pct"] > 0 and s1["generator_cpu_pct"] > 0, s1
+    s4 = runs[("S4", "")]
+    assert s4["subscribed"] == 300 and 0 < s4["per_conn_kib"] < 256, s4
+    for v in ("tcp", "HS256", "RS256", "RS256-distinct", "ES256", "ES256-distinct"):
+        s5 = runs[("S5", v)]
+        assert s5["per_s"] > 0 and s5["refused"] == {}, (v, s5)
+    assert (out / "results.md").read_text().count("| S5") == 6
