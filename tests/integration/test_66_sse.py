@@ -268,3 +268,63 @@ def test_publish_answers_after_the_broker_confirms_and_lands_once(kafka_mock, br
     assert res["at"] >= back
     msgs = read_topic(mc.bootstrap, "orders", 1, 2, timeout=10, settle=1.0)
     assert [m.value() for m in msgs] == [b'{"x":1}', b'{"x":2}'], [m.value() for m in msgs]
+
+
+def raw_http(port, data, timeout=5.0):
+    """Sends raw bytes; returns (status, headers, body) of the answer."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s.sendall(data)
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+        head, _, body = buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        hdrs = {k.strip().lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+        n = int(hdrs.get("content-length", "0"))
+        while len(body) < n:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        return int(lines[0].split()[1]), hdrs, body
+    finally:
+        s.close()
+
+
+def test_publish_bounds_preflight_and_per_subject_limits(bridge_factory):
+    b = bridge_factory({"limits": {"max_message_bytes": 4096,
+                                   "inbound_rate": {"per_second": 1, "burst": 3}}})
+    head = "POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    st, _, body = raw_http(b.port, (head + "Content-Length: 5000\r\n\r\n").encode())
+    assert st == 413 and json.loads(body)["error"] == "too_large", (st, body)
+    st, _, body = raw_http(b.port, (head + "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n").encode())
+    assert st == 411, (st, body)
+    st, _, _ = raw_http(b.port, b"GET /publish HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert st == 405
+    st, hdrs, _ = raw_http(b.port, b"OPTIONS /publish HTTP/1.1\r\nHost: x\r\n"
+                                   b"Origin: http://app.test\r\n"
+                                   b"Access-Control-Request-Method: POST\r\n\r\n")
+    assert st == 204 and hdrs["access-control-allow-origin"] == "http://app.test", hdrs
+    assert "Authorization" in hdrs["access-control-allow-headers"], hdrs
+    # A body that arrives in pieces is waited for.
+    s = socket.create_connection(("127.0.0.1", b.port), timeout=5)
+    msg = json.dumps({"channel": "mem.pieces", "data": {"x": 1}}).encode()
+    s.sendall((head + "Content-Length: %d\r\n\r\n" % len(msg)).encode() + msg[:7])
+    time.sleep(0.3)
+    s.sendall(msg[7:])
+    ans = b""
+    while b"published" not in ans:
+        chunk = s.recv(4096)
+        assert chunk, ans
+        ans += chunk
+    assert ans.startswith(b"HTTP/1.1 200"), ans
+    s.close()
+    # inbound_rate counts per subject (here the anonymous address) across connections: the
+    # burst of 3 is spent (one above), so two more pass at most, then 429.
+    res = [post_publish(b.port, {"channel": "mem.lim", "data": i}) for i in range(4)]
+    assert [r[0] for r in res].count(429) >= 2, res
+    assert all(r[1]["code"] == "rate_limited" for r in res if r[0] == 429), res
