@@ -8,7 +8,8 @@ mock cluster a fetch then brings everything produced during `fetch.wait.max.ms` 
 librdkafka's default, stated explicitly so that a fixture default cannot shrink the bursts):
 about 5 MB at once, five times `hard_bytes`.
 
-send_buffer: soft 256 KiB for 2 s, hard 1 MiB.
+send_buffer: soft 256 KiB for 2 s, hard 1 MiB; and, under `disconnect`, hard 256 KiB = 4 ×
+`max_message_bytes` (64 KiB), soft 128 KiB.
 - every fast client gets every record, in order, no gap, under both policies;
 - `disconnect`: the stalled client is closed with 4408 within soft_seconds + 1 s of the
   first record reaching the clients (the bridge's log says when);
@@ -22,6 +23,8 @@ Under ASan (WSB_SANITIZED=1) the stream is shorter and slower; the assertions ar
 import json
 import os
 import time
+
+import pytest
 
 from flow_helpers import LoadRun, PacedProducer, RssSampler, drain_messages, slow_client
 from kafka_helpers import kafka_mock, kafka_overrides  # noqa: F401  (fixture)
@@ -38,11 +41,13 @@ WARM_TOPIC = "bursts-warm"
 CONSUMER = {"fetch.wait.max.ms": "500", "fetch.max.bytes": "52428800"}
 
 
-def burst_bridge(bridge_factory, kafka_mock, policy):  # noqa: F811
+def burst_bridge(bridge_factory, kafka_mock, policy, soft=SOFT, hard=HARD,  # noqa: F811
+                 extra=None):
     mc = kafka_mock(brokers=1, topics={TOPIC: 1, WARM_TOPIC: 1})
-    limits = {"send_buffer": {"soft_bytes": SOFT, "soft_seconds": SOFT_S, "hard_bytes": HARD,
+    limits = {"send_buffer": {"soft_bytes": soft, "soft_seconds": SOFT_S, "hard_bytes": hard,
                               "policy": policy},
               "ping_interval_ms": 120000}  # the stalled client answers no ping
+    limits.update(extra or {})
     b = bridge_factory(kafka_overrides(
         mc.bootstrap, channels=[{"match": TOPIC, "connector": "k", "topic": TOPIC}],
         properties=CONSUMER,
@@ -86,8 +91,13 @@ def check_fast(rc, summary, fast):
     assert rc == 0, summary
 
 
-def test_burst_disconnect_policy(bridge_factory, kafka_mock, tmp_path):  # noqa: F811
-    mc, b = burst_bridge(bridge_factory, kafka_mock, "disconnect")
+@pytest.mark.parametrize("limits", [
+    {},
+    # hard_bytes as low as 4 x max_message_bytes (issue 8): 256 KiB, soft 128 KiB
+    {"soft": 128 * 1024, "hard": 256 * 1024, "extra": {"max_message_bytes": 64 * 1024}},
+], ids=["hard-1MiB", "hard-4x-max-message"])
+def test_burst_disconnect_policy(bridge_factory, kafka_mock, tmp_path, limits):  # noqa: F811
+    mc, b = burst_bridge(bridge_factory, kafka_mock, "disconnect", **limits)
     load = LoadRun(["--url", b.ws_url, "--clients", 3, "--slow", 1, "--channel", TOPIC,
                     "--expect", TOTAL, "--duration", 60], tmp_path / "wsb-load.stderr")
     wait_subscriptions(b, 3)
