@@ -3,10 +3,13 @@ dropped or gapped because of how many records the broker returned at once.
 
 Two fast clients (wsb-load) and one stalled client share one Kafka channel carrying
 6,000 records of 10 KiB produced at a steady pace. The consumer keeps librdkafka's default
-fetch settings and lets one fetch be as large as `fetch.max.bytes` (50 MB): against the
+fetch settings (`fetch.max.bytes` 50 MB): against the
 mock cluster a fetch then brings everything produced during `fetch.wait.max.ms` (500 ms,
 librdkafka's default, stated explicitly so that a fixture default cannot shrink the bursts):
-about 5 MB at once, five times `hard_bytes`.
+about 2.5 MB at once, more than twice `hard_bytes`. `max.partition.fetch.bytes` is raised
+to 5 MiB so that one fetch can carry it: with the default 1 MiB per partition per request a
+loaded machine's consumer fell more than the mock's ~5 MB of retention behind the producer
+("offset out of range").
 
 send_buffer: soft 256 KiB for 2 s, hard 1 MiB; and, under `disconnect`, hard 256 KiB = 4 ×
 `max_message_bytes` (64 KiB), soft 128 KiB.
@@ -38,7 +41,8 @@ RSS_GROWTH_KIB = 32 * 1024
 TOPIC = "bursts"
 WARM_TOPIC = "bursts-warm"
 # librdkafka's defaults for the fetch path, and one fetch as large as fetch.max.bytes
-CONSUMER = {"fetch.wait.max.ms": "500", "fetch.max.bytes": "52428800"}
+CONSUMER = {"fetch.wait.max.ms": "500", "fetch.max.bytes": "52428800",
+            "max.partition.fetch.bytes": "5242880"}
 
 
 def burst_bridge(bridge_factory, kafka_mock, policy, soft=SOFT, hard=HARD,  # noqa: F811
