@@ -74,7 +74,7 @@ static const char *resolve_none(void *ctx, const char *name, size_t name_len)
 static int grant(struct grants *g, struct wsb_pattern *p)
 {
     if (g->n == g->cap) {
-        size_t ncap = g->cap ? g->cap * 2 : 8;
+        size_t ncap = g->cap ? g->cap * 2 : 2; /* most rules grant one or two patterns */
         struct wsb_pattern **np = realloc(g->pats, ncap * sizeof(*np));
         if (!np)
             return -1;

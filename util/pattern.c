@@ -258,6 +258,13 @@ struct wsb_pattern *wsb_pattern_compile(const char *pattern, wsb_template_cb res
             break;
         i = end + 1;
     }
+    /* Give back the unused part of the text buffer (sized for the longest channel name):
+     * every session compiles its ACL's patterns, so this is memory per connection. */
+    struct wsb_pattern *shrunk = realloc(p, sizeof(*p) + nsegs * sizeof(struct seg) + olen + 1);
+    if (shrunk) {
+        p = shrunk;
+        p->text = (char *)(p->seg + nsegs);
+    }
     return p;
 }
 
