@@ -24,6 +24,7 @@
 #include "bridge/ops.h"
 #include "bridge/runtime.h"
 #include "bridge/session.h"
+#include "bridge/sweep.h"
 #include "bridge/sources.h"
 #include "bridge/worker.h"
 #include "bridge/ws/ws_deflate.h"
@@ -75,7 +76,7 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    wsb_session_reap(arg);
+    wsb_sweep_reap(arg);
 }
 
 #define GATE_RECHECK_US 5000
@@ -121,7 +122,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     atomic_store(&w->last_tick_ms, now);
     int64_t queued = 0;
     for (struct wsb_session *s = w->sessions; s; s = wsb_session_next(s)) {
-        wsb_session_tick(s, now);
+        wsb_sweep_tick(s, now);
         queued += (int64_t)wsb_session_queued(s);
     }
     atomic_store_explicit(&w->metrics.send_buffer_bytes, queued, memory_order_relaxed);
@@ -260,9 +261,9 @@ void wsb_loop_free(struct wsb_worker *w)
     while (w->sessions) {
         struct wsb_session *s = w->sessions;
         wsb_session_force_close(s);
-        wsb_session_reap(w);
+        wsb_sweep_reap(w);
     }
-    wsb_session_reap(w);
+    wsb_sweep_reap(w);
     if (w->listener)
         evconnlistener_free(w->listener);
     wsb_mailbox_free(w->mailbox);

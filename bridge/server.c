@@ -27,6 +27,7 @@
 #include "bridge/metrics.h"
 #include "bridge/runtime.h"
 #include "bridge/session.h"
+#include "bridge/sweep.h"
 #include "bridge/sources.h"
 #include "bridge/tls.h"
 #include "bridge/worker.h"
@@ -588,7 +589,7 @@ int wsb_server_run(struct wsb_server *s)
         struct wsb_worker *w = s->sh.workers[i];
         while (w->sessions) {
             wsb_session_force_close(w->sessions);
-            wsb_session_reap(w);
+            wsb_sweep_reap(w);
         }
     }
     int64_t left = deadline - wsb_now_ms();

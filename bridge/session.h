@@ -236,13 +236,6 @@ void wsb_session_requeue(struct wsb_session *s, const struct wsb_sub *sub, uint6
 /** Closes with 1001 (drain). */
 void wsb_session_drain(struct wsb_session *s);
 
-/** Frees sessions on the worker's reap list. */
-void wsb_session_reap(struct wsb_worker *w);
-
-/** Periodic work: the send-buffer soft limit, judged with the policy of the channels whose
- * messages wait (disconnect if any says so, else drop_oldest), and the message timeout. */
-void wsb_session_tick(struct wsb_session *s, int64_t now_ms);
-
 /** The next session of the worker's list. */
 struct wsb_session *wsb_session_next(struct wsb_session *s);
 

@@ -124,7 +124,7 @@ static struct client open_ws(struct fixture *f)
 
 static void tick(struct fixture *f, struct client *c)
 {
-    wsb_session_tick(c->s, wsb_now_ms());
+    wsb_sweep_tick(c->s, wsb_now_ms());
     spin(f);
 }
 
@@ -141,7 +141,7 @@ static void test_message_not_completed_in_time_closes_1008(void **state)
     send_str(&c, WSB_OP_CONT, false, "\"subscribe\",");
     spin(f);
     mono_us += 200 * 1000;
-    wsb_session_tick(c.s, wsb_now_ms());
+    wsb_sweep_tick(c.s, wsb_now_ms());
     assert_int_not_equal(c.s->state, WSB_SS_OPEN);
     spin(f); /* the session is freed once its close frame is out */
     assert_null(f->w.sessions);

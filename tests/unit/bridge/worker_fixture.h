@@ -17,6 +17,7 @@
 #include "bridge/iplimit.h"
 #include "bridge/runtime.h"
 #include "bridge/session.h"
+#include "bridge/sweep.h"
 #include "bridge/worker.h"
 #include "bridge/ws/ws_deflate.h"
 #include "config/config.h"
@@ -50,7 +51,7 @@ static void fixture_on_reap(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    wsb_session_reap(arg);
+    wsb_sweep_reap(arg);
 }
 
 /* A worker running the configuration `config` (JSON text), with the test clock installed. */
@@ -94,7 +95,7 @@ static void fixture_free(struct fixture *f)
     struct wsb_worker *w = &f->w;
     while (w->sessions) {
         wsb_session_force_close(w->sessions);
-        wsb_session_reap(w);
+        wsb_sweep_reap(w);
     }
     wsb_hub_free(w->hub);
     wsb_deflater_free(w->deflater);
