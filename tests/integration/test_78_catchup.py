@@ -13,8 +13,11 @@ bridge reads the backlog at once and every subscriber catches up.
 RSS here is RssAnon, what the bridge allocated: VmRSS also counts the shared libraries'
 code pages, and the outage is the first time librdkafka's reconnect paths run.
 
-Under ASan (WSB_SANITIZED=1) fewer clients and a lower rate; same assertions (the
-sanitizer's allocator is told to hand free memory back to the system).
+Under ASan (WSB_SANITIZED=1) fewer clients and a lower rate, and the same assertions but
+the last: ASan's allocator keeps freed memory in its quarantine and size-class caches and
+hands it back to the system on its own schedule (glibc's malloc_trim, which the bridge calls
+after a burst, does not reach it), so whether RSS comes back is a property of the release
+build's allocator; that pass asserts it, this one prints the figure.
 """
 
 import json
@@ -118,7 +121,7 @@ def test_catchup_after_outage_memory_bounded_and_returned(bridge_factory, kafka_
         assert m.value("wsbridge_send_buffer_bytes") == 0
         t_drained = time.monotonic()
         back = None
-        while time.monotonic() < t_drained + 30:
+        while time.monotonic() < t_drained + (10 if SANITIZED else 30):
             rss = anon_kib(b)
             if rss <= pre_rss * 1.25:
                 back = time.monotonic() - t_drained
@@ -145,5 +148,6 @@ def test_catchup_after_outage_memory_bounded_and_returned(bridge_factory, kafka_
     assert peak_rss - pre_rss <= peak_sb / 1024 + SLACK_KIB, \
         "catch-up RSS growth %.0f KiB > send buffer peak %.0f KiB + %d KiB" % (
             peak_rss - pre_rss, peak_sb / 1024, SLACK_KIB)
-    assert back is not None, "RSS %d KiB 30 s after the queues drained, pre-outage %.0f KiB" % (
-        end_rss, pre_rss)
+    if not SANITIZED:
+        assert back is not None, "RSS %d KiB 30 s after the queues drained, pre-outage %.0f KiB" % (
+            end_rss, pre_rss)
