@@ -2,7 +2,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +13,7 @@
 #include <amqp_tcp_socket.h>
 
 #include "connectors/amqp.h"
-#include "connectors/cmdq.h"
+#include "connectors/cbase.h"
 #include "util/log.h"
 
 #define PUB_CHANNEL 1
@@ -58,6 +57,7 @@ struct pending {
 };
 
 struct amqp {
+    struct wsb_cbase base; /* first: the shared vtable entries take a struct amqp as it */
     char name[64];
     struct wsb_sink sink;
     /* Config. */
@@ -68,15 +68,6 @@ struct amqp {
     char *ca_file;
     bool verify;
     int channel_max; /* asked for at login; 0: the broker's (RabbitMQ: 2047) */
-
-    atomic_uint_fast64_t messages_in;
-    atomic_bool up;
-    pthread_mutex_t lock; /* guards `reason` */
-    char reason[160];
-    struct wsb_cmdq *cmdq;
-    bool started, joined;
-    pthread_t thread;
-
     /* Thread-owned from here on. */
     /* Connections, up and down together: publishes on `pconn`, consumers on `links` (a new one
      * opens when every channel of the others is taken), so a broker that blocks a publishing
@@ -114,11 +105,7 @@ static amqp_bytes_t bytes_of(const char *s)
 
 static void set_state(struct amqp *a, bool up, const char *reason)
 {
-    bool was = atomic_load(&a->up);
-    pthread_mutex_lock(&a->lock);
-    snprintf(a->reason, sizeof(a->reason), "%s", up ? "" : reason);
-    pthread_mutex_unlock(&a->lock);
-    atomic_store(&a->up, up);
+    bool was = wsb_cbase_set_up(&a->base, up, reason);
     if (was != up) {
         wsb_log(up ? WSB_LOG_INFO : WSB_LOG_WARN, up ? "amqp up" : "amqp down",
                 WSB_LSTR("connector", a->name), WSB_LSTR("reason", up ? NULL : reason));
@@ -711,7 +698,7 @@ static void do_ack(struct amqp *a, const struct wsb_cmd *c)
 static bool run_commands(struct amqp *a, uint32_t *stop_timeout_ms)
 {
     bool go_on = true;
-    for (struct wsb_cmd *list = wsb_cmdq_take(a->cmdq), *c; list; wsb_cmd_free(c)) {
+    for (struct wsb_cmd *list = wsb_cmdq_take(a->base.q), *c; list; wsb_cmd_free(c)) {
         c = list;
         list = c->next;
         switch (c->kind) {
@@ -812,7 +799,7 @@ static void deliver(struct amqp *a, struct link *l, amqp_envelope_t *env)
     if (s->ack)
         m->ack_token =
             (a->epoch << EPOCH_SHIFT) | (env->delivery_tag & ((1ull << EPOCH_SHIFT) - 1));
-    atomic_fetch_add(&a->messages_in, 1);
+    atomic_fetch_add(&a->base.messages_in, 1);
     a->sink.message(a->sink.ctx, m);
 }
 
@@ -1029,7 +1016,7 @@ static void *run(void *arg)
             try_connect(a);
             now = mono_ms();
         }
-        pfd[0] = (struct pollfd){.fd = wsb_cmdq_fd(a->cmdq), .events = POLLIN};
+        pfd[0] = (struct pollfd){.fd = wsb_cmdq_fd(a->base.q), .events = POLLIN};
         nfds_t nfds = 1;
         int timeout = 1000;
         if (a->pconn) {
@@ -1253,14 +1240,8 @@ static enum wsb_err create(const char *name, const json_t *conf, const struct ws
         if ((v = json_object_get(tls, "verify")) && json_is_boolean(v))
             a->verify = json_is_true(v);
     }
-    if (!(a->cmdq = wsb_cmdq_new())) {
-        snprintf(err, errlen, "cannot create the command queue");
+    if (wsb_cbase_init(&a->base, err, errlen) != WSB_OK)
         goto fail;
-    }
-    atomic_init(&a->messages_in, 0);
-    atomic_init(&a->up, false);
-    snprintf(a->reason, sizeof(a->reason), "connecting");
-    pthread_mutex_init(&a->lock, NULL);
     *impl = a;
     return WSB_OK;
 
@@ -1274,22 +1255,7 @@ fail:
 static enum wsb_err start(void *impl)
 {
     struct amqp *a = impl;
-    if (a->started)
-        return WSB_ERR_INVALID;
-    if (pthread_create(&a->thread, NULL, run, a) != 0)
-        return WSB_ERR_IO;
-    a->started = true;
-    return WSB_OK;
-}
-
-static void stop(void *impl, uint32_t timeout_ms)
-{
-    struct amqp *a = impl;
-    wsb_cmdq_stop(a->cmdq, timeout_ms);
-    if (!a->started || a->joined)
-        return;
-    pthread_join(a->thread, NULL);
-    a->joined = true;
+    return wsb_cmdq_start(a->base.q, run, a);
 }
 
 static void destroy(void *impl)
@@ -1297,9 +1263,8 @@ static void destroy(void *impl)
     struct amqp *a = impl;
     if (!a)
         return;
-    stop(a, 0);
+    wsb_cbase_stop(a, 0);
     teardown(a);
-    wsb_cmdq_free(a->cmdq);
     while (a->sources) {
         struct source *s = a->sources;
         a->sources = s->next;
@@ -1310,7 +1275,7 @@ static void destroy(void *impl)
         a->phead = p->next;
         pending_free(p);
     }
-    pthread_mutex_destroy(&a->lock);
+    wsb_cbase_cleanup(&a->base);
     free(a->url_copy);
     free(a->ca_file);
     free(a);
@@ -1323,42 +1288,7 @@ static enum wsb_err subscribe(void *impl, uint64_t source_id, const struct wsb_s
          q = *wsb_connector_member(src->fields, "queue", src->queue);
     if (ex == q)
         return WSB_ERR_INVALID;
-    return wsb_cmdq_subscribe(a->cmdq, source_id, src);
-}
-
-static void unsubscribe(void *impl, uint64_t source_id)
-{
-    struct amqp *a = impl;
-    wsb_cmdq_unsubscribe(a->cmdq, source_id); /* on failure the channel stays open */
-}
-
-static enum wsb_err publish(void *impl, const struct wsb_publish *p, uint64_t cookie)
-{
-    struct amqp *a = impl;
-    return wsb_cmdq_publish(a->cmdq, p, cookie);
-}
-
-static void ack(void *impl, uint64_t source_id, uint64_t ack_token, enum wsb_ack_kind kind)
-{
-    struct amqp *a = impl;
-    wsb_cmdq_ack(a->cmdq, source_id, ack_token, kind);
-}
-
-static bool ready(void *impl, char *reason, size_t reasonlen)
-{
-    struct amqp *a = impl;
-    if (atomic_load(&a->up))
-        return true;
-    pthread_mutex_lock(&a->lock);
-    snprintf(reason, reasonlen, "%s", a->reason);
-    pthread_mutex_unlock(&a->lock);
-    return false;
-}
-
-static uint64_t messages_in(void *impl)
-{
-    struct amqp *a = impl;
-    return atomic_load(&a->messages_in);
+    return wsb_cmdq_subscribe(a->base.q, source_id, src);
 }
 
 static const char *const channel_keys[] = {"exchange", "binding_key", "routing_key", "queue", NULL};
@@ -1373,12 +1303,12 @@ const struct wsb_connector_ops wsb_amqp_ops = {
     .check_channel = check_channel,
     .create = create,
     .start = start,
-    .stop = stop,
+    .stop = wsb_cbase_stop,
     .destroy = destroy,
     .subscribe = subscribe,
-    .unsubscribe = unsubscribe,
-    .publish = publish,
-    .ack = ack,
-    .ready = ready,
-    .messages_in = messages_in,
+    .unsubscribe = wsb_cbase_unsubscribe, /* on failure the channel stays open */
+    .publish = wsb_cbase_publish,
+    .ack = wsb_cbase_ack,
+    .ready = wsb_cbase_ready,
+    .messages_in = wsb_cbase_messages_in,
 };

@@ -19,6 +19,8 @@ struct wsb_cmdq {
     atomic_bool stopping;
     uint64_t sync_seq, sync_done; /* tickets of SYNC commands queued / freed */
     int fd;
+    pthread_t thread; /* serves the queue, once started */
+    bool started, joined;
 };
 
 struct wsb_cmdq *wsb_cmdq_new(void)
@@ -50,6 +52,24 @@ void wsb_cmdq_free(struct wsb_cmdq *q)
     pthread_cond_destroy(&q->synced);
     pthread_mutex_destroy(&q->lock);
     free(q);
+}
+
+enum wsb_err wsb_cmdq_start(struct wsb_cmdq *q, void *(*run)(void *), void *arg)
+{
+    if (q->started)
+        return WSB_ERR_INVALID;
+    if (pthread_create(&q->thread, NULL, run, arg) != 0)
+        return WSB_ERR_IO;
+    q->started = true;
+    return WSB_OK;
+}
+
+void wsb_cmdq_join(struct wsb_cmdq *q)
+{
+    if (!q->started || q->joined)
+        return;
+    pthread_join(q->thread, NULL);
+    q->joined = true;
 }
 
 int wsb_cmdq_fd(const struct wsb_cmdq *q)

@@ -1,9 +1,10 @@
 /* The command queue between the core and a connector's thread, shared by every connector:
  * the core's non-blocking vtable calls (subscribe, unsubscribe, publish, ack) become
- * commands with deep copies of their arguments; the connector's thread waits on one pollable
- * wake fd (an eventfd) and takes them in order. One stop path for all: wsb_cmdq_stop sets the
- * stop flag (new commands are refused from then on) and queues a STOP command, the thread
- * shuts down when it takes it, and the connector joins the thread. */
+ * commands with deep copies of their arguments; the connector's thread (started and joined
+ * through the queue) waits on one pollable wake fd (an eventfd) and takes them in order. One
+ * stop path for all: wsb_cmdq_stop sets the stop flag (new commands are refused from then on)
+ * and queues a STOP command, the thread shuts down when it takes it, and wsb_cmdq_join joins
+ * it. */
 #ifndef WSB_CONNECTORS_CMDQ_H
 #define WSB_CONNECTORS_CMDQ_H
 
@@ -51,9 +52,16 @@ struct wsb_cmdq;
 
 /** Creates an empty queue with its eventfd. NULL on failure. @locality any */
 struct wsb_cmdq *wsb_cmdq_new(void);
-/** Frees the queue and every command still in it. The connector's thread must be gone.
- * NULL is fine. */
+/** Frees the queue and every command still in it. The connector's thread must be gone
+ * (joined, or never started). NULL is fine. */
 void wsb_cmdq_free(struct wsb_cmdq *q);
+
+/** Starts the thread that serves the queue: run(arg). WSB_ERR_INVALID when one was started
+ * already, WSB_ERR_IO when it cannot start. @locality any but the connector's thread */
+enum wsb_err wsb_cmdq_start(struct wsb_cmdq *q, void *(*run)(void *), void *arg);
+/** Joins the thread wsb_cmdq_start started (once; none: returns). Call it after
+ * wsb_cmdq_stop. @locality any but the connector's thread */
+void wsb_cmdq_join(struct wsb_cmdq *q);
 
 /** The wake fd to poll for POLLIN: it is readable whenever a command may be waiting. It is an
  * eventfd, so other wakers (librdkafka's rd_kafka_queue_io_event_enable) must write an 8-byte

@@ -10,7 +10,7 @@
 
 #include <librdkafka/rdkafka.h>
 
-#include "connectors/cmdq.h"
+#include "connectors/cbase.h"
 #include "connectors/kafka.h"
 #include "connectors/kafka_format.h"
 #include "connectors/kafka_group.h"
@@ -84,6 +84,8 @@ struct job {
 };
 
 struct kc {
+    struct wsb_cbase base; /* first: the shared vtable entries take a struct kc as it; its
+                              queue's fd also wakes the thread for librdkafka's queues */
     char name[64];
     struct wsb_sink sink;
     rd_kafka_conf_t *consumer_conf; /* templates, duplicated for each handle */
@@ -91,16 +93,10 @@ struct kc {
     struct wsb_kgroups *groups; /* delivery: ack sources (kafka_group.c) */
     struct wsb_kgroups_stats groups_stats;
 
-    atomic_uint_fast64_t messages_in;
-    atomic_bool up;
-    atomic_bool halting;  /* stopping: lookups give up at their next slice */
-    pthread_mutex_t lock; /* guards `reason` */
-    char reason[256];
+    atomic_bool halting; /* stopping: lookups give up at their next slice */
 
-    struct wsb_cmdq *cmdq; /* its fd also wakes the thread for librdkafka's queues */
-    struct wsb_kfmt *fmt;  /* value_format / key_format: Avro through the schema registry */
-    pthread_t thread;
-    bool started, joined;
+    struct wsb_kfmt *fmt; /* value_format / key_format: Avro through the schema registry */
+    bool started;
 
     rd_kafka_t *lookup; /* a client that never fetches: metadata, offsets, the probe */
 
@@ -147,11 +143,7 @@ static int64_t mono_ms(void)
 static void set_state(struct kc *k, bool up, const char *reason)
 {
     pthread_mutex_lock(&k->probe_lock);
-    bool was = atomic_load(&k->up);
-    pthread_mutex_lock(&k->lock);
-    snprintf(k->reason, sizeof(k->reason), "%s", up ? "" : reason);
-    pthread_mutex_unlock(&k->lock);
-    atomic_store(&k->up, up);
+    bool was = wsb_cbase_set_up(&k->base, up, reason);
     if (!k->state_known || was != up) {
         k->state_known = true;
         /* The core logs the transition it receives; this line is for debugging the probe. */
@@ -466,7 +458,7 @@ static bool handle_open(struct kc *k, int h, char *err, size_t errlen)
     }
     rd_kafka_poll_set_consumer(hd->rk); /* errors and logs come through the consumer queue */
     hd->queue = rd_kafka_queue_get_consumer(hd->rk);
-    rd_kafka_queue_io_event_enable(hd->queue, wsb_cmdq_fd(k->cmdq), &WSB_CMDQ_WAKE_PAYLOAD,
+    rd_kafka_queue_io_event_enable(hd->queue, wsb_cmdq_fd(k->base.q), &WSB_CMDQ_WAKE_PAYLOAD,
                                    sizeof(WSB_CMDQ_WAKE_PAYLOAD));
     return true;
 }
@@ -958,7 +950,7 @@ static void drop_source(void *ctx, uint64_t source_id)
 static void wake_thread(void *ctx)
 {
     struct kc *k = ctx;
-    wsb_cmdq_wake(k->cmdq);
+    wsb_cmdq_wake(k->base.q);
 }
 
 /* ---- Consuming ----------------------------------------------------------------------- */
@@ -1032,7 +1024,7 @@ static void deliver(struct kc *k, int h, const rd_kafka_message_t *rkm)
         free(hv);
     if (!m)
         return;
-    atomic_fetch_add(&k->messages_in, 1);
+    atomic_fetch_add(&k->base.messages_in, 1);
     if (wsb_kfmt_needed(k->fmt, s->value_format, s->key_format))
         wsb_kfmt_message(k->fmt, s->id, s->value_format, s->key_format, s->topic, m);
     else
@@ -1069,7 +1061,7 @@ static bool consume(struct kc *k, int h)
 static void refresh_partitions(struct kc *k)
 {
     k->next_refresh_ms = mono_ms() + REFRESH_INTERVAL_MS;
-    if (!atomic_load(&k->up))
+    if (!atomic_load(&k->base.up))
         return;
     for (struct source *s = k->sources; s; s = s->next) {
         if (s->handle < 0 || s->refreshing)
@@ -1199,7 +1191,7 @@ static void *worker_run(void *arg)
         j->next = k->done;
         k->done = j;
         pthread_mutex_unlock(&k->pool_lock);
-        wsb_cmdq_wake(k->cmdq);
+        wsb_cmdq_wake(k->base.q);
         pthread_mutex_lock(&k->pool_lock);
     }
     pthread_mutex_unlock(&k->pool_lock);
@@ -1303,8 +1295,8 @@ static void *run(void *arg)
         int64_t wait = k->next_refresh_ms - mono_ms();
         if (more || wait < 0)
             wait = 0;
-        wsb_cmdq_wait(k->cmdq, (int)wait);
-        for (struct wsb_cmd *list = wsb_cmdq_take(k->cmdq), *c; list; wsb_cmd_free(c)) {
+        wsb_cmdq_wait(k->base.q, (int)wait);
+        for (struct wsb_cmd *list = wsb_cmdq_take(k->base.q), *c; list; wsb_cmd_free(c)) {
             c = list;
             list = c->next;
             switch (c->kind) {
@@ -1348,7 +1340,6 @@ static void destroy_locks(struct kc *k)
     pthread_mutex_destroy(&k->probe_lock);
     pthread_cond_destroy(&k->pool_cond);
     pthread_mutex_destroy(&k->pool_lock);
-    pthread_mutex_destroy(&k->lock);
 }
 
 static enum wsb_err create(const char *name, const json_t *conf, const struct wsb_sink *sink,
@@ -1367,11 +1358,7 @@ static enum wsb_err create(const char *name, const json_t *conf, const struct ws
     }
     snprintf(k->name, sizeof(k->name), "%s", name);
     k->sink = *sink;
-    snprintf(k->reason, sizeof(k->reason), "connecting");
-    atomic_init(&k->messages_in, 0);
-    atomic_init(&k->up, false);
     atomic_init(&k->halting, false);
-    pthread_mutex_init(&k->lock, NULL);
     pthread_mutex_init(&k->pool_lock, NULL);
     pthread_cond_init(&k->pool_cond, NULL);
     pthread_mutex_init(&k->probe_lock, NULL);
@@ -1384,24 +1371,22 @@ static enum wsb_err create(const char *name, const json_t *conf, const struct ws
         snprintf(err, errlen, "kafka connector %s: %s", name, why);
         goto fail;
     }
-    if (!(k->cmdq = wsb_cmdq_new())) {
-        snprintf(err, errlen, "command queue: %s", strerror(errno));
-        rc = WSB_ERR_IO;
+    if ((rc = wsb_cbase_init(&k->base, err, errlen)) != WSB_OK)
         goto fail;
-    }
+    rc = WSB_ERR_INVALID;
     const struct wsb_kfmt_hooks hooks = {
         .ctx = k, .produce = produce, .drop = drop_source, .wake = wake_thread};
     if (!(k->fmt = wsb_kfmt_new(name, json_object_get(conf, "schema_registry"), sink, &hooks, why,
                                 sizeof(why)))) {
         snprintf(err, errlen, "kafka connector %s: %s", name, why);
-        wsb_cmdq_free(k->cmdq);
+        wsb_cbase_cleanup(&k->base);
         goto fail;
     }
     if (!(k->groups = wsb_kgroups_new(k->name, k->consumer_conf, k->producer_conf, &k->sink,
-                                      &k->messages_in, &k->groups_stats))) {
+                                      &k->base.messages_in, &k->groups_stats))) {
         snprintf(err, errlen, "out of memory");
         wsb_kfmt_free(k->fmt);
-        wsb_cmdq_free(k->cmdq);
+        wsb_cbase_cleanup(&k->base);
         rc = WSB_ERR_NOMEM;
         goto fail;
     }
@@ -1467,8 +1452,8 @@ static enum wsb_err start(void *impl)
         return WSB_ERR_IO;
     }
     k->producer_queue = rd_kafka_queue_get_main(k->producer);
-    rd_kafka_queue_io_event_enable(k->producer_queue, wsb_cmdq_fd(k->cmdq), &WSB_CMDQ_WAKE_PAYLOAD,
-                                   sizeof(WSB_CMDQ_WAKE_PAYLOAD));
+    rd_kafka_queue_io_event_enable(k->producer_queue, wsb_cmdq_fd(k->base.q),
+                                   &WSB_CMDQ_WAKE_PAYLOAD, sizeof(WSB_CMDQ_WAKE_PAYLOAD));
     if (!k->lookup && !(k->lookup = lookup_new(k, why, sizeof(why)))) {
         wsb_log(WSB_LOG_ERROR, "kafka lookup client", WSB_LSTR("connector", k->name),
                 WSB_LSTR("reason", why));
@@ -1483,7 +1468,7 @@ static enum wsb_err start(void *impl)
         return WSB_ERR_IO;
     }
     k->probe_started = true;
-    if (pthread_create(&k->thread, NULL, run, k) != 0) {
+    if (wsb_cmdq_start(k->base.q, run, k) != WSB_OK) {
         start_undo(k);
         return WSB_ERR_IO;
     }
@@ -1491,76 +1476,27 @@ static enum wsb_err start(void *impl)
     return WSB_OK;
 }
 
-static void stop(void *impl, uint32_t timeout_ms)
-{
-    struct kc *k = impl;
-    wsb_cmdq_stop(k->cmdq, timeout_ms);
-    if (!k->started || k->joined)
-        return;
-    pthread_join(k->thread, NULL);
-    k->joined = true;
-}
-
 static void destroy(void *impl)
 {
     struct kc *k = impl;
     if (!k)
         return;
-    stop(k, 0);
+    wsb_cbase_stop(k, 0);
     wsb_kgroups_free(k->groups, 0); /* never started: no group consumer runs */
     if (k->lookup)
         rd_kafka_destroy(k->lookup);
     wsb_kfmt_free(k->fmt);
-    wsb_cmdq_free(k->cmdq);
+    wsb_cbase_cleanup(&k->base); /* after kfmt: its thread may wake the queue until then */
     rd_kafka_conf_destroy(k->consumer_conf);
     rd_kafka_conf_destroy(k->producer_conf);
     destroy_locks(k);
     free(k);
 }
 
-static enum wsb_err subscribe(void *impl, uint64_t source_id, const struct wsb_source *src)
-{
-    struct kc *k = impl;
-    if (!*wsb_connector_member(src->fields, "topic", src->topic))
-        return WSB_ERR_INVALID;
-    return wsb_cmdq_subscribe(k->cmdq, source_id, src);
-}
-
-static void unsubscribe(void *impl, uint64_t source_id)
-{
-    struct kc *k = impl;
-    wsb_cmdq_unsubscribe(k->cmdq, source_id);
-}
-
-static enum wsb_err publish(void *impl, const struct wsb_publish *p, uint64_t cookie)
-{
-    struct kc *k = impl;
-    if (!*wsb_connector_member(p->fields, "topic", p->topic))
-        return WSB_ERR_INVALID;
-    return wsb_cmdq_publish(k->cmdq, p, cookie);
-}
-
-static void ack(void *impl, uint64_t source_id, uint64_t ack_token, enum wsb_ack_kind kind)
-{
-    struct kc *k = impl;
-    wsb_cmdq_ack(k->cmdq, source_id, ack_token, kind);
-}
-
 static bool ready(void *impl, char *reason, size_t reasonlen)
 {
     struct kc *k = impl;
-    if (atomic_load(&k->up))
-        return wsb_kfmt_ready(k->fmt, reason, reasonlen);
-    pthread_mutex_lock(&k->lock);
-    snprintf(reason, reasonlen, "%s", k->reason);
-    pthread_mutex_unlock(&k->lock);
-    return false;
-}
-
-static uint64_t messages_in(void *impl)
-{
-    struct kc *k = impl;
-    return atomic_load(&k->messages_in);
+    return wsb_cbase_ready(k, reason, reasonlen) && wsb_kfmt_ready(k->fmt, reason, reasonlen);
 }
 
 static bool format_stats(void *impl, struct wsb_format_stats *out)
@@ -1613,14 +1549,14 @@ const struct wsb_connector_ops wsb_kafka_ops = {
     .check_channel = check_channel,
     .create = create,
     .start = start,
-    .stop = stop,
+    .stop = wsb_cbase_stop,
     .destroy = destroy,
-    .subscribe = subscribe,
-    .unsubscribe = unsubscribe,
-    .publish = publish,
-    .ack = ack,
+    .subscribe = wsb_cbase_subscribe_topic,
+    .unsubscribe = wsb_cbase_unsubscribe,
+    .publish = wsb_cbase_publish_topic,
+    .ack = wsb_cbase_ack,
     .ready = ready,
-    .messages_in = messages_in,
+    .messages_in = wsb_cbase_messages_in,
     .format_stats = format_stats,
     .stats = stats,
 };

@@ -55,9 +55,7 @@ struct group {
     struct wsb_kgroups *gs;
     char *id;
     char *topic;
-    struct wsb_cmdq *q;
-    pthread_t thread;
-    bool thread_started;
+    struct wsb_cmdq *q; /* and the group's thread */
     atomic_bool done;
     int nmembers; /* the connector thread's count (members subscribed through it) */
     uint64_t *ids;
@@ -802,8 +800,7 @@ struct wsb_kgroups *wsb_kgroups_new(const char *connector, const rd_kafka_conf_t
 
 static void group_free(struct group *g)
 {
-    if (g->thread_started)
-        pthread_join(g->thread, NULL);
+    wsb_cmdq_join(g->q);
     atomic_fetch_sub(&g->gs->st->groups, 1);
     wsb_cmdq_free(g->q);
     free(g->ids);
@@ -875,11 +872,10 @@ static struct group *group_start(struct wsb_kgroups *gs, const struct wsb_source
         snprintf(err, errlen, "kafka group subscribe: %s", rd_kafka_err2str(e));
         goto fail;
     }
-    if (pthread_create(&g->thread, NULL, run, g) != 0) {
+    if (wsb_cmdq_start(g->q, run, g) != WSB_OK) {
         snprintf(err, errlen, "cannot start a thread");
         goto fail;
     }
-    g->thread_started = true;
     atomic_fetch_add(&gs->st->groups, 1);
     wsb_log(WSB_LOG_INFO, "kafka group joining", WSB_LSTR("connector", gs->name),
             WSB_LSTR("group", g->id), WSB_LSTR("topic", g->topic));

@@ -1,13 +1,11 @@
 /* The "memory" connector: an in-process broker with retained in-memory topics. */
-#include <errno.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "connectors/cmdq.h"
+#include "connectors/cbase.h"
 #include "connectors/memory.h"
 
 #define DEFAULT_RETAIN 10000
@@ -42,14 +40,10 @@ struct source {
 };
 
 struct mem {
+    struct wsb_cbase base; /* first: the shared vtable entries take a struct mem as it */
     char name[64];
     struct wsb_sink sink;
     size_t retain;
-    atomic_uint_fast64_t messages_in;
-
-    struct wsb_cmdq *cmdq;
-    bool started, joined;
-    pthread_t thread;
 
     /* Thread-owned from here on. */
     struct topic *topics;
@@ -144,7 +138,7 @@ static void deliver_copy(struct mem *mm, uint64_t source_id, const struct wsb_ms
     if (!c)
         return; /* out of memory: the message is lost for this source */
     c->ack_token = token;
-    atomic_fetch_add(&mm->messages_in, 1);
+    atomic_fetch_add(&mm->base.messages_in, 1);
     mm->sink.message(mm->sink.ctx, c);
 }
 
@@ -372,8 +366,8 @@ static void *run(void *arg)
     struct mem *mm = arg;
     mm->sink.state(mm->sink.ctx, mm->name, true, NULL);
     for (;;) {
-        wsb_cmdq_wait(mm->cmdq, -1);
-        for (struct wsb_cmd *list = wsb_cmdq_take(mm->cmdq), *c; list; wsb_cmd_free(c)) {
+        wsb_cmdq_wait(mm->base.q, -1);
+        for (struct wsb_cmd *list = wsb_cmdq_take(mm->base.q), *c; list; wsb_cmd_free(c)) {
             c = list;
             list = c->next;
             switch (c->kind) {
@@ -453,12 +447,11 @@ static enum wsb_err create(const char *name, const json_t *conf, const struct ws
     json_t *retain = conf ? json_object_get(conf, "retain") : NULL;
     if (json_is_integer(retain) && json_integer_value(retain) > 0)
         mm->retain = (size_t)json_integer_value(retain);
-    atomic_init(&mm->messages_in, 0);
-    if (!(mm->cmdq = wsb_cmdq_new())) {
+    if (wsb_cbase_init(&mm->base, err, errlen) != WSB_OK) {
         free(mm);
-        snprintf(err, errlen, "command queue: %s", strerror(errno));
         return WSB_ERR_IO;
     }
+    wsb_cbase_set_up(&mm->base, true, NULL); /* in process: always ready */
     *impl = mm;
     return WSB_OK;
 }
@@ -466,22 +459,7 @@ static enum wsb_err create(const char *name, const json_t *conf, const struct ws
 static enum wsb_err start(void *impl)
 {
     struct mem *mm = impl;
-    if (mm->started)
-        return WSB_ERR_INVALID;
-    if (pthread_create(&mm->thread, NULL, run, mm) != 0)
-        return WSB_ERR_IO;
-    mm->started = true;
-    return WSB_OK;
-}
-
-static void stop(void *impl, uint32_t timeout_ms)
-{
-    struct mem *mm = impl;
-    wsb_cmdq_stop(mm->cmdq, timeout_ms); /* everything is in memory: nothing to flush */
-    if (!mm->started || mm->joined)
-        return;
-    pthread_join(mm->thread, NULL);
-    mm->joined = true;
+    return wsb_cmdq_start(mm->base.q, run, mm);
 }
 
 static void destroy(void *impl)
@@ -489,8 +467,7 @@ static void destroy(void *impl)
     struct mem *mm = impl;
     if (!mm)
         return;
-    stop(mm, 0);
-    wsb_cmdq_free(mm->cmdq);
+    wsb_cbase_stop(mm, 0); /* everything is in memory: nothing to flush */
     while (mm->sources) {
         struct source *s = mm->sources;
         mm->sources = s->next;
@@ -512,55 +489,14 @@ static void destroy(void *impl)
         free(t->name);
         free(t);
     }
+    wsb_cbase_cleanup(&mm->base);
     free(mm);
-}
-
-static enum wsb_err subscribe(void *impl, uint64_t source_id, const struct wsb_source *src)
-{
-    struct mem *mm = impl;
-    if (!*wsb_connector_member(src->fields, "topic", src->topic))
-        return WSB_ERR_INVALID;
-    return wsb_cmdq_subscribe(mm->cmdq, source_id, src);
-}
-
-static void unsubscribe(void *impl, uint64_t source_id)
-{
-    struct mem *mm = impl;
-    wsb_cmdq_unsubscribe(mm->cmdq, source_id); /* on failure the source keeps its slot */
-}
-
-static enum wsb_err publish(void *impl, const struct wsb_publish *p, uint64_t cookie)
-{
-    struct mem *mm = impl;
-    if (!*wsb_connector_member(p->fields, "topic", p->topic))
-        return WSB_ERR_INVALID;
-    return wsb_cmdq_publish(mm->cmdq, p, cookie);
-}
-
-static void ack(void *impl, uint64_t source_id, uint64_t ack_token, enum wsb_ack_kind kind)
-{
-    struct mem *mm = impl;
-    wsb_cmdq_ack(mm->cmdq, source_id, ack_token, kind);
-}
-
-static bool ready(void *impl, char *reason, size_t reasonlen)
-{
-    WSB_UNUSED(impl);
-    WSB_UNUSED(reason);
-    WSB_UNUSED(reasonlen);
-    return true;
-}
-
-static uint64_t messages_in(void *impl)
-{
-    struct mem *mm = impl;
-    return atomic_load(&mm->messages_in);
 }
 
 void wsb_memory_sync(void *impl)
 {
     struct mem *mm = impl;
-    wsb_cmdq_sync(mm->cmdq);
+    wsb_cmdq_sync(mm->base.q);
 }
 
 /* As kafka's (the memory connector stands in for it in tests); "group" is not used. */
@@ -577,12 +513,12 @@ const struct wsb_connector_ops wsb_memory_ops = {
     .check_channel = check_channel,
     .create = create,
     .start = start,
-    .stop = stop,
+    .stop = wsb_cbase_stop,
     .destroy = destroy,
-    .subscribe = subscribe,
-    .unsubscribe = unsubscribe,
-    .publish = publish,
-    .ack = ack,
-    .ready = ready,
-    .messages_in = messages_in,
+    .subscribe = wsb_cbase_subscribe_topic,
+    .unsubscribe = wsb_cbase_unsubscribe,
+    .publish = wsb_cbase_publish_topic,
+    .ack = wsb_cbase_ack,
+    .ready = wsb_cbase_ready,
+    .messages_in = wsb_cbase_messages_in,
 };
