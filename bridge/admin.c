@@ -13,6 +13,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,15 @@ struct wsb_admin {
     bool thread_started;
     int port;
 };
+
+/* Back-offs of the admin listener after accept() failed; process-wide, because the error
+ * callback's argument is evhttp's (there is one admin listener per process). */
+static atomic_uint_fast64_t accept_paused;
+
+uint64_t wsb_admin_accept_paused(void)
+{
+    return atomic_load_explicit(&accept_paused, memory_order_relaxed);
+}
 
 /* Splits "host:port" or "[v6]:port" into host (possibly empty) and port. */
 static bool split_listen(const char *addr, char *host, size_t hostlen, char *port, size_t portlen)
@@ -271,6 +281,7 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
 {
     (void)arg;
     int e = EVUTIL_SOCKET_ERROR();
+    atomic_fetch_add_explicit(&accept_paused, 1, memory_order_relaxed);
     struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
     evconnlistener_disable(l);
     if (event_base_once(evconnlistener_get_base(l), -1, EV_TIMEOUT, on_accept_resume, l, &tv) < 0)

@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "bridge/clients.h"
 #include "util/err.h"
@@ -39,5 +40,8 @@ enum wsb_err wsb_admin_start(const char *listen, const struct wsb_admin_hooks *h
 void wsb_admin_stop(struct wsb_admin *a);
 /** The bound TCP port (useful with "host:0"). */
 int wsb_admin_port(const struct wsb_admin *a);
+/** Times the admin listener paused accepting because accept() failed (out of descriptors),
+ * since the process started; counted in wsbridge_accept_paused_total. @locality any */
+uint64_t wsb_admin_accept_paused(void);
 
 #endif

@@ -88,9 +88,11 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
 static bool gate_open(void *ctx)
 {
     struct wsb_worker *w = ctx;
-    if (w->gate.holders == 0 || wsb_gate_open(&w->gate, wsb_now_us()))
+    int64_t now = wsb_now_us();
+    if (w->gate.holders == 0 || wsb_gate_open(&w->gate, now))
         return true;
     w->trim_due = true;
+    wsb_worker_handoff_held(w, now);
     if (!evtimer_pending(w->gate_ev, NULL)) {
         struct timeval tv = {0, GATE_RECHECK_US};
         evtimer_add(w->gate_ev, &tv);
@@ -105,8 +107,9 @@ static void on_gate(evutil_socket_t fd, short what, void *arg)
     struct wsb_worker *w = arg;
     if (!wsb_mailbox_held(w->mailbox))
         return;
-    if (wsb_gate_open(&w->gate, wsb_now_us())) {
-        wsb_mailbox_kick(w->mailbox);
+    int64_t now = wsb_now_us();
+    if (wsb_gate_open(&w->gate, now)) {
+        wsb_worker_handoff_resume(w, now);
     } else {
         struct timeval tv = {0, GATE_RECHECK_US};
         evtimer_add(w->gate_ev, &tv);
@@ -126,6 +129,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         queued += (int64_t)wsb_session_queued(s);
     }
     atomic_store_explicit(&w->metrics.send_buffer_bytes, queued, memory_order_relaxed);
+    atomic_store_explicit(&w->metrics.mailbox_mails, (int64_t)wsb_mailbox_depth(w->mailbox),
+                          memory_order_relaxed);
     /* After a burst has drained, hand its freed pages back to the system: glibc keeps free
      * chunks inside its heap until told (malloc_trim madvises them). At most once per
      * tick, only on an idle loop after a burst. */

@@ -303,7 +303,7 @@ char *wsb_metrics_render(const struct wsb_metrics_source *src, size_t *len)
     counter(&b, "wsbridge_accept_paused_total",
             "Times a listener stopped accepting for a back-off because accept() failed (out "
             "of file descriptors).",
-            SUM_U(accept_paused));
+            SUM_U(accept_paused) + src->admin_accept_paused);
     counter(&b, "wsbridge_frames_encoded_total",
             "Message frames encoded (once per loop, channel and message).", SUM_U(frames_encoded));
     histogram(&b, src, "wsbridge_delivery_latency_seconds",
@@ -316,6 +316,14 @@ char *wsb_metrics_render(const struct wsb_metrics_source *src, size_t *len)
     connector_stats(&b, src);
     gauge(&b, "wsbridge_send_buffer_bytes", "Bytes queued in user space for clients.",
           SUM_I(send_buffer_bytes));
+    gauge(&b, "wsbridge_mailbox_mails",
+          "Broker messages and events waiting in the workers' mailboxes (sampled every 500 ms).",
+          SUM_I(mailbox_mails));
+    family(&b, "wsbridge_handoff_held_seconds_total", "counter",
+           "Time the workers' hand-off gates held broker messages back while a client caught "
+           "up, summed over workers.");
+    wsb_buf_printf(&b, "wsbridge_handoff_held_seconds_total %.6f\n",
+                   (double)SUM_U(handoff_held_us) / 1e6);
     if (src->sources) {
         uint64_t started = 0, stopped = 0;
         size_t reading = 0, lingering = 0;

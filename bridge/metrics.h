@@ -83,7 +83,9 @@ struct wsb_loop_metrics {
     atomic_uint_fast64_t publish[WSB_PUB__COUNT];
     atomic_uint_fast64_t rate_limited[WSB_RL__COUNT];
     atomic_uint_fast64_t acl[WSB_ACL__COUNT];
-    atomic_uint_fast64_t accept_paused; /* listener paused after accept() failed (EMFILE...) */
+    atomic_uint_fast64_t accept_paused;   /* listener paused after accept() failed (EMFILE...) */
+    atomic_int_fast64_t mailbox_mails;    /* mails waiting in the loop's mailbox (on the tick) */
+    atomic_uint_fast64_t handoff_held_us; /* time the loop's hand-off gate held its mailbox */
     struct wsb_histogram delivery_latency;
     struct wsb_histogram ping_rtt;
 };
@@ -99,6 +101,7 @@ struct wsb_format_stats; /* connectors/connector.h */
 struct wsb_metrics_source {
     struct wsb_loop_metrics *const *loops; /* one per event loop */
     size_t nloops;
+    uint64_t admin_accept_paused; /* the admin listener's back-offs (wsb_admin_accept_paused) */
     size_t nconnectors;
     /** i-th connector's name, messages received, and readiness. */
     void (*connector)(void *ctx, size_t i, const char **name, uint64_t *messages_in, int *up);

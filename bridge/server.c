@@ -153,6 +153,7 @@ static char *hook_metrics(void *ctx, size_t *len)
     struct wsb_metrics_source src = {
         .loops = s->loop_metrics,
         .nloops = s->sh.nworkers,
+        .admin_accept_paused = wsb_admin_accept_paused(),
         .nconnectors = s->sh.nconnectors,
         .connector = metrics_connector,
         .formats = metrics_formats,

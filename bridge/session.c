@@ -105,8 +105,9 @@ static int64_t gate_allow_us(const struct wsb_limits *l)
 /* Reopens the loop's hand-off when nobody holds it any more. */
 static void gate_kick(struct wsb_worker *w)
 {
-    if (w->mailbox && wsb_mailbox_held(w->mailbox) && wsb_gate_open(&w->gate, wsb_now_us()))
-        wsb_mailbox_kick(w->mailbox);
+    int64_t now = wsb_now_us();
+    if (w->mailbox && wsb_mailbox_held(w->mailbox) && wsb_gate_open(&w->gate, now))
+        wsb_worker_handoff_resume(w, now);
 }
 
 static void gate_note(struct wsb_session *s)

@@ -84,3 +84,19 @@ void wsb_worker_sink_init(struct wsb_sink *sink, struct wsb_shared *sh)
         .state = sink_state,
     };
 }
+
+void wsb_worker_handoff_held(struct wsb_worker *w, int64_t now_us)
+{
+    if (w->gate_held_us == 0)
+        w->gate_held_us = now_us > 0 ? now_us : 1;
+}
+
+void wsb_worker_handoff_resume(struct wsb_worker *w, int64_t now_us)
+{
+    if (w->gate_held_us) {
+        if (now_us > w->gate_held_us)
+            wsb_metric_add(w->metrics.handoff_held_us, (uint64_t)(now_us - w->gate_held_us));
+        w->gate_held_us = 0;
+    }
+    wsb_mailbox_kick(w->mailbox);
+}

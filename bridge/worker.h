@@ -77,6 +77,7 @@ struct wsb_worker {
     uint32_t accept_backoff_ms;                    /* next back-off; 0 after a successful accept */
     struct wsb_gate gate;  /* hand-off gate: broker messages wait while clients catch up */
     struct event *gate_ev; /* re-checks a closed gate */
+    int64_t gate_held_us;  /* when the gate began holding the mailbox; 0 while it does not */
     uint64_t queued_peak;  /* largest send-buffer total since the last trim */
     bool trim_due;         /* a burst was queued since the last trim (see loop.c on_tick) */
     atomic_int_fast64_t last_tick_ms;
@@ -101,5 +102,12 @@ void wsb_worker_sink_init(struct wsb_sink *sink, struct wsb_shared *sh);
 /** Posts a mail of `type` for source `id` to every worker in the id's loop mask.
  * @locality any */
 void wsb_worker_broadcast_source(struct wsb_shared *sh, int type, uint64_t id);
+
+/** The hand-off gate stopped the mailbox at `now_us`: the holding time starts (idempotent).
+ * @locality loop */
+void wsb_worker_handoff_held(struct wsb_worker *w, int64_t now_us);
+/** The hand-off gate opened at `now_us`: the mailbox resumes, the time it was held is
+ * counted in wsbridge_handoff_held_seconds_total. @locality loop */
+void wsb_worker_handoff_resume(struct wsb_worker *w, int64_t now_us);
 
 #endif

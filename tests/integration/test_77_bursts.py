@@ -121,6 +121,10 @@ def test_burst_disconnect_policy(bridge_factory, kafka_mock, tmp_path, limits): 
     print("stalled client closed %.2fs after the first record reached the clients" % took)
     assert took <= SOFT_S + 1.0, "4408 came %.2fs after the stream started (soft_seconds %d)" % (
         took, SOFT_S)
+    # The stalled client held its loop's hand-off gate for a while: the time is counted.
+    held = b.metrics().value("wsbridge_handoff_held_seconds_total")
+    print("hand-off held %s s" % held)
+    assert held is not None and held > 0, held
     assert peak - base <= RSS_GROWTH_KIB, "RSS grew by %d KiB" % (peak - base)
 
 

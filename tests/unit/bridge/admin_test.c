@@ -14,7 +14,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bridge/admin.h"
@@ -274,13 +278,66 @@ static void test_start_stop_fast(void **state)
     wsb_admin_stop(NULL);
 }
 
+/* Out of descriptors: the admin listener pauses accepting (counted for
+ * wsbridge_accept_paused_total) and serves the waiting client once descriptors are free. */
+struct fillers {
+    int fd[256];
+    int n;
+    uint64_t base;
+};
+
+static void *release_after_pause(void *arg)
+{
+    struct fillers *f = arg;
+    struct timespec ms = {0, 1000 * 1000};
+    for (int i = 0; i < 5000 && wsb_admin_accept_paused() == f->base; i++)
+        nanosleep(&ms, NULL);
+    for (int i = 0; i < f->n; i++)
+        close(f->fd[i]);
+    return NULL;
+}
+
+static void test_accept_paused_counted(void **state)
+{
+    (void)state;
+    struct wsb_admin *a = NULL;
+    char err[256];
+    assert_int_equal(wsb_admin_start("127.0.0.1:0", &hooks, &a, err, sizeof(err)), WSB_OK);
+    struct rlimit old;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+    int probe = open("/dev/null", O_RDONLY);
+    assert_true(probe >= 0);
+    close(probe);
+    struct rlimit low = {(rlim_t)probe + 64, old.rlim_max};
+    if (low.rlim_cur > old.rlim_cur)
+        low.rlim_cur = old.rlim_cur;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+    static struct fillers f;
+    memset(&f, 0, sizeof(f));
+    f.base = wsb_admin_accept_paused();
+    int fd;
+    while (f.n < 256 && (fd = open("/dev/null", O_RDONLY)) >= 0)
+        f.fd[f.n++] = fd;
+    assert_true(f.n > 1 && f.n < 256);
+    close(f.fd[--f.n]); /* one for the client's socket: the admin's accept() has none */
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, release_after_pause, &f), 0);
+    struct response r;
+    http(AF_INET, wsb_admin_port(a), "GET /healthz HTTP/1.0\r\n\r\n", &r);
+    pthread_join(t, NULL);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+    assert_true(wsb_admin_accept_paused() > f.base);
+    assert_int_equal(r.status, 200);
+    wsb_admin_stop(a);
+}
+
 int main(void)
 {
     evthread_use_pthreads();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_routes),          cmocka_unit_test(test_bind_conflict),
         cmocka_unit_test(test_bad_listen),      cmocka_unit_test(test_ipv6_and_null_hooks),
-        cmocka_unit_test(test_start_stop_fast),
+        cmocka_unit_test(test_start_stop_fast), cmocka_unit_test(test_accept_paused_counted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -112,6 +112,10 @@ static void test_render(void **state)
     wsb_metric_add(a.acl[WSB_ACL_DENY], 6);
     wsb_metric_add(a.accept_paused, 2);
     wsb_metric_add(b.accept_paused, 1);
+    wsb_metric_add(a.mailbox_mails, 40);
+    wsb_metric_add(b.mailbox_mails, 2);
+    wsb_metric_add(a.handoff_held_us, 250000);
+    wsb_metric_add(b.handoff_held_us, 1500000);
     wsb_histogram_observe(&a.delivery_latency, 0.002);
     wsb_histogram_observe(&b.delivery_latency, 0.003);
     wsb_histogram_observe(&b.delivery_latency, 30);
@@ -119,8 +123,12 @@ static void test_render(void **state)
 
     struct fake_connector conns[] = {{"events", 100, 1}, {"we\"ird\\na\nme", 5, 0}};
     struct wsb_loop_metrics *loops[] = {&a, &b};
-    struct wsb_metrics_source src = {
-        .loops = loops, .nloops = 2, .nconnectors = 2, .connector = connector_cb, .ctx = conns};
+    struct wsb_metrics_source src = {.loops = loops,
+                                     .nloops = 2,
+                                     .admin_accept_paused = 4,
+                                     .nconnectors = 2,
+                                     .connector = connector_cb,
+                                     .ctx = conns};
     size_t len = 0;
     char *t = wsb_metrics_render(&src, &len);
     assert_non_null(t);
@@ -141,7 +149,9 @@ static void test_render(void **state)
     assert_true(sample(t, "wsbridge_messages_out_total") == 10);
     assert_true(sample(t, "wsbridge_bytes_out_total") == 1234);
     assert_true(sample(t, "wsbridge_frames_encoded_total") == 9);
-    assert_true(sample(t, "wsbridge_accept_paused_total") == 3);
+    assert_true(sample(t, "wsbridge_accept_paused_total") == 7); /* both loops + the admin */
+    assert_true(sample(t, "wsbridge_mailbox_mails") == 42);
+    assert_true(sample(t, "wsbridge_handoff_held_seconds_total") == 1.75);
     assert_true(sample(t, "wsbridge_messages_dropped_total{reason=\"disconnected\"}") == 4);
     assert_true(sample(t, "wsbridge_messages_dropped_total{reason=\"slow_consumer\"}") == 0);
     assert_true(sample(t, "wsbridge_disconnects_total{code=\"4408\"}") == 1);
@@ -192,6 +202,8 @@ static void test_render(void **state)
         {"wsbridge_ping_rtt_seconds", "histogram"},
         {"wsbridge_connector_up", "gauge"},
         {"wsbridge_send_buffer_bytes", "gauge"},
+        {"wsbridge_mailbox_mails", "gauge"},
+        {"wsbridge_handoff_held_seconds_total", "counter"},
     };
     for (size_t i = 0; i < WSB_ARRAY_LEN(families); i++) {
         snprintf(series, sizeof(series), "# TYPE %s %s", families[i][0], families[i][1]);
