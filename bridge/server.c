@@ -250,6 +250,24 @@ static void check_fd_budget(const struct wsb_config *cfg, unsigned nworkers)
                 WSB_LUINT("nofile", (uint64_t)rl.rlim_cur), WSB_LUINT("usable", usable));
 }
 
+/* Says so when the largest message a client may publish cannot fit a subscriber's send
+ * buffer: relayed to a subscriber of this bridge it is over hard_bytes at once (the subscriber
+ * is closed with 4408, or the message dropped). A warning, not an error: max_message_bytes
+ * bounds what clients send, and clients publishing large records that only backends read
+ * is a sound setup. */
+static void check_send_buffer(const struct wsb_config *cfg)
+{
+    const struct wsb_limits *l = &cfg->limits;
+    if (l->send_hard_bytes < l->max_message_bytes)
+        wsb_log(WSB_LOG_WARN,
+                "limits.send_buffer.hard_bytes is below limits.max_message_bytes: a message "
+                "that large published by a client never reaches a subscriber (closed with "
+                "4408 or the message dropped)",
+                WSB_LSTR("path", "limits.send_buffer.hard_bytes"),
+                WSB_LUINT("hard_bytes", l->send_hard_bytes),
+                WSB_LUINT("max_message_bytes", l->max_message_bytes));
+}
+
 enum wsb_err wsb_server_new(struct wsb_config *cfg, const struct wsb_server_opts *opts,
                             struct wsb_server **out, char *err, size_t errlen)
 {
@@ -301,6 +319,7 @@ enum wsb_err wsb_server_new(struct wsb_config *cfg, const struct wsb_server_opts
     unsigned n = worker_count(cfg);
     raise_nofile();
     check_fd_budget(cfg, n);
+    check_send_buffer(cfg);
     s->sh.sources = wsb_sources_new(s->sh.connectors, s->sh.nconnectors, n);
     if (s->sh.sources) {
         wsb_sources_set_stopped_cb(s->sh.sources, source_lingered, &s->sh);
@@ -448,6 +467,7 @@ static void reload(struct wsb_server *s)
     wsb_iplimit_set_ipv6_prefix(s->sh.iplimit, l->ipv6_prefix);
     wsb_sources_set_linger(s->sh.sources, l->source_linger_ms);
     check_fd_budget(cfg, s->sh.nworkers);
+    check_send_buffer(cfg);
     if (cfg->log_level)
         wsb_log_init((enum wsb_log_level)wsb_log_level_parse(cfg->log_level), cfg->log_json);
     for (unsigned i = 0; i < s->sh.nworkers; i++) {

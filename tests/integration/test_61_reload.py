@@ -133,3 +133,32 @@ def test_jwt_key_reload(bridge_factory):
     live.send_json({"op": "auth", "id": 3, "token": tok(new)})
     assert recv_type(live, "authenticated")["id"] == 3
     assert b.stop() == 0
+
+
+HARD_WARNING = "limits.send_buffer.hard_bytes is below limits.max_message_bytes"
+
+
+def test_hard_bytes_below_max_message_bytes_is_warned_at_start_and_reload(bridge_factory):
+    """A hard_bytes under max_message_bytes: a message that large published by a client can
+    never reach a subscriber. Warned (naming the path), not refused: clients may publish
+    large records that only backends read."""
+    b = bridge_factory({"limits": {"max_message_bytes": 64 << 10,
+                                   "send_buffer": {"soft_bytes": 32 << 10,
+                                                   "hard_bytes": 64 << 10}}})
+    warned = [r for r in b.log_records() if r.get("msg", "").startswith(HARD_WARNING)]
+    assert warned == [], warned
+    limits = dict(b.config["limits"])
+    limits["max_message_bytes"] = 1 << 20
+    rewrite(b, limits=limits)
+    hup_and_wait(b)
+    rec = b.wait_log(lambda r: r.get("msg", "").startswith(HARD_WARNING))
+    assert rec is not None, b.logs()[-2000:]
+    assert rec["level"] in ("warn", "warning"), rec
+    assert rec["path"] == "limits.send_buffer.hard_bytes", rec
+    assert (rec["hard_bytes"], rec["max_message_bytes"]) == (64 << 10, 1 << 20), rec
+    assert b.connect().welcome["type"] == "welcome"  # still serving
+    assert b.stop() == 0
+
+    b = bridge_factory({"limits": {"send_buffer": {"soft_bytes": 32 << 10,
+                                                   "hard_bytes": 64 << 10}}})
+    assert b.wait_log(lambda r: r.get("msg", "").startswith(HARD_WARNING)) is not None
