@@ -550,13 +550,16 @@ static void do_subscribe(struct amqp *a, const struct wsb_cmd *c)
         return;
     }
     s->id = c->id;
-    s->exchange = dup_or_null(c->src.exchange);
-    s->binding_key = dup_or_null(c->src.binding_key);
-    s->queue = dup_or_null(c->src.queue);
+    const char *exchange = wsb_connector_field(c->src.fields, "exchange"),
+               *binding_key = wsb_connector_field(c->src.fields, "binding_key"),
+               *queue = wsb_connector_field(c->src.fields, "queue");
+    s->exchange = dup_or_null(exchange);
+    s->binding_key = dup_or_null(binding_key);
+    s->queue = dup_or_null(queue);
     s->ack = c->src.ack;
     s->prefetch = c->src.max_unacked;
-    if ((*c->src.exchange && !s->exchange) || (*c->src.queue && !s->queue) ||
-        (*c->src.binding_key && !s->binding_key) || (!s->exchange == !s->queue)) {
+    if ((*exchange && !s->exchange) || (*queue && !s->queue) || (*binding_key && !s->binding_key) ||
+        (!s->exchange == !s->queue)) {
         source_free(s);
         a->sink.source_failed(a->sink.ctx, c->id, "unavailable", "out of memory");
         return;
@@ -650,13 +653,13 @@ static void do_publish(struct amqp *a, const struct wsb_cmd *c)
         props.headers.entries = entries;
     }
     amqp_bytes_t body = {.len = m->payload_len, .bytes = (void *)m->payload};
-    const char *exchange = c->pub.exchange;
-    const char *rk = c->pub.routing_key;
+    const json_t *f = c->pub.fields;
+    const char *exchange = wsb_connector_field(f, "exchange");
     /* No "routing_key": an exchange channel publishes with its binding key, a queue channel
      * to its queue (the default exchange routes by queue name). */
-    if (c->pub.fields && !json_object_get(c->pub.fields, "routing_key"))
-        rk = wsb_connector_field(
-            c->pub.fields, json_object_get(c->pub.fields, "binding_key") ? "binding_key" : "queue");
+    const char *rk = wsb_connector_field(f, json_object_get(f, "routing_key")   ? "routing_key"
+                                            : json_object_get(f, "binding_key") ? "binding_key"
+                                                                                : "queue");
     p->cookie = c->id;
     p->seq = ++a->pub_seq;
     p->exchange = strdup(exchange);
@@ -1284,8 +1287,8 @@ static void destroy(void *impl)
 static enum wsb_err subscribe(void *impl, uint64_t source_id, const struct wsb_source *src)
 {
     struct amqp *a = impl;
-    bool ex = *wsb_connector_member(src->fields, "exchange", src->exchange),
-         q = *wsb_connector_member(src->fields, "queue", src->queue);
+    bool ex = *wsb_connector_field(src->fields, "exchange"),
+         q = *wsb_connector_field(src->fields, "queue");
     if (ex == q)
         return WSB_ERR_INVALID;
     return wsb_cmdq_subscribe(a->base.q, source_id, src);

@@ -49,14 +49,14 @@ void wsb_cbase_stop(void *impl, uint32_t timeout_ms)
 enum wsb_err wsb_cbase_subscribe_topic(void *impl, uint64_t source_id, const struct wsb_source *src)
 {
     struct wsb_cbase *b = impl;
-    if (!*wsb_connector_member(src->fields, "topic", src->topic))
+    if (!*wsb_connector_field(src->fields, "topic"))
         return WSB_ERR_INVALID;
     return wsb_cmdq_subscribe(b->q, source_id, src);
 }
 
 enum wsb_err wsb_cbase_publish_topic(void *impl, const struct wsb_publish *p, uint64_t cookie)
 {
-    if (!*wsb_connector_member(p->fields, "topic", p->topic))
+    if (!*wsb_connector_field(p->fields, "topic"))
         return WSB_ERR_INVALID;
     return wsb_cbase_publish(impl, p, cookie);
 }

@@ -120,25 +120,6 @@ static enum wsb_err push(struct wsb_cmdq *q, struct wsb_cmd *c)
     return WSB_OK;
 }
 
-/* Copies `s` (NULL as "") to *at and advances it. */
-static const char *put_str(char **at, const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    char *d = *at;
-    if (n)
-        memcpy(d, s, n);
-    d[n] = '\0';
-    *at = d + n + 1;
-    return d;
-}
-
-static size_t str_size(const char *s)
-{
-    return (s ? strlen(s) : 0) + 1;
-}
-
-#define member wsb_connector_member
-
 enum wsb_err wsb_cmdq_subscribe(struct wsb_cmdq *q, uint64_t source_id,
                                 const struct wsb_source *src)
 {
@@ -147,35 +128,19 @@ enum wsb_err wsb_cmdq_subscribe(struct wsb_cmdq *q, uint64_t source_id,
     struct wsb_cmd *c = cmd_new(q, WSB_CMD_SUBSCRIBE, source_id);
     if (!c)
         return WSB_ERR_NOMEM;
-    const json_t *f = src->fields;
-    const char *topic = member(f, "topic", src->topic);
-    const char *exchange = member(f, "exchange", src->exchange);
-    const char *binding_key = member(f, "binding_key", src->binding_key);
-    const char *queue = member(f, "queue", src->queue);
-    const char *group = member(f, "group", src->group);
-    const char *dlt = member(f, "dead_letter_topic", src->dead_letter_topic);
-    /* One block: the offsets first (aligned by malloc), then every string. */
     size_t noff = src->from_offsets ? src->nfrom_offsets : 0;
     size_t offbytes = noff * sizeof(struct wsb_partition_offset);
-    size_t size = offbytes + str_size(topic) + str_size(exchange) + str_size(binding_key) +
-                  str_size(queue) + str_size(group) + str_size(dlt);
-    if (!(c->store = malloc(size)) || (f && !(c->fields = json_deep_copy(f)))) {
+    if ((noff && !(c->offsets = malloc(offbytes))) ||
+        (src->fields && !(c->fields = json_deep_copy(src->fields)))) {
         wsb_cmd_free(c);
         return WSB_ERR_NOMEM;
     }
     c->src = *src;
     c->src.fields = c->fields;
     if (noff)
-        memcpy(c->store, src->from_offsets, offbytes);
-    c->src.from_offsets = noff ? (const struct wsb_partition_offset *)(void *)c->store : NULL;
+        memcpy(c->offsets, src->from_offsets, offbytes);
+    c->src.from_offsets = c->offsets;
     c->src.nfrom_offsets = noff;
-    char *at = c->store + offbytes;
-    c->src.topic = put_str(&at, topic);
-    c->src.exchange = put_str(&at, exchange);
-    c->src.binding_key = put_str(&at, binding_key);
-    c->src.queue = put_str(&at, queue);
-    c->src.group = put_str(&at, group);
-    c->src.dead_letter_topic = put_str(&at, dlt);
     return push(q, c);
 }
 
@@ -194,25 +159,15 @@ enum wsb_err wsb_cmdq_publish(struct wsb_cmdq *q, const struct wsb_publish *p, u
     struct wsb_cmd *c = cmd_new(q, WSB_CMD_PUBLISH, cookie);
     if (!c)
         return WSB_ERR_NOMEM;
-    const json_t *f = p->fields;
-    const char *topic = member(f, "topic", p->topic);
-    const char *exchange = member(f, "exchange", p->exchange);
-    const char *routing_key = member(f, "routing_key", p->routing_key);
-    size_t size = str_size(topic) + str_size(exchange) + str_size(routing_key);
-    c->store = malloc(size);
     c->msg = wsb_msg_new(0, -1, -1, -1, p->key, p->key_len, p->payload, p->payload_len, p->headers,
                          p->nheaders);
-    if (f)
-        c->fields = json_deep_copy(f);
-    if (!c->store || !c->msg || (f && !c->fields)) {
+    if (p->fields)
+        c->fields = json_deep_copy(p->fields);
+    if (!c->msg || (p->fields && !c->fields)) {
         wsb_cmd_free(c);
         return WSB_ERR_NOMEM;
     }
-    char *at = c->store;
     c->pub.fields = c->fields;
-    c->pub.topic = put_str(&at, topic);
-    c->pub.exchange = put_str(&at, exchange);
-    c->pub.routing_key = put_str(&at, routing_key);
     c->pub.key = c->msg->key;
     c->pub.key_len = c->msg->key_len;
     c->pub.payload = c->msg->payload;
@@ -309,6 +264,6 @@ void wsb_cmd_free(struct wsb_cmd *c)
     }
     wsb_msg_unref(c->msg);
     json_decref(c->fields);
-    free(c->store);
+    free(c->offsets);
     free(c);
 }

@@ -27,12 +27,10 @@ struct wsb_cmd {
     struct wsb_cmd *next; /* the list wsb_cmdq_take returns */
     enum wsb_cmd_kind kind;
     uint64_t id; /* subscribe, unsubscribe, ack: the source id; publish: the cookie */
-    /* Subscribe: a deep copy of the caller's source. Every string member is non-NULL ("" when
-     * not set; taken from the broker object when the caller gave one) and, like from_offsets,
-     * lives as long as the command. */
+    /* Subscribe: a deep copy of the caller's source; `fields` and from_offsets live as long
+     * as the command. */
     struct wsb_source src;
-    /* Publish: a deep copy. The strings are non-NULL ("" when not set); key, payload and
-     * headers point into `msg`. */
+    /* Publish: a deep copy; key, payload and headers point into `msg`. */
     struct wsb_publish pub;
     /* Publish: key, payload and headers as a message (source_id 0, partition -1, offset -1,
      * timestamp -1). A connector may take it (set the member to NULL) to keep it. */
@@ -45,7 +43,7 @@ struct wsb_cmd {
     json_t *fields;
     /* Private to cmdq. */
     struct wsb_cmdq *q;
-    char *store;
+    struct wsb_partition_offset *offsets; /* subscribe: the copy of from_offsets */
 };
 
 struct wsb_cmdq;

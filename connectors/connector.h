@@ -77,20 +77,14 @@ struct wsb_partition_offset {
     int64_t offset; /* next offset to deliver */
 };
 
-/** A source to read. All strings are borrowed for the duration of the call; the connector
- * copies what it keeps. Empty strings mean "not set".
+/** A source to read. Borrowed for the duration of the call; the connector copies what it
+ * keeps.
  *
- * The core fills `fields` only: the channel rule's broker members (every key the connector
- * listed in `channel_keys`), `{n}` captures expanded. The named string members are the
- * connectors' view of it: wsb_cmdq_subscribe fills them from `fields` in its copy. */
+ * The core names no broker field: `fields` holds the channel rule's broker members (every key
+ * the connector listed in `channel_keys`), `{n}` captures expanded, and the connector reads
+ * them with wsb_connector_field (an absent member reads as ""). */
 struct wsb_source {
-    const json_t *fields; /* borrowed; NULL: use the string members as given (tests) */
-    const char *topic;
-    const char *exchange;
-    const char *binding_key;
-    const char *queue;
-    const char *group;
-    const char *dead_letter_topic;
+    const json_t *fields; /* borrowed; NULL reads as no member at all */
     bool ack;             /* delivery: ack */
     uint32_t max_unacked; /* ack sources: at most this many unacked deliveries */
     enum wsb_from_kind from;
@@ -101,13 +95,10 @@ struct wsb_source {
     enum wsb_format key_format;
 };
 
-/** A message to publish. Strings borrowed for the call. As for wsb_source, the core fills
- * `fields` and wsb_cmdq_publish fills the named string members from it. */
+/** A message to publish. Borrowed for the call. As for wsb_source, the broker members
+ * (a topic; an exchange and routing key) are read from `fields` with wsb_connector_field. */
 struct wsb_publish {
-    const json_t *fields;    /* the channel rule's broker members, expanded; borrowed */
-    const char *topic;       /* kafka */
-    const char *exchange;    /* amqp */
-    const char *routing_key; /* amqp */
+    const json_t *fields; /* the channel rule's broker members, expanded; borrowed */
     const uint8_t *key;
     size_t key_len;
     const uint8_t *payload;
@@ -260,16 +251,10 @@ bool wsb_connector_topic_internal(const char *topic);
 /** check_route of the topic connectors: "topic" or "dead_letter_topic" internal. */
 const char *wsb_connector_check_topic_route(const json_t *fields);
 
-/** The string member `key` of a broker object; "" when absent or not a string. */
+/** The string member `key` of a broker object (wsb_source.fields, wsb_publish.fields); ""
+ * when absent or not a string, or when `fields` is NULL. Valid as long as `fields`.
+ * @locality any */
 const char *wsb_connector_field(const json_t *fields, const char *key);
-
-/** A broker member of a wsb_source or wsb_publish before wsb_cmdq copied it: from `fields`
- * when the core set it, else `given` (the named string member; NULL as ""). @locality any */
-static inline const char *wsb_connector_member(const json_t *fields, const char *key,
-                                               const char *given)
-{
-    return fields ? wsb_connector_field(fields, key) : given ? given : "";
-}
 
 /** True when some registered connector type lists `key` in its channel_keys (a rule that
  * names no connector is checked against all of them). @locality any */

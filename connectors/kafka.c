@@ -599,7 +599,8 @@ static void check_end_answers(struct kc *k, const struct wsb_cmd *c, int64_t t,
         goto done;
     for (int i = 0; i < parts->cnt; i++)
         if (ts->elems[i].offset == RD_KAFKA_OFFSET_END && hi->elems[i].offset > lo->elems[i].offset)
-            rd_kafka_topic_partition_list_add(check, c->src.topic, parts->elems[i].partition)
+            rd_kafka_topic_partition_list_add(check, wsb_connector_field(c->src.fields, "topic"),
+                                              parts->elems[i].partition)
                 ->offset = hi->elems[i].offset - 1;
     if (!check->cnt)
         goto done;
@@ -616,7 +617,8 @@ static void check_end_answers(struct kc *k, const struct wsb_cmd *c, int64_t t,
     }
     if (*nfiltering)
         wsb_log(WSB_LOG_INFO, "kafka lookup by time answered the end before later records",
-                WSB_LSTR("connector", k->name), WSB_LSTR("topic", c->src.topic),
+                WSB_LSTR("connector", k->name),
+                WSB_LSTR("topic", wsb_connector_field(c->src.fields, "topic")),
                 WSB_LINT("filtered", *nfiltering));
 
 done:
@@ -624,7 +626,7 @@ done:
     rd_kafka_topic_partition_list_destroy(check);
 }
 
-/* Resolves the start offset of every partition of `c->src.topic` into `parts`. For
+/* Resolves the start offset of every partition of the source's topic into `parts`. For
  * {timestamp}, *filtering (NULL when none) gets the partitions whose records older than T
  * must be dropped, see check_end_answers. */
 static bool resolve_start(struct kc *k, const struct wsb_cmd *c,
@@ -632,6 +634,7 @@ static bool resolve_start(struct kc *k, const struct wsb_cmd *c,
                           int *nfiltering, char *err, size_t errlen)
 {
     int n = parts->cnt;
+    const char *topic = wsb_connector_field(c->src.fields, "topic");
     int64_t t = c->src.from_timestamp_ms < 0 ? 0 : c->src.from_timestamp_ms;
     rd_kafka_topic_partition_list_t *lo = rd_kafka_topic_partition_list_copy(parts);
     rd_kafka_topic_partition_list_t *hi = rd_kafka_topic_partition_list_copy(parts);
@@ -645,7 +648,7 @@ static bool resolve_start(struct kc *k, const struct wsb_cmd *c,
     bool need_lo = c->src.from != WSB_FROM_LATEST, need_hi = c->src.from != WSB_FROM_EARLIEST;
     if ((need_lo && (e = list_offsets(k, lo, RD_KAFKA_OFFSET_BEGINNING))) ||
         (need_hi && (e = list_offsets(k, hi, RD_KAFKA_OFFSET_END)))) {
-        snprintf(err, errlen, "offsets of %s: %s", c->src.topic, rd_kafka_err2str(e));
+        snprintf(err, errlen, "offsets of %s: %s", topic, rd_kafka_err2str(e));
         goto done;
     }
     for (int i = 0; i < n; i++) {
@@ -657,7 +660,7 @@ static bool resolve_start(struct kc *k, const struct wsb_cmd *c,
     if (c->src.from == WSB_FROM_TIMESTAMP) {
         ts = rd_kafka_topic_partition_list_copy(parts);
         if ((e = list_offsets(k, ts, t))) {
-            snprintf(err, errlen, "offsets for time on %s: %s", c->src.topic, rd_kafka_err2str(e));
+            snprintf(err, errlen, "offsets for time on %s: %s", topic, rd_kafka_err2str(e));
             goto done;
         }
     }
@@ -773,7 +776,7 @@ static bool do_subscribe(struct kc *k, struct wsb_cmd *c)
     struct source *s = calloc(1, sizeof(*s));
     struct job *j = calloc(1, sizeof(*j));
     if (s)
-        s->topic = strdup(c->src.topic);
+        s->topic = strdup(wsb_connector_field(c->src.fields, "topic"));
     if (!s || !j || !s->topic) {
         if (s)
             free(s->topic);
@@ -800,7 +803,8 @@ static void resolve(struct kc *k, struct job *j)
 {
     const struct wsb_cmd *c = j->cmd;
     j->code = "unavailable";
-    if (!(j->parts = topic_partitions(k, c->src.topic, &j->code, j->err, sizeof(j->err))))
+    if (!(j->parts = topic_partitions(k, wsb_connector_field(c->src.fields, "topic"), &j->code,
+                                      j->err, sizeof(j->err))))
         return;
     j->code = "unavailable";
     if (!resolve_start(k, c, j->parts, &j->filtering, &j->nfiltering, j->err, sizeof(j->err)))
@@ -938,7 +942,7 @@ static void produce(void *ctx, const char *topic, const struct wsb_msg *m, uint6
 static void do_publish(struct kc *k, struct wsb_cmd *c)
 {
     if (!wsb_kfmt_publish(k->fmt, &c->pub, c->msg, c->id)) /* Avro: encoded there */
-        produce(k, c->pub.topic, c->msg, c->id);
+        produce(k, wsb_connector_field(c->pub.fields, "topic"), c->msg, c->id);
 }
 
 /* The format stage dropped a source (records waited for a schema past the bound). */

@@ -589,10 +589,11 @@ bool wsb_kfmt_publish(struct wsb_kfmt *f, const struct wsb_publish *p, struct ws
 {
     if (p->value_format != WSB_FORMAT_AVRO && p->key_format != WSB_FORMAT_AVRO)
         return false;
-    if (try_publish(f, p->topic, m, cookie, p->value_format, p->key_format))
+    const char *topic = wsb_connector_field(p->fields, "topic");
+    if (try_publish(f, topic, m, cookie, p->value_format, p->key_format))
         return true;
     struct held_pub *h = calloc(1, sizeof(*h));
-    if (!h || !(h->topic = strdup(p->topic))) {
+    if (!h || !(h->topic = strdup(topic))) {
         free(h);
         f->sink.publish_done(f->sink.ctx, cookie, false, "out of memory");
         return true;

@@ -394,8 +394,9 @@ static bool dead_letter(struct group *g, const char *topic, const struct wsb_msg
 
 static void do_subscribe(struct group *g, const struct wsb_cmd *c)
 {
+    const char *dlt = wsb_connector_field(c->src.fields, "dead_letter_topic");
     struct member *m = calloc(1, sizeof(*m));
-    if (!m || (c->src.dead_letter_topic[0] && !(m->dlq = strdup(c->src.dead_letter_topic)))) {
+    if (!m || (*dlt && !(m->dlq = strdup(dlt)))) {
         free(m);
         g->gs->sink.source_failed(g->gs->sink.ctx, c->id, "unavailable", "out of memory");
         return;
@@ -829,7 +830,8 @@ static struct group *group_start(struct wsb_kgroups *gs, const struct wsb_source
                                  size_t errlen)
 {
     struct group *g = calloc(1, sizeof(*g));
-    if (!g || !(g->id = strdup(src->group)) || !(g->topic = strdup(src->topic)) ||
+    if (!g || !(g->id = strdup(wsb_connector_field(src->fields, "group"))) ||
+        !(g->topic = strdup(wsb_connector_field(src->fields, "topic"))) ||
         !(g->q = wsb_cmdq_new())) {
         snprintf(err, errlen, "out of memory");
         goto fail;
@@ -927,8 +929,10 @@ static void retire(struct wsb_kgroups *gs, struct group *g)
 void wsb_kgroups_subscribe(struct wsb_kgroups *gs, const struct wsb_cmd *c)
 {
     char err[300];
+    const char *group = wsb_connector_field(c->src.fields, "group"),
+               *topic = wsb_connector_field(c->src.fields, "topic");
     reap(gs);
-    if (!c->src.group[0]) {
+    if (!*group) {
         gs->sink.source_failed(gs->sink.ctx, c->id, "unsupported",
                                "delivery: ack on kafka needs a \"group\"");
         return;
@@ -938,9 +942,9 @@ void wsb_kgroups_subscribe(struct wsb_kgroups *gs, const struct wsb_cmd *c)
         return;
     }
     struct group *g = gs->groups;
-    while (g && strcmp(g->id, c->src.group) != 0)
+    while (g && strcmp(g->id, group) != 0)
         g = g->next;
-    if (g && strcmp(g->topic, c->src.topic) != 0) {
+    if (g && strcmp(g->topic, topic) != 0) {
         snprintf(err, sizeof(err), "group %s already consumes topic %s here", g->id, g->topic);
         gs->sink.source_failed(gs->sink.ctx, c->id, "unsupported", err);
         return;
@@ -949,7 +953,7 @@ void wsb_kgroups_subscribe(struct wsb_kgroups *gs, const struct wsb_cmd *c)
     if (fresh) {
         if (!(g = group_start(gs, &c->src, err, sizeof(err)))) {
             wsb_log(WSB_LOG_WARN, "kafka group failed", WSB_LSTR("connector", gs->name),
-                    WSB_LSTR("group", c->src.group), WSB_LSTR("reason", err));
+                    WSB_LSTR("group", group), WSB_LSTR("reason", err));
             gs->sink.source_failed(gs->sink.ctx, c->id, "unavailable", err);
             return;
         }

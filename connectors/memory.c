@@ -254,10 +254,11 @@ static void do_subscribe(struct mem *mm, const struct wsb_cmd *c)
         mm->sink.source_failed(mm->sink.ctx, c->id, "unavailable", "source already subscribed");
         return;
     }
-    struct topic *t = topic_get(mm, c->src.topic, true);
+    const char *dlt = wsb_connector_field(c->src.fields, "dead_letter_topic");
+    struct topic *t = topic_get(mm, wsb_connector_field(c->src.fields, "topic"), true);
     struct source *s = calloc(1, sizeof(*s));
-    char *dlq = *c->src.dead_letter_topic ? strdup(c->src.dead_letter_topic) : NULL;
-    if (!t || !s || (*c->src.dead_letter_topic && !dlq)) {
+    char *dlq = *dlt ? strdup(dlt) : NULL;
+    if (!t || !s || (*dlt && !dlq)) {
         free(s);
         free(dlq);
         mm->sink.source_failed(mm->sink.ctx, c->id, "unavailable", "out of memory");
@@ -351,7 +352,7 @@ static void do_ack(struct mem *mm, const struct wsb_cmd *c)
 
 static void do_publish(struct mem *mm, struct wsb_cmd *c)
 {
-    struct topic *t = topic_get(mm, c->pub.topic, true);
+    struct topic *t = topic_get(mm, wsb_connector_field(c->pub.fields, "topic"), true);
     if (!t) {
         mm->sink.publish_done(mm->sink.ctx, c->id, false, "out of memory");
         return;

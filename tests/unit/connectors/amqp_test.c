@@ -157,9 +157,10 @@ static void test_unreachable_broker(void **state)
     assert_non_null(strstr(reason, "cannot connect to 127.0.0.1:1"));
     assert_int_equal(atomic_load(&ups), 0);
     /* a publish while down fails through the sink, not by blocking */
-    struct wsb_publish pub = {
-        .exchange = "e", .routing_key = "k", .payload = (const uint8_t *)"1", .payload_len = 1};
+    json_t *pf = json_pack("{s:s, s:s}", "exchange", "e", "routing_key", "k");
+    struct wsb_publish pub = {.fields = pf, .payload = (const uint8_t *)"1", .payload_len = 1};
     assert_int_equal(wsb_amqp_ops.publish(impl, &pub, 77), WSB_OK);
+    json_decref(pf);
     for (int i = 0; i < 200 && atomic_load_explicit(&done_cookie, memory_order_acquire) != 77; i++)
         usleep(10000);
     assert_int_equal(atomic_load_explicit(&done_cookie, memory_order_acquire), 77);

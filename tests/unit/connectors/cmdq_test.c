@@ -36,12 +36,10 @@ static void test_subscribe_deep_copy(void **state)
     assert_false(readable(q));
     assert_null(wsb_cmdq_take(q));
 
-    char topic[] = "orders", dlq[] = "orders.dlq";
+    json_t *f = json_pack("{s:s, s:s, s:s}", "topic", "orders", "binding_key", "",
+                          "dead_letter_topic", "orders.dlq");
     struct wsb_partition_offset offs[2] = {{0, 12}, {3, 40}};
-    struct wsb_source src = {.topic = topic,
-                             .exchange = NULL,
-                             .binding_key = "",
-                             .dead_letter_topic = dlq,
+    struct wsb_source src = {.fields = f,
                              .ack = true,
                              .max_unacked = 7,
                              .from = WSB_FROM_OFFSETS,
@@ -50,9 +48,9 @@ static void test_subscribe_deep_copy(void **state)
                              .nfrom_offsets = 2};
     assert_int_equal(wsb_cmdq_subscribe(q, 42, &src), WSB_OK);
     assert_true(readable(q));
-    /* The caller's buffers are its own again. */
-    memset(topic, 'x', sizeof(topic) - 1);
-    memset(dlq, 'y', sizeof(dlq) - 1);
+    /* The caller's object and offsets are its own again. */
+    json_object_set_new(f, "topic", json_string("changed"));
+    json_decref(f);
     offs[0].offset = -5;
 
     struct wsb_cmd *c = wsb_cmdq_take(q);
@@ -61,12 +59,10 @@ static void test_subscribe_deep_copy(void **state)
     assert_null(c->next);
     assert_int_equal(c->kind, WSB_CMD_SUBSCRIBE);
     assert_int_equal(c->id, 42);
-    assert_string_equal(c->src.topic, "orders");
-    assert_string_equal(c->src.exchange, "");
-    assert_string_equal(c->src.binding_key, "");
-    assert_string_equal(c->src.queue, "");
-    assert_string_equal(c->src.group, "");
-    assert_string_equal(c->src.dead_letter_topic, "orders.dlq");
+    assert_string_equal(wsb_connector_field(c->src.fields, "topic"), "orders");
+    assert_string_equal(wsb_connector_field(c->src.fields, "exchange"), "");
+    assert_string_equal(wsb_connector_field(c->src.fields, "binding_key"), "");
+    assert_string_equal(wsb_connector_field(c->src.fields, "dead_letter_topic"), "orders.dlq");
     assert_true(c->src.ack);
     assert_int_equal(c->src.max_unacked, 7);
     assert_int_equal(c->src.from, WSB_FROM_OFFSETS);
@@ -79,45 +75,45 @@ static void test_subscribe_deep_copy(void **state)
     assert_int_equal(c->src.from_offsets[1].offset, 40);
     wsb_cmd_free(c);
 
-    /* No offsets: NULL, none. */
-    struct wsb_source latest = {.topic = "t", .from = WSB_FROM_LATEST};
+    /* No offsets: NULL, none. No broker object: every member reads "". */
+    struct wsb_source latest = {.from = WSB_FROM_LATEST};
     assert_int_equal(wsb_cmdq_subscribe(q, 1, &latest), WSB_OK);
     c = wsb_cmdq_take(q);
     assert_null(c->src.from_offsets);
     assert_int_equal(c->src.nfrom_offsets, 0);
-    assert_string_equal(c->src.queue, "");
+    assert_null(c->src.fields);
+    assert_string_equal(wsb_connector_field(c->src.fields, "topic"), "");
     wsb_cmd_free(c);
     wsb_cmdq_free(q);
 }
 
-/* The core hands over a broker object: the command keeps a deep copy, and the connector's
- * named members come from it (not from the caller's string members). */
+/* The core hands over a broker object: the command keeps a deep copy, which the connector
+ * reads its members from. */
 static void test_broker_object(void **state)
 {
     (void)state;
     struct wsb_cmdq *q = wsb_cmdq_new();
     json_t *f = json_pack("{s:s, s:s, s:i}", "topic", "orders", "group", "g1", "other", 5);
-    struct wsb_source src = {.fields = f, .topic = "ignored", .from = WSB_FROM_LATEST};
+    struct wsb_source src = {.fields = f, .from = WSB_FROM_LATEST};
     assert_int_equal(wsb_cmdq_subscribe(q, 9, &src), WSB_OK);
-    struct wsb_publish p = {.fields = f, .exchange = "ignored", .payload_len = 0};
+    struct wsb_publish p = {.fields = f, .payload_len = 0};
     assert_int_equal(wsb_cmdq_publish(q, &p, 10), WSB_OK);
     json_object_set_new(f, "topic", json_string("changed"));
     json_decref(f);
 
     struct wsb_cmd *c = wsb_cmdq_take(q);
     assert_int_equal(c->kind, WSB_CMD_SUBSCRIBE);
-    assert_string_equal(c->src.topic, "orders");
-    assert_string_equal(c->src.group, "g1");
-    assert_string_equal(c->src.exchange, "");
+    assert_string_equal(wsb_connector_field(c->src.fields, "topic"), "orders");
+    assert_string_equal(wsb_connector_field(c->src.fields, "group"), "g1");
+    assert_string_equal(wsb_connector_field(c->src.fields, "exchange"), "");
     assert_non_null(c->src.fields);
     assert_ptr_equal(c->src.fields, c->fields);
     assert_int_equal(json_integer_value(json_object_get(c->src.fields, "other")), 5);
     struct wsb_cmd *pc = c->next;
     wsb_cmd_free(c);
     assert_int_equal(pc->kind, WSB_CMD_PUBLISH);
-    assert_string_equal(pc->pub.topic, "orders");
-    assert_string_equal(pc->pub.exchange, "");
-    assert_string_equal(pc->pub.routing_key, "");
+    assert_string_equal(wsb_connector_field(pc->pub.fields, "topic"), "orders");
+    assert_string_equal(wsb_connector_field(pc->pub.fields, "exchange"), "");
     assert_string_equal(wsb_connector_field(pc->pub.fields, "group"), "g1");
     assert_null(json_object_get(pc->pub.fields, "routing_key"));
     wsb_cmd_free(pc);
@@ -130,9 +126,8 @@ static void test_publish_deep_copy(void **state)
     struct wsb_cmdq *q = wsb_cmdq_new();
     char payload[] = "hello", key[] = "k1", hval[] = "v";
     struct wsb_header h = {.name = "h", .value = (const uint8_t *)hval, .value_len = 1};
-    struct wsb_publish p = {.topic = NULL,
-                            .exchange = "ex",
-                            .routing_key = "a.b",
+    json_t *f = json_pack("{s:s, s:s}", "exchange", "ex", "routing_key", "a.b");
+    struct wsb_publish p = {.fields = f,
                             .key = (const uint8_t *)key,
                             .key_len = 2,
                             .payload = (const uint8_t *)payload,
@@ -143,13 +138,14 @@ static void test_publish_deep_copy(void **state)
     memset(payload, 0, sizeof(payload));
     memset(key, 0, sizeof(key));
     hval[0] = 'w';
+    json_decref(f);
 
     struct wsb_cmd *c = wsb_cmdq_take(q);
     assert_int_equal(c->kind, WSB_CMD_PUBLISH);
     assert_int_equal(c->id, 777);
-    assert_string_equal(c->pub.topic, "");
-    assert_string_equal(c->pub.exchange, "ex");
-    assert_string_equal(c->pub.routing_key, "a.b");
+    assert_string_equal(wsb_connector_field(c->pub.fields, "topic"), "");
+    assert_string_equal(wsb_connector_field(c->pub.fields, "exchange"), "ex");
+    assert_string_equal(wsb_connector_field(c->pub.fields, "routing_key"), "a.b");
     assert_int_equal(c->pub.payload_len, 5);
     assert_memory_equal(c->pub.payload, "hello", 5);
     assert_int_equal(c->pub.key_len, 2);
@@ -172,8 +168,8 @@ static void test_order_and_kinds(void **state)
 {
     (void)state;
     struct wsb_cmdq *q = wsb_cmdq_new();
-    struct wsb_source src = {.topic = "t"};
-    struct wsb_publish p = {.topic = "t", .payload = (const uint8_t *)"x", .payload_len = 1};
+    struct wsb_source src = {.from = WSB_FROM_LATEST};
+    struct wsb_publish p = {.payload = (const uint8_t *)"x", .payload_len = 1};
     assert_int_equal(wsb_cmdq_subscribe(q, 1, &src), WSB_OK);
     assert_int_equal(wsb_cmdq_publish(q, &p, 2), WSB_OK);
     assert_int_equal(wsb_cmdq_ack(q, 1, 9, WSB_NACK_REQUEUE), WSB_OK);
@@ -208,8 +204,8 @@ static void test_stop(void **state)
 {
     (void)state;
     struct wsb_cmdq *q = wsb_cmdq_new();
-    struct wsb_source src = {.topic = "t"};
-    struct wsb_publish p = {.topic = "t"};
+    struct wsb_source src = {.from = WSB_FROM_LATEST};
+    struct wsb_publish p = {.payload_len = 0};
     assert_int_equal(wsb_cmdq_subscribe(q, 1, &src), WSB_OK);
     assert_false(wsb_cmdq_stopping(q));
     wsb_cmdq_stop(q, 1234);
@@ -270,7 +266,7 @@ static void test_sync_and_shutdown(void **state)
     struct worker w = {.q = wsb_cmdq_new()};
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, work, &w), 0);
-    struct wsb_source src = {.topic = "t"};
+    struct wsb_source src = {.from = WSB_FROM_LATEST};
     for (int round = 1; round <= 50; round++) {
         for (int i = 0; i < 20; i++)
             assert_int_equal(wsb_cmdq_subscribe(w.q, (uint64_t)i, &src), WSB_OK);

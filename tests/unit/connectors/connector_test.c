@@ -136,9 +136,7 @@ static void test_caps_and_channel_keys(void **state)
     assert_non_null(wsb_connector_check_topic_route(f));
     assert_string_equal(wsb_connector_field(f, "topic"), "__consumer_offsets");
     assert_string_equal(wsb_connector_field(f, "group"), "");
-    assert_string_equal(wsb_connector_member(f, "group", "given"), "");
-    assert_string_equal(wsb_connector_member(NULL, "group", "given"), "given");
-    assert_string_equal(wsb_connector_member(NULL, "group", NULL), "");
+    assert_string_equal(wsb_connector_field(NULL, "group"), "");
     json_decref(f);
     assert_null(wsb_connector_check_topic_route(NULL));
 }

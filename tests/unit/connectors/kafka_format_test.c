@@ -325,12 +325,14 @@ static void test_key(void **state)
 static void publish(struct wsb_kfmt *f, const char *topic, const char *json)
 {
     struct wsb_msg *m = wsb_msg_new(0, -1, -1, -1, NULL, 0, json, strlen(json), NULL, 0);
-    struct wsb_publish p = {.topic = topic,
+    json_t *pf = json_pack("{s:s}", "topic", topic);
+    struct wsb_publish p = {.fields = pf,
                             .payload = m->payload,
                             .payload_len = m->payload_len,
                             .value_format = WSB_FORMAT_AVRO};
     int before = pubs_done + nproduced;
     assert_true(wsb_kfmt_publish(f, &p, m, 1));
+    json_decref(pf);
     wsb_msg_unref(m);
     for (int i = 0; i < 500 && pubs_done + nproduced == before; i++) {
         wsb_kfmt_poll(f);
@@ -343,8 +345,10 @@ static void test_publish(void **state)
 {
     (void)state;
     struct wsb_kfmt *f = stage(NULL);
-    struct wsb_publish plain = {.topic = "t", .value_format = WSB_FORMAT_JSON};
+    json_t *plain_fields = json_pack("{s:s}", "topic", "t");
+    struct wsb_publish plain = {.fields = plain_fields, .value_format = WSB_FORMAT_JSON};
     assert_false(wsb_kfmt_publish(f, &plain, NULL, 1)); /* nothing to do */
+    json_decref(plain_fields);
     publish(f, "t", "{\"a\":300}");
     assert_int_equal(nproduced, 1);
     uint32_t id = 0;

@@ -228,8 +228,10 @@ static void flush_producer(void)
 static void subscribe(uint64_t id, enum wsb_from_kind from, const struct wsb_partition_offset *po,
                       size_t npo)
 {
-    struct wsb_source s = {.topic = "t1", .from = from, .from_offsets = po, .nfrom_offsets = npo};
+    json_t *sf = json_pack("{s:s}", "topic", "t1");
+    struct wsb_source s = {.fields = sf, .from = from, .from_offsets = po, .nfrom_offsets = npo};
     assert_int_equal(wsb_connector_subscribe(conn, id, &s), WSB_OK);
+    json_decref(sf);
 }
 
 /* ---- Tests --------------------------------------------------------------------------- */
@@ -300,7 +302,8 @@ static void test_publish(void **state)
     subscribe(1, WSB_FROM_LATEST, NULL, 0);
     assert_int_equal(wait_for(EV_STARTED, 1, 1, 10000, true), 1);
     struct wsb_header h = {.name = "h", .value = (const uint8_t *)"v", .value_len = 1};
-    struct wsb_publish p = {.topic = "t1",
+    json_t *pf = json_pack("{s:s}", "topic", "t1");
+    struct wsb_publish p = {.fields = pf,
                             .key = (const uint8_t *)"key",
                             .key_len = 3,
                             .payload = (const uint8_t *)"hello",
@@ -308,6 +311,7 @@ static void test_publish(void **state)
                             .headers = &h,
                             .nheaders = 1};
     assert_int_equal(wsb_connector_publish(conn, &p, 77), WSB_OK);
+    json_decref(pf);
     assert_int_equal(wait_for(EV_PUBLISHED, 77, 1, 10000, true), 1);
     assert_true(nth(EV_PUBLISHED, 77, 0)->ok);
     assert_int_equal(wait_for(EV_MESSAGE, 1, 1, 10000, true), 1);
@@ -320,8 +324,10 @@ static void test_publish(void **state)
     /* An ack source needs a group (consumer groups: test_59_kafka_groups.py). (An unknown
      * topic is not tested: the mock cluster, like brokers with auto.create.topics.enable,
      * creates it.) */
-    struct wsb_source acks = {.topic = "t1", .ack = true};
+    json_t *acks_fields = json_pack("{s:s}", "topic", "t1");
+    struct wsb_source acks = {.fields = acks_fields, .ack = true};
     assert_int_equal(wsb_connector_subscribe(conn, 6, &acks), WSB_OK);
+    json_decref(acks_fields);
     assert_int_equal(wait_for(EV_FAILED, 6, 1, 10000, true), 1);
     assert_string_equal(nth(EV_FAILED, 6, 0)->text, "unsupported");
 }
@@ -353,8 +359,10 @@ static void test_from_timestamp(void **state)
     produce_at(1, "old", 1500);
     flush_producer();
 
-    struct wsb_source s = {.topic = "t1", .from = WSB_FROM_TIMESTAMP, .from_timestamp_ms = 3000};
+    json_t *sf = json_pack("{s:s}", "topic", "t1");
+    struct wsb_source s = {.fields = sf, .from = WSB_FROM_TIMESTAMP, .from_timestamp_ms = 3000};
     assert_int_equal(wsb_connector_subscribe(conn, 4, &s), WSB_OK);
+    json_decref(sf);
     assert_int_equal(wait_for(EV_STARTED, 4, 1, 10000, true), 1);
     const char *pos = nth(EV_STARTED, 4, 0)->text;
     /* Filter mode reports the low watermark; a broker that answers reports offset 2. */
@@ -379,8 +387,10 @@ static void test_from_timestamp(void **state)
     }
 
     /* T after every record: -1 is right, every partition starts at its end. */
-    struct wsb_source f = {.topic = "t1", .from = WSB_FROM_TIMESTAMP, .from_timestamp_ms = 7000};
+    json_t *ff = json_pack("{s:s}", "topic", "t1");
+    struct wsb_source f = {.fields = ff, .from = WSB_FROM_TIMESTAMP, .from_timestamp_ms = 7000};
     assert_int_equal(wsb_connector_subscribe(conn, 5, &f), WSB_OK);
+    json_decref(ff);
     assert_int_equal(wait_for(EV_STARTED, 5, 1, 10000, true), 1);
     assert_string_equal(nth(EV_STARTED, 5, 0)->text, "{\"0\":5,\"1\":3,\"2\":1}");
     assert_int_equal(wait_for(EV_MESSAGE, 5, 1, 500, true), 0);
@@ -400,8 +410,10 @@ static void test_from_timestamp_unverified(void **state)
     rd_kafka_mock_push_request_errors_array(mcluster, 1 /* Fetch */, 12, errs);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    struct wsb_source s = {.topic = "t1", .from = WSB_FROM_TIMESTAMP, .from_timestamp_ms = 2000};
+    json_t *sf = json_pack("{s:s}", "topic", "t1");
+    struct wsb_source s = {.fields = sf, .from = WSB_FROM_TIMESTAMP, .from_timestamp_ms = 2000};
     assert_int_equal(wsb_connector_subscribe(conn, 4, &s), WSB_OK);
+    json_decref(sf);
     assert_int_equal(wait_for(EV_STARTED, 4, 1, 10000, true), 1);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     int64_t ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
@@ -479,8 +491,10 @@ static void test_pending_sources(void **state)
 
     assert_int_equal(rd_kafka_mock_topic_create(mcluster, "leaderless", 1, 3), 0);
     assert_int_equal(rd_kafka_mock_partition_set_leader(mcluster, "leaderless", 0, -1), 0);
-    struct wsb_source stuck = {.topic = "leaderless", .from = WSB_FROM_LATEST};
+    json_t *stuck_fields = json_pack("{s:s}", "topic", "leaderless");
+    struct wsb_source stuck = {.fields = stuck_fields, .from = WSB_FROM_LATEST};
     assert_int_equal(wsb_connector_subscribe(conn, 3, &stuck), WSB_OK);
+    json_decref(stuck_fields);
     subscribe(4, WSB_FROM_EARLIEST, NULL, 0);
     assert_int_equal(wait_for(EV_STARTED, 4, 1, 10000, true), 1);
     assert_int_equal(wait_for(EV_FAILED, 3, 1, 15000, true), 1);
@@ -502,12 +516,14 @@ static void test_stop_fails_pending_publishes(void **state)
     (void)state;
     rd_kafka_mock_broker_set_down(mcluster, -1);
     assert_int_equal(wait_for(EV_STATE, 0, 1, 10000, false), 1);
-    struct wsb_publish p = {.topic = "t1", .payload = (const uint8_t *)"x", .payload_len = 1};
+    json_t *pf = json_pack("{s:s}", "topic", "t1");
+    struct wsb_publish p = {.fields = pf, .payload = (const uint8_t *)"x", .payload_len = 1};
     assert_int_equal(wsb_connector_publish(conn, &p, 91), WSB_OK);
     wsb_connector_stop(conn, 300);
     assert_int_equal(wait_for(EV_PUBLISHED, 91, 1, 0, true), 1);
     assert_false(nth(EV_PUBLISHED, 91, 0)->ok);
     assert_int_equal(wsb_connector_publish(conn, &p, 92), WSB_ERR_UNAVAILABLE);
+    json_decref(pf);
     rd_kafka_mock_broker_set_up(mcluster, -1);
 }
 
@@ -522,8 +538,10 @@ static void test_demo(void **state)
                      WSB_OK);
     json_decref(conf);
     assert_int_equal(wsb_connector_start(conn), WSB_OK);
-    struct wsb_source s = {.topic = "demo.ticks", .from = WSB_FROM_EARLIEST};
+    json_t *sf = json_pack("{s:s}", "topic", "demo.ticks");
+    struct wsb_source s = {.fields = sf, .from = WSB_FROM_EARLIEST};
     assert_int_equal(wsb_connector_subscribe(conn, 9, &s), WSB_OK);
+    json_decref(sf);
     assert_int_equal(wait_for(EV_STARTED, 9, 1, 10000, true), 1);
     assert_true(wait_for(EV_MESSAGE, 9, 2, 10000, true) >= 2);
     struct wsb_msg *m = nth(EV_MESSAGE, 9, 0)->msg;

@@ -128,7 +128,8 @@ static size_t collect(struct fixture *f, enum ev_kind kind, uint64_t id, struct 
 static void pub(struct fixture *f, const char *topic, const char *payload, uint64_t cookie)
 {
     struct wsb_header h = {.name = "h1", .value = (const uint8_t *)"v1", .value_len = 2};
-    struct wsb_publish p = {.topic = topic,
+    json_t *pf = json_pack("{s:s}", "topic", topic);
+    struct wsb_publish p = {.fields = pf,
                             .key = (const uint8_t *)"k",
                             .key_len = 1,
                             .payload = (const uint8_t *)payload,
@@ -136,17 +137,20 @@ static void pub(struct fixture *f, const char *topic, const char *payload, uint6
                             .headers = &h,
                             .nheaders = 1};
     assert_int_equal(wsb_connector_publish(f->c, &p, cookie), WSB_OK);
+    json_decref(pf);
 }
 
 static void sub(struct fixture *f, uint64_t id, const char *topic, enum wsb_from_kind from,
                 int64_t offset)
 {
     struct wsb_partition_offset po = {.partition = 0, .offset = offset};
-    struct wsb_source s = {.topic = topic,
+    json_t *sf = json_pack("{s:s}", "topic", topic);
+    struct wsb_source s = {.fields = sf,
                            .from = from,
                            .from_offsets = from == WSB_FROM_OFFSETS ? &po : NULL,
                            .nfrom_offsets = from == WSB_FROM_OFFSETS ? 1 : 0};
     assert_int_equal(wsb_connector_subscribe(f->c, id, &s), WSB_OK);
+    json_decref(sf);
 }
 
 static void test_state_up_and_ready(void **state)
@@ -264,9 +268,11 @@ static void test_unsubscribe(void **state)
 static void test_ack_round_robin_and_requeue(void **state)
 {
     struct fixture *f = *state;
-    struct wsb_source s = {.topic = "jobs", .ack = true, .max_unacked = 1};
+    json_t *sf = json_pack("{s:s}", "topic", "jobs");
+    struct wsb_source s = {.fields = sf, .ack = true, .max_unacked = 1};
     assert_int_equal(wsb_connector_subscribe(f->c, 1, &s), WSB_OK);
     assert_int_equal(wsb_connector_subscribe(f->c, 2, &s), WSB_OK);
+    json_decref(sf);
     pub(f, "jobs", "j0", 1);
     pub(f, "jobs", "j1", 2);
     pub(f, "jobs", "j2", 3);
@@ -306,8 +312,10 @@ static void test_ack_round_robin_and_requeue(void **state)
 static void test_nack_dead_letter(void **state)
 {
     struct fixture *f = *state;
-    struct wsb_source s = {.topic = "w", .ack = true, .dead_letter_topic = "w.dlq"};
+    json_t *sf = json_pack("{s:s, s:s}", "topic", "w", "dead_letter_topic", "w.dlq");
+    struct wsb_source s = {.fields = sf, .ack = true};
     assert_int_equal(wsb_connector_subscribe(f->c, 1, &s), WSB_OK);
+    json_decref(sf);
     sub(f, 2, "w.dlq", WSB_FROM_LATEST, 0);
     pub(f, "w", "bad", 1);
     sync_c(f);
