@@ -26,6 +26,7 @@
 #include "bridge/session.h"
 #include "bridge/sweep.h"
 #include "bridge/sources.h"
+#include "bridge/upgrade.h"
 #include "bridge/worker.h"
 #include "bridge/ws/ws_deflate.h"
 #include "config/config.h"
@@ -129,6 +130,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         queued += (int64_t)wsb_session_queued(s);
     }
     atomic_store_explicit(&w->metrics.send_buffer_bytes, queued, memory_order_relaxed);
+    wsb_upgrade_tick(w, wsb_now_us());
     atomic_store_explicit(&w->metrics.mailbox_mails, (int64_t)wsb_mailbox_depth(w->mailbox),
                           memory_order_relaxed);
     /* After a burst has drained, hand its freed pages back to the system: glibc keeps free

@@ -101,6 +101,43 @@ static const char *status_text(int status)
     }
 }
 
+/* The early refusals (429 and 503 at accept) come in floods when they come: the first of
+ * each second is logged in full, the rest only counted, and summed up in one line once the
+ * second is over (at the next refusal or on the worker's tick). */
+#define REFUSAL_LOG_US 1000000
+
+static void log_refusals_unlogged(struct wsb_worker *w, int64_t now_us)
+{
+    uint64_t n429 = w->refusals_unlogged[0], n503 = w->refusals_unlogged[1];
+    if (n429 + n503 == 0)
+        return;
+    wsb_log(WSB_LOG_INFO, "handshake refusals not logged one by one",
+            WSB_LUINT("rate_limited", n429), WSB_LUINT("overloaded", n503),
+            WSB_LINT("period_ms", (now_us - w->refusal_logged_us) / 1000));
+    w->refusals_unlogged[0] = w->refusals_unlogged[1] = 0;
+}
+
+void wsb_upgrade_tick(struct wsb_worker *w, int64_t now_us)
+{
+    if (now_us - w->refusal_logged_us >= REFUSAL_LOG_US)
+        log_refusals_unlogged(w, now_us);
+}
+
+/* True when this refusal gets its own log line. */
+static bool log_refusal(struct wsb_worker *w, int status)
+{
+    if (status != 429 && status != 503)
+        return true;
+    int64_t now = wsb_now_us();
+    if (w->refusal_logged_us && now - w->refusal_logged_us < REFUSAL_LOG_US) {
+        w->refusals_unlogged[status == 429 ? 0 : 1]++;
+        return false;
+    }
+    log_refusals_unlogged(w, now);
+    w->refusal_logged_us = now;
+    return true;
+}
+
 static void refuse(struct wsb_session *s, int status, const char *code, const char *message,
                    const char *extra_headers, enum wsb_hs_result result)
 {
@@ -120,8 +157,9 @@ static void refuse(struct wsb_session *s, int status, const char *code, const ch
     evbuffer_add(out, body.data, body.len);
     wsb_buf_cleanup(&body);
     wsb_metric_add(s->w->metrics.handshakes[result], 1);
-    wsb_log(WSB_LOG_INFO, "handshake refused", WSB_LSTR("ip", s->ip), WSB_LINT("status", status),
-            WSB_LSTR("error", code));
+    if (log_refusal(s->w, status))
+        wsb_log(WSB_LOG_INFO, "handshake refused", WSB_LSTR("ip", s->ip),
+                WSB_LINT("status", status), WSB_LSTR("error", code));
     wsb_session_end_after_flush(s);
 }
 

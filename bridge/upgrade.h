@@ -4,9 +4,11 @@
 #define WSB_BRIDGE_UPGRADE_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 struct evbuffer;
 struct wsb_session;
+struct wsb_worker;
 
 /** The accept-time steps: the new connection counts against its address (per-IP handshake
  * rate and connection cap: 429) and against max_connections (503) until it is freed.
@@ -19,5 +21,9 @@ bool wsb_upgrade_admit_peer(struct wsb_session *s);
  * the session is open (101 sent, head drained from `in`) or closing (refused or page
  * served). @locality session loop */
 void wsb_upgrade_read(struct wsb_session *s, struct evbuffer *in);
+
+/** The worker's periodic call: writes the line that sums up the early refusals (429/503)
+ * not logged one by one once their second is over. @locality worker loop */
+void wsb_upgrade_tick(struct wsb_worker *w, int64_t now_us);
 
 #endif

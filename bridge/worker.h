@@ -86,6 +86,8 @@ struct wsb_worker {
     struct wsb_map pubs; /* publish cookie -> struct wsb_pending_pub (session.h) */
     uint64_t next_cookie;
     uint64_t next_session;
+    int64_t refusal_logged_us;     /* when the last 429/503 was logged in full (upgrade.c) */
+    uint64_t refusals_unlogged[2]; /* 429s and 503s counted since, not logged one by one */
 };
 
 /** Posts one mail of `type` to every worker whose bit is set in `mask`; each gets its own

@@ -171,6 +171,43 @@ def test_max_connections_per_ip_429(bridge_factory):
     assert b.metrics().value("wsbridge_rate_limited_total", 0, kind="connections_per_ip") >= 1
 
 
+def test_early_refusal_flood_logs_a_line_per_second(bridge_factory):
+    """429s at accept come in floods: the first refusal of each second is logged in full
+    (so it stays visible), the rest are summed up in one line per second with their
+    count. Every refusal is still answered and counted in the metrics."""
+    b = bridge_factory({"limits": {"max_connections_per_ip": 1}, "log": {"level": "info"}})
+    held = b.connect()
+    n = 150
+    t0 = time.monotonic()
+    for _ in range(n):
+        out, _ = raw_exchange(b.host, b.port, b"", timeout=5.0)
+        assert out.startswith(b"HTTP/1.1 429 "), out[:200]
+    took = time.monotonic() - t0
+
+    def lines():
+        recs = b.log_records()
+        full = [r for r in recs if r.get("msg") == "handshake refused" and r.get("status") == 429]
+        summed = [r for r in recs if r.get("msg") == "handshake refusals not logged one by one"]
+        return full, summed
+
+    deadline = time.monotonic() + 5
+    while True:  # the last second's sum is written on a worker tick
+        full, summed = lines()
+        if len(full) + sum(r["rate_limited"] for r in summed) >= n or \
+                time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    workers = b.config.get("workers", 2)
+    print("%d refusals in %.2fs: %d logged in full, %d sum lines %s" % (
+        n, took, len(full), len(summed), [r["rate_limited"] for r in summed]))
+    assert 1 <= len(full) <= workers * (int(took) + 2), (len(full), took)
+    assert len(summed) <= workers * (int(took) + 2), (len(summed), took)
+    assert len(full) + sum(r["rate_limited"] for r in summed) == n, (full, summed)
+    assert all(r["overloaded"] == 0 and r["period_ms"] >= 1000 for r in summed), summed
+    assert b.metrics().value("wsbridge_handshakes_total", 0, result="rate_limited") == n
+    held.close()
+
+
 def test_max_connections_503(bridge_factory):
     b = bridge_factory({"limits": {"max_connections": 5}})
     held = [b.connect() for _ in range(5)]
