@@ -15,7 +15,7 @@ struct grants {
 };
 
 struct wsb_acl {
-    struct grants g[2]; /* indexed by enum wsb_acl_action */
+    struct grants g[3]; /* indexed by enum wsb_acl_action */
 };
 
 #define NUMBUFS 16
@@ -196,12 +196,16 @@ struct wsb_acl *wsb_acl_compile(const struct wsb_acl_rule *rules, size_t nrules,
         for (size_t j = 0; j < r->npublish; j++)
             if (add_pattern(&acl->g[WSB_ACL_PUBLISH], r->publish[j], true, ctx) < 0)
                 goto fail;
+        for (size_t j = 0; j < r->nunfiltered; j++)
+            if (add_pattern(&acl->g[WSB_ACL_UNFILTERED], r->unfiltered[j], true, ctx) < 0)
+                goto fail;
     }
     if (permissions_claim && ctx->claims) {
         const json_t *perm = json_object_get(ctx->claims, permissions_claim);
         if (json_is_object(perm) &&
             (add_list(&acl->g[WSB_ACL_SUBSCRIBE], json_object_get(perm, "subscribe"), ctx) < 0 ||
-             add_list(&acl->g[WSB_ACL_PUBLISH], json_object_get(perm, "publish"), ctx) < 0))
+             add_list(&acl->g[WSB_ACL_PUBLISH], json_object_get(perm, "publish"), ctx) < 0 ||
+             add_list(&acl->g[WSB_ACL_UNFILTERED], json_object_get(perm, "unfiltered"), ctx) < 0))
             goto fail;
     }
     free(ctx);
@@ -216,7 +220,7 @@ void wsb_acl_free(struct wsb_acl *acl)
 {
     if (!acl)
         return;
-    for (size_t a = 0; a < 2; a++) {
+    for (size_t a = 0; a < 3; a++) {
         for (size_t i = 0; i < acl->g[a].n; i++)
             wsb_pattern_free(acl->g[a].pats[i]);
         free(acl->g[a].pats);
@@ -229,7 +233,9 @@ bool wsb_acl_check(const struct wsb_acl *acl, enum wsb_acl_action action, const 
 {
     const struct grants *g;
 
-    if (!acl || (action != WSB_ACL_SUBSCRIBE && action != WSB_ACL_PUBLISH) ||
+    if (!acl ||
+        (action != WSB_ACL_SUBSCRIBE && action != WSB_ACL_PUBLISH &&
+         action != WSB_ACL_UNFILTERED) ||
         !wsb_channel_valid(channel, len))
         return false;
     g = &acl->g[action];

@@ -11,14 +11,17 @@
 
 #include "config/config.h"
 
-enum wsb_acl_action { WSB_ACL_SUBSCRIBE, WSB_ACL_PUBLISH };
+/* UNFILTERED: read a channel without its rule's per-record `filter` (acl[].unfiltered, or
+ * "unfiltered" in the permissions claim); it grants no subscription by itself. */
+enum wsb_acl_action { WSB_ACL_SUBSCRIBE, WSB_ACL_PUBLISH, WSB_ACL_UNFILTERED };
 
 struct wsb_acl;
 
 /** Compiles the grants for one identity: every rule whose `when` holds for `claims`,
  * templates resolved from `claims` (a template value that is not one valid segment drops
  * that pattern), plus claims[permissions_claim] {"subscribe": [...], "publish": [...]}
- * when permissions_claim is non-NULL (those patterns take no templates).
+ * when permissions_claim is non-NULL (those patterns take no templates; an "unfiltered" list
+ * there grants WSB_ACL_UNFILTERED).
  * `claims` may be NULL (anonymous): only rules without `when` and without templates apply.
  * Returns NULL only on allocation failure. The caller owns the result. */
 struct wsb_acl *wsb_acl_compile(const struct wsb_acl_rule *rules, size_t nrules,

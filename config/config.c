@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "auth/filter.h"
 #include "config/config.h"
 #include "config/schema.h"
 #include "connectors/connector.h"
@@ -687,6 +688,7 @@ static void load_custom(struct load *L, const struct cfg_field *f, json_t *v, vo
             report(L, epath, "unknown value \"%.64s\" (expected \"json\" or \"text\")",
                    json_string_value(v));
         break;
+    case CC_CHANNEL_FILTER: break; /* compiled in check_channels, once the pattern is */
     case CC_CHANNEL_CONNECTOR:
         /* Resolved in check_channels once every connector is known. */
         if (!json_is_string(v))
@@ -792,6 +794,23 @@ static void check_channels(struct load *L, json_t *arr, json_t *declared)
         if (!r->fields && !(r->fields = json_object())) {
             report(L, sub, "out of memory");
             continue;
+        }
+        json_t *fj = json_object_get(cj, "filter");
+        if (fj && ok) {
+            path_key(fpath, sub, "filter");
+            char ferr[160], fp[200], full[PATH_MAX_LEN + 256];
+            if (r->delivery == WSB_DELIVERY_ACK)
+                report(L, fpath,
+                       "not supported with \"delivery\": \"ack\" (a work queue "
+                       "hands each record to one client)");
+            else if (!(r->filter = wsb_filter_spec_parse(fj, WSB_FILTER_TEMPLATES,
+                                                         wsb_pattern_ncaptures(r->pattern), fp,
+                                                         sizeof(fp), ferr, sizeof(ferr)))) {
+                snprintf(full, sizeof(full), "%.500s%s%.200s", fpath,
+                         fp[0] && fp[0] != '[' ? "." : "", fp);
+                report(L, full, "%s", ferr);
+            } else if (!(r->filter_counter = wsb_filter_rule_counter(r->match)))
+                report(L, fpath, "out of memory");
         }
         json_t *name = json_object_get(cj, "connector");
         const struct wsb_connector_conf *cc = NULL;
@@ -951,6 +970,8 @@ static void free_fields(const char *spath, void *base)
         struct wsb_channel_rule *r = base;
         wsb_pattern_free(r->pattern);
         r->pattern = NULL;
+        wsb_filter_spec_free(r->filter);
+        r->filter = NULL;
         json_decref(r->fields);
         r->fields = NULL;
     }

@@ -4,6 +4,7 @@
 #ifndef WSB_CONFIG_CONFIG_H
 #define WSB_CONFIG_CONFIG_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -65,6 +66,8 @@ struct wsb_acl_rule {
     size_t nsubscribe;
     char **publish;
     size_t npublish;
+    char **unfiltered; /* channel patterns read without their rule's `filter` (bypass) */
+    size_t nunfiltered;
 };
 
 enum wsb_sb_policy { WSB_POLICY_DISCONNECT, WSB_POLICY_DROP_OLDEST };
@@ -100,6 +103,7 @@ struct wsb_connector_conf {
 };
 
 struct wsb_connector_ops;
+struct wsb_filter_spec;
 
 /** One channel rule. */
 struct wsb_channel_rule {
@@ -117,6 +121,10 @@ struct wsb_channel_rule {
     bool allow_publish; /* "publish": true/false (default true) */
     int value_format;   /* enum wsb_format (connectors/connector.h) */
     int key_format;
+    /* `filter` compiled (auth/filter.h; templates), or NULL: every record. Owned. */
+    struct wsb_filter_spec *filter;
+    /* wsbridge_filtered_records_total{rule=match} (process-wide, never freed), or NULL. */
+    atomic_uint_fast64_t *filter_counter;
 };
 
 struct wsb_config {

@@ -109,6 +109,9 @@ const struct cfg_field wsb_cfg_fields[] = {
      .doc = "Channel patterns; may use `{sub}` and `{claim.NAME}`."},
     {"acl[].publish", CT_STRARR, A(publish), A(npublish), .flags = CF_RELOAD | CF_PATTERN,
      .doc = "Channel patterns; may use `{sub}` and `{claim.NAME}`."},
+    {"acl[].unfiltered", CT_STRARR, A(unfiltered), A(nunfiltered), .flags = CF_RELOAD | CF_PATTERN,
+     .doc = "Channel patterns read without their channel rule's `filter` (e.g. admins); "
+            "may use `{sub}` and `{claim.NAME}`. Also read from the permissions claim."},
 
     {"connectors", CT_CUSTOM, 0, .custom = CC_CONNECTORS,
      .doc = "Broker connections: `NAME: {\"type\": TYPE, ...}` with TYPE `kafka`, `amqp` or "
@@ -139,6 +142,11 @@ const struct cfg_field wsb_cfg_fields[] = {
             "through), `avro` (must decode; a record that does not is skipped with a `gap`; "
             "publishes are encoded with the subject's latest schema), `json` (as is), `raw` "
             "(never taken as JSON). See docs/schema-registry.md."},
+    {"channels[].filter", CT_CUSTOM, 0, .custom = CC_CHANNEL_FILTER, .flags = CF_RELOAD,
+     .doc = "Per-record filter: `{\"key\": T}`, `{\"headers\": {\"NAME\": T}}` (conditions "
+            "ANDed) or a list of such objects (ORed); T may use `{sub}`, `{claim.NAME}` and "
+            "`{N}`. A missing or invalid value means no records, never all. Not with "
+            "`delivery: ack`. See docs/filters.md."},
     {"channels[].key_format", CT_ENUM, R(key_format), .def = "\"auto\"", .enums = format_enum,
      .flags = CF_RELOAD,
      .doc = "Kafka record keys, as `value_format` (registry subject `NAME-key` rather than "
@@ -236,6 +244,7 @@ static const char *type_name(const struct cfg_field *f)
     case CC_ALGORITHMS: return "array of strings";
     case CC_ACL_WHEN:
     case CC_CONNECTORS: return "object";
+    case CC_CHANNEL_FILTER: return "object or array of objects";
     default: return "string";
     }
 }

@@ -29,6 +29,7 @@ enum cfg_custom {
     CC_CONNECTORS,
     CC_LOG_FORMAT,
     CC_CHANNEL_CONNECTOR,
+    CC_CHANNEL_FILTER,
 };
 
 enum cfg_flags {
