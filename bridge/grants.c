@@ -11,8 +11,10 @@
 #include <event2/event.h>
 
 #include "auth/acl.h"
+#include "auth/filter.h"
 #include "auth/jwt.h"
 #include "bridge/clock.h"
+#include "bridge/hub.h"
 #include "bridge/protocol.h"
 #include "bridge/runtime.h"
 #include "bridge/session.h"
@@ -56,6 +58,73 @@ static json_t *acl_claims(const struct wsb_session *s)
     return c;
 }
 
+static int resolve_filter(struct wsb_session *s, const json_t *claims,
+                          const struct wsb_channel_rule *rule, const char *ch, size_t len,
+                          const struct wsb_filter_spec *client, struct wsb_filter **out)
+{
+    *out = NULL;
+    struct wsb_filter *chan = NULL, *mine = NULL;
+    bool bypass = wsb_acl_check(s->acl, WSB_ACL_UNFILTERED, ch, len);
+    if (rule->filter && !bypass) {
+        struct wsb_captures caps = {0};
+        if (!wsb_pattern_match(rule->pattern, ch, len, &caps))
+            caps.n = 0;
+        if (!(chan = wsb_filter_resolve(rule->filter, claims, &caps, rule->filter_counter)))
+            return -1;
+    }
+    if (client && !(mine = wsb_filter_resolve(client, NULL, NULL, NULL))) {
+        wsb_filter_free(chan);
+        return -1;
+    }
+    bool widen, oom;
+    *out = wsb_filter_and(chan, mine, rule->filter_counter, &widen, &oom);
+    wsb_filter_free(chan);
+    wsb_filter_free(mine);
+    if (oom)
+        return -1;
+    if (widen) {
+        wsb_filter_free(*out);
+        *out = NULL;
+        return 1;
+    }
+    return 0;
+}
+
+int wsb_grants_filter(struct wsb_session *s, const struct wsb_channel_rule *rule, const char *ch,
+                      size_t len, const struct wsb_filter_spec *client, struct wsb_filter **out)
+{
+    json_t *claims = acl_claims(s);
+    int rc = resolve_filter(s, claims, rule, ch, len, client, out);
+    json_decref(claims);
+    return rc;
+}
+
+/* A subscription's filter again, after new grants or a new config: a subscriber whose
+ * filter changed moves group; one whose own filter now asks for more than the channel's
+ * allows ends (forbidden). A channel that no longer routes keeps its filter. */
+static void refilter(struct wsb_session *s, const json_t *claims, struct wsb_sub *sub)
+{
+    struct wsb_route route;
+    size_t len = strlen(sub->channel);
+    if (wsb_config_route(s->rt->cfg, sub->channel, len, &route) < 0)
+        return;
+    struct wsb_filter *f;
+    int rc = resolve_filter(s, claims, route.rule, sub->channel, len, sub->client_filter, &f);
+    wsb_config_route_cleanup(&route);
+    if (rc < 0)
+        return; /* out of memory: keep what it had */
+    if (rc == 0 && (rc = wsb_hub_refilter(s->w->hub, sub->hs, f)) >= 0)
+        return;
+    char ch[WSB_CHANNEL_MAX + 1];
+    memcpy(ch, sub->channel, sizeof(ch));
+    wsb_session_drop_sub(s, sub);
+    struct wsb_buf b;
+    wsb_buf_init(&b);
+    wsb_encode_unsubscribed(&b, "", ch, rc == 1 ? "forbidden" : "unavailable");
+    wsb_session_reply(s, &b);
+    wsb_buf_cleanup(&b);
+}
+
 void wsb_grants_recompile(struct wsb_session *s)
 {
     const struct wsb_config *cfg = s->rt->cfg;
@@ -82,6 +151,13 @@ void wsb_grants_recompile(struct wsb_session *s)
         wsb_session_reply(s, &b);
         wsb_buf_cleanup(&b);
     }
+    claims = acl_claims(s);
+    for (size_t i = 0; i < s->cap; i++) {
+        struct wsb_sub *sub = &s->subs[i];
+        if (sub->used && sub->hs && !sub->ack)
+            refilter(s, claims, sub);
+    }
+    json_decref(claims);
 }
 
 static void on_expiry(evutil_socket_t fd, short what, void *arg)

@@ -1,4 +1,5 @@
-/* Fan-out hub: frame once per loop and channel, share by reference. */
+/* Fan-out hub: frame once per loop and channel, share by reference; subscribers grouped by
+ * their resolved per-record filter, each filter run once per message. */
 #include "bridge/hub.h"
 
 #include <inttypes.h>
@@ -8,6 +9,7 @@
 
 #include <jansson.h>
 
+#include "auth/filter.h"
 #include "bridge/metrics.h"
 #include "bridge/outq.h"
 #include "bridge/protocol.h"
@@ -22,15 +24,25 @@
 
 struct hub_source;
 
+/* The subscribers of a channel that share one resolved filter (NULL: unfiltered). */
+struct hub_group {
+    struct hub_channel *ch;
+    struct wsb_filter *filter; /* owned; NULL for the unfiltered group */
+    struct wsb_hub_sub **subs;
+    size_t nsubs, cap;
+    size_t idx; /* in ch->groups */
+    size_t rr;  /* round robin cursor for ack sources */
+};
+
 struct hub_channel {
     char *key; /* name + '#' + source id: the map key */
     char *name;
     size_t name_len;
     struct hub_source *src;
     struct hub_channel *next_in_source;
-    struct wsb_hub_sub **subs;
-    size_t nsubs, cap;
-    size_t rr; /* round robin cursor for ack sources */
+    struct hub_group **groups;
+    size_t ngroups, capgroups;
+    size_t nsubs; /* over every group */
 };
 
 struct hub_source {
@@ -43,7 +55,7 @@ struct hub_source {
 };
 
 struct wsb_hub_sub {
-    struct hub_channel *ch;
+    struct hub_group *g;
     void *owner;
     uint32_t slot;
     size_t idx;
@@ -71,23 +83,36 @@ struct wsb_hub *wsb_hub_new(const struct wsb_hub_cbs *cbs, struct wsb_loop_metri
     return h;
 }
 
+static void free_group(struct hub_group *g)
+{
+    wsb_filter_free(g->filter);
+    free(g->subs);
+    free(g);
+}
+
 static void free_channel(struct hub_channel *c)
 {
     free(c->key);
     free(c->name);
-    free(c->subs);
+    free(c->groups);
     free(c);
 }
 
 static void free_source(void *ctx, void *v)
 {
-    (void)ctx;
+    struct wsb_hub *h = ctx;
     struct hub_source *s = v;
     struct hub_channel *c = s->channels;
     while (c) {
         struct hub_channel *n = c->next_in_source;
-        for (size_t i = 0; i < c->nsubs; i++)
-            free(c->subs[i]);
+        for (size_t k = 0; k < c->ngroups; k++) {
+            struct hub_group *g = c->groups[k];
+            for (size_t i = 0; i < g->nsubs; i++)
+                free(g->subs[i]);
+            if (g->filter && h)
+                wsb_metric_add(h->metrics->filter_groups, -1);
+            free_group(g);
+        }
         free_channel(c);
         c = n;
     }
@@ -99,7 +124,7 @@ void wsb_hub_free(struct wsb_hub *h)
 {
     if (!h)
         return;
-    wsb_map_each(&h->sources, free_source, NULL);
+    wsb_map_each(&h->sources, free_source, h);
     wsb_map_cleanup(&h->sources);
     wsb_map_cleanup(&h->channels);
     wsb_buf_cleanup(&h->scratch);
@@ -131,7 +156,7 @@ static void remove_source(struct wsb_hub *h, struct hub_source *s)
         wsb_map_del_str(&h->channels, c->key, strlen(c->key));
         c = n;
     }
-    free_source(NULL, s);
+    free_source(h, s);
 }
 
 static int set_position(struct hub_source *s, int32_t partition, int64_t next)
@@ -176,53 +201,154 @@ static char *positions_json(const struct hub_source *s)
     return (char *)wsb_buf_steal(&b, NULL);
 }
 
+/* The group of `c` whose filter has the canonical text of `f` (NULL: the unfiltered one). */
+static struct hub_group *find_group(struct hub_channel *c, const struct wsb_filter *f)
+{
+    size_t klen = 0;
+    const char *key = f ? wsb_filter_key(f, &klen) : NULL;
+    for (size_t i = 0; i < c->ngroups; i++) {
+        struct hub_group *g = c->groups[i];
+        if (!g->filter != !f)
+            continue;
+        if (!f)
+            return g;
+        size_t glen;
+        const char *gkey = wsb_filter_key(g->filter, &glen);
+        if (glen == klen && memcmp(gkey, key, klen) == 0)
+            return g;
+    }
+    return NULL;
+}
+
+/* Adds `sub` to the group of filter `f` (taken: kept by a new group, else freed). */
+static int join_group(struct wsb_hub *h, struct hub_channel *c, struct wsb_hub_sub *sub,
+                      struct wsb_filter *f)
+{
+    struct hub_group *g = find_group(c, f);
+    if (g) {
+        wsb_filter_free(f);
+    } else {
+        if (c->ngroups == c->capgroups) {
+            size_t cap = c->capgroups ? c->capgroups * 2 : 2;
+            struct hub_group **gs = realloc(c->groups, cap * sizeof(*gs));
+            if (!gs)
+                goto oom;
+            c->groups = gs;
+            c->capgroups = cap;
+        }
+        if (!(g = calloc(1, sizeof(*g))))
+            goto oom;
+        g->ch = c;
+        g->filter = f;
+        g->idx = c->ngroups;
+        c->groups[c->ngroups++] = g;
+        if (f)
+            wsb_metric_add(h->metrics->filter_groups, 1);
+    }
+    if (g->nsubs == g->cap) {
+        size_t cap = g->cap ? g->cap * 2 : 8;
+        struct wsb_hub_sub **subs = realloc(g->subs, cap * sizeof(*subs));
+        if (!subs)
+            return -1; /* an empty group is dropped by the caller's detach path */
+        g->subs = subs;
+        g->cap = cap;
+    }
+    sub->g = g;
+    sub->idx = g->nsubs;
+    g->subs[g->nsubs++] = sub;
+    c->nsubs++;
+    return 0;
+oom:
+    wsb_filter_free(f);
+    return -1;
+}
+
+/* Takes `sub` out of its group; an emptied group goes away. */
+static void leave_group(struct wsb_hub *h, struct wsb_hub_sub *sub)
+{
+    struct hub_group *g = sub->g;
+    struct hub_channel *c = g->ch;
+    size_t i = sub->idx;
+    g->subs[i] = g->subs[--g->nsubs];
+    g->subs[i]->idx = i;
+    c->nsubs--;
+    sub->g = NULL;
+    if (g->nsubs)
+        return;
+    c->groups[g->idx] = c->groups[--c->ngroups];
+    c->groups[g->idx]->idx = g->idx;
+    if (g->filter)
+        wsb_metric_add(h->metrics->filter_groups, -1);
+    free_group(g);
+}
+
+/* Frees an empty group that join_group created but could not fill. */
+static void drop_empty_groups(struct wsb_hub *h, struct hub_channel *c)
+{
+    for (size_t i = 0; i < c->ngroups;) {
+        struct hub_group *g = c->groups[i];
+        if (g->nsubs) {
+            i++;
+            continue;
+        }
+        c->groups[i] = c->groups[--c->ngroups];
+        c->groups[i]->idx = i;
+        if (g->filter)
+            wsb_metric_add(h->metrics->filter_groups, -1);
+        free_group(g);
+    }
+}
+
+static void unlink_channel(struct wsb_hub *h, struct hub_channel *c);
+
 struct wsb_hub_sub *wsb_hub_attach(struct wsb_hub *h, const char *channel, size_t len,
-                                   uint64_t source_id, void *owner, uint32_t slot, bool *active,
-                                   char **positions)
+                                   uint64_t source_id, struct wsb_filter *filter, void *owner,
+                                   uint32_t slot, bool *active, char **positions)
 {
     *positions = NULL;
     *active = false;
     char key[WSB_CHANNEL_MAX + 32];
     int klen = snprintf(key, sizeof(key), "%.*s#%" PRIu64, (int)len, channel, source_id);
-    if (klen < 0 || (size_t)klen >= sizeof(key))
+    if (klen < 0 || (size_t)klen >= sizeof(key)) {
+        wsb_filter_free(filter);
         return NULL;
+    }
 
     struct hub_source *s = get_source(h, source_id, true);
-    if (!s)
+    if (!s) {
+        wsb_filter_free(filter);
         return NULL;
+    }
     struct hub_channel *c = wsb_map_get_str(&h->channels, key, (size_t)klen);
     if (!c) {
         c = calloc(1, sizeof(*c));
-        if (!c)
+        if (!c) {
+            wsb_filter_free(filter);
             return NULL;
+        }
         c->key = strndup(key, (size_t)klen);
         c->name = strndup(channel, len);
         c->name_len = len;
         c->src = s;
         if (!c->key || !c->name || wsb_map_put_str(&h->channels, key, (size_t)klen, c) < 0) {
             free_channel(c);
+            wsb_filter_free(filter);
             return NULL;
         }
         c->next_in_source = s->channels;
         s->channels = c;
     }
-    if (c->nsubs == c->cap) {
-        size_t cap = c->cap ? c->cap * 2 : 8;
-        struct wsb_hub_sub **subs = realloc(c->subs, cap * sizeof(*subs));
-        if (!subs)
-            return NULL;
-        c->subs = subs;
-        c->cap = cap;
-    }
     struct wsb_hub_sub *sub = calloc(1, sizeof(*sub));
-    if (!sub)
+    if (!sub || join_group(h, c, sub, filter) < 0) {
+        free(sub);
+        drop_empty_groups(h, c);
+        if (c->nsubs == 0)
+            unlink_channel(h, c);
         return NULL;
-    sub->ch = c;
+    }
     sub->owner = owner;
     sub->slot = slot;
-    sub->idx = c->nsubs;
     sub->active = s->active;
-    c->subs[c->nsubs++] = sub;
     if (s->active) {
         *active = true;
         *positions = positions_json(s);
@@ -230,8 +356,35 @@ struct wsb_hub_sub *wsb_hub_attach(struct wsb_hub *h, const char *channel, size_
     return sub;
 }
 
+int wsb_hub_refilter(struct wsb_hub *h, struct wsb_hub_sub *sub, struct wsb_filter *filter)
+{
+    struct hub_group *g = sub->g;
+    if (!g->filter == !filter) {
+        size_t a = 0, b = 0;
+        const char *ka = filter ? wsb_filter_key(filter, &a) : "";
+        const char *kb = g->filter ? wsb_filter_key(g->filter, &b) : "";
+        if (a == b && memcmp(ka, kb, a) == 0) {
+            wsb_filter_free(filter);
+            return 0;
+        }
+    }
+    struct hub_channel *c = g->ch;
+    /* Between two messages: leave, then join the new group. */
+    leave_group(h, sub);
+    if (join_group(h, c, sub, filter) < 0) {
+        /* Out of memory: the subscriber is in no group (it gets nothing, never more than it
+         * may see); the caller ends the subscription. */
+        drop_empty_groups(h, c);
+        if (c->nsubs == 0)
+            unlink_channel(h, c);
+        return -1;
+    }
+    return 1;
+}
+
 static void unlink_channel(struct wsb_hub *h, struct hub_channel *c)
 {
+    drop_empty_groups(h, c);
     struct hub_source *s = c->src;
     wsb_map_del_str(&h->channels, c->key, strlen(c->key));
     for (struct hub_channel **pp = &s->channels; *pp; pp = &(*pp)->next_in_source) {
@@ -247,10 +400,12 @@ void wsb_hub_detach(struct wsb_hub *h, struct wsb_hub_sub *sub)
 {
     if (!sub)
         return;
-    struct hub_channel *c = sub->ch;
-    size_t i = sub->idx;
-    c->subs[i] = c->subs[--c->nsubs];
-    c->subs[i]->idx = i;
+    if (!sub->g) { /* a failed refilter left it outside every group */
+        free(sub);
+        return;
+    }
+    struct hub_channel *c = sub->g->ch;
+    leave_group(h, sub);
     free(sub);
     if (c->nsubs == 0)
         unlink_channel(h, c);
@@ -293,37 +448,50 @@ void wsb_hub_message(struct wsb_hub *h, const struct wsb_msg *m)
         set_position(s, m->partition, m->offset + 1);
     bool ack = m->ack_token != 0;
     if (m->flags & WSB_MSG_SKIPPED) {
+        /* A record the connector could not decode cannot be judged by a filter either: every
+         * subscriber is owed a gap. */
         for (struct hub_channel *c = s->channels; c; c = c->next_in_source)
-            for (size_t i = 0; i < c->nsubs && h->cbs.skipped; i++)
-                if (c->subs[i]->active)
-                    h->cbs.skipped(c->subs[i]->owner, c->subs[i]->slot);
+            for (size_t k = 0; k < c->ngroups; k++)
+                for (size_t i = 0; i < c->groups[k]->nsubs && h->cbs.skipped; i++)
+                    if (c->groups[k]->subs[i]->active)
+                        h->cbs.skipped(c->groups[k]->subs[i]->owner, c->groups[k]->subs[i]->slot);
         return;
     }
     for (struct hub_channel *c = s->channels; c; c = c->next_in_source) {
-        if (c->nsubs == 0)
-            continue;
-        struct wsb_frame *f = encode(h, c, m);
-        if (!f)
-            continue;
-        if (ack) {
-            /* delivery: ack — one subscriber at a time, round robin. */
-            size_t start = c->rr % c->nsubs;
-            for (size_t k = 0; k < c->nsubs; k++) {
-                struct wsb_hub_sub *sub = c->subs[(start + k) % c->nsubs];
-                if (!sub->active)
-                    continue;
-                c->rr = (start + k + 1) % c->nsubs;
-                h->cbs.deliver(sub->owner, sub->slot, f, m->ack_token);
-                break;
+        /* Each group's filter runs once; the frame is built when the first group takes the
+         * record and shared by all that do. A record no group takes allocates nothing. */
+        struct wsb_frame *f = NULL;
+        for (size_t k = 0; k < c->ngroups; k++) {
+            struct hub_group *g = c->groups[k];
+            if (g->filter && !wsb_filter_match(g->filter, m)) {
+                atomic_uint_fast64_t *n = wsb_filter_counter(g->filter);
+                if (n)
+                    atomic_fetch_add_explicit(n, 1, memory_order_relaxed);
+                continue;
             }
-        } else {
-            for (size_t i = 0; i < c->nsubs; i++) {
-                struct wsb_hub_sub *sub = c->subs[i];
+            if (!f && !(f = encode(h, c, m)))
+                break;
+            if (ack) {
+                /* delivery: ack — one subscriber at a time, round robin. */
+                size_t start = g->rr % g->nsubs;
+                for (size_t j = 0; j < g->nsubs; j++) {
+                    struct wsb_hub_sub *sub = g->subs[(start + j) % g->nsubs];
+                    if (!sub->active)
+                        continue;
+                    g->rr = (start + j + 1) % g->nsubs;
+                    h->cbs.deliver(sub->owner, sub->slot, f, m->ack_token);
+                    break;
+                }
+                break; /* one consumer, whichever group (ack channels have no filter) */
+            }
+            for (size_t i = 0; i < g->nsubs; i++) {
+                struct wsb_hub_sub *sub = g->subs[i];
                 if (sub->active)
                     h->cbs.deliver(sub->owner, sub->slot, f, 0);
             }
         }
-        wsb_frame_unref(f);
+        if (f)
+            wsb_frame_unref(f);
     }
 }
 
@@ -356,12 +524,15 @@ void wsb_hub_started(struct wsb_hub *h, uint64_t source_id, const char *position
     s->active = true;
     parse_positions(s, positions);
     for (struct hub_channel *c = s->channels; c; c = c->next_in_source) {
-        for (size_t i = 0; i < c->nsubs; i++) {
-            struct wsb_hub_sub *sub = c->subs[i];
-            if (sub->active)
-                continue;
-            sub->active = true;
-            h->cbs.started(sub->owner, sub->slot, positions);
+        for (size_t k = 0; k < c->ngroups; k++) {
+            struct hub_group *g = c->groups[k];
+            for (size_t i = 0; i < g->nsubs; i++) {
+                struct wsb_hub_sub *sub = g->subs[i];
+                if (sub->active)
+                    continue;
+                sub->active = true;
+                h->cbs.started(sub->owner, sub->slot, positions);
+            }
         }
     }
 }
@@ -373,8 +544,9 @@ void wsb_hub_failed(struct wsb_hub *h, uint64_t source_id, const char *code, con
         return;
     /* Owners are told before the records go away; their callback must not call the hub. */
     for (struct hub_channel *c = s->channels; c; c = c->next_in_source)
-        for (size_t i = 0; i < c->nsubs; i++)
-            h->cbs.failed(c->subs[i]->owner, c->subs[i]->slot, code, msg);
+        for (size_t k = 0; k < c->ngroups; k++)
+            for (size_t i = 0; i < c->groups[k]->nsubs; i++)
+                h->cbs.failed(c->groups[k]->subs[i]->owner, c->groups[k]->subs[i]->slot, code, msg);
     remove_source(h, s);
 }
 
@@ -388,4 +560,14 @@ void wsb_hub_stopped(struct wsb_hub *h, uint64_t source_id)
 size_t wsb_hub_channels(const struct wsb_hub *h)
 {
     return h->channels.count;
+}
+
+size_t wsb_hub_groups(const struct wsb_hub *h, const char *channel, size_t len, uint64_t source_id)
+{
+    char key[WSB_CHANNEL_MAX + 32];
+    int klen = snprintf(key, sizeof(key), "%.*s#%" PRIu64, (int)len, channel, source_id);
+    if (klen < 0 || (size_t)klen >= sizeof(key))
+        return 0;
+    const struct hub_channel *c = wsb_map_get_str(&h->channels, key, (size_t)klen);
+    return c ? c->ngroups : 0;
 }

@@ -1,6 +1,7 @@
-/* The hub of one event loop: channel -> subscribers, source -> channels. Each broker message
- * that reaches the loop is encoded into its `message` frame once per channel and handed by
- * reference to every subscriber. Loop-local: no locks. The hub never includes the session;
+/* The hub of one event loop: channel -> filter groups -> subscribers, source -> channels. Each
+ * broker message that reaches the loop is checked once per filter group and encoded into its
+ * `message` frame at most once per channel, handed by reference to every subscriber of every
+ * group that takes it. Loop-local: no locks. The hub never includes the session;
  * it reaches subscribers through the callbacks below. */
 #ifndef WSB_BRIDGE_HUB_H
 #define WSB_BRIDGE_HUB_H
@@ -11,6 +12,7 @@
 
 struct wsb_msg;
 struct wsb_frame;
+struct wsb_filter;
 struct wsb_loop_metrics;
 
 struct wsb_hub_cbs {
@@ -34,14 +36,25 @@ struct wsb_hub *wsb_hub_new(const struct wsb_hub_cbs *cbs, struct wsb_loop_metri
 /** Frees every channel and source; subscriptions must be detached first. */
 void wsb_hub_free(struct wsb_hub *h);
 
-/** Attaches subscriber (owner, slot) to `channel` fed by `source_id`. On success *active
- * says whether the source already runs; then *positions is the malloc'd JSON of the next
- * offset per partition at which this subscriber's delivery starts (or NULL when the source
- * has none). A pending subscriber gets cbs->started later. Returns NULL on OOM. */
+/** Attaches subscriber (owner, slot) to `channel` fed by `source_id`, in the group of the
+ * subscribers whose resolved filter has the same canonical text as `filter` (taken, freed by
+ * the hub; NULL: unfiltered, every record). On success *active says whether the source
+ * already runs; then *positions is the malloc'd JSON of the next offset per partition at
+ * which this subscriber's delivery starts (or NULL when the source has none). A pending
+ * subscriber gets cbs->started later. Returns NULL on OOM. */
 struct wsb_hub_sub *wsb_hub_attach(struct wsb_hub *h, const char *channel, size_t len,
-                                   uint64_t source_id, void *owner, uint32_t slot, bool *active,
-                                   char **positions);
+                                   uint64_t source_id, struct wsb_filter *filter, void *owner,
+                                   uint32_t slot, bool *active, char **positions);
 void wsb_hub_detach(struct wsb_hub *h, struct wsb_hub_sub *sub);
+
+/** Moves `sub` to the group of `filter` (taken; NULL: unfiltered) between two messages (a
+ * reload or a new token changed what it may see). Returns 0 when the filter is the one it
+ * has, 1 when it moved, -1 on OOM (it then gets nothing; end the subscription). */
+int wsb_hub_refilter(struct wsb_hub *h, struct wsb_hub_sub *sub, struct wsb_filter *filter);
+
+/** Number of filter groups (the unfiltered one included) of `channel` fed by `source_id`
+ * on this loop (tests). */
+size_t wsb_hub_groups(const struct wsb_hub *h, const char *channel, size_t len, uint64_t source_id);
 
 /** Mailbox events. wsb_hub_message takes no ownership of `m`. */
 void wsb_hub_message(struct wsb_hub *h, const struct wsb_msg *m);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth/filter.h"
 #include "connectors/connector.h"
 #include "util/buf.h"
 #include "util/err.h"
@@ -267,6 +268,14 @@ static void connector_stats(struct wsb_buf *b, const struct wsb_metrics_source *
     }
 }
 
+static void filtered_row(void *ctx, const char *label, uint64_t value)
+{
+    struct wsb_buf *b = ctx;
+    wsb_buf_puts(b, "wsbridge_filtered_records_total{rule=\"");
+    label_value(b, label);
+    wsb_buf_printf(b, "\"} %llu\n", (unsigned long long)value);
+}
+
 char *wsb_metrics_render(const struct wsb_metrics_source *src, size_t *len)
 {
     struct wsb_buf b;
@@ -306,6 +315,13 @@ char *wsb_metrics_render(const struct wsb_metrics_source *src, size_t *len)
             SUM_U(accept_paused) + src->admin_accept_paused);
     counter(&b, "wsbridge_frames_encoded_total",
             "Message frames encoded (once per loop, channel and message).", SUM_U(frames_encoded));
+    gauge(&b, "wsbridge_filter_groups",
+          "Groups of subscribers sharing one resolved per-record filter (per loop and channel).",
+          SUM_I(filter_groups));
+    family(&b, "wsbridge_filtered_records_total", "counter",
+           "Records a filter group did not take (once per record and group), by the channel "
+           "rule's match pattern.");
+    wsb_filter_rule_counters(filtered_row, &b);
     histogram(&b, src, "wsbridge_delivery_latency_seconds",
               "Broker timestamp to frame written to the client socket.",
               offsetof(struct wsb_loop_metrics, delivery_latency));

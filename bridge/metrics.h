@@ -73,6 +73,7 @@ struct wsb_loop_metrics {
     atomic_int_fast64_t connections; /* open client connections, from accept */
     atomic_int_fast64_t subscriptions;
     atomic_int_fast64_t send_buffer_bytes; /* user-space bytes queued for clients */
+    atomic_int_fast64_t filter_groups;     /* hub groups of subscribers with a filter */
     atomic_uint_fast64_t handshakes[WSB_HS__COUNT];
     atomic_uint_fast64_t sessions_opened[3]; /* by transport: websocket, sse, http */
     atomic_uint_fast64_t messages_out;       /* message frames queued to clients */

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "auth/acl.h"
+#include "auth/filter.h"
 #include "auth/jwt.h"
 #include "bridge/clock.h"
 #include "bridge/delivery.h"
@@ -63,9 +64,23 @@ static void op_subscribe(struct wsb_session *s, struct wsb_request *r)
         unsupported = "this channel only starts from \"latest\"";
     else if (rule->delivery == WSB_DELIVERY_ACK && !(caps & WSB_CAP_ACK))
         unsupported = "this channel's connector does not support delivery: ack";
+    else if (rule->delivery == WSB_DELIVERY_ACK && r->filter)
+        unsupported = "a delivery: ack channel takes no filter";
     if (unsupported) {
         wsb_config_route_cleanup(&route);
         wsb_session_reply_error(s, r->id, "unsupported", unsupported);
+        return;
+    }
+    /* Issue 15: the channel's per-record filter for this identity, narrowed by the client's. */
+    struct wsb_filter *filter = NULL;
+    int frc = wsb_grants_filter(s, rule, ch, r->channel_len, r->filter, &filter);
+    if (frc != 0) {
+        wsb_config_route_cleanup(&route);
+        if (frc > 0)
+            wsb_session_reply_error(s, r->id, "forbidden",
+                                    "the filter asks for records this channel's filter withholds");
+        else
+            wsb_session_reply_error(s, r->id, "unavailable", "out of memory");
         return;
     }
     struct wsb_source src = {
@@ -81,6 +96,7 @@ static void op_subscribe(struct wsb_session *s, struct wsb_request *r)
     };
     struct wsb_sub *sub = wsb_session_new_sub(s);
     if (!sub) {
+        wsb_filter_free(filter);
         wsb_config_route_cleanup(&route);
         wsb_session_reply_error(s, r->id, "unavailable", "out of memory");
         return;
@@ -91,6 +107,7 @@ static void op_subscribe(struct wsb_session *s, struct wsb_request *r)
         wsb_sources_acquire(s->w->shared->sources, rule->connector, &src, s->w->idx, &sid);
     wsb_config_route_cleanup(&route); /* the connector copied what it keeps */
     if (rc != WSB_OK) {
+        wsb_filter_free(filter);
         wsb_session_reply_error(s, r->id, "unavailable", wsb_strerror(rc));
         return;
     }
@@ -102,11 +119,14 @@ static void op_subscribe(struct wsb_session *s, struct wsb_request *r)
     sub->source_id = sid;
     memcpy(sub->channel, ch, r->channel_len + 1);
     snprintf(sub->id, sizeof(sub->id), "%s", r->id);
+    sub->client_filter = r->filter; /* kept to resolve again after a reload */
+    r->filter = NULL;
     s->nsubs++;
     wsb_metric_add(s->w->metrics.subscriptions, 1);
     bool active;
     char *positions = NULL;
-    sub->hs = wsb_hub_attach(s->w->hub, ch, r->channel_len, sid, s, slot, &active, &positions);
+    sub->hs =
+        wsb_hub_attach(s->w->hub, ch, r->channel_len, sid, filter, s, slot, &active, &positions);
     if (!sub->hs) {
         wsb_session_reply_error(s, r->id, "unavailable", "out of memory");
         sub->hs = NULL;

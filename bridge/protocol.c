@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth/filter.h"
 #include "bridge/ws/ws_utf8.h"
 #include "util/form.h"
 #include "util/json_text.h"
@@ -188,6 +189,23 @@ static int parse_from(struct wsb_request *req, const char **code, char *msg, siz
     return fail(msg, msglen, usage);
 }
 
+/* subscribe.filter: the client's own narrowing, literal values (issue 15). */
+static int parse_filter(struct wsb_request *req, char *msg, size_t msglen)
+{
+    json_t *f = opt(req->root, "filter");
+    char path[96], why[128];
+
+    if (!f)
+        return 0;
+    req->filter =
+        wsb_filter_spec_parse(f, WSB_FILTER_LITERAL, 0, path, sizeof(path), why, sizeof(why));
+    if (req->filter)
+        return 0;
+    if (msglen)
+        snprintf(msg, msglen, "filter%s%s: %s", path[0] && path[0] != '[' ? "." : "", path, why);
+    return -1;
+}
+
 static int parse_publish(struct wsb_request *req, const uint8_t *text, size_t len,
                          const char **code, char *msg, size_t msglen)
 {
@@ -360,7 +378,10 @@ int wsb_request_parse(const uint8_t *text, size_t len, struct wsb_request *req, 
     if (parse_channel(req, msg, msglen) < 0)
         return -1;
     switch (req->op) {
-    case WSB_REQ_SUBSCRIBE: return parse_from(req, code, msg, msglen);
+    case WSB_REQ_SUBSCRIBE:
+        if (parse_from(req, code, msg, msglen) < 0)
+            return -1;
+        return parse_filter(req, msg, msglen);
     case WSB_REQ_PUBLISH: return parse_publish(req, text, len, code, msg, msglen);
     case WSB_REQ_ACK:
     case WSB_REQ_NACK: return parse_ack(req, msg, msglen);
@@ -374,6 +395,7 @@ void wsb_request_cleanup(struct wsb_request *req)
     free(req->from_offsets);
     free(req->data);
     free(req->headers);
+    wsb_filter_spec_free(req->filter);
     memset(req, 0, sizeof(*req));
 }
 

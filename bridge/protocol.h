@@ -25,6 +25,8 @@ enum wsb_op {
 #define WSB_ID_MAX 128 /* bytes of an encoded request id */
 #define WSB_MAX_FROM_OFFSETS 1024
 
+struct wsb_filter_spec;
+
 /** A parsed request. Pointers borrow from `root` (owned) and stay valid until cleanup. */
 struct wsb_request {
     enum wsb_op op;
@@ -37,6 +39,7 @@ struct wsb_request {
     int64_t from_timestamp_ms;
     struct wsb_partition_offset *from_offsets; /* malloc'd, owned */
     size_t nfrom_offsets;
+    struct wsb_filter_spec *filter; /* `filter` (literal values), owned; NULL when absent */
     /* publish */
     char *data; /* `data` re-encoded as compact JSON text, malloc'd, owned */
     size_t data_len;

@@ -13,6 +13,7 @@
 #include <event2/event.h>
 
 #include "auth/acl.h"
+#include "auth/filter.h"
 #include "auth/jwt.h"
 #include "bridge/clock.h"
 #include "bridge/ids.h"
@@ -531,6 +532,8 @@ void wsb_session_free_slot(struct wsb_session *s, struct wsb_sub *sub)
     free(sub->unacked);
     sub->unacked = NULL;
     sub->nunacked = sub->capunacked = 0;
+    wsb_filter_spec_free(sub->client_filter);
+    sub->client_filter = NULL;
     sub->used = false;
     s->nsubs--;
     wsb_metric_add(s->w->metrics.subscriptions, -1);

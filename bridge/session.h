@@ -48,6 +48,7 @@ enum wsb_transport {
 };
 
 struct wsb_sse_pos;
+struct wsb_filter_spec;
 
 /** One subscription: a slot of the session's table (the slot index is the hub's tag). */
 struct wsb_sub {
@@ -62,6 +63,7 @@ struct wsb_sub {
     uint64_t *unacked; /* ack sources: tokens delivered to this client, not yet acked */
     size_t nunacked, capunacked;
     struct wsb_sse_pos *pos; /* SSE: next offset per partition delivered (owned), or NULL */
+    struct wsb_filter_spec *client_filter; /* subscribe.filter (owned), or NULL */
     char id[WSB_ID_MAX + 1];
     char channel[WSB_CHANNEL_MAX + 1];
 };
