@@ -88,10 +88,19 @@ export interface ConnectOptions {
     fetch?: unknown;
 }
 
+/** One alternative of a per-record filter: every condition must hold. */
+export interface Filter {
+    key?: string;
+    headers?: { [name: string]: string };
+}
+
 export interface SubscribeOptions {
     /** Where the first subscription starts; after a reconnect a Kafka channel resumes from
      * the offsets just past the last message delivered. */
     from?: From;
+    /** Narrows the channel's per-record filter (docs/filters.md): `{key?, headers?}` or a
+     * list of such objects (alternatives). A filter that would widen it is `forbidden`. */
+    filter?: Filter | Filter[];
     /** The subscription was refused or ended by the server. */
     onError?: (err: WsbridgeError) => void;
 }

@@ -391,6 +391,7 @@ class Subscription {
         this.channel = channel;
         this._onMessage = onMessage;
         this._from = options.from;
+        this._filter = options.filter; // issue 15: narrows the channel's per-record filter
         this._onError = options.onError;
         this._positions = null; // {"PARTITION": NEXT_OFFSET} once the channel reported offsets
         this._confirmed = false; // a `subscribed` arrived on the current connection
@@ -412,6 +413,7 @@ class Subscription {
         if (this._positions && Object.keys(this._positions).length)
             req.from = { offsets: { ...this._positions } };
         else if (this._from !== undefined && this._from !== null) req.from = this._from;
+        if (this._filter !== undefined && this._filter !== null) req.filter = this._filter;
         return req;
     }
 

@@ -159,6 +159,31 @@ test("a reconnect resumes each Kafka partition just past the last delivered mess
     client.close();
 });
 
+test("a filtered subscription sends its filter and resumes past sparse offsets with it", async () => {
+    const srv = fakeServer();
+    const client = connect("ws://x/ws", { token: "t", WebSocket: srv.FakeWS, backoff: { initialMs: 1 } });
+    const filter = { headers: { kind: "paid" } };
+    const sub = client.subscribe("orders", () => {}, { filter });
+    const c1 = await srv.next();
+    c1.open();
+    const r1 = await c1.request((r) => r.op === "subscribe");
+    assert.deepEqual(r1.filter, filter);
+    c1.push({ type: "subscribed", id: r1.id, channel: "orders", offsets: { 0: 0, 1: 0 } });
+    // The channel filter lets through offsets 4 and 9 only: no gap event, positions past them.
+    const gaps = [];
+    client.on("gap", (g) => gaps.push(g));
+    for (const o of [4, 9]) c1.push({ type: "message", channel: "orders", data: {}, partition: 0, offset: o });
+    assert.deepEqual(sub.offsets, { 0: 10, 1: 0 });
+    c1.drop(1001, "draining");
+    const c2 = await srv.next();
+    c2.open();
+    const r2 = await c2.request((r) => r.op === "subscribe");
+    assert.deepEqual(r2.from, { offsets: { 0: 10, 1: 0 } });
+    assert.deepEqual(r2.filter, filter);
+    assert.equal(gaps.length, 0);
+    client.close();
+});
+
 test("4401 with a fixed token ends the client with the server's reason; no retry", async () => {
     const srv = fakeServer();
     const client = connect("ws://x/ws", { token: "t", WebSocket: srv.FakeWS, backoff: { initialMs: 1 } });
