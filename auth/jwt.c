@@ -16,6 +16,7 @@
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/ec.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/param_build.h>
@@ -48,7 +49,8 @@ struct wsb_auth {
     bool require_exp;
     struct key *keys;
     size_t nkeys;
-    uint64_t gen; /* unique per verifier: the verified-token cache is keyed by it */
+    uint64_t gen;  /* unique per verifier: the verified-token cache is keyed by it */
+    EVP_MD *md[3]; /* SHA-256, SHA-384, SHA-512, fetched once (not per verification) */
 };
 
 static atomic_uint_fast64_t auth_gens; /* verifiers built so far */
@@ -56,16 +58,20 @@ static atomic_uint_fast64_t auth_gens; /* verifiers built so far */
 #define HS_ALGS (WSB_ALG_HS256 | WSB_ALG_HS384 | WSB_ALG_HS512)
 #define RS_ALGS (WSB_ALG_RS256 | WSB_ALG_RS384 | WSB_ALG_RS512)
 
+/* The hashes of RFC 7518 §3, indexes into wsb_auth.md. */
+enum { MD_SHA256, MD_SHA384, MD_SHA512, MD_COUNT };
+static const char *const md_names[MD_COUNT] = {"SHA256", "SHA384", "SHA512"};
+
 /* RFC 7518 §3.1: the JWS algorithms we verify, with their hash. */
 static const struct {
     const char *name;
     unsigned bit;
-    const char *md;
+    int md;
 } algs[] = {
-    {"HS256", WSB_ALG_HS256, "SHA256"}, {"HS384", WSB_ALG_HS384, "SHA384"},
-    {"HS512", WSB_ALG_HS512, "SHA512"}, {"RS256", WSB_ALG_RS256, "SHA256"},
-    {"RS384", WSB_ALG_RS384, "SHA384"}, {"RS512", WSB_ALG_RS512, "SHA512"},
-    {"ES256", WSB_ALG_ES256, "SHA256"}, {"ES384", WSB_ALG_ES384, "SHA384"},
+    {"HS256", WSB_ALG_HS256, MD_SHA256}, {"HS384", WSB_ALG_HS384, MD_SHA384},
+    {"HS512", WSB_ALG_HS512, MD_SHA512}, {"RS256", WSB_ALG_RS256, MD_SHA256},
+    {"RS384", WSB_ALG_RS384, MD_SHA384}, {"RS512", WSB_ALG_RS512, MD_SHA512},
+    {"ES256", WSB_ALG_ES256, MD_SHA256}, {"ES384", WSB_ALG_ES384, MD_SHA384},
 };
 
 static unsigned type_algs(enum key_type t)
@@ -79,44 +85,67 @@ static unsigned type_algs(enum key_type t)
     return 0;
 }
 
+/* RFC 4648 §5 base64url alphabet: each byte's value, 64 for a byte outside it. */
+/* clang-format off */
+static const unsigned char b64url_val[256] = {
+    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
+    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
+    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 62, 64, 64,
+    52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 64, 64, 64, 64, 64, 64,
+    64,  0,  1,  2,  3,  4,  5,  6,  7,  8,  9, 10, 11, 12, 13, 14,
+    15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 64, 64, 64, 64, 63,
+    64, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40,
+    41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 64, 64, 64, 64, 64,
+    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
+    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
+    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
+    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
+    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
+    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
+    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
+    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
+};
+/* clang-format on */
+
 /* RFC 4648 §5 base64url without padding. Returns the decoded length or -1. `out` must hold
- * len * 3 / 4 + 1 bytes. */
+ * len * 3 / 4 + 1 bytes. Four characters at a time by table (a handshake decodes 300-700 of
+ * them); trailing bits of a last partial group are ignored, as before. */
 static long b64url_decode(const char *in, size_t len, unsigned char *out)
 {
-    uint32_t acc = 0;
-    int bits = 0;
-    size_t n = 0;
+    const unsigned char *p = (const unsigned char *)in;
+    size_t n = 0, i = 0;
 
     if (len % 4 == 1)
         return -1;
-    for (size_t i = 0; i < len; i++) {
-        int c = (unsigned char)in[i], v;
-        if (c >= 'A' && c <= 'Z')
-            v = c - 'A';
-        else if (c >= 'a' && c <= 'z')
-            v = c - 'a' + 26;
-        else if (c >= '0' && c <= '9')
-            v = c - '0' + 52;
-        else if (c == '-')
-            v = 62;
-        else if (c == '_')
-            v = 63;
-        else
+    for (; i + 4 <= len; i += 4) {
+        unsigned a = b64url_val[p[i]], b = b64url_val[p[i + 1]], c = b64url_val[p[i + 2]],
+                 d = b64url_val[p[i + 3]];
+        if ((a | b | c | d) & 64)
             return -1;
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[n++] = (unsigned char)(acc >> bits);
-        }
+        uint32_t v = (uint32_t)a << 18 | (uint32_t)b << 12 | (uint32_t)c << 6 | d;
+        out[n++] = (unsigned char)(v >> 16);
+        out[n++] = (unsigned char)(v >> 8);
+        out[n++] = (unsigned char)v;
+    }
+    if (i < len) { /* 2 or 3 characters left: 1 or 2 bytes */
+        unsigned a = b64url_val[p[i]], b = b64url_val[p[i + 1]];
+        unsigned c = len - i == 3 ? b64url_val[p[i + 2]] : 0;
+        if ((a | b | c) & 64)
+            return -1;
+        uint32_t v = (uint32_t)a << 18 | (uint32_t)b << 12 | (uint32_t)c << 6;
+        out[n++] = (unsigned char)(v >> 16);
+        if (len - i == 3)
+            out[n++] = (unsigned char)(v >> 8);
     }
     return (long)n;
 }
 
-/* Decodes a base64url segment holding a JSON object. Returns NULL when it is not one. */
+/* Decodes a base64url segment holding a JSON object. Returns NULL when it is not one. A
+ * segment of the usual size is decoded on the stack. */
 static json_t *b64url_json(const char *in, size_t len)
 {
-    unsigned char *buf = malloc(len * 3 / 4 + 1);
+    unsigned char stack[1024];
+    unsigned char *buf = len * 3 / 4 + 1 <= sizeof(stack) ? stack : malloc(len * 3 / 4 + 1);
     json_t *j = NULL;
     long n;
 
@@ -125,7 +154,8 @@ static json_t *b64url_json(const char *in, size_t len)
     n = b64url_decode(in, len, buf);
     if (n > 0)
         j = json_loadb((const char *)buf, (size_t)n, JSON_REJECT_DUPLICATES, NULL);
-    free(buf);
+    if (buf != stack)
+        free(buf);
     if (j && !json_is_object(j)) {
         json_decref(j);
         j = NULL;
@@ -147,6 +177,8 @@ static void auth_free(struct wsb_auth *a)
     for (size_t i = 0; i < a->nkeys; i++)
         key_cleanup(&a->keys[i]);
     free(a->keys);
+    for (int i = 0; i < MD_COUNT; i++)
+        EVP_MD_free(a->md[i]);
     free(a->issuer);
     free(a->audience);
     free(a);
@@ -461,6 +493,9 @@ enum wsb_err wsb_auth_new(const struct wsb_auth_conf *conf, struct wsb_auth **ou
     if ((conf->issuer && !(a->issuer = strdup(conf->issuer))) ||
         (conf->audience && !(a->audience = strdup(conf->audience))))
         goto fail;
+    for (int i = 0; i < MD_COUNT; i++)
+        if (!(a->md[i] = EVP_MD_fetch(NULL, md_names[i], NULL)))
+            goto fail;
     rc = WSB_ERR_INVALID;
     for (size_t i = 0; i < conf->nkeys; i++) {
         const struct wsb_key_conf *kc = &conf->keys[i];
@@ -641,81 +676,168 @@ static void vcache_put(const struct wsb_auth *a, const unsigned char *digest, in
     e->until = exp;
 }
 
+/* RFC 7518 §3.4: an ECDSA signature is R || S, each exactly the curve's coordinate size;
+ * OpenSSL wants the DER form (X9.62: SEQUENCE of two INTEGERs), written here without
+ * BIGNUMs: minimal big-endian bytes, a 0x00 first when the top bit is set. `der` holds
+ * 2 * (coord + 3) + 2 bytes. Returns the DER length, or -1. */
+static int der_int(const unsigned char *p, size_t n, unsigned char *out)
+{
+    while (n > 1 && p[0] == 0) {
+        p++;
+        n--;
+    }
+    size_t pad = (p[0] & 0x80) ? 1 : 0;
+    out[0] = 0x02;
+    out[1] = (unsigned char)(n + pad);
+    out[2] = 0;
+    memcpy(out + 2 + pad, p, n);
+    return (int)(2 + pad + n);
+}
+
+static int ecdsa_der(const unsigned char *sig, size_t siglen, size_t coord, unsigned char *der)
+{
+    if (siglen != 2 * coord || coord > 48)
+        return -1;
+    int n = der_int(sig, coord, der + 2);
+    n += der_int(sig + coord, coord, der + 2 + n);
+    der[0] = 0x30; /* at most 2 * 51 content bytes: the short length form */
+    der[1] = (unsigned char)n;
+    return n + 2;
+}
+
+/* ---- per-thread verification contexts -----------------------------------------------
+ * EVP_DigestVerifyInit costs, on every call, provider fetches of the signature algorithm
+ * and the digest, a new EVP_PKEY_CTX and its provider context (OpenSSL 3). Instead each
+ * thread keeps, for the verifier it last used, one EVP_PKEY_CTX per (key, hash) made ready
+ * for verification once (EVP_PKEY_verify may be called again on the same context with the
+ * same parameters), and verifies the hash of the signing input made with the verifier's
+ * prefetched digest. Made on first use; a thread that meets another verifier (a reload)
+ * drops its contexts and makes new ones; freed when the thread ends. */
+struct vctx {
+    uint64_t gen;      /* the verifier the contexts belong to */
+    size_t n;          /* slots: its nkeys * MD_COUNT */
+    EVP_PKEY_CTX **pk; /* [key * MD_COUNT + md], NULL until used */
+};
+
+static pthread_key_t vctx_key;
+static pthread_once_t vctx_once = PTHREAD_ONCE_INIT;
+static bool vctx_key_ok;
+
+static void vctx_clear(struct vctx *v)
+{
+    for (size_t i = 0; i < v->n; i++)
+        EVP_PKEY_CTX_free(v->pk[i]);
+    free(v->pk);
+    v->pk = NULL;
+    v->n = 0;
+    v->gen = 0;
+}
+
+static void vctx_free(void *p)
+{
+    vctx_clear(p);
+    free(p);
+}
+
+static void vctx_key_init(void)
+{
+    vctx_key_ok = pthread_key_create(&vctx_key, vctx_free) == 0;
+}
+
+/* The calling thread's context for key `ki` of `a` with hash `md`, or NULL (no memory). */
+static EVP_PKEY_CTX *verify_ctx(const struct wsb_auth *a, size_t ki, int md)
+{
+    pthread_once(&vctx_once, vctx_key_init);
+    if (!vctx_key_ok)
+        return NULL;
+    struct vctx *v = pthread_getspecific(vctx_key);
+    if (!v) {
+        if (!(v = calloc(1, sizeof(*v))))
+            return NULL;
+        if (pthread_setspecific(vctx_key, v) != 0) {
+            free(v);
+            return NULL;
+        }
+    }
+    if (v->gen != a->gen) {
+        vctx_clear(v);
+        if (!(v->pk = calloc(a->nkeys * MD_COUNT, sizeof(*v->pk))))
+            return NULL;
+        v->n = a->nkeys * MD_COUNT;
+        v->gen = a->gen;
+    }
+    EVP_PKEY_CTX **slot = &v->pk[ki * MD_COUNT + (size_t)md];
+    if (!*slot) {
+        const struct key *k = &a->keys[ki];
+        EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_pkey(NULL, k->pkey, NULL);
+        if (!c || EVP_PKEY_verify_init(c) != 1 ||
+            EVP_PKEY_CTX_set_signature_md(c, a->md[md]) != 1 ||
+            (k->type == KEY_RSA && EVP_PKEY_CTX_set_rsa_padding(c, RSA_PKCS1_PADDING) != 1)) {
+            EVP_PKEY_CTX_free(c);
+            return NULL;
+        }
+        *slot = c;
+    }
+    return *slot;
+}
+
+/* What one verification computes once for every candidate key: the hash of the signing
+ * input, for the asymmetric algorithms. */
+struct signing {
+    const char *input; /* header.payload as sent (RFC 7515 §5.2) */
+    size_t len;
+    int md;
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int dlen; /* 0 until computed */
+};
+
 /* RFC 7518 §3.2: HMAC, compared in constant time. */
-static bool hmac_ok(const struct key *k, const EVP_MD *md, const char *signed_part, size_t slen,
+static bool hmac_ok(const struct wsb_auth *a, const struct key *k, const struct signing *in,
                     const unsigned char *sig, size_t siglen)
 {
     unsigned char mac[EVP_MAX_MD_SIZE];
     unsigned int maclen = 0;
 
-    if (k->len > INT_MAX ||
-        !HMAC(md, k->data, (int)k->len, (const unsigned char *)signed_part, slen, mac, &maclen))
+    if (k->len > INT_MAX || !HMAC(a->md[in->md], k->data, (int)k->len,
+                                  (const unsigned char *)in->input, in->len, mac, &maclen))
         return false;
     return maclen == siglen && CRYPTO_memcmp(mac, sig, siglen) == 0;
 }
 
-/* RFC 7518 §3.4: an ECDSA signature is R || S, each exactly the curve's coordinate size;
- * OpenSSL wants the DER form. Returns the DER length (in *der, caller frees) or -1. */
-static int ecdsa_der(const unsigned char *sig, size_t siglen, size_t coord, unsigned char **der)
-{
-    ECDSA_SIG *es = NULL;
-    BIGNUM *r = NULL, *s = NULL;
-    int n = -1;
-
-    *der = NULL;
-    if (siglen != 2 * coord)
-        return -1;
-    es = ECDSA_SIG_new();
-    r = BN_bin2bn(sig, (int)coord, NULL);
-    s = BN_bin2bn(sig + coord, (int)coord, NULL);
-    if (!es || !r || !s || !ECDSA_SIG_set0(es, r, s)) {
-        BN_free(r);
-        BN_free(s);
-        goto out;
-    }
-    n = i2d_ECDSA_SIG(es, der);
-    if (n <= 0) {
-        *der = NULL;
-        n = -1;
-    }
-out:
-    ECDSA_SIG_free(es);
-    return n;
-}
-
-/* RFC 7518 §3.3 (RSASSA-PKCS1-v1_5) and §3.4 (ECDSA) with the key's public half. */
-static bool pkey_ok(const struct key *k, const EVP_MD *md, const char *signed_part, size_t slen,
+/* RFC 7518 §3.3 (RSASSA-PKCS1-v1_5) and §3.4 (ECDSA) with the key's public half. RSA_verify
+ * (under EVP_PKEY_verify) requires a signature of exactly the modulus size and the whole
+ * DigestInfo of `md`; ECDSA_verify rejects a DER form that does not re-encode identically. */
+static bool pkey_ok(const struct wsb_auth *a, size_t ki, struct signing *in,
                     const unsigned char *sig, size_t siglen)
 {
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    EVP_PKEY_CTX *pctx = NULL;
-    unsigned char *der = NULL;
-    bool ok = false;
+    const struct key *k = &a->keys[ki];
+    unsigned char der[2 * (48 + 3) + 2];
+    EVP_PKEY_CTX *c = verify_ctx(a, ki, in->md);
 
-    if (!ctx || EVP_DigestVerifyInit(ctx, &pctx, md, NULL, k->pkey) != 1)
-        goto out;
-    if (k->type == KEY_RSA) {
-        if (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) != 1)
-            goto out;
-        ok = EVP_DigestVerify(ctx, sig, siglen, (const unsigned char *)signed_part, slen) == 1;
-    } else {
-        int n = ecdsa_der(sig, siglen, k->type == KEY_EC256 ? 32 : 48, &der);
-        ok = n > 0 &&
-             EVP_DigestVerify(ctx, der, (size_t)n, (const unsigned char *)signed_part, slen) == 1;
+    if (!c)
+        return false;
+    if (!in->dlen &&
+        EVP_Digest(in->input, in->len, in->digest, &in->dlen, a->md[in->md], NULL) != 1) {
+        in->dlen = 0;
+        return false;
     }
-out:
-    OPENSSL_free(der);
-    EVP_MD_CTX_free(ctx);
-    return ok;
+    if (k->type != KEY_RSA) {
+        int n = ecdsa_der(sig, siglen, k->type == KEY_EC256 ? 32 : 48, der);
+        if (n < 0)
+            return false;
+        sig = der;
+        siglen = (size_t)n;
+    }
+    return EVP_PKEY_verify(c, sig, siglen, in->digest, in->dlen) == 1;
 }
 
-static bool signature_ok(const struct key *k, const EVP_MD *md, const char *signed_part,
-                         size_t slen, const unsigned char *sig, size_t siglen)
+static bool signature_ok(const struct wsb_auth *a, size_t ki, struct signing *in,
+                         const unsigned char *sig, size_t siglen)
 {
     sig_checks++;
-    if (k->type == KEY_HMAC)
-        return hmac_ok(k, md, signed_part, slen, sig, siglen);
-    return pkey_ok(k, md, signed_part, slen, sig, siglen);
+    if (a->keys[ki].type == KEY_HMAC)
+        return hmac_ok(a, &a->keys[ki], in, sig, siglen);
+    return pkey_ok(a, ki, in, sig, siglen);
 }
 
 /* RFC 7515 §4.1.9 / RFC 9068 §2.1: `typ` is a media type, compared case-insensitively, and
@@ -831,11 +953,12 @@ enum wsb_err wsb_auth_verify(const struct wsb_auth *a, const char *token, size_t
 {
     const char *dot1, *dot2;
     json_t *header = NULL, *claims = NULL;
-    unsigned char *sig = NULL;
+    unsigned char sigbuf[768], *sig = NULL; /* RSA-4096's 512 bytes fit on the stack */
     long siglen;
     const char *alg_name, *kid = NULL;
     unsigned alg = 0;
-    const EVP_MD *md = NULL;
+    int md = -1;
+    struct signing in = {.input = token};
     bool kid_match = false, any_key = false, type_ok = false, verified = false, cacheable;
     unsigned char digest[32];
     struct wsb_identity *id = NULL;
@@ -878,20 +1001,19 @@ enum wsb_err wsb_auth_verify(const struct wsb_auth *a, const char *token, size_t
     for (size_t i = 0; i < WSB_ARRAY_LEN(algs); i++)
         if (strcmp(algs[i].name, alg_name) == 0) {
             alg = algs[i].bit;
-            md = EVP_get_digestbyname(algs[i].md);
+            md = algs[i].md;
         }
-    if (!(alg & a->algorithms))
+    if (!(alg & a->algorithms) || md < 0)
         goto out;
-    if (!md) {
-        rc = WSB_ERR_NOMEM;
-        goto out;
-    }
+    in.md = md;
+    in.len = (size_t)(dot2 - token);
     *code = "token_malformed";
     claims = b64url_json(dot1 + 1, (size_t)(dot2 - dot1 - 1));
     siglen = (long)(len - (size_t)(dot2 + 1 - token));
     if (!claims || siglen == 0)
         goto out;
-    sig = malloc((size_t)siglen * 3 / 4 + 1);
+    sig =
+        (size_t)siglen * 3 / 4 + 1 <= sizeof(sigbuf) ? sigbuf : malloc((size_t)siglen * 3 / 4 + 1);
     if (!sig) {
         rc = WSB_ERR_NOMEM;
         goto out;
@@ -906,7 +1028,8 @@ enum wsb_err wsb_auth_verify(const struct wsb_auth *a, const char *token, size_t
     for (size_t i = 0; kid && i < a->nkeys; i++)
         if (a->keys[i].kid && strcmp(a->keys[i].kid, kid) == 0)
             kid_match = true;
-    cacheable = !(alg & HS_ALGS) && EVP_Digest(token, len, digest, NULL, EVP_sha256(), NULL) == 1;
+    cacheable =
+        !(alg & HS_ALGS) && EVP_Digest(token, len, digest, NULL, a->md[MD_SHA256], NULL) == 1;
     if (cacheable && vcache_hit(a, digest, now)) {
         cache_hits++;
         verified = true;
@@ -920,10 +1043,12 @@ enum wsb_err wsb_auth_verify(const struct wsb_auth *a, const char *token, size_t
         if (!(k->algs & alg))
             continue;
         type_ok = true;
-        /* RFC 7515 §5.2: the signing input is the first two parts as sent. */
-        verified = signature_ok(k, md, token, (size_t)(dot2 - token), sig, (size_t)siglen);
+        verified = signature_ok(a, i, &in, sig, (size_t)siglen);
     }
     if (!verified) {
+        /* A failed check leaves OpenSSL errors queued on this thread, where a TLS session
+         * of the same loop would read them as its own (SSL_get_error). */
+        ERR_clear_error();
         /* No key for this kid: invalid; keys, but none of the alg's type: alg mismatch. */
         *code = (type_ok || !any_key) ? "token_invalid" : "token_alg";
         goto out;
@@ -951,7 +1076,8 @@ enum wsb_err wsb_auth_verify(const struct wsb_auth *a, const char *token, size_t
     *code = NULL;
     rc = WSB_OK;
 out:
-    free(sig);
+    if (sig != sigbuf)
+        free(sig);
     json_decref(header);
     json_decref(claims);
     return rc;
