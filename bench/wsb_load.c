@@ -1260,6 +1260,11 @@ static int report(struct load *ld)
         json_object_set_new(out, "cycles_per_s",
                             json_real(win > 0 ? round((double)ld->cycles / win) : 0));
     }
+    if (ld->ntokens) /* upgrades that sent a token of --token-file a second time or more */
+        json_object_set_new(
+            out, "tokens_reused",
+            json_integer(
+                (json_int_t)(ld->next_token > ld->ntokens ? ld->next_token - ld->ntokens : 0)));
     json_object_set_new(out, "msgs_per_s",
                         json_real(elapsed > 0 ? round((double)total / elapsed) : 0));
     if (ld->lat_n) {

@@ -15,6 +15,7 @@
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
@@ -780,6 +781,102 @@ static void test_es_signature_form(void **state)
     wsb_auth_unref(a);
 }
 
+/* base64url text -> bytes (test helper; no padding, valid input only). */
+static size_t b64url_dec(const char *in, unsigned char *out)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    uint32_t acc = 0;
+    int bits = 0;
+    size_t n = 0;
+    for (; *in; in++) {
+        acc = (acc << 6) | (uint32_t)(strchr(tab, *in) - tab);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[n++] = (unsigned char)(acc >> bits);
+        }
+    }
+    return n;
+}
+
+/* The verifier keeps one prepared OpenSSL context per thread, key and hash, and writes the
+ * ECDSA DER form itself: R and S with a leading zero byte or the top bit set, a failed check
+ * followed by a good one on the same context, every hash on one RSA key, and two verifiers
+ * that give the same kid to different keys, used in turn on one thread. */
+static void test_prepared_contexts(void **state)
+{
+    (void)state;
+    /* ECDSA: sign until R or S starts with 0x00 (1 in 128 signatures) and until one starts
+     * with the top bit set; each verifies, and fails with its last byte changed. */
+    struct conf_keys k = {.keys = {{.file = ec256_file}}, .n = 1};
+    struct wsb_auth_conf c = base_conf(&k);
+    struct wsb_auth *a = new_auth(&c);
+    bool zero = false, high = false;
+    for (int i = 0; i < 4000 && !(zero && high); i++) {
+        char claims[128];
+        snprintf(claims, sizeof(claims), "{\"sub\":\"u%d\",\"exp\":1700000600}", i);
+        char *t = mint_hdr("{\"alg\":\"ES256\"}", claims, NULL, ec256);
+        unsigned char rs[96];
+        assert_int_equal(b64url_dec(strrchr(t, '.') + 1, rs), 64);
+        bool z = rs[0] == 0 || rs[32] == 0, h = (rs[0] & 0x80) || (rs[32] & 0x80);
+        if ((z && !zero) || (h && !high) || i < 4) {
+            assert_null(verify(a, t));
+            char *last = t + strlen(t) - 2, was = *last; /* inside S */
+            *last = was == 'A' ? 'B' : 'A';
+            assert_string_equal(verify(a, t), "token_invalid");
+            assert_int_equal(ERR_peek_error(), 0); /* nothing left for a TLS session */
+            *last = was;
+            assert_null(verify(a, t)); /* the same context after a failure */
+            zero |= z;
+            high |= h;
+        }
+        free(t);
+    }
+    assert_true(zero && high);
+    wsb_auth_unref(a);
+
+    /* RS256, RS384, RS512 in turn on one key: a context per hash. */
+    struct conf_keys kr = {.keys = {{.file = rsa1_file}}, .n = 1};
+    c = base_conf(&kr);
+    a = new_auth(&c);
+    const jwt_alg_t rs[] = {JWT_ALG_RS256, JWT_ALG_RS384, JWT_ALG_RS512, JWT_ALG_RS256};
+    for (size_t i = 0; i < sizeof(rs) / sizeof(rs[0]); i++) {
+        char *t = mint(rs[i], rsa1_priv, NULL, GOOD);
+        assert_null(verify(a, t));
+        char *last = t + strlen(t) - 3, was = *last;
+        *last = was == 'A' ? 'B' : 'A';
+        assert_string_equal(verify(a, t), "token_invalid");
+        assert_int_equal(ERR_peek_error(), 0);
+        *last = was;
+        free(t);
+    }
+    wsb_auth_unref(a);
+
+    /* Verifiers A (kid k = rsa1) and B (kid k = rsa2) in turn, as during a reload. */
+    char rsa2_file[160];
+    snprintf(rsa2_file, sizeof(rsa2_file), "%s/rsa2-prepared.pem", dir);
+    char *pem = pub_pem(rsa2);
+    write_file(rsa2_file, pem);
+    free(pem);
+    struct conf_keys ka = {.keys = {{.kid = "k", .file = rsa1_file}}, .n = 1};
+    struct conf_keys kb = {.keys = {{.kid = "k", .file = rsa2_file}}, .n = 1};
+    struct wsb_auth_conf ca = base_conf(&ka), cb = base_conf(&kb);
+    struct wsb_auth *va = new_auth(&ca), *vb = new_auth(&cb);
+    char *t1 = mint(JWT_ALG_RS256, rsa1_priv, "k", GOOD);
+    char *t2 = mint(JWT_ALG_RS256, rsa2_priv, "k", GOOD);
+    for (int i = 0; i < 3; i++) {
+        assert_null(verify(va, t1));
+        assert_string_equal(verify(vb, t1), "token_invalid");
+        assert_null(verify(vb, t2));
+        assert_string_equal(verify(va, t2), "token_invalid");
+    }
+    free(t1);
+    free(t2);
+    wsb_auth_unref(va);
+    wsb_auth_unref(vb);
+    unlink(rsa2_file);
+}
+
 static void checks_at(struct wsb_auth *a, const char *tok, const char *want_code,
                       unsigned long want_checks, int line)
 {
@@ -991,6 +1088,7 @@ int main(void)
         cmocka_unit_test(test_new_errors),
         cmocka_unit_test(test_typ),
         cmocka_unit_test(test_es_signature_form),
+        cmocka_unit_test(test_prepared_contexts),
         cmocka_unit_test(test_kid_candidates_counted),
         cmocka_unit_test(test_verified_cache),
         cmocka_unit_test(test_threads),
