@@ -35,7 +35,8 @@ struct wsb_sendbuf {
 };
 
 void wsb_sendbuf_init(struct wsb_sendbuf *s);
-/** Judges `s->bytes` against the limits at `now_us` (updating soft_since_us).
+/** Judges `s->bytes` against the limits at `now_us` (updating soft_since_us). `now_us` is
+ * used only when soft_bytes != 0 and bytes > soft_bytes (callers may skip the clock read).
  * soft_bytes == 0 disables the soft limit; hard_bytes == 0 disables the hard one. */
 enum wsb_sendbuf_verdict wsb_sendbuf_check(struct wsb_sendbuf *s, uint64_t soft_bytes,
                                            uint32_t soft_seconds, uint64_t hard_bytes,
