@@ -5,6 +5,8 @@
 
 #include <errno.h>
 #include <malloc.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -192,6 +194,13 @@ static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
         evconnlistener_enable(w->listener);
 }
 
+void wsb_loop_clients_kick(struct wsb_worker *w)
+{
+    uint64_t one = 1;
+    while (write(w->clients_efd, &one, sizeof(one)) < 0 && errno == EINTR)
+        ;
+}
+
 void *wsb_loop_main(void *arg)
 {
     struct wsb_worker *w = arg;
@@ -203,9 +212,11 @@ void *wsb_loop_main(void *arg)
  * by flow control does not hold the answer back too). */
 static void on_clients(evutil_socket_t fd, short what, void *arg)
 {
-    (void)fd;
     (void)what;
     struct wsb_worker *w = arg;
+    uint64_t v;
+    while (read(fd, &v, sizeof(v)) < 0 && errno == EINTR)
+        ;
     struct wsb_clients_req *r = atomic_exchange(&w->clients_req, NULL);
     if (r) {
         wsb_clients_collect(w, r);
@@ -220,11 +231,20 @@ enum wsb_err wsb_loop_new(struct wsb_shared *sh, unsigned idx, const struct sock
     if (!w)
         return WSB_ERR_NOMEM;
     w->idx = idx;
+    w->clients_efd = -1;
     w->shared = sh;
     w->rt = wsb_shared_runtime(sh);
     wsb_map_init(&w->pubs);
-    w->base = event_base_new();
-    if (!w->base)
+    /* No lock on the base: only this loop's thread calls libevent on it (other threads reach
+     * it through eventfds: the mailbox, /clients). With locks every event_add/del/pending
+     * took a mutex: one per frame added to a socket buffer, ~13 % of a fan-out's CPU. */
+    struct event_config *ec = event_config_new();
+    if (ec && event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK) == 0)
+        w->base = event_base_new_with_config(ec);
+    if (ec)
+        event_config_free(ec);
+    w->clients_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (!w->base || w->clients_efd < 0)
         goto nomem;
     w->mailbox = wsb_mailbox_new(w->base, on_mail, w);
     w->hub = wsb_hub_new(&wsb_delivery_hub_cbs, &w->metrics);
@@ -232,13 +252,14 @@ enum wsb_err wsb_loop_new(struct wsb_shared *sh, unsigned idx, const struct sock
     w->reap_ev = event_new(w->base, -1, 0, on_reap, w);
     w->tick_ev = event_new(w->base, -1, EV_PERSIST, on_tick, w);
     w->accept_ev = event_new(w->base, -1, 0, on_accept_resume, w);
-    w->clients_ev = event_new(w->base, -1, 0, on_clients, w);
+    w->clients_ev = event_new(w->base, w->clients_efd, EV_READ | EV_PERSIST, on_clients, w);
     w->gate_ev = evtimer_new(w->base, on_gate, w);
     wsb_gate_init(&w->gate);
     if (!w->mailbox || !w->hub || !w->deflater || !w->reap_ev || !w->tick_ev || !w->accept_ev ||
         !w->clients_ev || !w->gate_ev)
         goto nomem;
     wsb_mailbox_set_gate(w->mailbox, gate_open);
+    event_add(w->clients_ev, NULL);
     struct timeval tv = {0, TICK_MS * 1000};
     event_add(w->tick_ev, &tv);
     atomic_store(&w->last_tick_ms, wsb_now_ms());
@@ -285,6 +306,8 @@ void wsb_loop_free(struct wsb_worker *w)
         event_free(w->accept_ev);
     if (w->clients_ev)
         event_free(w->clients_ev);
+    if (w->clients_efd >= 0)
+        close(w->clients_efd);
     if (w->gate_ev)
         event_free(w->gate_ev);
     wsb_clients_req_unref(atomic_exchange(&w->clients_req, NULL));

@@ -22,5 +22,8 @@ void wsb_loop_free(struct wsb_worker *w);
 
 /** The thread body: runs the worker's loop until a STOP mail. */
 void *wsb_loop_main(void *worker);
+/** Makes the loop pick up the /clients request left in worker->clients_req.
+ * @locality any */
+void wsb_loop_clients_kick(struct wsb_worker *worker);
 
 #endif

@@ -1,10 +1,13 @@
-/* Mailboxes: mutex-guarded FIFO plus an event made active when it goes non-empty. */
+/* Mailboxes: mutex-guarded FIFO plus an eventfd written when it goes non-empty. */
 #include "bridge/mailbox.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -19,7 +22,8 @@ struct wsb_mailbox {
     bool held;  /* the gate said wait: posts do not wake the loop, a kick does */
     bool (*gate)(void *ctx);
     atomic_uint_fast64_t depth;
-    struct event *wake;
+    int efd;            /* producers on other threads wake the loop through it */
+    struct event *wake; /* reads efd; made active directly by the loop's own thread */
     wsb_mailbox_cb cb;
     void *ctx;
 };
@@ -27,8 +31,12 @@ struct wsb_mailbox {
 static void on_wake(evutil_socket_t fd, short what, void *arg)
 {
     struct wsb_mailbox *mb = arg;
-    (void)fd;
     (void)what;
+    uint64_t v;
+    /* Clear the eventfd before taking the list: a post after this wakes us again. */
+    if (fd >= 0)
+        while (read(fd, &v, sizeof(v)) < 0 && errno == EINTR)
+            ;
 
     pthread_mutex_lock(&mb->lock);
     struct wsb_mail *list = mb->head;
@@ -85,8 +93,13 @@ struct wsb_mailbox *wsb_mailbox_new(struct event_base *base, wsb_mailbox_cb cb, 
     pthread_mutex_init(&mb->lock, NULL);
     mb->cb = cb;
     mb->ctx = ctx;
-    mb->wake = event_new(base, -1, 0, on_wake, mb);
-    if (!mb->wake) {
+    mb->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    mb->wake = mb->efd >= 0 ? event_new(base, mb->efd, EV_READ | EV_PERSIST, on_wake, mb) : NULL;
+    if (!mb->wake || event_add(mb->wake, NULL) < 0) {
+        if (mb->wake)
+            event_free(mb->wake);
+        if (mb->efd >= 0)
+            close(mb->efd);
         pthread_mutex_destroy(&mb->lock);
         free(mb);
         return NULL;
@@ -99,6 +112,7 @@ void wsb_mailbox_free(struct wsb_mailbox *mb)
     if (!mb)
         return;
     event_free(mb->wake);
+    close(mb->efd);
     struct wsb_mail *m = mb->head;
     while (m) {
         struct wsb_mail *next = m->next;
@@ -121,9 +135,14 @@ int wsb_mailbox_post(struct wsb_mailbox *mb, struct wsb_mail *mail)
     mb->tail = mail;
     bool wake = !mb->armed && !mb->held;
     mb->armed = mb->armed || wake;
-    if (wake)
-        event_active(mb->wake, EV_READ, 0);
     pthread_mutex_unlock(&mb->lock);
+    /* Through the eventfd, not event_active: the loop's event base has no lock (loop.c), so
+     * no other thread may touch it. */
+    if (wake) {
+        uint64_t one = 1;
+        while (write(mb->efd, &one, sizeof(one)) < 0 && errno == EINTR)
+            ;
+    }
     return 0;
 }
 

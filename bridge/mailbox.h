@@ -1,6 +1,7 @@
 /* A mailbox per event loop: the only way other threads (connector threads, the main thread)
  * hand work to a loop. Many producers, one consumer; producers never block on the loop.
- * The consumer is woken through a libevent event made active from the producer's thread. */
+ * The consumer is woken through an eventfd its loop watches (the loop's event base has no
+ * lock, so producers never call libevent on it). */
 #ifndef WSB_BRIDGE_MAILBOX_H
 #define WSB_BRIDGE_MAILBOX_H
 

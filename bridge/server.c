@@ -174,7 +174,7 @@ static char *hook_clients(void *ctx, size_t top, enum wsb_clients_sort sort, siz
         struct wsb_worker *w = s->sh.workers[i];
         /* A request still there was never picked up; whoever asked has stopped waiting. */
         wsb_clients_req_unref(atomic_exchange(&w->clients_req, wsb_clients_req_ref(r)));
-        event_active(w->clients_ev, EV_READ, 0);
+        wsb_loop_clients_kick(w);
     }
     wsb_clients_req_wait(r, CLIENTS_WAIT_MS);
     char *out = wsb_clients_req_render(r, len);

@@ -72,7 +72,8 @@ struct wsb_worker {
     struct event *reap_ev;
     struct event *tick_ev;
     struct event *accept_ev;  /* re-arms the listener after an accept() failure back-off */
-    struct event *clients_ev; /* made active by the admin thread for GET /clients */
+    struct event *clients_ev; /* reads clients_efd: the admin thread's GET /clients */
+    int clients_efd;          /* eventfd the admin thread writes (the base has no lock) */
     _Atomic(struct wsb_clients_req *) clients_req; /* the request it answers (a reference) */
     uint32_t accept_backoff_ms;                    /* next back-off; 0 after a successful accept */
     struct wsb_gate gate;  /* hand-off gate: broker messages wait while clients catch up */
