@@ -1103,21 +1103,11 @@ static int check_config(const json_t *conf,
             }
             free(copy);
         } else if (strcmp(key, "channel_max") == 0) {
-            if (!json_is_integer(v) || json_integer_value(v) < 2 || json_integer_value(v) > 65535) {
-                report(ctx, path, "must be an integer from 2 to 65535");
-                problems++;
-            }
+            problems += wsb_connector_check_int(v, 2, 65535, path, report, ctx);
         } else if (strcmp(key, "heartbeat_s") == 0) {
-            if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 600) {
-                report(ctx, path, "must be an integer from 0 to 600");
-                problems++;
-            }
+            problems += wsb_connector_check_int(v, 0, 600, path, report, ctx);
         } else if (strcmp(key, "connect_timeout_ms") == 0 || strcmp(key, "reconnect_max_ms") == 0) {
-            if (!json_is_integer(v) || json_integer_value(v) < 100 ||
-                json_integer_value(v) > 600000) {
-                report(ctx, path, "must be an integer from 100 to 600000");
-                problems++;
-            }
+            problems += wsb_connector_check_int(v, 100, 600000, path, report, ctx);
         } else if (strcmp(key, "tls") == 0) {
             if (!json_is_object(v)) {
                 report(ctx, path, "must be an object");

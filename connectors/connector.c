@@ -211,6 +211,18 @@ bool wsb_connector_topic_internal(const char *topic)
     return topic != NULL && topic[0] == '_' && topic[1] == '_';
 }
 
+int wsb_connector_check_int(const json_t *v, json_int_t lo, json_int_t hi, const char *path,
+                            void (*report)(void *ctx, const char *path, const char *msg), void *ctx)
+{
+    if (json_is_integer(v) && json_integer_value(v) >= lo && json_integer_value(v) <= hi)
+        return 0;
+    char msg[96];
+    snprintf(msg, sizeof(msg),
+             "must be an integer from %" JSON_INTEGER_FORMAT " to %" JSON_INTEGER_FORMAT, lo, hi);
+    report(ctx, path, msg);
+    return 1;
+}
+
 const char *wsb_connector_field(const json_t *fields, const char *key)
 {
     const char *v = json_string_value(json_object_get(fields, key));

@@ -244,6 +244,13 @@ int wsb_connector_check_topic_channel(const json_t *channel, const char *type,
                                       void (*report)(void *ctx, const char *path, const char *msg),
                                       void *ctx);
 
+/** A config check the connectors share: unless `v` is an integer from `lo` to `hi`, reports
+ * `path` "must be an integer from LO to HI". Returns the number of problems (0 or 1).
+ * @locality any */
+int wsb_connector_check_int(const json_t *v, json_int_t lo, json_int_t hi, const char *path,
+                            void (*report)(void *ctx, const char *path, const char *msg),
+                            void *ctx);
+
 /** True for a topic name a channel must never reach: Kafka's internal topics
  * (`__consumer_offsets`, `__transaction_state`, ...) all begin with "__". @locality any */
 bool wsb_connector_topic_internal(const char *topic);

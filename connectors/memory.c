@@ -413,11 +413,7 @@ static int check_config(const json_t *conf,
                 problems++;
             }
         } else if (strcmp(key, "retain") == 0) {
-            if (!json_is_integer(v) || json_integer_value(v) < 1 ||
-                json_integer_value(v) > 10000000) {
-                report(ctx, path, "must be an integer from 1 to 10000000");
-                problems++;
-            }
+            problems += wsb_connector_check_int(v, 1, 10000000, path, report, ctx);
         } else {
             report(ctx, path, "unknown key");
             problems++;

@@ -18,6 +18,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include "connectors/connector.h"
 #include "util/buf.h"
 #include "util/log.h"
 #include "util/map.h"
@@ -124,17 +125,9 @@ int wsb_sr_check_config(const json_t *conf,
                 problems++;
             }
         } else if (strcmp(key, "cache_ttl_s") == 0) {
-            if (!json_is_integer(v) || json_integer_value(v) < 1 ||
-                json_integer_value(v) > 86400 * 30) {
-                report(ctx, path, "must be an integer from 1 to 2592000");
-                problems++;
-            }
+            problems += wsb_connector_check_int(v, 1, 86400 * 30, path, report, ctx);
         } else if (strcmp(key, "max_held_records") == 0) {
-            if (!json_is_integer(v) || json_integer_value(v) < 1 ||
-                json_integer_value(v) > 10000000) {
-                report(ctx, path, "must be an integer from 1 to 10000000");
-                problems++;
-            }
+            problems += wsb_connector_check_int(v, 1, 10000000, path, report, ctx);
         } else {
             report(ctx, path, "unknown key");
             problems++;
