@@ -12,11 +12,11 @@ from Debian. Every call is bounded."""
 
 import json
 import os
-import select
 import subprocess
-import time
 
 import pytest
+
+from lineproc import LineProcess
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BROWSER_DIR = os.path.normpath(os.path.join(HERE, "..", "browser"))
@@ -38,13 +38,9 @@ class BrowserError(AssertionError):
     pass
 
 
-class Browser:
+class Browser(LineProcess):
     def __init__(self, log_path, timeout=30.0):
-        self.log_path = str(log_path)
-        self._logf = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(["node", DRIVER], cwd=BROWSER_DIR, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self._logf, bufsize=0)
-        self._buf = b""
+        super().__init__(["node", DRIVER], log_path, cwd=BROWSER_DIR)
         self._id = 0
         hello = self._read(timeout)
         if hello is None:
@@ -53,36 +49,15 @@ class Browser:
                                % (timeout, self.logs()))
         self.version = hello.get("value")
 
-    def logs(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")[-4000:]
-        except OSError:
-            return ""
-
     def _read(self, timeout):
-        deadline = time.monotonic() + timeout
-        fd = self.proc.stdout.fileno()
-        while b"\n" not in self._buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            r, _, _ = select.select([fd], [], [], left)
-            if not r:
-                return None
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return None
-            self._buf += chunk
-        line, _, self._buf = self._buf.partition(b"\n")
-        return json.loads(line)
+        line = self.readline(timeout)
+        return None if line is None else json.loads(line)
 
     def call(self, cmd, timeout=20.0, **kw):
         assert self.proc.poll() is None, "browser driver exited:\n%s" % self.logs()
         self._id += 1
         req = dict(kw, id=self._id, cmd=cmd)
-        self.proc.stdin.write((json.dumps(req) + "\n").encode())
-        self.proc.stdin.flush()
+        self.send(json.dumps(req))
         ans = self._read(timeout)
         if ans is None:
             raise BrowserError("browser: no answer to %s within %.0fs" % (cmd, timeout))
@@ -128,23 +103,11 @@ class Browser:
     def close_page(self, page):
         self.call("close", page=page, timeout=10)
 
-    def close(self):
-        if self.proc.poll() is None:
-            try:
-                self.call("quit", timeout=10)
-            except (BrowserError, AssertionError, OSError):
-                pass
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        for f in (self.proc.stdin, self.proc.stdout):
-            try:
-                f.close()
-            except OSError:
-                pass
-        self._logf.close()
+    def quit(self):
+        try:
+            self.call("quit", timeout=10)
+        except (BrowserError, AssertionError, OSError):
+            pass
 
 
 @pytest.fixture(scope="module")

@@ -15,20 +15,19 @@ Every wait is bounded; nothing here can hang a test.
 import asyncio
 import json
 import os
-import select
-import subprocess
 import threading
 import time
 
 import pytest
 
 from conftest import DELETE, kafka_mock_bin
+from lineproc import LineProcess
 
 # ---------------------------------------------------------------------------------------
 # The mock cluster process
 
 
-class MockCluster:
+class MockCluster(LineProcess):
     """One `wsb-kafka-mock` process. Attributes: bootstrap ("127.0.0.1:P1,..."), brokers,
     proc, log_path. Commands: down(id), up(id), create(topic, partitions), command(line)."""
 
@@ -42,11 +41,7 @@ class MockCluster:
         for name, parts in topics.items():
             args += ["--topic", "%s:%d" % (name, parts)]
         self.brokers = brokers
-        self.log_path = str(log_path)
-        self._logf = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self._logf, bufsize=0)
-        self._buf = b""
+        super().__init__(args, log_path)
         line = self._readline(timeout)
         if line is None:
             self.close()
@@ -55,36 +50,15 @@ class MockCluster:
         self.bootstrap = line
         assert self.bootstrap.startswith("127.0.0.1:"), self.bootstrap
 
-    def logs(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")[-4000:]
-        except OSError:
-            return ""
-
     def _readline(self, timeout):
         """One stdout line (without the newline), or None on timeout/EOF."""
-        deadline = time.monotonic() + timeout
-        fd = self.proc.stdout.fileno()
-        while b"\n" not in self._buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            r, _, _ = select.select([fd], [], [], left)
-            if not r:
-                return None
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                return None
-            self._buf += chunk
-        line, _, self._buf = self._buf.partition(b"\n")
-        return line.decode("utf-8", "replace").strip()
+        line = self.readline(timeout)
+        return None if line is None else line.decode("utf-8", "replace").strip()
 
     def command(self, line, timeout=5.0):
         """Sends one command line; returns the answer line ("ok" or "error ...")."""
         assert self.proc.poll() is None, "wsb-kafka-mock exited: %s" % self.logs()
-        self.proc.stdin.write((line + "\n").encode())
-        self.proc.stdin.flush()
+        self.send(line)
         ans = self._readline(timeout)
         assert ans is not None, "wsb-kafka-mock did not answer %r within %.0fs" % (line, timeout)
         return ans
@@ -105,25 +79,6 @@ class MockCluster:
     def leader(self, topic, partition, broker_id):
         """Moves the partition's leadership; broker_id -1 leaves it without a leader."""
         self.ok("leader %s %d %d" % (topic, partition, broker_id))
-
-    def close(self):
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.write(b"quit\n")
-                self.proc.stdin.flush()
-            except OSError:
-                pass
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        for f in (self.proc.stdin, self.proc.stdout):
-            try:
-                f.close()
-            except OSError:
-                pass
-        self._logf.close()
 
 
 @pytest.fixture
