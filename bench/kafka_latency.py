@@ -20,24 +20,16 @@ Prints one JSON line: the settings and wsb-load's summary. Not a test: nothing i
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
+
+from benchlib import free_port, open_limits, start_bridge
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def main():
@@ -69,32 +61,20 @@ def main():
                        "m": {"type": "memory"}},
         "channels": [{"match": "bench", "connector": "m" if a.memory else "k",
                       "topic": "bench"}],
-        "limits": {"max_connections_per_ip": 100000,
-                   "handshake_rate_per_ip": {"per_second": 100000, "burst": 100000},
-                   "inbound_rate": {"per_second": 100000, "burst": 100000}},
+        "limits": open_limits(100000),
         "log": {"level": "warn"},
     }
     if not cfg["connectors"]["k"]["properties"]:
         del cfg["connectors"]["k"]["properties"]
-    path = os.path.join(tmp, "bench.json")
-    with open(path, "w") as f:
-        json.dump(cfg, f)
-    bridge = subprocess.Popen([os.path.join(a.build, "wsbridge"), "--config", path],
-                              stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "log"), "w"))
+    try:
+        bridge = start_bridge(a.build, cfg, os.path.join(tmp, "bench.json"),
+                              os.path.join(tmp, "log"), admin)
+    except RuntimeError as e:
+        mock.stdin.close()
+        mock.wait(10)
+        sys.exit(str(e))
     load = None
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if urllib.request.urlopen("http://127.0.0.1:%d/readyz" % admin,
-                                          timeout=1).status == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                sys.exit("bridge not ready; log in %s" % tmp)
-            time.sleep(0.1)
-
         # The producer connects (and gets its idempotent producer id) before anyone listens,
         # so its warm-up is not counted as latency; clients subscribe from latest.
         prod = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0,

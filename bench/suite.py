@@ -23,18 +23,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+
+from benchlib import free_port, open_limits, start_bridge
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def rss_kib(pids):
@@ -146,28 +139,11 @@ class Server:
                 "acl": [{"subscribe": ["**"], "publish": ["**"]}],
                 "connectors": {"m": {"type": "memory"}},
                 "channels": [{"match": "bench", "connector": "m", "topic": "bench"}],
-                "limits": {"max_connections_per_ip": 1000000,
-                           "handshake_rate_per_ip": {"per_second": 1000000, "burst": 1000000},
-                           "inbound_rate": {"per_second": 1000000, "burst": 1000000}},
+                "limits": open_limits(1000000),
                 "log": {"level": "error"},
             }
-            path = os.path.join(tmp, "bridge.json")
-            with open(path, "w") as f:
-                json.dump(cfg, f)
-            self.procs.append(subprocess.Popen(
-                [os.path.join(a.build, "wsbridge"), "--config", path],
-                stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "bridge.log"), "a")))
-            end = time.monotonic() + 20
-            while True:
-                try:
-                    if urllib.request.urlopen("http://127.0.0.1:%d/readyz" % admin,
-                                              timeout=1).status == 200:
-                        break
-                except OSError:
-                    pass
-                if time.monotonic() > end:
-                    raise RuntimeError("bridge not ready")
-                time.sleep(0.05)
+            self.procs.append(start_bridge(a.build, cfg, os.path.join(tmp, "bridge.json"),
+                                           os.path.join(tmp, "bridge.log"), admin))
             self.url = "ws://127.0.0.1:%d/ws" % self.port
         elif kind == "node":
             self.procs.append(subprocess.Popen(
