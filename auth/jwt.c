@@ -25,6 +25,7 @@
 #include <openssl/x509.h>
 
 #include "auth/token.h"
+#include "util/base64.h"
 
 /* A key's type decides which algorithms may use it: an RSA public key PEM is never an
  * HMAC secret (the "RS256 key used as HS256 secret" confusion). */
@@ -85,61 +86,6 @@ static unsigned type_algs(enum key_type t)
     return 0;
 }
 
-/* RFC 4648 §5 base64url alphabet: each byte's value, 64 for a byte outside it. */
-/* clang-format off */
-static const unsigned char b64url_val[256] = {
-    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
-    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
-    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 62, 64, 64,
-    52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 64, 64, 64, 64, 64, 64,
-    64,  0,  1,  2,  3,  4,  5,  6,  7,  8,  9, 10, 11, 12, 13, 14,
-    15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 64, 64, 64, 64, 63,
-    64, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40,
-    41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 64, 64, 64, 64, 64,
-    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
-    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
-    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
-    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
-    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
-    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
-    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
-    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
-};
-/* clang-format on */
-
-/* RFC 4648 §5 base64url without padding. Returns the decoded length or -1. `out` must hold
- * len * 3 / 4 + 1 bytes. Four characters at a time by table (a handshake decodes 300-700 of
- * them); trailing bits of a last partial group are ignored, as before. */
-static long b64url_decode(const char *in, size_t len, unsigned char *out)
-{
-    const unsigned char *p = (const unsigned char *)in;
-    size_t n = 0, i = 0;
-
-    if (len % 4 == 1)
-        return -1;
-    for (; i + 4 <= len; i += 4) {
-        unsigned a = b64url_val[p[i]], b = b64url_val[p[i + 1]], c = b64url_val[p[i + 2]],
-                 d = b64url_val[p[i + 3]];
-        if ((a | b | c | d) & 64)
-            return -1;
-        uint32_t v = (uint32_t)a << 18 | (uint32_t)b << 12 | (uint32_t)c << 6 | d;
-        out[n++] = (unsigned char)(v >> 16);
-        out[n++] = (unsigned char)(v >> 8);
-        out[n++] = (unsigned char)v;
-    }
-    if (i < len) { /* 2 or 3 characters left: 1 or 2 bytes */
-        unsigned a = b64url_val[p[i]], b = b64url_val[p[i + 1]];
-        unsigned c = len - i == 3 ? b64url_val[p[i + 2]] : 0;
-        if ((a | b | c) & 64)
-            return -1;
-        uint32_t v = (uint32_t)a << 18 | (uint32_t)b << 12 | (uint32_t)c << 6;
-        out[n++] = (unsigned char)(v >> 16);
-        if (len - i == 3)
-            out[n++] = (unsigned char)(v >> 8);
-    }
-    return (long)n;
-}
-
 /* Decodes a base64url segment holding a JSON object. Returns NULL when it is not one. A
  * segment of the usual size is decoded on the stack. */
 static json_t *b64url_json(const char *in, size_t len)
@@ -151,7 +97,7 @@ static json_t *b64url_json(const char *in, size_t len)
 
     if (!buf)
         return NULL;
-    n = b64url_decode(in, len, buf);
+    n = wsb_base64_decode(in, len, true, buf);
     if (n > 0)
         j = json_loadb((const char *)buf, (size_t)n, JSON_REJECT_DUPLICATES, NULL);
     if (buf != stack)
@@ -296,7 +242,7 @@ static long jwk_bytes(const json_t *jwk, const char *name, unsigned char **out)
     *out = malloc(len * 3 / 4 + 1);
     if (!*out)
         return -1;
-    n = b64url_decode(s, len, *out);
+    n = wsb_base64_decode(s, len, true, *out);
     if (n <= 0) {
         free(*out);
         *out = NULL;
@@ -1018,7 +964,7 @@ enum wsb_err wsb_auth_verify(const struct wsb_auth *a, const char *token, size_t
         rc = WSB_ERR_NOMEM;
         goto out;
     }
-    siglen = b64url_decode(dot2 + 1, (size_t)siglen, sig);
+    siglen = wsb_base64_decode(dot2 + 1, (size_t)siglen, true, sig);
     if (siglen <= 0)
         goto out;
 

@@ -17,6 +17,7 @@
 
 #include "bridge/outq.h"
 #include "bridge/ws/ws_http.h"
+#include "util/base64.h"
 
 #define TOKEN_VERSION 1
 
@@ -213,21 +214,6 @@ size_t wsb_sse_token_encode(const struct wsb_sse_pos *const *chans, size_t n, ch
     return o;
 }
 
-static int b64val(char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '-')
-        return 62;
-    if (c == '_')
-        return 63;
-    return -1;
-}
-
 static bool get_varint(const uint8_t *d, size_t len, size_t *at, uint64_t *v)
 {
     uint64_t x = 0;
@@ -252,23 +238,12 @@ int wsb_sse_token_decode(const char *tok, size_t len, struct wsb_sse_resume *r)
     uint8_t *d = malloc(len);
     if (!d)
         return -1;
-    size_t n = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < len; i++) {
-        int v = b64val(tok[i]);
-        if (v < 0) {
-            free(d);
-            return -1;
-        }
-        acc = acc << 6 | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            d[n++] = (uint8_t)(acc >> bits);
-        }
+    long dn = wsb_base64_decode(tok, len, true, d);
+    if (dn < 0) {
+        free(d);
+        return -1;
     }
-    size_t at = 0;
+    size_t n = (size_t)dn, at = 0;
     int rc = -1;
     if (n < 1 || d[at++] != TOKEN_VERSION)
         goto out;

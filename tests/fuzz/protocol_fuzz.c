@@ -7,6 +7,7 @@
 
 #include "bridge/protocol.h"
 #include "bridge/ws/ws_utf8.h"
+#include "util/base64.h"
 #include "util/buf.h"
 #include "util/pattern.h"
 
@@ -59,41 +60,15 @@ static void check_request(const uint8_t *data, size_t size)
     wsb_request_cleanup(&req);
 }
 
-static int b64val(uint8_t c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
 /* Decodes padded base64 and compares it with p[0..n). */
 static bool b64_equals(const char *s, size_t slen, const uint8_t *p, size_t n)
 {
-    size_t o = 0;
-    if (slen % 4)
-        return false;
-    for (size_t i = 0; i < slen; i += 4) {
-        uint32_t v = 0;
-        int pad = 0;
-        for (int k = 0; k < 4; k++) {
-            int d = s[i + k] == '=' ? (pad++, 0) : b64val((uint8_t)s[i + k]);
-            if (d < 0)
-                return false;
-            v = v << 6 | (uint32_t)d;
-        }
-        for (int k = 0; k < 3 - pad; k++, o++)
-            if (o >= n || p[o] != (uint8_t)(v >> (16 - 8 * k)))
-                return false;
-    }
-    return o == n;
+    uint8_t *d = malloc(slen * 3 / 4 + 1);
+    CHECK(d != NULL);
+    long dn = wsb_base64_decode(s, slen, false, d);
+    bool eq = dn >= 0 && (size_t)dn == n && (n == 0 || memcmp(d, p, n) == 0);
+    free(d);
+    return eq;
 }
 
 /* The message encoding of arbitrary payload bytes is JSON that gives the bytes back. */
