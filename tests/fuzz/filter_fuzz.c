@@ -33,7 +33,8 @@ static void check(struct wsb_filter_spec *spec, const json_t *claims,
     bool ma = wsb_filter_match(a, m);
     if (wsb_filter_alternatives(a) == 0)
         assert(!ma); /* nothing, never all */
-    /* A filter ANDed with itself is itself: no widening, the same records. */
+    /* A filter ANDed with itself takes the same records, with no widening; with one
+     * alternative it is the same filter (more may leave redundant pairs in the text). */
     bool widen, oom;
     struct wsb_filter *c = wsb_filter_and(a, b, NULL, &widen, &oom);
     if (c) {
@@ -41,7 +42,8 @@ static void check(struct wsb_filter_spec *spec, const json_t *claims,
         assert(wsb_filter_match(c, m) == ma);
         size_t lc;
         const char *kc = wsb_filter_key(c, &lc);
-        assert(lc == la && memcmp(kc, ka, la) == 0);
+        if (wsb_filter_alternatives(a) <= 1)
+            assert(lc == la && memcmp(kc, ka, la) == 0);
         wsb_filter_free(c);
     }
     /* ANDed with anything, a record matching the result matches the channel's filter. */
