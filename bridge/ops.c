@@ -21,6 +21,7 @@
 #include "bridge/worker.h"
 #include "config/config.h"
 #include "connectors/connector.h"
+#include "util/log.h"
 #include "util/map.h"
 
 static bool acl_allows(struct wsb_session *s, enum wsb_acl_action a, const char *ch, size_t len)
@@ -83,6 +84,9 @@ static void op_subscribe(struct wsb_session *s, struct wsb_request *r)
             wsb_session_reply_error(s, r->id, "unavailable", "out of memory");
         return;
     }
+    if (filter && wsb_filter_alternatives(filter) == 0) /* no claim values in the log */
+        wsb_log(WSB_LOG_DEBUG, "filter matches no record for this client", WSB_LSTR("conn", s->sid),
+                WSB_LSTR("channel", ch));
     struct wsb_source src = {
         .fields = route.fields,
         .ack = rule->delivery == WSB_DELIVERY_ACK,
