@@ -420,7 +420,8 @@ static int cmp_alt(const void *a, const void *b)
  * "(" ["k" LEN ":" KEY] ("h" LEN ":" NAME LEN ":" VALUE)* ")". */
 static int falt_finish(struct falt *a)
 {
-    qsort(a->h, a->nh, sizeof(*a->h), cmp_hdr);
+    if (a->nh > 1) /* (qsort's base must not be NULL, even for 0 items) */
+        qsort(a->h, a->nh, sizeof(*a->h), cmp_hdr);
     size_t w = 0;
     for (size_t i = 0; i < a->nh; i++) {
         if (w && cmp_hdr(&a->h[w - 1], &a->h[i]) == 0) {
@@ -458,7 +459,8 @@ static int falt_finish(struct falt *a)
 /* Sorts and de-duplicates the alternatives and writes the filter's canonical text. */
 static int filter_finish(struct wsb_filter *f)
 {
-    qsort(f->alts, f->n, sizeof(*f->alts), cmp_alt);
+    if (f->n > 1)
+        qsort(f->alts, f->n, sizeof(*f->alts), cmp_alt);
     size_t w = 0;
     for (size_t i = 0; i < f->n; i++) {
         if (w && cmp_alt(&f->alts[w - 1], &f->alts[i]) == 0) {
