@@ -712,6 +712,15 @@ size_t wsb_filter_alternatives(const struct wsb_filter *f)
     return f->n;
 }
 
+bool wsb_filter_single_key(const struct wsb_filter *f, const uint8_t **key, size_t *len)
+{
+    if (f->n != 1 || !f->alts[0].has_key)
+        return false;
+    *key = f->alts[0].key;
+    *len = f->alts[0].key_len;
+    return true;
+}
+
 atomic_uint_fast64_t *wsb_filter_counter(const struct wsb_filter *f)
 {
     return f->counter;

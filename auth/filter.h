@@ -77,6 +77,10 @@ const char *wsb_filter_key(const struct wsb_filter *f, size_t *len);
 /** Number of alternatives (0: matches nothing). */
 size_t wsb_filter_alternatives(const struct wsb_filter *f);
 
+/** True when the filter is one alternative with a key condition (the hub indexes such groups
+ * by key); *key / *len then borrow that key. */
+bool wsb_filter_single_key(const struct wsb_filter *f, const uint8_t **key, size_t *len);
+
 /** The counter given at resolve time (may be NULL). */
 atomic_uint_fast64_t *wsb_filter_counter(const struct wsb_filter *f);
 

@@ -24,14 +24,20 @@
 
 struct hub_source;
 
-/* The subscribers of a channel that share one resolved filter (NULL: unfiltered). */
+/* The subscribers of a channel that share one resolved filter (NULL: unfiltered). A group
+ * whose filter is one alternative with a key condition (`{"key": "{sub}"}`, one tenant) is
+ * found through the channel's key index; the others are scanned. */
 struct hub_group {
     struct hub_channel *ch;
     struct wsb_filter *filter; /* owned; NULL for the unfiltered group */
     struct wsb_hub_sub **subs;
     size_t nsubs, cap;
-    size_t idx; /* in ch->groups */
-    size_t rr;  /* round robin cursor for ack sources */
+    size_t idx;                   /* in ch->groups */
+    bool keyed;                   /* in ch->keyed, chained through next_keyed */
+    bool scanned;                 /* in ch->scan at sidx */
+    size_t sidx;                  /* in ch->scan */
+    struct hub_group *next_keyed; /* the next group indexed under the same key */
+    size_t rr;                    /* round robin cursor for ack sources */
 };
 
 struct hub_channel {
@@ -40,9 +46,14 @@ struct hub_channel {
     size_t name_len;
     struct hub_source *src;
     struct hub_channel *next_in_source;
-    struct hub_group **groups;
+    struct hub_group **groups; /* every group */
     size_t ngroups, capgroups;
-    size_t nsubs; /* over every group */
+    struct wsb_map keyed;    /* key bytes -> first keyed group with that key */
+    size_t nkeyed;           /* keyed groups */
+    struct hub_group **scan; /* the groups that are not keyed */
+    size_t nscan, capscan;
+    atomic_uint_fast64_t *counter; /* the rule's wsbridge_filtered_records_total, or NULL */
+    size_t nsubs;                  /* over every group */
 };
 
 struct hub_source {
@@ -95,6 +106,8 @@ static void free_channel(struct hub_channel *c)
     free(c->key);
     free(c->name);
     free(c->groups);
+    free(c->scan);
+    wsb_map_cleanup(&c->keyed);
     free(c);
 }
 
@@ -220,36 +233,106 @@ static struct hub_group *find_group(struct hub_channel *c, const struct wsb_filt
     return NULL;
 }
 
+/* Takes group `g` out of its channel (the array, the key index or the scan list) and frees
+ * it with its filter. Its subscribers must be gone. */
+static void unlink_group(struct wsb_hub *h, struct hub_channel *c, struct hub_group *g)
+{
+    c->groups[g->idx] = c->groups[--c->ngroups];
+    c->groups[g->idx]->idx = g->idx;
+    if (g->keyed) {
+        const uint8_t *k;
+        size_t kl;
+        wsb_filter_single_key(g->filter, &k, &kl);
+        struct hub_group *head = wsb_map_get_str(&c->keyed, (const char *)k, kl);
+        if (head == g) {
+            if (g->next_keyed) /* replaces the value of a present key: no allocation */
+                wsb_map_put_str(&c->keyed, (const char *)k, kl, g->next_keyed);
+            else
+                wsb_map_del_str(&c->keyed, (const char *)k, kl);
+        } else {
+            while (head && head->next_keyed != g)
+                head = head->next_keyed;
+            if (head)
+                head->next_keyed = g->next_keyed;
+        }
+        c->nkeyed--;
+    }
+    if (g->scanned) {
+        c->scan[g->sidx] = c->scan[--c->nscan];
+        c->scan[g->sidx]->sidx = g->sidx;
+    }
+    if (g->filter)
+        wsb_metric_add(h->metrics->filter_groups, -1);
+    free_group(g);
+}
+
+/* A new group for filter `f` (taken, also on failure), indexed by key or scanned. */
+static struct hub_group *new_group(struct wsb_hub *h, struct hub_channel *c, struct wsb_filter *f)
+{
+    if (c->ngroups == c->capgroups) {
+        size_t cap = c->capgroups ? c->capgroups * 2 : 2;
+        struct hub_group **gs = realloc(c->groups, cap * sizeof(*gs));
+        if (!gs) {
+            wsb_filter_free(f);
+            return NULL;
+        }
+        c->groups = gs;
+        c->capgroups = cap;
+    }
+    struct hub_group *g = calloc(1, sizeof(*g));
+    if (!g) {
+        wsb_filter_free(f);
+        return NULL;
+    }
+    g->ch = c;
+    g->filter = f;
+    g->idx = c->ngroups;
+    c->groups[c->ngroups++] = g;
+    if (f)
+        wsb_metric_add(h->metrics->filter_groups, 1);
+    const uint8_t *k;
+    size_t kl;
+    if (f && wsb_filter_single_key(f, &k, &kl)) {
+        g->next_keyed = wsb_map_get_str(&c->keyed, (const char *)k, kl);
+        if (wsb_map_put_str(&c->keyed, (const char *)k, kl, g) < 0)
+            goto fail;
+        g->keyed = true;
+        c->nkeyed++;
+    } else {
+        if (c->nscan == c->capscan) {
+            size_t cap = c->capscan ? c->capscan * 2 : 2;
+            struct hub_group **sc = realloc(c->scan, cap * sizeof(*sc));
+            if (!sc)
+                goto fail;
+            c->scan = sc;
+            c->capscan = cap;
+        }
+        g->scanned = true;
+        g->sidx = c->nscan;
+        c->scan[c->nscan++] = g;
+    }
+    if (f && wsb_filter_counter(f))
+        c->counter = wsb_filter_counter(f);
+    return g;
+fail:
+    unlink_group(h, c, g);
+    return NULL;
+}
+
 /* Adds `sub` to the group of filter `f` (taken: kept by a new group, else freed). */
 static int join_group(struct wsb_hub *h, struct hub_channel *c, struct wsb_hub_sub *sub,
                       struct wsb_filter *f)
 {
     struct hub_group *g = find_group(c, f);
-    if (g) {
+    if (g)
         wsb_filter_free(f);
-    } else {
-        if (c->ngroups == c->capgroups) {
-            size_t cap = c->capgroups ? c->capgroups * 2 : 2;
-            struct hub_group **gs = realloc(c->groups, cap * sizeof(*gs));
-            if (!gs)
-                goto oom;
-            c->groups = gs;
-            c->capgroups = cap;
-        }
-        if (!(g = calloc(1, sizeof(*g))))
-            goto oom;
-        g->ch = c;
-        g->filter = f;
-        g->idx = c->ngroups;
-        c->groups[c->ngroups++] = g;
-        if (f)
-            wsb_metric_add(h->metrics->filter_groups, 1);
-    }
+    else if (!(g = new_group(h, c, f)))
+        return -1;
     if (g->nsubs == g->cap) {
         size_t cap = g->cap ? g->cap * 2 : 8;
         struct wsb_hub_sub **subs = realloc(g->subs, cap * sizeof(*subs));
         if (!subs)
-            return -1; /* an empty group is dropped by the caller's detach path */
+            return -1; /* an empty group is dropped by the caller (drop_empty_groups) */
         g->subs = subs;
         g->cap = cap;
     }
@@ -258,9 +341,6 @@ static int join_group(struct wsb_hub *h, struct hub_channel *c, struct wsb_hub_s
     g->subs[g->nsubs++] = sub;
     c->nsubs++;
     return 0;
-oom:
-    wsb_filter_free(f);
-    return -1;
 }
 
 /* Takes `sub` out of its group; an emptied group goes away. */
@@ -273,29 +353,18 @@ static void leave_group(struct wsb_hub *h, struct wsb_hub_sub *sub)
     g->subs[i]->idx = i;
     c->nsubs--;
     sub->g = NULL;
-    if (g->nsubs)
-        return;
-    c->groups[g->idx] = c->groups[--c->ngroups];
-    c->groups[g->idx]->idx = g->idx;
-    if (g->filter)
-        wsb_metric_add(h->metrics->filter_groups, -1);
-    free_group(g);
+    if (g->nsubs == 0)
+        unlink_group(h, c, g);
 }
 
-/* Frees an empty group that join_group created but could not fill. */
+/* Frees the empty groups join_group created but could not fill. */
 static void drop_empty_groups(struct wsb_hub *h, struct hub_channel *c)
 {
     for (size_t i = 0; i < c->ngroups;) {
-        struct hub_group *g = c->groups[i];
-        if (g->nsubs) {
+        if (c->groups[i]->nsubs)
             i++;
-            continue;
-        }
-        c->groups[i] = c->groups[--c->ngroups];
-        c->groups[i]->idx = i;
-        if (g->filter)
-            wsb_metric_add(h->metrics->filter_groups, -1);
-        free_group(g);
+        else
+            unlink_group(h, c, c->groups[i]);
     }
 }
 
@@ -326,6 +395,7 @@ struct wsb_hub_sub *wsb_hub_attach(struct wsb_hub *h, const char *channel, size_
             wsb_filter_free(filter);
             return NULL;
         }
+        wsb_map_init(&c->keyed);
         c->key = strndup(key, (size_t)klen);
         c->name = strndup(channel, len);
         c->name_len = len;
@@ -439,6 +509,15 @@ static struct wsb_frame *encode(struct wsb_hub *h, const struct hub_channel *c,
     return f;
 }
 
+static void deliver_all(struct wsb_hub *h, const struct hub_group *g, struct wsb_frame *f)
+{
+    for (size_t i = 0; i < g->nsubs; i++) {
+        struct wsb_hub_sub *sub = g->subs[i];
+        if (sub->active)
+            h->cbs.deliver(sub->owner, sub->slot, f, 0);
+    }
+}
+
 void wsb_hub_message(struct wsb_hub *h, const struct wsb_msg *m)
 {
     struct hub_source *s = get_source(h, m->source_id, false);
@@ -458,11 +537,27 @@ void wsb_hub_message(struct wsb_hub *h, const struct wsb_msg *m)
         return;
     }
     for (struct hub_channel *c = s->channels; c; c = c->next_in_source) {
-        /* Each group's filter runs once; the frame is built when the first group takes the
-         * record and shared by all that do. A record no group takes allocates nothing. */
+        /* Each group's filter runs once (a keyed group's only when the record's key is its
+         * key); the frame is built when the first group takes the record and shared by all
+         * that do. A record no group takes allocates nothing. */
         struct wsb_frame *f = NULL;
-        for (size_t k = 0; k < c->ngroups; k++) {
-            struct hub_group *g = c->groups[k];
+        if (c->nkeyed) {
+            size_t taken = 0;
+            struct hub_group *g =
+                m->key ? wsb_map_get_str(&c->keyed, (const char *)m->key, m->key_len) : NULL;
+            for (; g; g = g->next_keyed) {
+                if (!wsb_filter_match(g->filter, m)) /* its header conditions */
+                    continue;
+                taken++;
+                if (!f && !(f = encode(h, c, m)))
+                    break;
+                deliver_all(h, g, f);
+            }
+            if (c->counter && c->nkeyed > taken)
+                atomic_fetch_add_explicit(c->counter, c->nkeyed - taken, memory_order_relaxed);
+        }
+        for (size_t k = 0; k < c->nscan; k++) {
+            struct hub_group *g = c->scan[k];
             if (g->filter && !wsb_filter_match(g->filter, m)) {
                 atomic_uint_fast64_t *n = wsb_filter_counter(g->filter);
                 if (n)
@@ -472,7 +567,8 @@ void wsb_hub_message(struct wsb_hub *h, const struct wsb_msg *m)
             if (!f && !(f = encode(h, c, m)))
                 break;
             if (ack) {
-                /* delivery: ack — one subscriber at a time, round robin. */
+                /* delivery: ack — one subscriber at a time, round robin (ack channels have
+                 * no filter: one group). */
                 size_t start = g->rr % g->nsubs;
                 for (size_t j = 0; j < g->nsubs; j++) {
                     struct wsb_hub_sub *sub = g->subs[(start + j) % g->nsubs];
@@ -482,13 +578,9 @@ void wsb_hub_message(struct wsb_hub *h, const struct wsb_msg *m)
                     h->cbs.deliver(sub->owner, sub->slot, f, m->ack_token);
                     break;
                 }
-                break; /* one consumer, whichever group (ack channels have no filter) */
+                break;
             }
-            for (size_t i = 0; i < g->nsubs; i++) {
-                struct wsb_hub_sub *sub = g->subs[i];
-                if (sub->active)
-                    h->cbs.deliver(sub->owner, sub->slot, f, 0);
-            }
+            deliver_all(h, g, f);
         }
         if (f)
             wsb_frame_unref(f);

@@ -1,7 +1,8 @@
 /* Tests for bridge/hub.c's filter groups: subscribers with equal resolved filters share one
  * group, each group's filter runs once per message, one frame per message and channel is
  * shared by every group that takes it, a record no group takes builds no frame, a refilter
- * moves a subscriber between groups, and offsets advance for filtered records too. */
+ * moves a subscriber between groups, offsets advance for filtered records too, and keyed
+ * groups are found through the key index (chains of one key) while the others are scanned. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -52,11 +53,9 @@ static void failed(void *owner, uint32_t slot, const char *code, const char *mes
 static const struct wsb_hub_cbs cbs = {
     .deliver = deliver, .started = started, .failed = failed, .skipped = NULL};
 
-static struct wsb_filter *key_filter(const char *key, atomic_uint_fast64_t *counter)
+static struct wsb_filter *spec_filter(const char *text, atomic_uint_fast64_t *counter)
 {
-    char text[128];
-    snprintf(text, sizeof(text), "{\"key\": \"%s\"}", key);
-    json_t *v = json_loads(text, 0, NULL);
+    json_t *v = json_loads(text, JSON_DECODE_ANY, NULL);
     char path[64], err[128];
     struct wsb_filter_spec *s =
         wsb_filter_spec_parse(v, WSB_FILTER_LITERAL, 0, path, sizeof(path), err, sizeof(err));
@@ -65,6 +64,13 @@ static struct wsb_filter *key_filter(const char *key, atomic_uint_fast64_t *coun
     struct wsb_filter *f = wsb_filter_resolve(s, NULL, NULL, counter);
     wsb_filter_spec_free(s);
     return f;
+}
+
+static struct wsb_filter *key_filter(const char *key, atomic_uint_fast64_t *counter)
+{
+    char text[128];
+    snprintf(text, sizeof(text), "{\"key\": \"%s\"}", key);
+    return spec_filter(text, counter);
 }
 
 static struct wsb_msg *msg(const char *key, int64_t offset)
@@ -147,6 +153,74 @@ static void test_groups_share_frames(void **state)
     wsb_hub_free(h);
 }
 
+static struct wsb_msg *hmsg(const char *key, const char *kind, int64_t offset)
+{
+    struct wsb_header h = {"kind", (const uint8_t *)kind, strlen(kind)};
+    return wsb_msg_new(7, 0, offset, -1, key, strlen(key), "{}", 2, &h, 1);
+}
+
+/* Keyed groups (one alternative with a key) are found by the record's key, several under one
+ * key (different headers) in a chain; the other groups are scanned. */
+static void test_key_index_and_scan(void **state)
+{
+    (void)state;
+    memset(&rec, 0, sizeof(rec));
+    struct wsb_loop_metrics m;
+    memset(&m, 0, sizeof(m));
+    atomic_uint_fast64_t filtered = 0;
+    struct wsb_hub *h = wsb_hub_new(&cbs, &m);
+    static const char *const specs[] = {
+        "{\"key\": \"a\"}",                                      /* 0 keyed */
+        "{\"key\": \"a\", \"headers\": {\"kind\": \"paid\"}}",   /* 1 keyed, chained */
+        "{\"key\": \"a\", \"headers\": {\"kind\": \"refund\"}}", /* 2 keyed, chained */
+        "[{\"key\": \"b\"}, {\"key\": \"a\"}]",                  /* 3 scanned (OR) */
+        "{\"headers\": {\"kind\": \"paid\"}}",                   /* 4 scanned */
+        "{\"key\": \"b\"}",                                      /* 5 keyed */
+    };
+    struct wsb_hub_sub *subs[6];
+    bool active;
+    char *pos;
+    for (uint32_t i = 0; i < 6; i++) {
+        subs[i] = wsb_hub_attach(h, "orders", 6, 7, spec_filter(specs[i], &filtered), NULL, i,
+                                 &active, &pos);
+        assert_non_null(subs[i]);
+    }
+    assert_int_equal(wsb_hub_groups(h, "orders", 6, 7), 6);
+    wsb_hub_started(h, 7, NULL);
+    struct wsb_msg *ap = hmsg("a", "paid", 0);
+    wsb_hub_message(h, ap);
+    static const size_t want1[6] = {1, 1, 0, 1, 1, 0};
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(rec.got[i], want1[i]);
+    assert_int_equal(m.frames_encoded, 1);
+    assert_int_equal(filtered, 2); /* 2 (refund) and 5 (b) */
+    /* The chain's middle leaves; the rest of the chain still gets its records. */
+    wsb_hub_detach(h, subs[1]);
+    subs[1] = NULL;
+    struct wsb_msg *ar = hmsg("a", "refund", 1);
+    wsb_hub_message(h, ar);
+    static const size_t want2[6] = {2, 1, 1, 2, 1, 0};
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(rec.got[i], want2[i]);
+    /* The chain's head leaves. */
+    wsb_hub_detach(h, subs[0]);
+    subs[0] = NULL;
+    wsb_hub_message(h, ar);
+    assert_int_equal(rec.got[2], 2);
+    /* A record with no key: only scanned groups can take it. */
+    struct wsb_msg *none = wsb_msg_new(7, 0, 2, -1, NULL, 0, "{}", 2, NULL, 0);
+    size_t frames = m.frames_encoded;
+    wsb_hub_message(h, none);
+    assert_int_equal(m.frames_encoded, frames);
+    for (uint32_t i = 0; i < 6; i++)
+        wsb_hub_detach(h, subs[i]);
+    assert_int_equal(m.filter_groups, 0);
+    wsb_msg_unref(ap);
+    wsb_msg_unref(ar);
+    wsb_msg_unref(none);
+    wsb_hub_free(h);
+}
+
 static void test_free_with_groups(void **state)
 {
     (void)state;
@@ -167,6 +241,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_groups_share_frames),
+        cmocka_unit_test(test_key_index_and_scan),
         cmocka_unit_test(test_free_with_groups),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
