@@ -443,3 +443,43 @@ def test_config_errors_name_the_path(run_cli, tmp_path):
     assert "channels[1].filter[1].headers.t:" in out, out
     assert "channels[2].filter:" in out, out
     assert "channels[3].filter.kye:" in out, out
+
+
+# ---- 6. a fresh token through `auth` --------------------------------------------------------
+
+
+async def _auth(b, keys, mc):
+    loop = asyncio.get_running_loop()
+    c = await open_client(url(b, keys, sub="u1", tenant="t1"))
+    try:
+        r = await c.request({"op": "subscribe", "id": 1, "channel": "tenant"})
+        assert r.get("type") == "subscribed", r
+        recs = [{"key": b"k", "value": b"1", "headers": [("tenant", t.encode())]}
+                for t in ("t1", "t2") * 3]
+        first = await loop.run_in_executor(None, produce_records, mc.bootstrap, recs)
+        want1 = sent(first, lambda r: header_of(r, "tenant") == "t1")
+        await wait_for(lambda: len(c.msgs) >= len(want1), 20, "t1's records")
+        # The same sub, a new tenant claim: the live subscription moves group at once.
+        r = await c.request({"op": "auth", "id": 2,
+                             "token": mint(keys, sub="u1", tenant="t2")})
+        assert r.get("type") == "authenticated", r
+        n = len(c.msgs)
+        second = await loop.run_in_executor(None, produce_records, mc.bootstrap, recs)
+        want2 = sent(second, lambda r: header_of(r, "tenant") == "t2")
+        await wait_for(lambda: len(c.msgs) >= n + len(want2), 20, "t2's records")
+        await asyncio.sleep(0.4)
+        return got(c)[:n], want1, got(c)[n:], want2
+    finally:
+        await c.close()
+
+
+def test_auth_with_new_claims_re_resolves_the_filter(kafka_mock, bridge_factory, tmp_path):
+    mc = kafka_mock(topics={"orders": 1})
+    keys, over = config(tmp_path, mc, [
+        {"match": "tenant", "connector": "k", "topic": "orders",
+         "filter": {"headers": {"tenant": "{claim.tenant}"}}}])
+    b = bridge_factory(over, env=keys.env())
+    g1, w1, g2, w2 = run(_auth(b, keys, mc), 60)
+    assert g1 == w1 and len(w1) == 3
+    assert g2 == w2 and len(w2) == 3
+    assert b.stop() == 0
