@@ -78,7 +78,6 @@ struct wsb_hub {
     struct wsb_loop_metrics *metrics;
     struct wsb_map sources;  /* id -> hub_source */
     struct wsb_map channels; /* key -> hub_channel */
-    struct wsb_buf scratch;
 };
 
 struct wsb_hub *wsb_hub_new(const struct wsb_hub_cbs *cbs, struct wsb_loop_metrics *metrics)
@@ -90,7 +89,6 @@ struct wsb_hub *wsb_hub_new(const struct wsb_hub_cbs *cbs, struct wsb_loop_metri
     h->metrics = metrics;
     wsb_map_init(&h->sources);
     wsb_map_init(&h->channels);
-    wsb_buf_init(&h->scratch);
     return h;
 }
 
@@ -140,7 +138,6 @@ void wsb_hub_free(struct wsb_hub *h)
     wsb_map_each(&h->sources, free_source, h);
     wsb_map_cleanup(&h->sources);
     wsb_map_cleanup(&h->channels);
-    wsb_buf_cleanup(&h->scratch);
     free(h);
 }
 
@@ -484,22 +481,30 @@ void wsb_hub_detach(struct wsb_hub *h, struct wsb_hub_sub *sub)
 static struct wsb_frame *encode(struct wsb_hub *h, const struct hub_channel *c,
                                 const struct wsb_msg *m)
 {
-    struct wsb_buf *b = &h->scratch;
-    b->len = 0;
-    b->oom = false;
-    if (wsb_buf_reserve(b, FRAME_HEADROOM + 128 + m->payload_len) < 0)
+    /* Encoded straight into the frame's own buffer (never copied afterwards), allocated once
+     * at the size wsb_encode_message reserves for the common case: a JSON payload, a short
+     * key, no headers. A payload that is escaped or base64'd grows it. */
+    size_t cap = FRAME_HEADROOM + 160 + c->name_len + m->payload_len + m->key_len;
+    struct wsb_buf b = {.data = malloc(cap), .cap = cap, .len = FRAME_HEADROOM};
+    if (!b.data)
         return NULL;
-    b->len = FRAME_HEADROOM;
-    wsb_encode_message(b, c->name, c->name_len, m);
-    if (b->oom)
+    wsb_encode_message(&b, c->name, c->name_len, m);
+    if (b.oom) {
+        wsb_buf_cleanup(&b);
         return NULL;
-    /* Copy out so the scratch buffer keeps its capacity for the next message. */
-    uint8_t *buf = malloc(b->len);
-    if (!buf)
-        return NULL;
-    memcpy(buf, b->data, b->len);
+    }
+    size_t len;
+    cap = b.cap;
+    uint8_t *buf = wsb_buf_steal(&b, &len);
+    if (cap - len >= 32) {
+        /* the frame may wait in slow clients' queues: give the unused tail back (a shrinking
+         * realloc does not move the bytes) */
+        uint8_t *t = realloc(buf, len);
+        if (t)
+            buf = t;
+    }
     struct wsb_frame *f =
-        wsb_frame_wrap(WSB_OP_TEXT, false, buf, FRAME_HEADROOM, b->len - FRAME_HEADROOM);
+        wsb_frame_wrap(WSB_OP_TEXT, false, buf, FRAME_HEADROOM, len - FRAME_HEADROOM);
     if (f) {
         f->ts_ms = m->timestamp_ms;
         f->partition = m->partition;
