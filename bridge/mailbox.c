@@ -17,9 +17,10 @@
 
 struct wsb_mailbox {
     pthread_mutex_t lock;
-    struct wsb_mail *head, *tail;
-    bool armed; /* the wake event is active or about to be */
-    bool held;  /* the gate said wait: posts do not wake the loop, a kick does */
+    struct wsb_mail *head, *tail;   /* mails the gate paces (gated()) */
+    struct wsb_mail *uhead, *utail; /* the others: never held */
+    bool armed;                     /* the wake event is active or about to be */
+    bool held; /* the gate said wait: gated posts do not wake the loop, a kick does */
     bool (*gate)(void *ctx);
     atomic_uint_fast64_t depth;
     int efd;            /* producers on other threads wake the loop through it */
@@ -27,6 +28,15 @@ struct wsb_mailbox {
     wsb_mailbox_cb cb;
     void *ctx;
 };
+
+/* The hand-off gate paces broker records, so it holds the mails that must stay in order
+ * with them: the records, and a source's failure or stop (after its last records). The
+ * rest never waits for a client that is behind: a publish answer, a source's start (its
+ * records are posted after it), connector state, drain, reload and stop. */
+static bool gated(const struct wsb_mail *m)
+{
+    return m->type == WSB_MAIL_MESSAGE || m->type == WSB_MAIL_FAILED || m->type == WSB_MAIL_STOPPED;
+}
 
 static void on_wake(evutil_socket_t fd, short what, void *arg)
 {
@@ -39,10 +49,22 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
             ;
 
     pthread_mutex_lock(&mb->lock);
-    struct wsb_mail *list = mb->head;
-    mb->head = mb->tail = NULL;
+    struct wsb_mail *urgent = mb->uhead, *list = NULL;
+    mb->uhead = mb->utail = NULL;
+    if (!mb->held) { /* while held only a kick resumes the gated mails */
+        list = mb->head;
+        mb->head = mb->tail = NULL;
+    }
     mb->armed = false;
     pthread_mutex_unlock(&mb->lock);
+
+    while (urgent) {
+        struct wsb_mail *next = urgent->next;
+        urgent->next = NULL;
+        atomic_fetch_sub_explicit(&mb->depth, 1, memory_order_relaxed);
+        mb->cb(mb->ctx, urgent);
+        urgent = next;
+    }
 
     size_t n = 0;
     while (list) {
@@ -113,11 +135,13 @@ void wsb_mailbox_free(struct wsb_mailbox *mb)
         return;
     event_free(mb->wake);
     close(mb->efd);
-    struct wsb_mail *m = mb->head;
-    while (m) {
-        struct wsb_mail *next = m->next;
-        wsb_mail_free(m);
-        m = next;
+    for (int l = 0; l < 2; l++) {
+        struct wsb_mail *m = l == 0 ? mb->head : mb->uhead;
+        while (m) {
+            struct wsb_mail *next = m->next;
+            wsb_mail_free(m);
+            m = next;
+        }
     }
     pthread_mutex_destroy(&mb->lock);
     free(mb);
@@ -127,13 +151,16 @@ int wsb_mailbox_post(struct wsb_mailbox *mb, struct wsb_mail *mail)
 {
     mail->next = NULL;
     atomic_fetch_add_explicit(&mb->depth, 1, memory_order_relaxed);
+    bool paced = gated(mail);
     pthread_mutex_lock(&mb->lock);
-    if (mb->tail)
-        mb->tail->next = mail;
+    struct wsb_mail **head = paced ? &mb->head : &mb->uhead,
+                    **tail = paced ? &mb->tail : &mb->utail;
+    if (*tail)
+        (*tail)->next = mail;
     else
-        mb->head = mail;
-    mb->tail = mail;
-    bool wake = !mb->armed && !mb->held;
+        *head = mail;
+    *tail = mail;
+    bool wake = !mb->armed && (!mb->held || !paced);
     mb->armed = mb->armed || wake;
     pthread_mutex_unlock(&mb->lock);
     /* Through the eventfd, not event_active: the loop's event base has no lock (loop.c), so

@@ -37,8 +37,10 @@ struct wsb_mailbox;
 
 typedef void (*wsb_mailbox_cb)(void *ctx, struct wsb_mail *mail);
 
-/** Creates a mailbox on `base`; `cb` runs on the loop for each mail, in order, and owns it
- * (free with wsb_mail_free). @locality loop (creation) */
+/** Creates a mailbox on `base`; `cb` runs on the loop for each mail and owns it (free with
+ * wsb_mail_free). MESSAGE, FAILED and STOPPED mails (the ones the hand-off gate paces) are
+ * handed over in their order, and so are the others; at each wake-up the others come first,
+ * and they are never held by the gate. @locality loop (creation) */
 struct wsb_mailbox *wsb_mailbox_new(struct event_base *base, wsb_mailbox_cb cb, void *ctx);
 /** Frees pending mails too. Call after the loop stopped. */
 void wsb_mailbox_free(struct wsb_mailbox *mb);
@@ -52,9 +54,9 @@ struct wsb_mail *wsb_mail_new(enum wsb_mail_type type, uint64_t id, struct wsb_m
                               const char *text, const char *text2, bool ok);
 void wsb_mail_free(struct wsb_mail *mail);
 
-/** Installs the hand-off gate: `open(ctx)` is asked before each mail is handed to the
- * callback; when it answers false the mailbox holds the rest (in order) until
- * wsb_mailbox_kick. @locality loop */
+/** Installs the hand-off gate: `open(ctx)` is asked before each MESSAGE, FAILED or STOPPED
+ * mail is handed to the callback; when it answers false the mailbox holds those (in order)
+ * until wsb_mailbox_kick, while the other mails go on being handed over. @locality loop */
 void wsb_mailbox_set_gate(struct wsb_mailbox *mb, bool (*open)(void *ctx));
 /** Resumes a mailbox held by its gate (no-op otherwise). @locality loop */
 void wsb_mailbox_kick(struct wsb_mailbox *mb);
