@@ -86,26 +86,46 @@ static unsigned type_algs(enum key_type t)
     return 0;
 }
 
-/* Decodes a base64url segment holding a JSON object. Returns NULL when it is not one. A
- * segment of the usual size is decoded on the stack. */
-static json_t *b64url_json(const char *in, size_t len)
+/* Decodes a base64url segment holding a JSON object into `buf` (`cap` bytes; a larger
+ * segment is decoded into a malloc'd buffer). Returns NULL when it is not one. *text is where
+ * the decoded JSON text is (`buf` or the malloc'd buffer, which the caller frees when it is not
+ * `buf`; NULL on failure), *text_len its length. */
+static json_t *b64url_json_text(const char *in, size_t len, unsigned char *buf, size_t cap,
+                                unsigned char **text, size_t *text_len)
 {
-    unsigned char stack[1024];
-    unsigned char *buf = len * 3 / 4 + 1 <= sizeof(stack) ? stack : malloc(len * 3 / 4 + 1);
+    unsigned char *out = len * 3 / 4 + 1 <= cap ? buf : malloc(len * 3 / 4 + 1);
     json_t *j = NULL;
     long n;
 
-    if (!buf)
+    *text = NULL;
+    if (!out)
         return NULL;
-    n = wsb_base64_decode(in, len, true, buf);
+    n = wsb_base64_decode(in, len, true, out);
     if (n > 0)
-        j = json_loadb((const char *)buf, (size_t)n, JSON_REJECT_DUPLICATES, NULL);
-    if (buf != stack)
-        free(buf);
+        j = json_loadb((const char *)out, (size_t)n, JSON_REJECT_DUPLICATES, NULL);
     if (j && !json_is_object(j)) {
         json_decref(j);
         j = NULL;
     }
+    if (!j) {
+        if (out != buf)
+            free(out);
+        return NULL;
+    }
+    *text = out;
+    *text_len = (size_t)n;
+    return j;
+}
+
+/* Decodes a base64url segment holding a JSON object. Returns NULL when it is not one. A
+ * segment of the usual size is decoded on the stack. */
+static json_t *b64url_json(const char *in, size_t len)
+{
+    unsigned char stack[1024], *text;
+    size_t text_len;
+    json_t *j = b64url_json_text(in, len, stack, sizeof(stack), &text, &text_len);
+    if (text && text != stack)
+        free(text);
     return j;
 }
 
@@ -534,9 +554,21 @@ void wsb_identity_unref(struct wsb_identity *id)
 {
     if (!id || --id->refs > 0)
         return;
-    free(id->sub);
     json_decref(id->claims);
     free(id);
+}
+
+json_t *wsb_identity_claims(struct wsb_identity *id)
+{
+    if (!id->claims)
+        id->claims = json_loadb(id->claims_text, id->claims_len, JSON_REJECT_DUPLICATES, NULL);
+    return json_incref(id->claims);
+}
+
+void wsb_identity_compact(struct wsb_identity *id)
+{
+    json_decref(id->claims);
+    id->claims = NULL;
 }
 
 /* Signature checks made by this thread (tests count them per token). */
@@ -907,6 +939,8 @@ enum wsb_err wsb_auth_verify(const struct wsb_auth *a, const char *token, size_t
     struct signing in = {.input = token};
     bool kid_match = false, any_key = false, type_ok = false, verified = false, cacheable;
     unsigned char digest[32];
+    unsigned char textbuf[1024], *text = NULL; /* the claims' JSON text (textbuf or malloc'd) */
+    size_t text_len = 0;
     struct wsb_identity *id = NULL;
     int64_t exp;
     enum wsb_err rc = WSB_ERR_AUTH;
@@ -954,7 +988,8 @@ enum wsb_err wsb_auth_verify(const struct wsb_auth *a, const char *token, size_t
     in.md = md;
     in.len = (size_t)(dot2 - token);
     *code = "token_malformed";
-    claims = b64url_json(dot1 + 1, (size_t)(dot2 - dot1 - 1));
+    claims = b64url_json_text(dot1 + 1, (size_t)(dot2 - dot1 - 1), textbuf, sizeof(textbuf), &text,
+                              &text_len);
     siglen = (long)(len - (size_t)(dot2 + 1 - token));
     if (!claims || siglen == 0)
         goto out;
@@ -1006,16 +1041,16 @@ enum wsb_err wsb_auth_verify(const struct wsb_auth *a, const char *token, size_t
         vcache_put(a, digest, exp);
     rc = WSB_ERR_NOMEM;
     *code = "token_invalid";
-    id = calloc(1, sizeof(*id));
+    const char *sub = json_string_value(json_object_get(claims, "sub"));
+    size_t sub_len = sub ? strlen(sub) + 1 : 0;
+    id = malloc(sizeof(*id) + sub_len + text_len);
     if (!id)
         goto out;
     id->refs = 1;
     id->exp = exp;
-    if (json_is_string(json_object_get(claims, "sub")) &&
-        !(id->sub = strdup(json_string_value(json_object_get(claims, "sub"))))) {
-        free(id);
-        goto out;
-    }
+    id->sub = sub ? memcpy((char *)(id + 1), sub, sub_len) : NULL;
+    id->claims_text = memcpy((char *)(id + 1) + sub_len, text, text_len);
+    id->claims_len = text_len;
     id->claims = claims;
     claims = NULL;
     *out = id;
@@ -1024,6 +1059,8 @@ enum wsb_err wsb_auth_verify(const struct wsb_auth *a, const char *token, size_t
 out:
     if (sig != sigbuf)
         free(sig);
+    if (text != textbuf)
+        free(text);
     json_decref(header);
     json_decref(claims);
     return rc;

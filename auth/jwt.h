@@ -25,16 +25,28 @@ enum wsb_err wsb_auth_new(const struct wsb_auth_conf *conf, struct wsb_auth **ou
 struct wsb_auth *wsb_auth_ref(struct wsb_auth *a);
 void wsb_auth_unref(struct wsb_auth *a);
 
-/** A verified identity. Immutable after creation; reference-counted. */
+/** A verified identity; reference-counted. One allocation holds it, its `sub` and the
+ * claim set as the token carried it (JSON text), so a long-lived session can drop the parsed
+ * claims (wsb_identity_compact) and parse them again only when it needs them. */
 struct wsb_identity {
-    int refs;       /* owned by one loop thread at a time */
-    char *sub;      /* "sub" claim, or NULL */
-    int64_t exp;    /* "exp" (unix seconds), 0 when absent */
-    json_t *claims; /* the whole claim set, owned */
+    int refs;                /* owned by one loop thread at a time */
+    char *sub;               /* "sub" claim, or NULL (points into this allocation) */
+    int64_t exp;             /* "exp" (unix seconds), 0 when absent */
+    json_t *claims;          /* the parsed claim set, owned, or NULL once compacted */
+    const char *claims_text; /* the claim set's JSON text (in this allocation) */
+    size_t claims_len;
 };
 
 struct wsb_identity *wsb_identity_ref(struct wsb_identity *id);
 void wsb_identity_unref(struct wsb_identity *id);
+
+/** The claim set: a new reference (parsed again from the text when compacted), or NULL on
+ * allocation failure. @locality the identity's owner */
+json_t *wsb_identity_claims(struct wsb_identity *id);
+
+/** Frees the parsed claim set (~0.6-1 KiB of jansson objects for a small token); the text
+ * stays. For identities kept while idle (sessions, docs/benchmarks.md Footprint). */
+void wsb_identity_compact(struct wsb_identity *id);
 
 /** Verifies a compact JWS token at time `now` (unix seconds).
  * Returns WSB_OK and a new identity (caller owns it), or WSB_ERR_AUTH with *code set to a

@@ -43,12 +43,13 @@ void wsb_grants_set_expiry(struct wsb_session *s)
  * verified client certificate. A new reference, or NULL (anonymous, no certificate). */
 static json_t *acl_claims(const struct wsb_session *s)
 {
-    json_t *tok = s->ident ? s->ident->claims : NULL;
+    json_t *tok = s->ident ? wsb_identity_claims(s->ident) : NULL;
     bool spoof = tok && (json_object_get(tok, WSB_TLS_CLAIM_SUBJECT) != NULL ||
                          json_object_get(tok, WSB_TLS_CLAIM_CN) != NULL);
     if (!s->tls_claims && !spoof)
-        return tok ? json_incref(tok) : NULL;
+        return tok;
     json_t *c = tok ? json_copy(tok) : json_object();
+    json_decref(tok);
     if (!c)
         return NULL;
     json_object_del(c, WSB_TLS_CLAIM_SUBJECT);
@@ -129,9 +130,15 @@ void wsb_grants_recompile(struct wsb_session *s)
 {
     const struct wsb_config *cfg = s->rt->cfg;
     json_t *claims = acl_claims(s);
+    if (!claims && (s->ident || s->tls_claims))
+        return; /* allocation failure: keep the old grants */
     struct wsb_acl *acl = wsb_acl_compile(cfg->acl, cfg->nacl, claims,
                                           cfg->auth.enabled ? cfg->auth.permissions_claim : NULL);
     json_decref(claims);
+    /* An idle session keeps its claims as the token's text only: they are parsed again for
+     * the next compile (an `auth` or a reload), not held as jansson objects. */
+    if (s->ident)
+        wsb_identity_compact(s->ident);
     if (!acl)
         return; /* keep the old grants on allocation failure */
     if (s->acl)
@@ -143,7 +150,7 @@ void wsb_grants_recompile(struct wsb_session *s)
         if (!sub->used || wsb_acl_check(acl, WSB_ACL_SUBSCRIBE, sub->channel, strlen(sub->channel)))
             continue;
         char ch[WSB_CHANNEL_MAX + 1];
-        memcpy(ch, sub->channel, sizeof(ch));
+        snprintf(ch, sizeof(ch), "%s", sub->channel);
         wsb_session_drop_sub(s, sub);
         struct wsb_buf b;
         wsb_buf_init(&b);
