@@ -250,12 +250,12 @@ static bool session_snapshot(const struct wsb_session *s, int64_t now_us, int64_
         return false;
     snprintf(ci->session, sizeof(ci->session), "%s", s->sid);
     uint16_t port = 0;
-    if (s->addr.ss_family == AF_INET)
-        port = ntohs(((const struct sockaddr_in *)&s->addr)->sin_port);
-    else if (s->addr.ss_family == AF_INET6)
-        port = ntohs(((const struct sockaddr_in6 *)&s->addr)->sin6_port);
-    snprintf(ci->peer, sizeof(ci->peer), s->addr.ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", s->ip,
-             (unsigned)port);
+    if (s->addr.sa.sa_family == AF_INET)
+        port = ntohs(s->addr.in.sin_port);
+    else if (s->addr.sa.sa_family == AF_INET6)
+        port = ntohs(s->addr.in6.sin6_port);
+    snprintf(ci->peer, sizeof(ci->peer), s->addr.sa.sa_family == AF_INET6 ? "[%s]:%u" : "%s:%u",
+             s->ip, (unsigned)port);
     ci->worker = s->w->idx;
     ci->buffered_bytes = wsb_session_queued(s);
     ci->dropped = s->dropped;

@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/ssl.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <event2/buffer.h>
@@ -181,7 +182,7 @@ static void on_control(struct wsb_session *s, const struct wsb_frame_ev *ev)
     }
 }
 
-static void read_frames(struct wsb_session *s, struct evbuffer *in)
+static void parse_frames(struct wsb_session *s, struct evbuffer *in)
 {
     uint8_t chunk[READ_CHUNK];
     while (s->state == WSB_SS_OPEN || s->state == WSB_SS_CLOSING) {
@@ -193,7 +194,7 @@ static void read_frames(struct wsb_session *s, struct evbuffer *in)
         size_t off = 0;
         while (off < (size_t)n && s->state != WSB_SS_DEAD) {
             struct wsb_frame_ev ev;
-            size_t used = wsb_frame_parse(&s->fp, chunk + off, (size_t)n - off, &ev);
+            size_t used = wsb_frame_parse(s->fp, chunk + off, (size_t)n - off, &ev);
             off += used;
             if (ev.type == WSB_FEV_ERROR) {
                 if (s->state == WSB_SS_OPEN)
@@ -217,6 +218,27 @@ static void read_frames(struct wsb_session *s, struct evbuffer *in)
             if (s->state == WSB_SS_CLOSING && s->close_after_flush)
                 s->discard_input = true;
         }
+    }
+}
+
+/* The parser lives while a read ends inside a frame or a fragmented message; a connection
+ * that is idle between messages holds none (the limits are the session's current ones). */
+static void read_frames(struct wsb_session *s, struct evbuffer *in)
+{
+    if (!s->fp) {
+        if (evbuffer_get_length(in) == 0)
+            return;
+        s->fp = malloc(sizeof(*s->fp));
+        if (!s->fp) {
+            wsb_session_kill(s);
+            return;
+        }
+        wsb_frame_parser_init(s->fp, wsb_session_limits(s)->max_message_bytes, s->pmd);
+    }
+    parse_frames(s, in);
+    if (wsb_frame_parser_at_rest(s->fp)) {
+        free(s->fp);
+        s->fp = NULL;
     }
 }
 

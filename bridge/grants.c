@@ -94,7 +94,8 @@ static int resolve_filter(struct wsb_session *s, const json_t *claims,
 int wsb_grants_filter(struct wsb_session *s, const struct wsb_channel_rule *rule, const char *ch,
                       size_t len, const struct wsb_filter_spec *client, struct wsb_filter **out)
 {
-    json_t *claims = acl_claims(s);
+    /* Only a channel filter reads the claims (parsed from the identity's text). */
+    json_t *claims = rule->filter ? acl_claims(s) : NULL;
     int rc = resolve_filter(s, claims, rule, ch, len, client, out);
     json_decref(claims);
     return rc;
@@ -117,7 +118,7 @@ static void refilter(struct wsb_session *s, const json_t *claims, struct wsb_sub
     if (rc == 0 && (rc = wsb_hub_refilter(s->w->hub, sub->hs, f)) >= 0)
         return;
     char ch[WSB_CHANNEL_MAX + 1];
-    memcpy(ch, sub->channel, sizeof(ch));
+    snprintf(ch, sizeof(ch), "%s", sub->channel);
     wsb_session_drop_sub(s, sub);
     struct wsb_buf b;
     wsb_buf_init(&b);
@@ -134,13 +135,10 @@ void wsb_grants_recompile(struct wsb_session *s)
         return; /* allocation failure: keep the old grants */
     struct wsb_acl *acl = wsb_acl_compile(cfg->acl, cfg->nacl, claims,
                                           cfg->auth.enabled ? cfg->auth.permissions_claim : NULL);
-    json_decref(claims);
-    /* An idle session keeps its claims as the token's text only: they are parsed again for
-     * the next compile (an `auth` or a reload), not held as jansson objects. */
-    if (s->ident)
-        wsb_identity_compact(s->ident);
-    if (!acl)
+    if (!acl) {
+        json_decref(claims);
         return; /* keep the old grants on allocation failure */
+    }
     if (s->acl)
         wsb_acl_free(s->acl);
     s->acl = acl;
@@ -158,13 +156,16 @@ void wsb_grants_recompile(struct wsb_session *s)
         wsb_session_reply(s, &b);
         wsb_buf_cleanup(&b);
     }
-    claims = acl_claims(s);
     for (size_t i = 0; i < s->cap; i++) {
         struct wsb_sub *sub = &s->subs[i];
         if (sub->used && sub->hs && !sub->ack)
             refilter(s, claims, sub);
     }
     json_decref(claims);
+    /* An idle session keeps its claims as the token's text only: they are parsed again when
+     * needed (an `auth`, a reload, a filtered subscribe), not held as jansson objects. */
+    if (s->ident)
+        wsb_identity_compact(s->ident);
 }
 
 static void on_expiry(evutil_socket_t fd, short what, void *arg)

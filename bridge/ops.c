@@ -99,7 +99,9 @@ static void op_subscribe(struct wsb_session *s, struct wsb_request *r)
         .key_format = (enum wsb_format)rule->key_format,
     };
     struct wsb_sub *sub = wsb_session_new_sub(s);
-    if (!sub) {
+    size_t id_len = strlen(r->id);
+    char *names = sub ? malloc(r->channel_len + 1 + id_len + 1) : NULL;
+    if (!names) {
         wsb_filter_free(filter);
         wsb_config_route_cleanup(&route);
         wsb_session_reply_error(s, r->id, "unavailable", "out of memory");
@@ -112,6 +114,7 @@ static void op_subscribe(struct wsb_session *s, struct wsb_request *r)
     wsb_config_route_cleanup(&route); /* the connector copied what it keeps */
     if (rc != WSB_OK) {
         wsb_filter_free(filter);
+        free(names);
         wsb_session_reply_error(s, r->id, "unavailable", wsb_strerror(rc));
         return;
     }
@@ -121,8 +124,8 @@ static void op_subscribe(struct wsb_session *s, struct wsb_request *r)
     sub->policy = rule->policy;
     sub->connector = rule->connector;
     sub->source_id = sid;
-    memcpy(sub->channel, ch, r->channel_len + 1);
-    snprintf(sub->id, sizeof(sub->id), "%s", r->id);
+    sub->channel = memcpy(names, ch, r->channel_len + 1);
+    sub->id = memcpy(names + r->channel_len + 1, r->id, id_len + 1);
     sub->client_filter = r->filter; /* kept to resolve again after a reload */
     r->filter = NULL;
     s->nsubs++;
@@ -156,7 +159,7 @@ static void op_unsubscribe(struct wsb_session *s, struct wsb_request *r)
         return;
     }
     char ch[WSB_CHANNEL_MAX + 1];
-    memcpy(ch, sub->channel, sizeof(ch));
+    snprintf(ch, sizeof(ch), "%s", sub->channel);
     /* Every request with an id gets an answer: a subscribe still waiting for its source is
      * answered before the unsubscribe is. */
     if (!sub->active)

@@ -491,8 +491,8 @@ struct wsb_sub *wsb_session_new_sub(struct wsb_session *s)
     for (size_t i = 0; i < s->cap; i++)
         if (!s->subs[i].used)
             return &s->subs[i];
-    /* One slot first: a wsb_sub is ~450 bytes and most clients hold one subscription (4 slots
-     * were 1.4 KiB of an idle connection's ~6.6 KiB; docs/benchmarks.md). */
+    /* One slot first: most clients hold one subscription (4 slots were 1.4 KiB of an idle
+     * connection's ~6.6 KiB when a slot held its channel and id in line; docs/benchmarks.md). */
     size_t cap = s->cap ? s->cap * 2 : 1;
     struct wsb_sub *subs = realloc(s->subs, cap * sizeof(*subs));
     if (!subs)
@@ -534,6 +534,8 @@ void wsb_session_free_slot(struct wsb_session *s, struct wsb_sub *sub)
     sub->nunacked = sub->capunacked = 0;
     wsb_filter_spec_free(sub->client_filter);
     sub->client_filter = NULL;
+    free(sub->channel); /* and the id after it */
+    sub->channel = sub->id = NULL;
     sub->used = false;
     s->nsubs--;
     wsb_metric_add(s->w->metrics.subscriptions, -1);

@@ -50,6 +50,13 @@ enum wsb_transport {
 struct wsb_sse_pos;
 struct wsb_filter_spec;
 
+/** The peer's address: IPv4 or IPv6 (a sockaddr_storage is 128 bytes, this 28). */
+union wsb_peer_addr {
+    struct sockaddr sa;
+    struct sockaddr_in in;
+    struct sockaddr_in6 in6;
+};
+
 /** One subscription: a slot of the session's table (the slot index is the hub's tag). */
 struct wsb_sub {
     bool used;
@@ -64,8 +71,11 @@ struct wsb_sub {
     size_t nunacked, capunacked;
     struct wsb_sse_pos *pos; /* SSE: next offset per partition delivered (owned), or NULL */
     struct wsb_filter_spec *client_filter; /* subscribe.filter (owned), or NULL */
-    char id[WSB_ID_MAX + 1];
-    char channel[WSB_CHANNEL_MAX + 1];
+    /* One allocation sized to fit (owned through `channel`; freed with the slot): the
+     * channel, then the subscribe request's id, "" once answered. Not in line: a slot is
+     * ~100 bytes, not ~460 (docs/benchmarks.md, Footprint). */
+    char *channel;
+    char *id;
 };
 
 /** A publish waiting for the broker's answer; in the worker's `pubs` map by cookie. */
@@ -84,7 +94,7 @@ struct wsb_session {
     uint64_t id;
     char sid[24];
     struct bufferevent *bev;
-    struct sockaddr_storage addr;
+    union wsb_peer_addr addr;
     char ip[INET6_ADDRSTRLEN];
     struct wsb_ip_ticket ip_ticket; /* what the per-IP table counted for us */
     bool counted; /* in shared->connections and metrics.connections (from accept) */
@@ -98,7 +108,10 @@ struct wsb_session {
     void *ext; /* that layer's state */
 
     /* WebSocket */
-    struct wsb_frame_parser fp;
+    /* The frame parser (~220 bytes) exists only while a frame or a fragmented message is
+     * partly read: conn.c makes it for a read and frees it when the input ends between
+     * messages (docs/benchmarks.md, Footprint). */
+    struct wsb_frame_parser *fp;
     struct wsb_utf8 utf8;
     struct wsb_inflater *inflater;
     bool pmd;

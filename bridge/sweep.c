@@ -124,6 +124,7 @@ static void session_free(struct wsb_session *s)
         event_free(s->exp_ev);
     if (s->inflater)
         wsb_inflater_free(s->inflater);
+    free(s->fp);
     if (s->acl)
         wsb_acl_free(s->acl);
     if (s->ident)

@@ -294,9 +294,8 @@ static bool check_ip_limits(struct admission *a)
 {
     struct wsb_session *s = a->s;
     uint32_t retry = 1;
-    enum wsb_ip_verdict iv =
-        wsb_iplimit_acquire(a->w->shared->iplimit, (const struct sockaddr *)&s->addr, wsb_now_us(),
-                            &retry, &s->ip_ticket);
+    enum wsb_ip_verdict iv = wsb_iplimit_acquire(a->w->shared->iplimit, &s->addr.sa, wsb_now_us(),
+                                                 &retry, &s->ip_ticket);
     if (iv == WSB_IP_OK)
         return true;
     char extra[64];
@@ -432,7 +431,6 @@ static void switch_protocols(struct admission *a)
     s->state = WSB_SS_OPEN;
     s->opened_us = wsb_now_us();
     event_del(s->timer);
-    wsb_frame_parser_init(&s->fp, cfg->limits.max_message_bytes, s->pmd);
 }
 
 /* The WebSocket is open: 4401 for a refused token, else ACL compile, timers and welcome. */

@@ -16,6 +16,11 @@ void wsb_frame_parser_init(struct wsb_frame_parser *p, uint64_t max_message_byte
     p->hdr_need = 2;
 }
 
+bool wsb_frame_parser_at_rest(const struct wsb_frame_parser *p)
+{
+    return p->state == ST_HEADER && p->hdr_len == 0 && !p->in_message;
+}
+
 static bool is_control(uint8_t op)
 {
     return op & 0x8;

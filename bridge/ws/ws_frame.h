@@ -59,6 +59,10 @@ struct wsb_frame_parser {
 /** Initialises a parser with the given limits. */
 void wsb_frame_parser_init(struct wsb_frame_parser *p, uint64_t max_message_bytes, bool allow_rsv1);
 
+/** True when the parser is between messages: no frame partly read, no fragmented message
+ * open (a fresh parser with the same limits would go on the same). */
+bool wsb_frame_parser_at_rest(const struct wsb_frame_parser *p);
+
 /** Consumes bytes from `buf` (which it may unmask in place) and reports at most one event.
  * Returns the number of bytes consumed; call again with the rest until it returns 0 with
  * WSB_FEV_NONE. After WSB_FEV_ERROR the parser must not be fed again.
