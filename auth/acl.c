@@ -15,6 +15,7 @@ struct grants {
 };
 
 struct wsb_acl {
+    int refs;           /* owned by one loop thread at a time */
     struct grants g[3]; /* indexed by enum wsb_acl_action */
 };
 
@@ -185,6 +186,7 @@ struct wsb_acl *wsb_acl_compile(const struct wsb_acl_rule *rules, size_t nrules,
 
     if (!acl || !ctx)
         goto fail;
+    acl->refs = 1;
     ctx->claims = json_is_object(claims) ? claims : NULL;
     for (size_t i = 0; i < nrules; i++) {
         const struct wsb_acl_rule *r = &rules[i];
@@ -216,9 +218,35 @@ fail:
     return NULL;
 }
 
+bool wsb_acl_rules_use_claims(const struct wsb_acl_rule *rules, size_t nrules)
+{
+    for (size_t i = 0; i < nrules; i++) {
+        const struct wsb_acl_rule *r = &rules[i];
+        if (r->when_op != WSB_WHEN_NONE)
+            return true;
+        for (size_t j = 0; j < r->nsubscribe; j++)
+            if (strchr(r->subscribe[j], '{'))
+                return true;
+        for (size_t j = 0; j < r->npublish; j++)
+            if (strchr(r->publish[j], '{'))
+                return true;
+        for (size_t j = 0; j < r->nunfiltered; j++)
+            if (strchr(r->unfiltered[j], '{'))
+                return true;
+    }
+    return false;
+}
+
+struct wsb_acl *wsb_acl_ref(struct wsb_acl *acl)
+{
+    if (acl)
+        acl->refs++;
+    return acl;
+}
+
 void wsb_acl_free(struct wsb_acl *acl)
 {
-    if (!acl)
+    if (!acl || --acl->refs > 0)
         return;
     for (size_t a = 0; a < 3; a++) {
         for (size_t i = 0; i < acl->g[a].n; i++)

@@ -17,15 +17,23 @@ enum wsb_acl_action { WSB_ACL_SUBSCRIBE, WSB_ACL_PUBLISH, WSB_ACL_UNFILTERED };
 
 struct wsb_acl;
 
+/** True when some rule has a `when` condition or a template: its grants depend on the
+ * claims. Otherwise every identity whose claims lack the permissions claim gets the grants
+ * of wsb_acl_compile(rules, nrules, NULL, NULL), which callers may then share. */
+bool wsb_acl_rules_use_claims(const struct wsb_acl_rule *rules, size_t nrules);
+
 /** Compiles the grants for one identity: every rule whose `when` holds for `claims`,
  * templates resolved from `claims` (a template value that is not one valid segment drops
  * that pattern), plus claims[permissions_claim] {"subscribe": [...], "publish": [...]}
  * when permissions_claim is non-NULL (those patterns take no templates; an "unfiltered" list
  * there grants WSB_ACL_UNFILTERED).
  * `claims` may be NULL (anonymous): only rules without `when` and without templates apply.
- * Returns NULL only on allocation failure. The caller owns the result. */
+ * Returns NULL only on allocation failure. The caller owns the result (one reference). */
 struct wsb_acl *wsb_acl_compile(const struct wsb_acl_rule *rules, size_t nrules,
                                 const json_t *claims, const char *permissions_claim);
+/** Another reference (not thread-safe: one thread owns the ACL at a time). */
+struct wsb_acl *wsb_acl_ref(struct wsb_acl *acl);
+/** Drops a reference; the last frees the grants. NULL is ignored. */
 void wsb_acl_free(struct wsb_acl *acl);
 
 /** True when `action` on `channel` is granted. The channel must be a valid channel name. */

@@ -127,14 +127,43 @@ static void refilter(struct wsb_session *s, const json_t *claims, struct wsb_sub
     wsb_buf_cleanup(&b);
 }
 
-void wsb_grants_recompile(struct wsb_session *s)
+/* The ACL for `claims` under the session's runtime. When no rule reads a claim and the claims
+ * carry no permissions claim, every such session of the worker gets the same grants: they
+ * are compiled once per worker and runtime and shared (~250 bytes per idle connection,
+ * docs/benchmarks.md Footprint). A new reference, or NULL on allocation failure. */
+static struct wsb_acl *compile_acl(struct wsb_session *s, const json_t *claims)
 {
     const struct wsb_config *cfg = s->rt->cfg;
+    const char *perm = cfg->auth.enabled ? cfg->auth.permissions_claim : NULL;
+    if (wsb_acl_rules_use_claims(cfg->acl, cfg->nacl) ||
+        (perm && claims && json_object_get(claims, perm)))
+        return wsb_acl_compile(cfg->acl, cfg->nacl, claims, perm);
+    struct wsb_worker *w = s->w;
+    if (!w->acl || w->acl_rt != s->rt) {
+        struct wsb_acl *acl = wsb_acl_compile(cfg->acl, cfg->nacl, NULL, NULL);
+        if (!acl)
+            return NULL;
+        wsb_grants_forget_shared(w);
+        w->acl = acl;
+        w->acl_rt = wsb_runtime_ref(s->rt); /* pinned, so no other snapshot reuses the address */
+    }
+    return wsb_acl_ref(w->acl);
+}
+
+void wsb_grants_forget_shared(struct wsb_worker *w)
+{
+    wsb_acl_free(w->acl);
+    w->acl = NULL;
+    wsb_runtime_unref(w->acl_rt);
+    w->acl_rt = NULL;
+}
+
+void wsb_grants_recompile(struct wsb_session *s)
+{
     json_t *claims = acl_claims(s);
     if (!claims && (s->ident || s->tls_claims))
         return; /* allocation failure: keep the old grants */
-    struct wsb_acl *acl = wsb_acl_compile(cfg->acl, cfg->nacl, claims,
-                                          cfg->auth.enabled ? cfg->auth.permissions_claim : NULL);
+    struct wsb_acl *acl = compile_acl(s, claims);
     if (!acl) {
         json_decref(claims);
         return; /* keep the old grants on allocation failure */

@@ -10,6 +10,7 @@ struct wsb_session;
 struct wsb_channel_rule;
 struct wsb_filter_spec;
 struct wsb_filter;
+struct wsb_worker;
 
 /** An admitted session opens: the session's buckets and pings (wsb_session_start), then its
  * ACL compiled and, for a stream, the token-expiry timer armed. */
@@ -34,5 +35,9 @@ int wsb_grants_filter(struct wsb_session *s, const struct wsb_channel_rule *rule
 
 /** Re-checks an open session against its worker's (new) runtime: limits and ACLs. */
 void wsb_grants_recheck(struct wsb_session *s);
+
+/** Drops the worker's shared ACL (and the runtime it was compiled from): after a reload's
+ * re-checks, and when the worker is freed. Sessions keep their own references. */
+void wsb_grants_forget_shared(struct wsb_worker *w);
 
 #endif

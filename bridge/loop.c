@@ -68,6 +68,8 @@ static void on_mail(void *ctx, struct wsb_mail *m)
         w->rt = rt;
         for (struct wsb_session *s = w->sessions; s; s = wsb_session_next(s))
             wsb_grants_recheck(s);
+        if (w->acl_rt != w->rt)
+            wsb_grants_forget_shared(w); /* the old snapshot is not pinned by the cache */
         break;
     }
     case WSB_MAIL_STOP: event_base_loopexit(w->base, NULL); break;
@@ -292,6 +294,7 @@ void wsb_loop_free(struct wsb_worker *w)
         wsb_sweep_reap(w);
     }
     wsb_sweep_reap(w);
+    wsb_grants_forget_shared(w);
     if (w->listener)
         evconnlistener_free(w->listener);
     wsb_mailbox_free(w->mailbox);

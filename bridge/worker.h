@@ -19,6 +19,7 @@
 struct event;
 struct event_base;
 struct evconnlistener;
+struct wsb_acl;
 struct wsb_auth;
 struct wsb_config;
 struct wsb_clients_req;
@@ -85,6 +86,10 @@ struct wsb_worker {
     atomic_bool drained; /* draining and no session left */
     bool draining;
     struct wsb_map pubs; /* publish cookie -> struct wsb_pending_pub (session.h) */
+    /* The ACL shared by the sessions whose grants need no claim (grants.c), compiled from
+     * acl_rt's config (a reference, so no later snapshot can reuse its address). */
+    struct wsb_acl *acl;
+    struct wsb_runtime *acl_rt;
     uint64_t next_cookie;
     uint64_t next_session;
     int64_t refusal_logged_us;     /* when the last 429/503 was logged in full (upgrade.c) */

@@ -188,12 +188,51 @@ static void test_empty(void **state)
     wsb_acl_free(NULL);
 }
 
+/* Which rule sets may be shared between identities (grants.c compiles them once per worker),
+ * and the shared grants' references. */
+static void test_shareable(void **state)
+{
+    static char *fixed[] = {"public.*", "news.**"};
+    const struct wsb_acl_rule plain[] = {{.subscribe = fixed, .nsubscribe = 2}};
+    const struct wsb_acl_rule templ[] = {{.subscribe = fixed, .nsubscribe = 2},
+                                         {.publish = pub_user, .npublish = 1}};
+    const struct wsb_acl_rule cond[] = {{.when_op = WSB_WHEN_HAS,
+                                         .when_claim = "roles",
+                                         .when_value = "x",
+                                         .subscribe = fixed,
+                                         .nsubscribe = 1}};
+    (void)state;
+    assert_false(wsb_acl_rules_use_claims(NULL, 0));
+    assert_false(wsb_acl_rules_use_claims(plain, 1));
+    assert_true(wsb_acl_rules_use_claims(templ, 2));
+    assert_true(wsb_acl_rules_use_claims(cond, 1));
+    assert_true(wsb_acl_rules_use_claims(rules, sizeof(rules) / sizeof(rules[0])));
+
+    /* Without a claim reference the grants are the same with or without claims. */
+    json_t *claims = json_loads("{\"sub\":\"alice\",\"roles\":[\"x\"]}", 0, NULL);
+    struct wsb_acl *mine = wsb_acl_compile(plain, 1, claims, "wsb");
+    struct wsb_acl *shared = wsb_acl_compile(plain, 1, NULL, NULL);
+    assert_non_null(mine);
+    assert_non_null(shared);
+    const char *chans[] = {"public.a", "news.a.b", "public.a.b", "private", "news"};
+    for (size_t i = 0; i < 5; i++)
+        assert_int_equal(wsb_acl_check(mine, S, chans[i], strlen(chans[i])),
+                         wsb_acl_check(shared, S, chans[i], strlen(chans[i])));
+    assert_true(wsb_acl_ref(shared) == shared);
+    wsb_acl_free(shared);
+    assert_true(wsb_acl_check(shared, S, "public.a", 8)); /* one reference left */
+    wsb_acl_free(shared);
+    wsb_acl_free(mine);
+    json_decref(claims);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_table),
         cmocka_unit_test(test_permissions_claim),
         cmocka_unit_test(test_empty),
+        cmocka_unit_test(test_shareable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

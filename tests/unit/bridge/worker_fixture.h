@@ -13,6 +13,7 @@
 
 #include "bridge/clock.h"
 #include "bridge/delivery.h"
+#include "bridge/grants.h"
 #include "bridge/hub.h"
 #include "bridge/iplimit.h"
 #include "bridge/runtime.h"
@@ -97,6 +98,7 @@ static void fixture_free(struct fixture *f)
         wsb_session_force_close(w->sessions);
         wsb_sweep_reap(w);
     }
+    wsb_grants_forget_shared(w);
     wsb_hub_free(w->hub);
     wsb_deflater_free(w->deflater);
     event_free(w->reap_ev);
