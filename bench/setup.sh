@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Bench-only dependencies (not needed to build or test wsbridge): the peers of bench/run.sh
 # (Debian nginx-light + libnginx-mod-nchan; npm `ws`, pinned by bench/peers/package-lock.json,
-# installed under bench/peers/node_modules), gnuplot for the plots and linux-perf for the
-# profiles quoted in docs/benchmarks.md. Idempotent; run as root.
+# installed under bench/peers/node_modules), gnuplot for the plots, linux-perf and heaptrack
+# (bench/heap_idle.py) for the profiles quoted in docs/benchmarks.md. Idempotent; run as root.
 set -euo pipefail
-PKGS=(nginx-light libnginx-mod-nchan gnuplot-nox nodejs npm python3-jwt python3-cryptography linux-perf)
+PKGS=(nginx-light libnginx-mod-nchan gnuplot-nox nodejs npm python3-jwt python3-cryptography linux-perf heaptrack)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
