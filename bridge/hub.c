@@ -496,9 +496,10 @@ static struct wsb_frame *encode(struct wsb_hub *h, const struct hub_channel *c,
     size_t len;
     cap = b.cap;
     uint8_t *buf = wsb_buf_steal(&b, &len);
-    if (cap - len >= 32) {
-        /* the frame may wait in slow clients' queues: give the unused tail back (a shrinking
-         * realloc does not move the bytes) */
+    if (cap - len >= 256) {
+        /* grown (an escaped or base64'd payload): the frame may wait in slow clients' queues,
+         * so the unused tail goes back (a shrinking realloc does not move the bytes). The
+         * common case's slack (under 160 bytes) is kept: a realloc per frame costs more. */
         uint8_t *t = realloc(buf, len);
         if (t)
             buf = t;
