@@ -150,16 +150,22 @@ void wsb_mailbox_free(struct wsb_mailbox *mb)
 int wsb_mailbox_post(struct wsb_mailbox *mb, struct wsb_mail *mail)
 {
     mail->next = NULL;
-    atomic_fetch_add_explicit(&mb->depth, 1, memory_order_relaxed);
-    bool paced = gated(mail);
+    return wsb_mailbox_post_list(mb, mail, mail, 1);
+}
+
+int wsb_mailbox_post_list(struct wsb_mailbox *mb, struct wsb_mail *head, struct wsb_mail *tail,
+                          size_t n)
+{
+    tail->next = NULL;
+    atomic_fetch_add_explicit(&mb->depth, n, memory_order_relaxed);
+    bool paced = gated(head); /* a list is of one kind: the sink's are records */
     pthread_mutex_lock(&mb->lock);
-    struct wsb_mail **head = paced ? &mb->head : &mb->uhead,
-                    **tail = paced ? &mb->tail : &mb->utail;
-    if (*tail)
-        (*tail)->next = mail;
+    struct wsb_mail **h = paced ? &mb->head : &mb->uhead, **t = paced ? &mb->tail : &mb->utail;
+    if (*t)
+        (*t)->next = head;
     else
-        *head = mail;
-    *tail = mail;
+        *h = head;
+    *t = tail;
     bool wake = !mb->armed && (!mb->held || !paced);
     mb->armed = mb->armed || wake;
     pthread_mutex_unlock(&mb->lock);

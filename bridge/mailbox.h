@@ -6,6 +6,7 @@
 #define WSB_BRIDGE_MAILBOX_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct event_base;
@@ -48,6 +49,11 @@ void wsb_mailbox_free(struct wsb_mailbox *mb);
 /** Posts a mail (takes ownership); never blocks on the consumer. Returns 0.
  * @locality any */
 int wsb_mailbox_post(struct wsb_mailbox *mb, struct wsb_mail *mail);
+/** Appends the `n` mails linked from `head` to `tail` (through next), all of one kind (gated
+ * like the first: the sink posts records), in order, with one lock
+ * and at most one wake. Returns 0. @locality any */
+int wsb_mailbox_post_list(struct wsb_mailbox *mb, struct wsb_mail *head, struct wsb_mail *tail,
+                          size_t n);
 
 /** Allocates a mail; text/text2 copied when non-NULL; msg reference taken over. NULL on OOM. */
 struct wsb_mail *wsb_mail_new(enum wsb_mail_type type, uint64_t id, struct wsb_msg *msg,

@@ -135,6 +135,13 @@ struct wsb_sink {
     void *ctx;
     /** A message for `m->source_id`. Takes ownership of the caller's reference. */
     void (*message)(void *ctx, struct wsb_msg *m);
+    /** The same, but the core may hold the message until `flush` is called on the same
+     * thread: a connector that hands over messages in bursts calls this for each and `flush`
+     * once at the end of the burst (before any other sink call), so the event loops are woken
+     * once per burst rather than once per message. */
+    void (*message_held)(void *ctx, struct wsb_msg *m);
+    /** Hands over every message this thread gave to `message_held`. */
+    void (*flush)(void *ctx);
     /** The source is reading. `positions` is a JSON object of partition -> next offset
      * at which delivery starts ({"0": 12, "1": 40}) or NULL when the broker has none. */
     void (*source_started)(void *ctx, uint64_t source_id, const char *positions);

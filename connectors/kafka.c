@@ -1031,12 +1031,25 @@ static void deliver(struct kc *k, int h, const rd_kafka_message_t *rkm)
     atomic_fetch_add(&k->base.messages_in, 1);
     if (wsb_kfmt_needed(k->fmt, s->value_format, s->key_format))
         wsb_kfmt_message(k->fmt, s->id, s->value_format, s->key_format, s->topic, m);
+    else if (k->sink.message_held)
+        k->sink.message_held(k->sink.ctx, m); /* handed over by consume()'s flush */
     else
         k->sink.message(k->sink.ctx, m);
 }
 
-/* Drains up to CONSUME_BATCH events of handle h; true when it may have more. */
+static bool consume_burst(struct kc *k, int h);
+
+/* Drains up to CONSUME_BATCH events of handle h; true when it may have more. The messages
+ * are handed to the core at the end, in one burst. */
 static bool consume(struct kc *k, int h)
+{
+    bool more = consume_burst(k, h);
+    if (k->sink.flush)
+        k->sink.flush(k->sink.ctx);
+    return more;
+}
+
+static bool consume_burst(struct kc *k, int h)
 {
     struct handle *hd = &k->handles[h];
     for (int n = 0; n < CONSUME_BATCH; n++) {
