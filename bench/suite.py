@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 from benchlib import free_port, open_limits, start_bridge
 
@@ -138,8 +139,11 @@ class Server:
                                  "issuer": "https://bench/", "audience": "wsbridge"}},
                 "acl": [{"subscribe": ["**"], "publish": ["**"]}],
                 "connectors": {"m": {"type": "memory"}},
-                "channels": [{"match": "bench", "connector": "m", "topic": "bench"}],
-                "limits": open_limits(1000000),
+                "channels": [{"match": "bench", "connector": "m", "topic": "bench"},
+                             # S8: per-record filters (issue 15), one group per token sub
+                             {"match": "benchf", "connector": "m", "topic": "benchf",
+                              "filter": {"key": "{sub}"}}],
+                "limits": dict(open_limits(1000000), max_inflight_publishes=100000),
                 "log": {"level": "error"},
             }
             self.procs.append(start_bridge(a.build, cfg, os.path.join(tmp, "bridge.json"),
@@ -219,7 +223,7 @@ def server_cpu(summary):
 
 def fanout(srv, a, clients, duration, slow=0):
     extra = ["--publish", "1000000", "--connect-rate", "5000", "--duration",
-             str(duration + clients / 4000.0), "--payload", "100"]
+             str(duration + clients / 4000.0), "--payload", "100", "--window", str(a.window)]
     if slow:
         extra += ["--slow", str(slow)]
     s = run_load(load_args(srv, a, clients, extra), duration + 60)
@@ -243,6 +247,29 @@ def s2(srv, a):
 
 def s6(srv, a):
     return fanout(srv, a, a.fanout_clients, a.seconds, slow=10)
+
+
+def s8(srv, a):
+    """S1 through a filtered channel: the clients hold tokens of 10 subs in turn (100 clients
+    per filter group), the publisher keys its records round-robin over the 10 subs, so each
+    record goes to one group: 100 deliveries per record instead of 1,000."""
+    groups = 10
+    extra = ["--publish", "1000000", "--connect-rate", "5000", "--duration",
+             str(a.seconds + a.fanout_clients / 4000.0), "--payload", "100", "--window",
+             str(a.window), "--keys", ",".join("bench-%d" % i for i in range(groups))]
+    args = load_args(srv, a, a.fanout_clients, extra)
+    i = args.index("--token")
+    args[i:i + 2] = ["--token-file", srv.keys.token_file("HS256", groups, srv.keys.dir)]
+    args[args.index("--channel") + 1] = "benchf"
+    s = run_load(args, a.seconds + 60)
+    lat = s.get("latency_ms", {})
+    w = s.get("window_s") or 1
+    return {"delivered_per_s": s.get("delivered_per_s", 0), "p50_ms": lat.get("p50"),
+            "p99_ms": lat.get("p99"), "p99.9_ms": lat.get("p99.9"),
+            "server_cpu_pct": round(100 * server_cpu(s) / w, 1),
+            "generator_cpu_pct": round(100 * s.get("cpu_s", {}).get("generator", 0) / w, 1),
+            "published_per_s": round(s.get("published_ok", 0) / w),
+            "subscribed": s.get("subscribed"), "order_violations": s.get("order_violations")}
 
 
 def s3(srv, a):
@@ -299,6 +326,131 @@ def s5(srv, a, alg=None, probe=False, distinct=0):
             "generator_cpu_pct": round(100 * s.get("cpu_s", {}).get("generator", 0) / w, 1)}
 
 
+def metric_value(admin, name, label):
+    """One sample of the bridge's /metrics, e.g. wsbridge_messages_in_total{connector="k"}."""
+    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % admin, timeout=2).read()
+    want = ("%s{%s}" % (name, label)).encode()
+    for line in text.splitlines():
+        if line.startswith(want):
+            return float(line.split()[-1])
+    return None
+
+
+def s7(a, tmp, rep):
+    """Ingest from one Kafka partition (the mock) with no subscriber, against a plain
+    librdkafka batch consumer (wsb-kafka-bench follow) reading the same partition, same run.
+
+    Both start at the partition's end: the bridge through one `wsb-load` client that subscribes
+    and leaves (the shared source lingers, reading, with 0 subscribers), the plain consumer
+    assigned at the end. A round stops both (SIGSTOP), produces K records of ~100 bytes
+    (wsb-kafka-bench produce; K fits the mock's ~5 MB per-partition log), then resumes one at a
+    time (the order alternates) and times its catch-up from the SIGCONT: the plain consumer
+    prints the time it read its Kth record; the bridge's wsbridge_messages_in_total is polled
+    every 2 ms once 70 % of the previous round's catch-up time has passed. Rate = records /
+    catch-up time over all rounds."""
+    k, rounds = a.ingest_batch, a.ingest_rounds
+    bench_bin = os.path.join(a.build, "wsb-kafka-bench")
+    mock = subprocess.Popen([os.path.join(a.build, "wsb-kafka-mock"), "--brokers", "1",
+                             "--topic", "ingest:1"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    procs = []
+    try:
+        bootstrap = mock.stdout.readline().decode().strip()
+        props = {"fetch.wait.max.ms": "10"}
+        port, admin = free_port(), free_port()
+        cfg = {"listen": "127.0.0.1:%d" % port, "admin": {"listen": "127.0.0.1:%d" % admin},
+               "workers": 2, "acl": [{"subscribe": ["**"]}],
+               "connectors": {"k": {"type": "kafka", "brokers": bootstrap, "properties": props}},
+               "channels": [{"match": "ingest", "connector": "k", "topic": "ingest"}],
+               "limits": {"source_linger_ms": 3600000}, "log": {"level": "error"}}
+        bridge = start_bridge(a.build, cfg, os.path.join(tmp, "s7-bridge.json"),
+                              os.path.join(tmp, "s7-bridge.log"), admin)
+        procs.append(bridge)
+        # one subscriber starts the shared source at the end, then leaves: it lingers
+        run_load([os.path.join(a.build, "wsb-load"), "--url", "ws://127.0.0.1:%d/ws" % port,
+                  "--channel", "ingest", "--duration", "1.5"], 30)
+        if metric_value(admin, "wsbridge_sources", 'state="lingering"') != 1:
+            raise RuntimeError("the source is not lingering")
+        plain = subprocess.Popen([bench_bin, "follow", "--brokers", bootstrap, "--topic", "ingest",
+                                  "--count", str(k), "--seconds", "600",
+                                  "--property", "fetch.wait.max.ms=10"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        procs.append(plain)
+        if "ready" not in plain.stdout.readline():
+            raise RuntimeError("plain consumer did not start")
+        time.sleep(1.0)  # its assignment and first fetch
+        t = {"plain": 0.0, "bridge": 0.0}
+        last_bridge = 0.0
+        base_in = metric_value(admin, "wsbridge_messages_in_total", 'connector="k"') or 0
+        cpu0 = {"plain": proc_cpu(plain.pid), "bridge": proc_cpu(bridge.pid)}
+        if os.environ.get("WSB_S7_PERF"):  # a profile of the bridge over the rounds
+            procs.insert(0, subprocess.Popen(
+                ["perf", "record", "-F", "4999", "-g", "-o", os.environ["WSB_S7_PERF"], "-p",
+                 str(bridge.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for r in range(1, rounds + 1):
+            for p in (plain, bridge):
+                p.send_signal(signal.SIGSTOP)
+            out = subprocess.run([bench_bin, "produce", "--brokers", bootstrap, "--topic",
+                                  "ingest", "--count", str(k), "--payload", "100"],
+                                 capture_output=True, text=True, timeout=60)
+            if out.returncode != 0:
+                raise RuntimeError("produce failed: %s" % out.stdout)
+            order = ("plain", "bridge") if (r + rep) % 2 else ("bridge", "plain")
+            for who in order:
+                if who == "plain":
+                    t0 = time.monotonic()
+                    plain.send_signal(signal.SIGCONT)
+                    line = json.loads(plain.stdout.readline())
+                    if line.get("records") != r * k:
+                        raise RuntimeError("plain consumer read %s" % line)
+                    t["plain"] += line["mono_s"] - t0
+                else:
+                    t0 = time.monotonic()
+                    bridge.send_signal(signal.SIGCONT)
+                    deadline = t0 + 60
+                    # each /metrics request costs the bridge CPU: none during the first 70 %
+                    # of the previous round's catch-up, then one every 2 ms
+                    time.sleep(0.7 * last_bridge)
+                    while True:
+                        n = metric_value(admin, "wsbridge_messages_in_total", 'connector="k"')
+                        if n is not None and n - base_in >= r * k:
+                            last_bridge = time.monotonic() - t0
+                            t["bridge"] += last_bridge
+                            break
+                        if time.monotonic() > deadline:
+                            raise RuntimeError("bridge ingested %s of %d" % (n, r * k))
+                        time.sleep(0.002)
+        total = k * rounds
+        res = {"records": total, "rounds": rounds, "batch": k,
+               "bridge_per_s": round(total / t["bridge"]), "plain_per_s": round(total / t["plain"]),
+               "bridge_cpu_s": round(proc_cpu(bridge.pid) - cpu0["bridge"], 3),
+               "plain_cpu_s": round(proc_cpu(plain.pid) - cpu0["plain"], 3)}
+        res["ratio"] = round(res["bridge_per_s"] / res["plain_per_s"], 3)
+        return res
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGCONT)
+                p.terminate()
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        mock.stdin.close()
+        try:
+            mock.wait(10)
+        except subprocess.TimeoutExpired:
+            mock.kill()
+
+
+def proc_cpu(pid):
+    """CPU seconds (user + system) of a process and its threads so far."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 SCENARIOS = {
     "S1": ("fan-out, 1,000 subscribers, 100 B, as fast as drained: delivered frames/s", s1,
            "delivered_per_s"),
@@ -306,6 +458,9 @@ SCENARIOS = {
     "S3": ("latency at 1,000 x 100 msg/s: p99 ms", s3, "p99_ms"),
     "S4": ("10,000 idle subscribed connections: KiB RSS per connection", s4, "per_conn_kib"),
     "S6": ("S1 with 10 clients that stop reading: delivered frames/s", s6, "delivered_per_s"),
+    "S7": ("Kafka ingest, 1 partition, 0 subscribers: records/s", None, "per_s"),
+    "S8": ("S1 through a key filter, 10 groups of 100: delivered frames/s", s8,
+           "delivered_per_s"),
 }
 
 
@@ -325,7 +480,12 @@ def main():
     ap.add_argument("--hs-seconds", type=float, default=4)
     ap.add_argument("--idle", type=int, default=10000, help="S4 connections")
     ap.add_argument("--fanout-clients", type=int, default=1000, help="S1 and S6 subscribers")
-    ap.add_argument("--only", default="S1,S2,S3,S4,S5,S6")
+    ap.add_argument("--window", type=int, default=32,
+                    help="S1/S2/S6: publishes awaiting acknowledgement (wsb-load --window)")
+    ap.add_argument("--only", default="S1,S2,S3,S4,S5,S6,S7,S8")
+    ap.add_argument("--ingest-batch", type=int, default=30000,
+                    help="S7: records produced per round (the mock keeps ~5 MB per partition)")
+    ap.add_argument("--ingest-rounds", type=int, default=3, help="S7: rounds per run")
     ap.add_argument("--distinct-tokens", type=int, default=20000,
                     help="S5: distinct RS256/ES256 tokens minted for the uncached runs (more "
                     "than a run uses: a token sent twice may be answered by the bridge's "
@@ -348,11 +508,11 @@ def main():
         results["runs"].append(r)
         print(json.dumps(r), flush=True)
 
-    for scen in [s for s in ("S1", "S2", "S3", "S4", "S6") if s in only]:
+    for scen in [s for s in ("S1", "S2", "S3", "S4", "S6", "S8") if s in only]:
         fn = SCENARIOS[scen][1]
         for rep in range(1, a.reps + 1):
             for kind in servers:
-                if scen == "S6" and kind != "wsbridge":
+                if scen in ("S6", "S8") and kind != "wsbridge":
                     continue
                 srv = Server(kind, a, tmp, keys)
                 try:
@@ -377,6 +537,17 @@ def main():
                     record("S5", kind, rep, "", {"error": str(e)})
                 finally:
                     srv.stop()
+    if "S7" in only:
+        for rep in range(1, a.reps + 1):
+            try:
+                r = s7(a, tmp, rep)
+                for who in ("bridge", "plain"):
+                    record("S7", "wsbridge" if who == "bridge" else "librdkafka", rep, "",
+                           {"per_s": r["%s_per_s" % who], "cpu_s": r["%s_cpu_s" % who],
+                            "cpu_us_per_record": round(1e6 * r["%s_cpu_s" % who] / r["records"], 2),
+                            "ratio": r["ratio"], "records": r["records"]})
+            except Exception as e:
+                record("S7", "wsbridge", rep, "", {"error": str(e)})
     results["machine"]["loadavg_end"] = loadavg()
     with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
@@ -396,7 +567,7 @@ def write_tables(results, out):
         "| --- | --- | --- | --- | --- | --- | --- |"]
     dat = {}
     for (scen, variant, server), rs in sorted(groups.items()):
-        metric = {"S5": "per_s"}.get(scen) or SCENARIOS[scen][2]
+        metric = {"S5": "per_s", "S7": "per_s"}.get(scen) or SCENARIOS[scen][2]
         s = summarize([r.get(metric) for r in rs])
         if s is None:
             lines.append("| %s %s | %s | %s | failed: %s | | | |" % (
@@ -405,7 +576,8 @@ def write_tables(results, out):
         others = []
         for k in ("p50_ms", "p99_ms", "p99.9_ms", "server_cpu_pct", "server_us_per_cycle",
                   "generator_cpu_pct",
-                  "rss_before_kib", "rss_after_kib", "kernel_tcp_kib_per_conn"):
+                  "rss_before_kib", "rss_after_kib", "kernel_tcp_kib_per_conn", "ratio",
+                  "cpu_us_per_record"):
             if k != metric:
                 o = summarize([r.get(k) for r in rs])
                 if o:

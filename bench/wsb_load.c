@@ -105,6 +105,8 @@ struct options {
     unsigned window;        /* unconfirmed publishes in flight */
     const char *sse_path;   /* subscribers use the bridge's event stream on this path */
     const char *token_file; /* one token a line, used in turn (each upgrade takes the next) */
+    char **keys;            /* --keys: publish i carries "key": keys[i % nkeys] (filters) */
+    size_t nkeys;
 };
 
 struct load {
@@ -531,11 +533,14 @@ static void maybe_finish(struct load *ld)
     finish(ld);
 }
 
+static void publish_acked(struct load *ld);
+
 static void on_raw_text(struct client *c, const char *text, size_t len)
 {
     struct load *ld = c->ld;
     if (c->role == ROLE_PUBLISHER) { /* the peer's acknowledgement of one publish */
         ld->published_ok++;
+        publish_acked(ld);
         return;
     }
     c->received++;
@@ -599,6 +604,7 @@ static void on_text(struct client *c, const char *text, size_t len)
             bufferevent_disable(c->bev, EV_READ); /* never read again */
     } else if (span_eq(m.type, "\"published\"")) {
         ld->published_ok++;
+        publish_acked(ld);
     } else if (span_eq(m.type, "\"gap\"")) {
         int64_t n;
         if (m.dropped.p && span_int(m.dropped, &n) && n > 0)
@@ -821,6 +827,7 @@ static void read_http_responses(struct client *c)
             ld->publish_failed++;
         const char *cl = strcasestr(head, "\r\nContent-Length:");
         ld->http_body_left = cl ? strtoul(cl + 17, NULL, 10) : 0;
+        publish_acked(ld);
     }
 }
 
@@ -1082,16 +1089,27 @@ static void publish_some(struct load *ld, struct client *p, double dt_s)
             free(text);
             continue;
         }
+        const char *key = ld->opt.nkeys ? ld->opt.keys[seq % ld->opt.nkeys] : NULL;
         n = asprintf(&text,
-                     "{\"op\":\"publish\",\"id\":%llu,\"channel\":\"%s\",\"data\":"
+                     "{\"op\":\"publish\",\"id\":%llu,\"channel\":\"%s\",%s%s%s\"data\":"
                      "{\"seq\":%llu,\"ts\":%.3f,\"pad\":\"%s\"}}",
-                     (unsigned long long)seq, ld->opt.channel, (unsigned long long)seq, wall_ms(),
-                     ld->pad);
+                     (unsigned long long)seq, ld->opt.channel, key ? "\"key\":\"" : "",
+                     key ? key : "", key ? "\"," : "", (unsigned long long)seq, wall_ms(), ld->pad);
         if (n < 0)
             return;
         send_frame(p, WSB_OP_TEXT, text, (size_t)n);
         free(text);
     }
+}
+
+/* An acknowledgement freed a slot of the window: publish at once with the credit left rather
+ * than at the next tick (the tick alone caps the rate at window / TICK_US). */
+static void publish_acked(struct load *ld)
+{
+    struct client *p = &ld->clients[ld->opt.clients];
+    if (ld->publish_started && !p->closing &&
+        (p->state == CS_OPEN || (ld->opt.pub_path && p->state == CS_HTTP)))
+        publish_some(ld, p, 0);
 }
 
 static bool all_subscribers_ready(const struct load *ld)
@@ -1314,6 +1332,7 @@ static void usage(FILE *f)
                "  --sse PATH         subscribers use the event stream GET PATH?channel=C (the\n"
                "                     publisher stays a WebSocket)\n"
                "  --token-file F     tokens, one a line, each upgrade takes the next in turn\n"
+               "  --keys K1,K2,...   the publisher's message i carries \"key\": K(i mod n)\n"
                "Prints one JSON summary on stdout. Exit 0 when every fast client received\n"
                "--expect messages in order, 1 otherwise, 2 on a usage error.\n");
 }
@@ -1381,6 +1400,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"cpu", required_argument, NULL, 'U'},
         {"window", required_argument, NULL, 'W'},
         {"token-file", required_argument, NULL, 'T'},
+        {"keys", required_argument, NULL, 'K'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -1440,6 +1460,25 @@ static int parse_options(int argc, char **argv, struct options *o)
         case 'X': o->probe = o->churn = true; break;
         case 'U': o->cpu_spec = optarg; break;
         case 'T': o->token_file = optarg; break;
+        case 'K': {
+            /* plain tokens (letters, digits, '-', '_', '.'): written into JSON unescaped */
+            char *save = NULL, *dup = strdup(optarg);
+            for (char *k = dup ? strtok_r(dup, ",", &save) : NULL; k;
+                 k = strtok_r(NULL, ",", &save)) {
+                if (strspn(k,
+                           "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") !=
+                    strlen(k))
+                    return -1;
+                char **ks = realloc(o->keys, (o->nkeys + 1) * sizeof(*ks));
+                if (!ks)
+                    return -1;
+                o->keys = ks;
+                o->keys[o->nkeys++] = k;
+            }
+            if (!o->nkeys)
+                return -1;
+            break;
+        }
         case 'W':
             if (!parse_num(optarg, 1, 1e6, &v))
                 return -1;
