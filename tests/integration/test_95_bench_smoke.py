@@ -3,7 +3,8 @@ bridge alone, so that it does not rot between quiet-machine runs: tiny loads, on
 no peers (Node ws and nchan are bench-only dependencies, bench/setup.sh). It checks that each
 scenario's run produces its figure — fan-out frames delivered in order with latency
 percentiles and CPU seconds, RSS per idle connection, handshake rates for the raw TCP probe
-and for HS256/RS256/ES256 tokens (reused and distinct) — not how good the figures are.
+and for HS256/RS256/ES256 tokens (reused and distinct), Kafka ingest next to a plain
+librdkafka consumer (S7), fan-out through a key filter (S8) — not how good the figures are.
 """
 
 import json
@@ -24,7 +25,7 @@ def test_suite_runs_every_bridge_scenario(tmp_path):
         [sys.executable, os.path.join(REPO, "bench", "suite.py"), "--build", build,
          "--out", str(out), "--servers", "wsbridge", "--reps", "1", "--seconds", "1",
          "--hs-seconds", "1", "--idle", "300", "--fanout-clients", "100", "--distinct-tokens", "40",
-         "--only", "S1,S4,S5"],
+         "--ingest-batch", "2000", "--ingest-rounds", "1", "--only", "S1,S4,S5,S7,S8"],
         capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stderr[-2000:]
     res = json.loads((out / "results.json").read_text())
@@ -41,3 +42,11 @@ def test_suite_runs_every_bridge_scenario(tmp_path):
         s5 = runs[("S5", v)]
         assert s5["per_s"] > 0 and s5["refused"] == {}, (v, s5)
     assert (out / "results.md").read_text().count("| S5") == 6
+    for server in ("wsbridge", "librdkafka"):
+        s7 = [r for r in res["runs"] if r["scenario"] == "S7" and r["server"] == server]
+        assert len(s7) == 1 and s7[0]["per_s"] > 0 and s7[0]["records"] == 2000, s7
+    s8 = runs[("S8", "")]
+    assert s8["delivered_per_s"] > 0 and s8["order_violations"] == 0, s8
+    assert s8["subscribed"] == 100 and s8["published_per_s"] > 0, s8
+    # each record reaches one filter group of the 10 (10 clients here), not all 100
+    assert s8["delivered_per_s"] < 20 * s8["published_per_s"], s8
