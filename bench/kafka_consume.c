@@ -284,26 +284,25 @@ static int latency(const struct opts *o)
     uint32_t *h = calloc(LAT_BUCKETS, sizeof(*h));
     if (!h)
         return 2;
-    rd_kafka_queue_t *q = rd_kafka_queue_get_consumer(rk);
-    rd_kafka_message_t *batch[BATCH];
     uint64_t n = 0;
     double end = mono_s() + o->seconds;
+    /* one record at a time: a batch call would wait to fill its batch */
     while (mono_s() < end) {
-        ssize_t k = rd_kafka_consume_batch_queue(q, 50, batch, BATCH);
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 50);
+        if (!m)
+            continue;
         double now = wall_ms();
-        for (ssize_t i = 0; i < k; i++) {
-            long long seq;
-            double ts;
-            if (!batch[i]->err && seq_ts(batch[i]->payload, batch[i]->len, &seq, &ts)) {
-                double ms = now - ts;
-                size_t b = ms <= 0 ? 0 : (size_t)(ms * 10.0);
-                h[b < LAT_BUCKETS ? b : LAT_BUCKETS - 1]++;
-                n++;
-                if (out)
-                    fprintf(out, "%lld %.3f\n", seq, now);
-            }
-            rd_kafka_message_destroy(batch[i]);
+        long long seq;
+        double ts;
+        if (!m->err && seq_ts(m->payload, m->len, &seq, &ts)) {
+            double ms = now - ts;
+            size_t b = ms <= 0 ? 0 : (size_t)(ms * 10.0);
+            h[b < LAT_BUCKETS ? b : LAT_BUCKETS - 1]++;
+            n++;
+            if (out)
+                fprintf(out, "%lld %.3f\n", seq, now);
         }
+        rd_kafka_message_destroy(m);
     }
     if (out)
         fclose(out);
@@ -311,7 +310,6 @@ static int latency(const struct opts *o)
            ",\"latency_ms\":{\"p50\":%.1f,\"p99\":%.1f,\"p99.9\":%.1f}}\n",
            n, pct(h, n, 0.5), pct(h, n, 0.99), pct(h, n, 0.999));
     free(h);
-    rd_kafka_queue_destroy(q);
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
     return 0;

@@ -85,14 +85,34 @@ def main():
         args = [os.path.join(a.build, "wsb-load"), "--url", "ws://127.0.0.1:%d/ws" % port,
                 "--clients", str(a.clients), "--connect-rate", "2000", "--channel", "bench",
                 "--duration", str(a.duration + 8)]
+        ref = None
         if a.memory:
             n = int(a.rate * a.duration)
             args += ["--publish", str(a.rate), "--payload", str(a.payload), "--expect", str(n)]
+        else:
+            # The broker side: a plain librdkafka consumer with the bridge's properties reads
+            # the partition from its end next to the bridge and logs when it got each record;
+            # wsb-load then reports, per delivery, its receive time minus that (after_ref_ms).
+            ref_path = os.path.join(tmp, "ref-times")
+            ref = subprocess.Popen(
+                [os.path.join(a.build, "wsb-kafka-bench"), "latency", "--brokers", bootstrap,
+                 "--topic", "bench", "--seconds", str(a.duration + 5 + a.clients / 1000.0),
+                 "--out", ref_path] +
+                sum((["--property", "%s=%s" % kv] for kv in json.loads(a.properties).items()),
+                    []), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            args += ["--ref-times", ref_path]
         load = subprocess.Popen(args, stdout=subprocess.PIPE)
         time.sleep(3 + a.clients / 1000.0)  # every client connected and subscribed
 
         pad = "x" * max(0, a.payload - 40)
         sent = [0]
+        appended = []  # producer stamp -> delivery report (the broker's append acknowledged)
+
+        def on_delivery(ts):
+            def cb(err, msg):
+                if err is None:
+                    appended.append(time.time() * 1000.0 - ts)
+            return cb
 
         def run():
             start = time.monotonic()
@@ -104,8 +124,9 @@ def main():
                     time.sleep(min(0.002, due - now))
                     prod.poll(0)
                     continue
-                v = json.dumps({"seq": i, "ts": time.time() * 1000.0, "pad": pad})
-                prod.produce("bench", value=v.encode(), partition=0)
+                ts = time.time() * 1000.0
+                v = json.dumps({"seq": i, "ts": ts, "pad": pad})
+                prod.produce("bench", value=v.encode(), partition=0, on_delivery=on_delivery(ts))
                 prod.poll(0)
                 i += 1
             prod.flush(30)
@@ -117,8 +138,17 @@ def main():
             t = threading.Thread(target=run)
             t.start()
             t.join()
+        broker = None
+        if ref:
+            rout, _ = ref.communicate(timeout=a.duration + 60)
+            broker = json.loads(rout.decode().strip().splitlines()[-1])
         out, _ = load.communicate(timeout=a.duration + 60)
         summary = json.loads(out.decode().strip().splitlines()[-1])
+
+        def pcts(v):
+            v = sorted(v)
+            return {q: round(v[min(len(v) - 1, int(f * len(v)))], 1)
+                    for q, f in (("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999))} if v else None
         print(json.dumps({"connector": "memory" if a.memory else "kafka", "clients": a.clients, "rate": a.rate, "duration_s": a.duration,
                           "payload": a.payload, "properties": json.loads(a.properties),
                           "produced": sent[0],
@@ -126,10 +156,18 @@ def main():
                           "received_total": summary.get("received_total"),
                           "order_violations": summary.get("order_violations"),
                           "gaps_total": summary.get("gaps_total"),
-                          "latency_ms": summary.get("latency_ms")}))
+                          "latency_ms": summary.get("latency_ms"),
+                          # the split (Kafka only): stamp -> append acknowledged, stamp -> a
+                          # plain consumer has it, and per delivery the client's receive time
+                          # minus the plain consumer's for the same record
+                          "append_ms": pcts(appended),
+                          "broker_ms": broker and broker.get("latency_ms"),
+                          "bridge_added_ms": summary.get("after_ref_ms")}))
     finally:
         if load and load.poll() is None:
             load.kill()
+        if not a.memory and ref and ref.poll() is None:
+            ref.kill()
         bridge.terminate()
         try:
             bridge.wait(10)

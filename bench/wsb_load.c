@@ -106,6 +106,7 @@ struct options {
     const char *sse_path;   /* subscribers use the bridge's event stream on this path */
     const char *token_file; /* one token a line, used in turn (each upgrade takes the next) */
     char **keys;            /* --keys: publish i carries "key": keys[i % nkeys] (filters) */
+    const char *ref_times;  /* --ref-times: "SEQ MS" lines, another reader's receive times */
     size_t nkeys;
 };
 
@@ -145,6 +146,12 @@ struct load {
     /* latency */
     uint64_t *lat;
     uint64_t lat_n;
+    /* --ref-times: every fast delivery's data.seq and receive wall clock */
+    struct recv_at {
+        int64_t seq;
+        double ms;
+    } * recv;
+    size_t nrecv, caprecv;
     /* measurement window: from the publisher's start (or the run's) to the end */
     int64_t window_us;
     uint64_t window_received;
@@ -504,7 +511,20 @@ static void record_latency(struct load *ld, const struct server_msg *m, const st
     double ts = -1;
     if (!(d->ts.p && span_num(d->ts, &ts)) && !(m->timestamp.p && span_num(m->timestamp, &ts)))
         return;
-    double ms = wall_ms() - ts;
+    double now = wall_ms(), ms = now - ts;
+    int64_t seq;
+    if (ld->opt.ref_times && d->seq.p && span_int(d->seq, &seq)) {
+        if (ld->nrecv == ld->caprecv) {
+            size_t cap = ld->caprecv ? 2 * ld->caprecv : 65536;
+            struct recv_at *r = realloc(ld->recv, cap * sizeof(*r));
+            if (r) {
+                ld->recv = r;
+                ld->caprecv = cap;
+            }
+        }
+        if (ld->nrecv < ld->caprecv)
+            ld->recv[ld->nrecv++] = (struct recv_at){seq, now};
+    }
     if (ms < 0)
         ms = 0;
     size_t b = (size_t)(ms * 10.0);
@@ -1209,6 +1229,68 @@ static json_t *counters_json(const struct counters *cs)
 }
 
 /* Prints the summary and returns the exit status. */
+/* --ref-times: per delivery, this client's receive time minus the reference reader's receive
+ * time of the same record (by data.seq), e.g. a plain Kafka consumer's: what the bridge adds.
+ * Histogram of 0.1 ms buckets from -100 ms. NULL when nothing matched. */
+static json_t *ref_delays(struct load *ld)
+{
+    FILE *f = fopen(ld->opt.ref_times, "r");
+    if (!f)
+        return NULL;
+    double *ref = NULL;
+    size_t cap = 0;
+    long long seq;
+    double ms;
+    while (fscanf(f, "%lld %lf", &seq, &ms) == 2) {
+        if (seq < 0 || seq > 100000000)
+            continue;
+        if ((size_t)seq >= cap) {
+            size_t ncap = cap ? cap : 4096;
+            while (ncap <= (size_t)seq)
+                ncap *= 2;
+            double *r = realloc(ref, ncap * sizeof(*r));
+            if (!r)
+                break;
+            for (size_t i = cap; i < ncap; i++)
+                r[i] = -1;
+            ref = r;
+            cap = ncap;
+        }
+        ref[seq] = ms;
+    }
+    fclose(f);
+    uint64_t *h = calloc(LAT_BUCKETS, sizeof(*h)), n = 0, earlier = 0;
+    for (size_t i = 0; h && i < ld->nrecv; i++) {
+        int64_t s = ld->recv[i].seq;
+        if (s < 0 || (size_t)s >= cap || ref[s] < 0)
+            continue;
+        double d = ld->recv[i].ms - ref[s];
+        earlier += d < 0;
+        double b = (d + 100.0) * 10.0;
+        h[b < 0 ? 0 : b >= LAT_BUCKETS ? LAT_BUCKETS - 1 : (size_t)b]++;
+        n++;
+    }
+    json_t *out = NULL;
+    if (n) {
+        out = json_object();
+        const double qs[] = {0.5, 0.99, 0.999};
+        const char *names[] = {"p50", "p99", "p99.9"};
+        for (int q = 0; q < 3; q++) {
+            uint64_t want = (uint64_t)ceil(qs[q] * (double)n), acc = 0;
+            size_t b = 0;
+            for (; b < LAT_BUCKETS; b++)
+                if ((acc += h[b]) >= (want ? want : 1))
+                    break;
+            json_object_set_new(out, names[q], json_real((double)(b + 1) / 10.0 - 100.0));
+        }
+        json_object_set_new(out, "samples", json_integer((json_int_t)n));
+        json_object_set_new(out, "earlier", json_integer((json_int_t)earlier));
+    }
+    free(h);
+    free(ref);
+    return out;
+}
+
 static int report(struct load *ld)
 {
     if (!ld->end_us)
@@ -1293,6 +1375,9 @@ static int report(struct load *ld)
         json_object_set_new(lat, "samples", json_integer((json_int_t)ld->lat_n));
         json_object_set_new(out, "latency_ms", lat);
     }
+    json_t *refd = ld->opt.ref_times ? ref_delays(ld) : NULL;
+    if (refd)
+        json_object_set_new(out, "after_ref_ms", refd);
     char *text = json_dumps(out, JSON_COMPACT | JSON_REAL_PRECISION(9));
     json_decref(out);
     if (text) {
@@ -1333,6 +1418,8 @@ static void usage(FILE *f)
                "                     publisher stays a WebSocket)\n"
                "  --token-file F     tokens, one a line, each upgrade takes the next in turn\n"
                "  --keys K1,K2,...   the publisher's message i carries \"key\": K(i mod n)\n"
+               "  --ref-times F      at the end, per delivery: receive time minus the time in F\n"
+               "                     (\"SEQ MS\" lines) of the same data.seq (after_ref_ms)\n"
                "Prints one JSON summary on stdout. Exit 0 when every fast client received\n"
                "--expect messages in order, 1 otherwise, 2 on a usage error.\n");
 }
@@ -1401,6 +1488,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"window", required_argument, NULL, 'W'},
         {"token-file", required_argument, NULL, 'T'},
         {"keys", required_argument, NULL, 'K'},
+        {"ref-times", required_argument, NULL, 'F'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -1460,6 +1548,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         case 'X': o->probe = o->churn = true; break;
         case 'U': o->cpu_spec = optarg; break;
         case 'T': o->token_file = optarg; break;
+        case 'F': o->ref_times = optarg; break;
         case 'K': {
             /* plain tokens (letters, digits, '-', '_', '.'): written into JSON unescaped */
             char *save = NULL, *dup = strdup(optarg);
@@ -1613,6 +1702,7 @@ cleanup:
     free(ld.pad);
     for (size_t i = 0; i < ld.ntokens; i++)
         free(ld.tokens[i]);
+    free(ld.recv);
     free(ld.tokens);
     return status;
 }
