@@ -36,6 +36,13 @@
 
 #define TICK_MS 500
 
+/* A draining loop with no session left is done (the server thread waits for every loop). */
+static void note_drained(struct wsb_worker *w)
+{
+    if (w->draining && w->nsessions == 0)
+        atomic_store(&w->drained, true);
+}
+
 static void on_mail(void *ctx, struct wsb_mail *m)
 {
     struct wsb_worker *w = ctx;
@@ -61,6 +68,7 @@ static void on_mail(void *ctx, struct wsb_mail *m)
          * event), so walking the list while closing is safe. */
         for (struct wsb_session *s = w->sessions; s; s = wsb_session_next(s))
             wsb_session_drain(s);
+        note_drained(w); /* an idle loop is done at once, not at its next tick */
         break;
     case WSB_MAIL_RELOAD: {
         struct wsb_runtime *rt = wsb_shared_runtime(w->shared);
@@ -82,6 +90,7 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     wsb_sweep_reap(arg);
+    note_drained(arg); /* the last session of a draining loop: the exit need not wait a tick */
 }
 
 #define GATE_RECHECK_US 5000
@@ -148,8 +157,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         w->trim_due = false;
         malloc_trim(0);
     }
-    if (w->draining && w->nsessions == 0)
-        atomic_store(&w->drained, true);
+    note_drained(w);
 }
 
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *addr,
