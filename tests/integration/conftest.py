@@ -15,7 +15,9 @@ WSB_KAFKA_MOCK_BIN (the librdkafka mock-cluster helper, used by the Kafka tests)
 Everything binds 127.0.0.1. Every wait is bounded.
 """
 
+import collections
 import copy
+import fcntl
 import http.client
 import json
 import os
@@ -23,7 +25,9 @@ import re
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+import weakref
 
 import pytest
 
@@ -62,12 +66,36 @@ def kafka_mock_bin():
 
 
 _PORT_LO, _PORT_HI = 20000, 32000  # below Linux's ephemeral range (32768-60999)
+# Test files run in parallel (ctest -jN). A port handed out here is claimed across processes
+# with an flock on a file named after it, held by this process, so two test processes never
+# pick the same port between the probe and the bridge's bind. The newest claims are kept (a
+# bridge restarted on its port stays covered); older ones are let go to bound the descriptors.
+_PORT_DIR = os.path.join(tempfile.gettempdir(), "wsbridge-test-ports")
+_PORT_CLAIMS_KEPT = 64
+_claims = collections.OrderedDict()  # port -> descriptor holding its flock
+
+
+def _claim(port):
+    if port in _claims:
+        return False  # already handed out by this process
+    os.makedirs(_PORT_DIR, exist_ok=True)
+    fd = os.open(os.path.join(_PORT_DIR, str(port)), os.O_CREAT | os.O_RDWR, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False  # another test process holds it
+    _claims[port] = fd
+    while len(_claims) > _PORT_CLAIMS_KEPT:
+        os.close(_claims.popitem(last=False)[1])
+    return True
 
 
 def free_port():
     """A currently free TCP port on 127.0.0.1, chosen below the kernel's ephemeral range so
     that no socket bound to port 0 meanwhile (a client connection, the demo's in-process
-    Kafka cluster, another test's mock broker) can take it before the bridge binds it.
+    Kafka cluster, another test's mock broker) can take it before the bridge binds it, and
+    claimed so that no other test process (files run in parallel) is given it too.
     Random start, then probe upward; falls back to a kernel-chosen port."""
     import random
 
@@ -77,11 +105,12 @@ def free_port():
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             s.bind(("127.0.0.1", port))
-            return port
         except OSError:
             continue
         finally:
             s.close()
+        if _claim(port):
+            return port
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         s.bind(("127.0.0.1", 0))
@@ -302,6 +331,7 @@ class Bridge:
         self.ws_url = "ws://127.0.0.1:%d%s" % (port, path)
         self.admin_url = "http://127.0.0.1:%d" % admin_port if admin_port else None
         self.exit_code = None
+        self.clients = weakref.WeakSet()  # the WSClients connect() opened
 
     # -- logs
     def logs(self):
@@ -407,6 +437,7 @@ class Bridge:
         import wsclient
 
         c = wsclient.WSClient.connect(self.host, self.port, path or self.path, **kw)
+        self.clients.add(c)
         if read_welcome:
             c.welcome = c.recv_json(timeout=5.0)
             assert c.welcome.get("type") == "welcome", c.welcome
@@ -536,10 +567,17 @@ class _Starter:
         problems = []
         for b in self.bridges:
             if b.alive():
+                # The drain starts with the test's clients still connected; they then go
+                # away instead of leaving the bridge to wait out the close handshake they
+                # would never answer (the drain itself is test_80's and test_82's subject).
+                b.proc.send_signal(signal.SIGTERM)
+                for c in list(b.clients):
+                    c.close()
                 try:
-                    b.stop(signal.SIGTERM, timeout=10)
-                except AssertionError as e:
-                    problems.append(str(e))
+                    b.exit_code = b.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    b.kill()
+                    problems.append("wsbridge did not exit within 10s after SIGTERM")
             text = b.logs()
             for marker in SANITIZER_MARKERS:
                 if marker in text:
