@@ -4,6 +4,8 @@ closes with 1008, even while the client answers every ping; and inbound bytes ar
 they arrive (inflated bytes for a compressed message), so a message that overdraws the byte
 bucket is refused at once, not when (or if) it ends."""
 
+# ctest: cost=10  (scheduling: docs/testing.md)
+
 import json
 import time
 

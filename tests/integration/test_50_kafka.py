@@ -9,6 +9,8 @@ partition, offset; JSON verbatim, UTF-8 as string, binary as base64); publish co
 the delivery report and read back by a separate consumer.
 """
 
+# ctest: processors=2 cost=45  (scheduling: docs/testing.md)
+
 import asyncio
 import base64
 import json

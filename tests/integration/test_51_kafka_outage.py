@@ -3,6 +3,8 @@ turns 503 naming the connector and back to 200; the subscription survives and th
 receives every message produced before, during (buffered by the producer) and after the
 outage, with no gap and no duplicate in offsets (SPEC §8 "Broker outages")."""
 
+# ctest: cost=13  (scheduling: docs/testing.md)
+
 import json
 import socket
 import time

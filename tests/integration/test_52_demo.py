@@ -3,6 +3,8 @@ by a built-in producer, a generated HS256 secret, a token and URL printed on sta
 page at `/`. A small `-c` overlay moves the listeners to free loopback ports (the demo
 defaults are 0.0.0.0:8080 / 9090)."""
 
+# ctest: serial cost=11  (scheduling: docs/testing.md)
+
 import base64
 import json
 import re

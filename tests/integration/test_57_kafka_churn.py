@@ -16,6 +16,8 @@ printed, not asserted (a figure of the release build; see assert_p99); the 60 s 
 bounds hold there too.
 """
 
+# ctest: serial cost=18  (scheduling: docs/testing.md)
+
 import os
 import time
 

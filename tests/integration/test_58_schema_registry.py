@@ -11,6 +11,8 @@ naming the registry, and resume); unknown ids under `avro` (skipped, a gap) and 
 (passed through). Loads scale down under WSB_SANITIZED=1, assertions do not.
 """
 
+# ctest: processors=2 cost=12  (scheduling: docs/testing.md)
+
 import asyncio
 import base64
 import decimal

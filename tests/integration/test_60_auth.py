@@ -4,6 +4,8 @@ PyJWT, forgeries, every token source, ACL rules with claim conditions, templates
 permissions claim, expiry and refresh, refusal "close" mode, and no token in any log.
 """
 
+# ctest: cost=18  (scheduling: docs/testing.md)
+
 import json
 import socket
 import time

@@ -1,6 +1,8 @@
 """SIGHUP reload (SPEC §8): ACLs, JWT keys and limits change without dropping connections;
 live sessions are re-checked against the new ACLs; an invalid file keeps the old config."""
 
+# ctest: cost=10  (scheduling: docs/testing.md)
+
 import json
 import signal
 import time

@@ -30,6 +30,8 @@ baseline (~10 MiB). 300 MiB is that sum rounded up; a leak of the 20 MB stream p
 client (10 x 22 MB) or per fast client (200 x 22 MB = 4.4 GB) would exceed it.
 """
 
+# ctest: serial cost=50  (scheduling: docs/testing.md)
+
 import json
 import os
 import time

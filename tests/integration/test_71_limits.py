@@ -12,6 +12,8 @@ before its confirmation came back must get rate_limited. Every publish is answer
 exactly once (published or rate_limited).
 """
 
+# ctest: cost=10  (scheduling: docs/testing.md)
+
 import json
 import socket
 import time

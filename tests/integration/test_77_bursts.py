@@ -23,6 +23,8 @@ send_buffer: soft 256 KiB for 2 s, hard 1 MiB; and, under `disconnect`, hard 256
 Under ASan (WSB_SANITIZED=1) the stream is shorter and slower; the assertions are the same.
 """
 
+# ctest: serial cost=43  (scheduling: docs/testing.md)
+
 import json
 import os
 import time

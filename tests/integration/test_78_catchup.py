@@ -20,6 +20,8 @@ after a burst, does not reach it), so whether RSS comes back is a property of th
 build's allocator; that pass asserts it, this one prints the figure.
 """
 
+# ctest: serial cost=20  (scheduling: docs/testing.md)
+
 import json
 import os
 import threading

@@ -11,6 +11,8 @@ does not read (SO_RCVBUF 4096), 8 KB messages:
   while the other channel's messages are dropped with exact `gap` counts.
 """
 
+# ctest: cost=14  (scheduling: docs/testing.md)
+
 import time
 
 from flow_helpers import drain_messages, slow_client

@@ -2,6 +2,8 @@
 and counts, SIGTERM/SIGINT drain (close 1001 to every client, /readyz 503, exit 0 within
 drain_timeout_ms)."""
 
+# ctest: cost=15  (scheduling: docs/testing.md)
+
 import http.client
 import json
 import signal

@@ -3,6 +3,8 @@
 connections with sub, peer, worker, subscriptions, buffered bytes and drops — a stalled client
 must come out on top."""
 
+# ctest: cost=11  (scheduling: docs/testing.md)
+
 import json
 import socket
 import time

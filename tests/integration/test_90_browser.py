@@ -6,6 +6,8 @@ imports the library from the bridge, as a user's page would. Producers and the c
 checks publishes are confluent_kafka, never the bridge's own code. Ticks carry sequence
 numbers in their payloads, so order, gaps and duplicates are checked by value."""
 
+# ctest: serial cost=37  (scheduling: docs/testing.md)
+
 import http.server
 import json
 import os

@@ -7,6 +7,8 @@ and for HS256/RS256/ES256 tokens (reused and distinct), Kafka ingest next to a p
 librdkafka consumer (S7), fan-out through a key filter (S8) — not how good the figures are.
 """
 
+# ctest: serial release-only cost=12  (scheduling: docs/testing.md)
+
 import json
 import os
 import subprocess
