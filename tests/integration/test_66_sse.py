@@ -219,7 +219,14 @@ def test_stalled_reader_is_cut_off_or_gapped_while_others_keep_up(bridge_factory
     # The stalled reader: its buffered bytes never pass the hard limit; disconnect ends the
     # stream (what was queued is dropped and an error event says why), drop_oldest keeps it
     # with `gap` events once it reads again.
+    # The limits act on the stalled reader's own loop (soft_seconds 1 s, checked each tick);
+    # with 2 workers that loop need not be the fast reader's, which can be done first.
+    deadline = time.monotonic() + 5
     m = b.metrics()
+    while m.sum("wsbridge_messages_dropped_total") == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        m = b.metrics()
+    waited = 5 - (deadline - time.monotonic())
     dropped = m.sum("wsbridge_messages_dropped_total")
     assert dropped > 0, m
     stalled.sock.settimeout(10)
@@ -245,7 +252,8 @@ def test_stalled_reader_is_cut_off_or_gapped_while_others_keep_up(bridge_factory
         assert gap, kinds
         assert sum(e["data"]["dropped"] for e in gap) + len(msgs) == n, (
             len(gap), sum(e["data"]["dropped"] for e in gap), len(msgs))
-    print("fast reader: %d events in %.2fs while one reader stalled (%s)" % (n, took, policy))
+    print("fast reader: %d events in %.2fs while one reader stalled (%s, %d workers); first "
+          "drop %.1fs after" % (n, took, policy, workers, waited))
 
 
 def test_publish_answers_after_the_broker_confirms_and_lands_once(kafka_mock, bridge_factory):

@@ -6,6 +6,8 @@ filter that may narrow but never widen (`forbidden`), a SIGHUP that re-resolves 
 subscriptions, and an exact resume from offsets. Real binary (`workers` 2), real producers.
 """
 
+# ctest: cost=17  (scheduling: docs/testing.md)
+
 import asyncio
 import json
 import os
