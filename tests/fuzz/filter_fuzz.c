@@ -2,6 +2,8 @@
  * templates, and a client's `subscribe.filter` with literal values), then resolution, the
  * conjunction and matching, with invariants. Input: "CLAIMS_JSON\nSPEC_JSON\nKEY\nHNAME=HVALUE";
  * the spec is parsed in both modes. */
+/* The fuzz tree is RelWithDebInfo (NDEBUG): keep the invariants checked. */
+#undef NDEBUG
 #include <assert.h>
 #include <stdint.h>
 #include <stdlib.h>
