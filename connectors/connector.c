@@ -58,6 +58,7 @@ struct wsb_msg *wsb_msg_new(uint64_t source_id, int32_t partition, int64_t offse
     m->offset = offset;
     m->timestamp_ms = timestamp_ms;
     m->ack_token = 0;
+    m->shared = NULL;
     m->key = NULL;
     m->key_len = 0;
     if (key) {
@@ -91,6 +92,27 @@ struct wsb_msg *wsb_msg_new(uint64_t source_id, int32_t partition, int64_t offse
     return m;
 }
 
+struct wsb_msg *wsb_msg_share(struct wsb_msg *m, uint64_t source_id)
+{
+    struct wsb_msg *v = malloc(sizeof(*v));
+    if (!v)
+        return NULL;
+    *v = (struct wsb_msg){.flags = m->flags,
+                          .source_id = source_id,
+                          .partition = m->partition,
+                          .offset = m->offset,
+                          .timestamp_ms = m->timestamp_ms,
+                          .key = m->key,
+                          .key_len = m->key_len,
+                          .payload = m->payload,
+                          .payload_len = m->payload_len,
+                          .nheaders = m->nheaders,
+                          .headers = m->headers,
+                          .shared = wsb_msg_ref(m)};
+    atomic_init(&v->refs, 1);
+    return v;
+}
+
 struct wsb_msg *wsb_msg_ref(struct wsb_msg *m)
 {
     if (m)
@@ -100,8 +122,11 @@ struct wsb_msg *wsb_msg_ref(struct wsb_msg *m)
 
 void wsb_msg_unref(struct wsb_msg *m)
 {
-    if (m && atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1)
+    if (m && atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1) {
+        struct wsb_msg *shared = m->shared;
         free(m);
+        wsb_msg_unref(shared);
+    }
 }
 
 const struct wsb_connector_ops *wsb_connector_find(const char *type)

@@ -47,6 +47,7 @@ struct wsb_msg {
     size_t payload_len;
     size_t nheaders;
     const struct wsb_header *headers;
+    struct wsb_msg *shared; /* wsb_msg_share: the message whose bytes these are (a reference) */
 };
 
 /** Allocates a message and copies key, payload and headers into it. refs = 1.
@@ -55,6 +56,11 @@ struct wsb_msg *wsb_msg_new(uint64_t source_id, int32_t partition, int64_t offse
                             int64_t timestamp_ms, const void *key, size_t key_len,
                             const void *payload, size_t payload_len,
                             const struct wsb_header *headers, size_t nheaders);
+/** A message of `m`'s (same partition, offset, timestamp, flags) for `source_id`, whose key,
+ * payload and headers are `m`'s bytes, held by a reference to `m` rather than copied: one
+ * stored message handed to several sources. refs = 1, ack_token 0. NULL on allocation
+ * failure. @locality any */
+struct wsb_msg *wsb_msg_share(struct wsb_msg *m, uint64_t source_id);
 struct wsb_msg *wsb_msg_ref(struct wsb_msg *m);
 void wsb_msg_unref(struct wsb_msg *m);
 

@@ -129,12 +129,11 @@ static void qitem_free(struct qitem *q)
 
 /* ---- Delivery ------------------------------------------------------------------------ */
 
-static void deliver_copy(struct mem *mm, uint64_t source_id, const struct wsb_msg *m,
-                         uint64_t token)
+/* The stored message for one source: its bytes shared, not copied (a topic read by several
+ * sources, or retained and read again, is still one copy). */
+static void deliver_to(struct mem *mm, uint64_t source_id, struct wsb_msg *m, uint64_t token)
 {
-    struct wsb_msg *c =
-        wsb_msg_new(source_id, m->partition, m->offset, m->timestamp_ms, m->key, m->key_len,
-                    m->payload, m->payload_len, m->headers, m->nheaders);
+    struct wsb_msg *c = wsb_msg_share(m, source_id);
     if (!c)
         return; /* out of memory: the message is lost for this source */
     c->ack_token = token;
@@ -171,7 +170,7 @@ static void dispatch_queue(struct mem *mm, struct topic *t)
             u = &(*u)->next;
         *u = q;
         s->nunacked++;
-        deliver_copy(mm, s->id, q->msg, q->token);
+        deliver_to(mm, s->id, q->msg, q->token);
     }
 }
 
@@ -197,7 +196,7 @@ static void topic_append(struct mem *mm, struct topic *t, struct wsb_msg *m)
 
     for (struct source *s = mm->sources; s; s = s->next)
         if (!s->ack && s->topic == t)
-            deliver_copy(mm, s->id, m, 0);
+            deliver_to(mm, s->id, m, 0);
 
     if (t->has_queue) {
         struct qitem *q = calloc(1, sizeof(*q));
@@ -283,7 +282,7 @@ static void do_subscribe(struct mem *mm, const struct wsb_cmd *c)
     snprintf(positions, sizeof(positions), "{\"0\":%" PRId64 "}", from);
     mm->sink.source_started(mm->sink.ctx, s->id, positions);
     for (int64_t o = from; o < t->next_offset; o++)
-        deliver_copy(mm, s->id, topic_at(mm, t, o), 0);
+        deliver_to(mm, s->id, topic_at(mm, t, o), 0);
 }
 
 static void source_free(struct source *s)

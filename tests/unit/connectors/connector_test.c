@@ -70,6 +70,35 @@ static void test_msg_no_key_no_headers(void **state)
     wsb_msg_unref(m);
 }
 
+/* A shared message keeps the bytes of the one it shares alive after that one's last holder
+ * lets go (ASan builds catch a use after free). */
+static void test_msg_share(void **state)
+{
+    (void)state;
+    struct wsb_header h = {.name = "h", .value = (const uint8_t *)"v", .value_len = 1};
+    struct wsb_msg *m = wsb_msg_new(0, 2, 7, 1000, "k", 1, "payload", 7, &h, 1);
+    assert_non_null(m);
+    m->flags = WSB_MSG_DATA_RAW;
+    struct wsb_msg *v = wsb_msg_share(m, 42);
+    assert_non_null(v);
+    wsb_msg_unref(m);
+    assert_int_equal(v->source_id, 42);
+    assert_int_equal(v->partition, 2);
+    assert_int_equal(v->offset, 7);
+    assert_int_equal(v->timestamp_ms, 1000);
+    assert_int_equal(v->flags, WSB_MSG_DATA_RAW);
+    assert_int_equal(v->ack_token, 0);
+    assert_memory_equal(v->payload, "payload", 7);
+    assert_memory_equal(v->key, "k", 1);
+    assert_int_equal(v->nheaders, 1);
+    assert_string_equal(v->headers[0].name, "h");
+    assert_memory_equal(v->headers[0].value, "v", 1);
+    struct wsb_msg *r = wsb_msg_ref(v);
+    wsb_msg_unref(v);
+    assert_memory_equal(r->payload, "payload", 7);
+    wsb_msg_unref(r);
+}
+
 static void test_msg_overflow(void **state)
 {
     (void)state;
@@ -161,9 +190,13 @@ static void test_new_free(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_msg_copies_everything), cmocka_unit_test(test_msg_no_key_no_headers),
-        cmocka_unit_test(test_msg_overflow),          cmocka_unit_test(test_registry),
-        cmocka_unit_test(test_caps_and_channel_keys), cmocka_unit_test(test_new_free),
+        cmocka_unit_test(test_msg_copies_everything),
+        cmocka_unit_test(test_msg_no_key_no_headers),
+        cmocka_unit_test(test_msg_share),
+        cmocka_unit_test(test_msg_overflow),
+        cmocka_unit_test(test_registry),
+        cmocka_unit_test(test_caps_and_channel_keys),
+        cmocka_unit_test(test_new_free),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
