@@ -160,7 +160,7 @@ static void on_control(struct wsb_session *s, const struct wsb_frame_ev *ev)
             double rtt = (double)(wsb_now_ms() - s->ping_sent_ms) / 1000.0;
             wsb_histogram_observe(&s->w->metrics.ping_rtt, rtt);
             if (s->state == WSB_SS_OPEN)
-                event_del(s->timer);
+                wsb_session_disarm_timer(s);
         }
         break;
     case WSB_OP_CLOSE: {

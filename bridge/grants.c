@@ -26,17 +26,13 @@
 
 void wsb_grants_set_expiry(struct wsb_session *s)
 {
-    if (!s->exp_ev)
+    if (!s->ident || s->ident->exp <= 0) {
+        wsb_session_set_expiry(s, -1);
         return;
-    event_del(s->exp_ev);
-    if (!s->ident || s->ident->exp <= 0)
-        return;
+    }
     int64_t at = s->ident->exp + wsb_auth_leeway(s->rt->auth);
     int64_t in = at - wsb_wall_s();
-    if (in < 0)
-        in = 0;
-    struct timeval tv = {(time_t)in, 0};
-    evtimer_add(s->exp_ev, &tv);
+    wsb_session_set_expiry(s, in < 0 ? 0 : in * 1000);
 }
 
 /* The claims the ACL sees: the token's, without any mtls_* names it may carry, plus those of a
@@ -197,18 +193,6 @@ void wsb_grants_recompile(struct wsb_session *s)
         wsb_identity_compact(s->ident);
 }
 
-static void on_expiry(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    struct wsb_session *s = arg;
-    if (s->state != WSB_SS_OPEN)
-        return;
-    wsb_log(WSB_LOG_INFO, "token expired", WSB_LSTR("conn", s->sid),
-            WSB_LSTR("sub", s->ident ? s->ident->sub : NULL));
-    wsb_session_close_token_error(s, "token_expired");
-}
-
 void wsb_grants_start(struct wsb_session *s)
 {
     wsb_session_start(s);
@@ -223,7 +207,6 @@ void wsb_grants_start(struct wsb_session *s)
     wsb_grants_recompile(s);
     if (s->transport == WSB_TRANSPORT_HTTP)
         return; /* one request: its token was checked just now */
-    s->exp_ev = evtimer_new(s->w->base, on_expiry, s);
     wsb_grants_set_expiry(s);
 }
 

@@ -251,7 +251,7 @@ void wsb_httppub_open(struct wsb_session *s, const struct wsb_http_req *req, con
     s->discard_input = true;
     s->on_reply = respond;
     s->on_free = on_free;
-    event_del(s->timer);
+    wsb_session_disarm_timer(s);
     wsb_metric_add(s->w->metrics.handshakes[WSB_HS_OK], 1);
     wsb_grants_start(s);
     if (!ps) {

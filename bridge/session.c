@@ -36,7 +36,6 @@
 #define GATE_ALLOW_US 500000  /* the most a behind client holds its loop's hand-off */
 
 static void on_timer(evutil_socket_t fd, short what, void *arg);
-static void on_ping_timer(evutil_socket_t fd, short what, void *arg);
 
 const struct wsb_limits *wsb_session_limits(const struct wsb_session *s)
 {
@@ -305,10 +304,58 @@ static void count_disconnect(struct wsb_session *s, uint16_t code)
     wsb_metric_add(s->w->metrics.disconnects[wsb_metrics_close_idx(code)], 1);
 }
 
+/* Arms the timer event for the earliest deadline set. */
+static void rearm(struct wsb_session *s)
+{
+    int64_t next = 0;
+    const int64_t due[3] = {s->oneshot_ms, s->ping_ms, s->expiry_ms};
+    for (size_t i = 0; i < 3; i++)
+        if (due[i] && (!next || due[i] < next))
+            next = due[i];
+    if (!next) {
+        event_del(s->timer);
+        return;
+    }
+    int64_t in = next - wsb_now_ms();
+    if (in < 0)
+        in = 0;
+    struct timeval tv = {(time_t)(in / 1000), (suseconds_t)((in % 1000) * 1000)};
+    evtimer_add(s->timer, &tv);
+}
+
+/* A deadline `ms` from now (never 0, which means unset). */
+static int64_t deadline(int64_t ms)
+{
+    int64_t t = wsb_now_ms() + ms;
+    return t ? t : 1;
+}
+
 void wsb_session_arm_timer(struct wsb_session *s, uint32_t ms)
 {
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    evtimer_add(s->timer, &tv);
+    s->oneshot_ms = deadline(ms);
+    rearm(s);
+}
+
+void wsb_session_disarm_timer(struct wsb_session *s)
+{
+    s->oneshot_ms = 0;
+    rearm(s);
+}
+
+void wsb_session_set_expiry(struct wsb_session *s, int64_t in_ms)
+{
+    if (!s->expiry_on)
+        return;
+    s->expiry_ms = in_ms < 0 ? 0 : deadline(in_ms);
+    rearm(s);
+}
+
+/* A closing session sends no more pings and no longer expires. */
+static void stop_periodic(struct wsb_session *s)
+{
+    s->ping_ms = 0;
+    s->expiry_ms = 0;
+    rearm(s);
 }
 
 static void drop_queued(struct wsb_session *s)
@@ -390,10 +437,7 @@ void wsb_session_close(struct wsb_session *s, uint16_t code, const char *reason,
     if (rl)
         memcpy(payload + 2, reason, rl);
     wsb_session_send_control(s, WSB_OP_CLOSE, payload, rl + 2);
-    if (s->ping_ev)
-        event_del(s->ping_ev);
-    if (s->exp_ev)
-        event_del(s->exp_ev);
+    stop_periodic(s);
     if (fail) {
         s->close_after_flush = true;
         wsb_session_arm_timer(s, FAIL_FLUSH_MS);
@@ -438,10 +482,7 @@ void wsb_session_end_stream(struct wsb_session *s)
     if (s->state == WSB_SS_OPEN)
         count_disconnect(s, 1000);
     detach_later(s);
-    if (s->ping_ev)
-        event_del(s->ping_ev);
-    if (s->exp_ev)
-        event_del(s->exp_ev);
+    stop_periodic(s);
     wsb_session_end_after_flush(s);
 }
 
@@ -580,21 +621,19 @@ void wsb_session_start(struct wsb_session *s)
     wsb_bucket_init(&s->in_msgs, l->inbound_rate_per_s, l->inbound_rate_burst, now_us);
     wsb_bucket_init(&s->in_bytes, l->inbound_bytes_per_s, l->inbound_bytes_burst, now_us);
     if (s->transport == WSB_TRANSPORT_HTTP)
-        return; /* one request: no pings */
-    s->ping_ev = event_new(w->base, -1, EV_PERSIST, on_ping_timer, s);
+        return; /* one request: no pings, no token expiry */
+    s->expiry_on = true;
     if (l->ping_interval_ms) {
-        struct timeval tv = {l->ping_interval_ms / 1000, (l->ping_interval_ms % 1000) * 1000};
-        event_add(s->ping_ev, &tv);
+        s->ping_ms = deadline(l->ping_interval_ms);
+        rearm(s);
     }
 }
 
 /* ---- timers ----------------------------------------------------------------------- */
 
-static void on_timer(evutil_socket_t fd, short what, void *arg)
+/* The one-shot deadline passed. */
+static void oneshot_due(struct wsb_session *s)
 {
-    (void)fd;
-    (void)what;
-    struct wsb_session *s = arg;
     switch (s->state) {
     case WSB_SS_HANDSHAKE:
         wsb_metric_add(s->w->metrics.handshakes[WSB_HS_TIMEOUT], 1);
@@ -615,11 +654,18 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-static void on_ping_timer(evutil_socket_t fd, short what, void *arg)
+/* The token's exp (+ leeway) passed: 4401 token_expired. */
+static void expiry_due(struct wsb_session *s)
 {
-    (void)fd;
-    (void)what;
-    struct wsb_session *s = arg;
+    if (s->state != WSB_SS_OPEN)
+        return;
+    wsb_log(WSB_LOG_INFO, "token expired", WSB_LSTR("conn", s->sid),
+            WSB_LSTR("sub", s->ident ? s->ident->sub : NULL));
+    wsb_session_close_token_error(s, "token_expired");
+}
+
+static void ping_due(struct wsb_session *s)
+{
     if (s->state != WSB_SS_OPEN || s->awaiting_pong)
         return;
     if (s->transport == WSB_TRANSPORT_SSE) {
@@ -634,6 +680,30 @@ static void on_ping_timer(evutil_socket_t fd, short what, void *arg)
     wsb_session_send_control(s, WSB_OP_PING, &s->ping_sent_ms, sizeof(s->ping_sent_ms));
     if (wsb_session_limits(s)->pong_timeout_ms)
         wsb_session_arm_timer(s, wsb_session_limits(s)->pong_timeout_ms);
+}
+
+/* The session's one timer: runs what is due (one-shot first), then arms for what is next. */
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct wsb_session *s = arg;
+    int64_t now = wsb_now_ms();
+    if (s->oneshot_ms && now >= s->oneshot_ms) {
+        s->oneshot_ms = 0;
+        oneshot_due(s);
+    }
+    if (s->expiry_ms && now >= s->expiry_ms && s->state != WSB_SS_DEAD) {
+        s->expiry_ms = 0;
+        expiry_due(s);
+    }
+    if (s->ping_ms && now >= s->ping_ms && s->state != WSB_SS_DEAD) {
+        uint32_t every = wsb_session_limits(s)->ping_interval_ms;
+        s->ping_ms = every ? deadline(every) : 0;
+        ping_due(s);
+    }
+    if (s->state != WSB_SS_DEAD)
+        rearm(s);
 }
 
 /* ---- new / free ------------------------------------------------------------------- */

@@ -71,7 +71,7 @@ int wsb_sse_open(struct wsb_session *s, const struct wsb_http_req *req, const ch
     s->transport = WSB_TRANSPORT_SSE;
     s->state = WSB_SS_OPEN;
     s->discard_input = true; /* the client never speaks again */
-    event_del(s->timer);
+    wsb_session_disarm_timer(s);
     write_head(s, req);
     wsb_metric_add(s->w->metrics.handshakes[WSB_HS_OK], 1);
     wsb_grants_start(s);

@@ -118,10 +118,6 @@ static void session_free(struct wsb_session *s)
     wsb_outq_cleanup(&s->q);
     bufferevent_free(s->bev);
     event_free(s->timer);
-    if (s->ping_ev)
-        event_free(s->ping_ev);
-    if (s->exp_ev)
-        event_free(s->exp_ev);
     if (s->inflater)
         wsb_inflater_free(s->inflater);
     free(s->fp);

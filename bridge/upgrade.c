@@ -430,7 +430,7 @@ static void switch_protocols(struct admission *a)
     evbuffer_add(out, "\r\n", 2);
     s->state = WSB_SS_OPEN;
     s->opened_us = wsb_now_us();
-    event_del(s->timer);
+    wsb_session_disarm_timer(s);
 }
 
 /* The WebSocket is open: 4401 for a refused token, else ACL compile, timers and welcome. */
