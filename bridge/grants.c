@@ -1,6 +1,6 @@
 /* A session's grants over its life: the claims its ACL is compiled from (the token's, and a
  * verified client certificate's), the compile when it opens, after an `auth` op and after a
- * reload (subscriptions no longer allowed end), and the token-expiry timer (4401). Above the
+ * reload (subscriptions no longer allowed end), and the token-expiry deadline (4401). Above the
  * session, whose primitives it uses. */
 #include "bridge/grants.h"
 

@@ -1,5 +1,5 @@
 /* A session's grants over its life: ACL compile from the token's and a client certificate's
- * claims, re-checks after `auth` and reloads, the token-expiry timer. Above the session layer's
+ * claims, re-checks after `auth` and reloads, the token-expiry deadline. Above the session layer's
  * state (session.c); called by upgrade, ops, sse, httppub and the worker loop. */
 #ifndef WSB_BRIDGE_GRANTS_H
 #define WSB_BRIDGE_GRANTS_H
@@ -22,7 +22,7 @@ void wsb_grants_start(struct wsb_session *s);
  * old grants on OOM. */
 void wsb_grants_recompile(struct wsb_session *s);
 
-/** (Re)arms the token-expiry timer from the identity's `exp` (4401 when it passes). */
+/** (Re)sets the token-expiry deadline from the identity's `exp` (4401 when it passes). */
 void wsb_grants_set_expiry(struct wsb_session *s);
 
 /** The per-record filter of a subscription to `ch` (routed to `rule`): the rule's `filter`
