@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 start=$(date +%s)
 jobs=$(nproc)
 # Test slots: the integration files mostly wait (sockets, brokers, timers), so twice the cores
-# run at once; a file's `# ctest:` line makes it serial or heavier (docs/testing.md).
+# run at once; a file's `# ctest:` line makes it serial or puts it under a lock (docs/testing.md).
 slots=$((2 * jobs))
 phase_start=$start
 phase() { # prints how long the previous phase took, then the next phase's title

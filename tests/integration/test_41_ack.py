@@ -2,7 +2,7 @@
 each message goes to one subscriber at a time, a client can only ack what it was given, and
 what a client leaves unacked when it goes away goes back to the broker and is redelivered."""
 
-# ctest: cost=26  (scheduling: docs/testing.md)
+# ctest: cost=13  (scheduling: docs/testing.md)
 
 import time
 

@@ -9,7 +9,7 @@ partition, offset; JSON verbatim, UTF-8 as string, binary as base64); publish co
 the delivery report and read back by a separate consumer.
 """
 
-# ctest: processors=2 cost=45  (scheduling: docs/testing.md)
+# ctest: lock=heavy cost=45  (scheduling: docs/testing.md)
 
 import asyncio
 import base64

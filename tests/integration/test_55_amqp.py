@@ -9,7 +9,7 @@ unknown-exchange publishes get publish_failed; `from` other than latest is unsup
 missing queue is unavailable. Loads scale down under the sanitizer pass (WSB_SANITIZED=1).
 """
 
-# ctest: processors=3 lock=rabbitmq cost=28  (scheduling: docs/testing.md)
+# ctest: lock=heavy cost=28  (scheduling: docs/testing.md)
 
 import asyncio
 import json

@@ -4,7 +4,7 @@ with backoff and re-opens every subscription; work-queue delivery resumes and no
 is lost (every message acked at least once, the broker ends at 0 ready, 0 unacked); an
 exchange subscription gets what is published after the restart."""
 
-# ctest: processors=3 lock=rabbitmq cost=20  (scheduling: docs/testing.md)
+# ctest: lock=heavy cost=20  (scheduling: docs/testing.md)
 
 import asyncio
 import json

@@ -11,7 +11,7 @@ naming the registry, and resume); unknown ids under `avro` (skipped, a gap) and 
 (passed through). Loads scale down under WSB_SANITIZED=1, assertions do not.
 """
 
-# ctest: processors=2 cost=12  (scheduling: docs/testing.md)
+# ctest: cost=12  (scheduling: docs/testing.md)
 
 import asyncio
 import base64

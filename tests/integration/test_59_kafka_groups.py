@@ -5,7 +5,7 @@ offsets, asyncio WebSocket clients. The mock cluster (wsb-kafka-mock, librdkafka
 implements JoinGroup/SyncGroup/Heartbeat/OffsetCommit/OffsetFetch and the bridge's
 cooperative-sticky assignment runs against it as it would against a real cluster."""
 
-# ctest: processors=3 cost=58  (scheduling: docs/testing.md)
+# ctest: lock=heavy cost=58  (scheduling: docs/testing.md)
 
 import asyncio
 import json

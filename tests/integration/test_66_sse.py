@@ -4,7 +4,7 @@ whose ids resume exactly (mock cluster), refusals with JSON bodies, a forbidden 
 to an allowed one, a stalled reader under the send-buffer limits, POST /publish answered
 after the broker confirms and landing once."""
 
-# ctest: processors=2 cost=25  (scheduling: docs/testing.md)
+# ctest: cost=25  (scheduling: docs/testing.md)
 
 import json
 import os

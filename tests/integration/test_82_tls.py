@@ -4,7 +4,7 @@ plaintext on the TLS port, client certificates (client_ca) with the verified sub
 conditions (mtls_cn / mtls_subject), drain with 1001, permessage-deflate and the send-buffer
 accounting over TLS, and TLS settings that cannot be honoured stopping the server at start."""
 
-# ctest: cost=27  (scheduling: docs/testing.md)
+# ctest: cost=8  (scheduling: docs/testing.md)
 
 import json
 import os
