@@ -654,6 +654,14 @@ static void vcache_put(const struct wsb_auth *a, const unsigned char *digest, in
     e->until = exp;
 }
 
+void wsb_auth_cache_clear(void)
+{
+    pthread_once(&vcache_once, vcache_key_init);
+    struct vcache_entry *c = vcache_key_ok ? pthread_getspecific(vcache_key) : NULL;
+    if (c)
+        memset(c, 0, VCACHE_SETS * VCACHE_WAYS * sizeof(*c));
+}
+
 /* RFC 7518 §3.4: an ECDSA signature is R || S, each exactly the curve's coordinate size;
  * OpenSSL wants the DER form (X9.62: SEQUENCE of two INTEGERs), written here without
  * BIGNUMs: minimal big-endian bytes, a 0x00 first when the top bit is set. `der` holds

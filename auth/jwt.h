@@ -67,6 +67,10 @@ unsigned long wsb_auth_signature_checks(void);
  * RS/ES token seen before, verified by the same verifier, not expired: no signature check).
  * Tests only. @locality any */
 unsigned long wsb_auth_cache_hits(void);
+/** Empties the calling thread's verified-token cache: a test that counts hits starts from
+ * no entry (the cache is 2-way sets, so an earlier entry in a token's set could evict it).
+ * Tests only. @locality any */
+void wsb_auth_cache_clear(void);
 
 /** The leeway in seconds applied to exp/nbf. */
 int wsb_auth_leeway(const struct wsb_auth *a);
