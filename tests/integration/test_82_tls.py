@@ -115,8 +115,15 @@ def test_sighup_swaps_the_certificate_and_keeps_live_connections(bridge_factory,
     def publish(i):
         pub.send_json({"op": "publish", "id": i, "channel": "mem.rot", "data": i})
 
+    def confirmed(ids):
+        # Each batch is confirmed before the next: more than max_inflight_publishes (64)
+        # unconfirmed would be refused with rate_limited on a slow (loaded) machine.
+        answers = [pub.recv_json(timeout=10) for _ in ids]
+        assert sorted((a["type"], a["id"]) for a in answers) == [("published", i) for i in ids]
+
     for i in range(50):
         publish(i)
+    confirmed(range(50))
     # Replace the files the way a deployment does (write new files, rename over the old).
     new_crt, new_key, _ = pki.ca.write_leaf(pki.dir, "server-two", "server-two")
     os.replace(new_crt, pki.cert)
@@ -126,6 +133,7 @@ def test_sighup_swaps_the_certificate_and_keeps_live_connections(bridge_factory,
                       and "server-two" in r.get("certificate", ""), timeout=5), b.logs()[-2000:]
     for i in range(50, 100):
         publish(i)
+    confirmed(range(50, 100))
     # New connections see the new certificate...
     new = wss(b, ctx)
     assert peer_cn(new) == "server-two"
