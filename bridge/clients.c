@@ -24,6 +24,8 @@ struct wsb_clients_req {
     size_t top;
     unsigned pending; /* workers yet to answer (under lock) */
     size_t total;     /* connections seen by the workers that answered */
+    int64_t now_us;   /* one instant for every worker, so ages (and lags) compare */
+    int64_t wall_ms;
     struct wsb_client_info *infos;
     size_t n, cap;
 };
@@ -81,6 +83,8 @@ struct wsb_clients_req *wsb_clients_req_new(unsigned nworkers, size_t top,
     r->pending = nworkers;
     r->top = top;
     r->sort = sort;
+    r->now_us = wsb_now_us();
+    r->wall_ms = wsb_wall_ms();
     return r;
 }
 
@@ -232,13 +236,19 @@ static bool listed(const struct wsb_session *s)
     return s->state == WSB_SS_OPEN || s->state == WSB_SS_CLOSING;
 }
 
+/* Sessions opened after the request's instant count as just opened. */
+static int64_t age_us(const struct wsb_session *s, int64_t now_us)
+{
+    return now_us > s->opened_us ? now_us - s->opened_us : 0;
+}
+
 static bool session_key(const struct wsb_session *s, enum wsb_clients_sort sort, int64_t now_us,
                         int64_t wall_ms, int64_t *key)
 {
     if (!listed(s))
         return false;
     *key = wsb_clients_key(sort, wsb_session_queued(s),
-                           sort == WSB_CLIENTS_LAG ? lag_ms(s, wall_ms) : 0, now_us - s->opened_us);
+                           sort == WSB_CLIENTS_LAG ? lag_ms(s, wall_ms) : 0, age_us(s, now_us));
     return true;
 }
 
@@ -261,9 +271,11 @@ static bool session_snapshot(const struct wsb_session *s, int64_t now_us, int64_
     ci->dropped = s->dropped;
     ci->messages_out = s->messages_out;
     ci->lag_ms = lag_ms(s, wall_ms);
-    ci->age_us = now_us - s->opened_us;
+    ci->age_us = age_us(s, now_us);
     ci->age_ms = ci->age_us / 1000;
-    ci->over_soft_ms = s->sb.soft_since_us >= 0 ? (now_us - s->sb.soft_since_us) / 1000 : 0;
+    ci->over_soft_ms = s->sb.soft_since_us >= 0 && now_us > s->sb.soft_since_us
+                           ? (now_us - s->sb.soft_since_us) / 1000
+                           : 0;
     ci->tls = s->tls;
     ci->transport = s->transport == WSB_TRANSPORT_SSE    ? "sse"
                     : s->transport == WSB_TRANSPORT_HTTP ? "http"
@@ -299,7 +311,9 @@ static int cmp_keyed(const void *a, const void *b)
 
 void wsb_clients_collect(struct wsb_worker *w, struct wsb_clients_req *r)
 {
-    int64_t now = wsb_now_us(), wall = wsb_wall_ms();
+    /* The request's instant, not this loop's: loops collect at different times, and the
+     * ages of sessions on two workers must sort as their opening times do. */
+    int64_t now = r->now_us, wall = r->wall_ms;
     struct keyed *all = w->nsessions ? calloc(w->nsessions, sizeof(*all)) : NULL;
     struct wsb_client_info *infos = NULL;
     size_t n = 0, k = 0;
