@@ -23,12 +23,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (n && wsb_sse_token_decode(tok, n, &again) == 0) {
                 if (again.n != r.n)
                     abort();
-                for (size_t i = 0; i < r.n; i++)
-                    if (again.chans[i].hash != r.chans[i].hash ||
-                        again.chans[i].n != r.chans[i].n ||
-                        memcmp(again.chans[i].po, r.chans[i].po,
-                               r.chans[i].n * sizeof(*r.chans[i].po)) != 0)
+                for (size_t i = 0; i < r.n; i++) {
+                    if (again.chans[i].hash != r.chans[i].hash || again.chans[i].n != r.chans[i].n)
                         abort();
+                    /* field by field: struct wsb_partition_offset has padding bytes */
+                    for (size_t k = 0; k < r.chans[i].n; k++)
+                        if (again.chans[i].po[k].partition != r.chans[i].po[k].partition ||
+                            again.chans[i].po[k].offset != r.chans[i].po[k].offset)
+                            abort();
+                }
                 wsb_sse_resume_cleanup(&again);
             }
             free(tok);
