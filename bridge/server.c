@@ -522,6 +522,15 @@ static bool all_drained(struct wsb_server *s)
     return true;
 }
 
+/* A start that fails after connectors began: their threads stop before the caller frees
+ * the loops, whose mailboxes they post to. */
+static int start_failed(struct wsb_server *s, size_t started)
+{
+    for (size_t i = 0; i < started; i++)
+        wsb_connector_stop(s->sh.connectors[i], 1000);
+    return 1;
+}
+
 int wsb_server_run(struct wsb_server *s)
 {
     const struct wsb_config *cfg = s->sh.rt->cfg;
@@ -529,7 +538,7 @@ int wsb_server_run(struct wsb_server *s)
     for (size_t i = 0; i < s->sh.nconnectors; i++) {
         if (wsb_connector_start(s->sh.connectors[i]) != WSB_OK) {
             fprintf(stderr, "wsbridge: connector %s failed to start\n", s->sh.connectors[i]->name);
-            return 1;
+            return start_failed(s, i);
         }
     }
     if (cfg->admin_listen) {
@@ -542,7 +551,7 @@ int wsb_server_run(struct wsb_server *s)
         };
         if (wsb_admin_start(cfg->admin_listen, &hooks, &s->admin, err, sizeof(err)) != WSB_OK) {
             fprintf(stderr, "wsbridge: %s\n", err);
-            return 1;
+            return start_failed(s, s->sh.nconnectors);
         }
     }
     unsigned started = 0;
@@ -556,7 +565,7 @@ int wsb_server_run(struct wsb_server *s)
         post_all(s, WSB_MAIL_STOP);
         for (unsigned i = 0; i < started; i++)
             pthread_join(s->sh.workers[i]->thread, NULL);
-        return 1;
+        return start_failed(s, s->sh.nconnectors);
     }
     wsb_log(WSB_LOG_INFO, "listening", WSB_LSTR("listen", cfg->listen), WSB_LSTR("path", cfg->path),
             WSB_LSTR("admin", cfg->admin_listen), WSB_LUINT("workers", s->sh.nworkers));
