@@ -740,6 +740,8 @@ static size_t ncounters;
 atomic_uint_fast64_t *wsb_filter_rule_counter(const char *match)
 {
     atomic_uint_fast64_t *out = NULL;
+    if (!match)
+        match = "other";
     pthread_mutex_lock(&counters_mu);
     size_t i;
     for (i = 0; i < ncounters; i++)

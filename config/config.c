@@ -809,7 +809,7 @@ static void check_channels(struct load *L, json_t *arr, json_t *declared)
                 snprintf(full, sizeof(full), "%.500s%s%.200s", fpath,
                          fp[0] && fp[0] != '[' ? "." : "", fp);
                 report(L, full, "%s", ferr);
-            } else if (!(r->filter_counter = wsb_filter_rule_counter(r->match)))
+            } else if (r->match && !(r->filter_counter = wsb_filter_rule_counter(r->match)))
                 report(L, fpath, "out of memory");
         }
         json_t *name = json_object_get(cj, "connector");

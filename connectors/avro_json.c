@@ -544,6 +544,8 @@ static void put_double(struct wsb_buf *out, double d, bool single)
         wsb_buf_puts(out, "\"NaN\"");
     else if (isinf(d))
         wsb_buf_puts(out, d > 0 ? "\"Infinity\"" : "\"-Infinity\"");
+    else if (d == 0 && signbit(d))
+        wsb_buf_puts(out, "-0.0"); /* "%g" gives "-0", which JSON readers take as the integer 0 */
     else
         wsb_buf_printf(out, single ? "%.9g" : "%.17g", d);
 }
