@@ -13,7 +13,7 @@
 
 #include "connectors/connector.h"
 
-#define DRAIN_BATCH 256 /* mails handled per wake-up before yielding to I/O */
+#define DRAIN_BATCH 256 /* mails handled per wake-up before the loop polls its sockets */
 
 struct wsb_mailbox {
     pthread_mutex_t lock;
@@ -38,6 +38,24 @@ static bool gated(const struct wsb_mail *m)
     return m->type == WSB_MAIL_MESSAGE || m->type == WSB_MAIL_FAILED || m->type == WSB_MAIL_STOPPED;
 }
 
+static void wake_loop(struct wsb_mailbox *mb)
+{
+    uint64_t one = 1;
+    while (write(mb->efd, &one, sizeof(one)) < 0 && errno == EINTR)
+        ;
+}
+
+/* Puts the unhandled rest `list`..`tail` of a drained list back in front of the gated
+ * mails posted since, in O(1): a held burst of many thousand records is not walked again
+ * for every batch. Called with the lock held. */
+static void put_back(struct wsb_mailbox *mb, struct wsb_mail *list, struct wsb_mail *tail)
+{
+    tail->next = mb->head;
+    if (!mb->head)
+        mb->tail = tail;
+    mb->head = list;
+}
+
 static void on_wake(evutil_socket_t fd, short what, void *arg)
 {
     struct wsb_mailbox *mb = arg;
@@ -49,10 +67,11 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
             ;
 
     pthread_mutex_lock(&mb->lock);
-    struct wsb_mail *urgent = mb->uhead, *list = NULL;
+    struct wsb_mail *urgent = mb->uhead, *list = NULL, *list_tail = NULL;
     mb->uhead = mb->utail = NULL;
     if (!mb->held) { /* while held only a kick resumes the gated mails */
         list = mb->head;
+        list_tail = mb->tail; /* mails leave from the front only: stays the tail */
         mb->head = mb->tail = NULL;
     }
     mb->armed = false;
@@ -71,13 +90,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
         if (mb->gate && !mb->gate(mb->ctx)) {
             /* Hold the rest, in order, until the gate opens (wsb_mailbox_kick). */
             pthread_mutex_lock(&mb->lock);
-            struct wsb_mail *tail = list;
-            while (tail->next)
-                tail = tail->next;
-            tail->next = mb->head;
-            if (!mb->head)
-                mb->tail = tail;
-            mb->head = list;
+            put_back(mb, list, list_tail);
             mb->held = true;
             pthread_mutex_unlock(&mb->lock);
             return;
@@ -90,18 +103,15 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
         if (++n == DRAIN_BATCH && list) {
             /* Put the rest back in front and come back after other events ran. */
             pthread_mutex_lock(&mb->lock);
-            struct wsb_mail *tail = list;
-            while (tail->next)
-                tail = tail->next;
-            tail->next = mb->head;
-            if (!mb->head)
-                mb->tail = tail;
-            mb->head = list;
-            if (!mb->armed) {
-                mb->armed = true;
-                event_active(mb->wake, EV_READ, 0);
-            }
+            put_back(mb, list, list_tail);
+            bool wake = !mb->armed;
+            mb->armed = true;
             pthread_mutex_unlock(&mb->lock);
+            /* Through the eventfd, not event_active: libevent runs an event made active
+             * during its pass in that same pass, so the loop would never get back to
+             * epoll (sockets that became writable) while a burst lasts. */
+            if (wake)
+                wake_loop(mb);
             return;
         }
     }
@@ -171,11 +181,8 @@ int wsb_mailbox_post_list(struct wsb_mailbox *mb, struct wsb_mail *head, struct 
     pthread_mutex_unlock(&mb->lock);
     /* Through the eventfd, not event_active: the loop's event base has no lock (loop.c), so
      * no other thread may touch it. */
-    if (wake) {
-        uint64_t one = 1;
-        while (write(mb->efd, &one, sizeof(one)) < 0 && errno == EINTR)
-            ;
-    }
+    if (wake)
+        wake_loop(mb);
     return 0;
 }
 
