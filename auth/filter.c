@@ -526,6 +526,18 @@ static int resolve_alt(const struct spec_alt *a, const json_t *claims,
     return falt_finish(out) < 0 ? -1 : 1;
 }
 
+/* Keeps the alternative a step just built at f->alts[f->n] (r = 1) or frees it (r = 0: it
+ * can never match; r < 0: out of memory, then -1). */
+static int take_alt(struct wsb_filter *f, int r)
+{
+    if (r > 0) {
+        f->n++;
+        return 0;
+    }
+    falt_cleanup(&f->alts[f->n]);
+    return r < 0 ? -1 : 0;
+}
+
 struct wsb_filter *wsb_filter_resolve(const struct wsb_filter_spec *spec, const json_t *claims,
                                       const struct wsb_captures *caps,
                                       atomic_uint_fast64_t *counter)
@@ -538,23 +550,26 @@ struct wsb_filter *wsb_filter_resolve(const struct wsb_filter_spec *spec, const 
         claims = NULL;
     if (spec->n && !(f->alts = calloc(spec->n, sizeof(*f->alts))))
         goto fail;
-    for (size_t i = 0; i < spec->n; i++) {
-        int r = resolve_alt(&spec->alts[i], claims, caps, &f->alts[f->n]);
-        if (r < 0) {
-            falt_cleanup(&f->alts[f->n]);
-            goto fail;
-        }
-        if (r == 0)
-            falt_cleanup(&f->alts[f->n]); /* dropped: never widens */
-        else
-            f->n++;
-    }
+    for (size_t i = 0; i < spec->n; i++)
+        if (take_alt(f, resolve_alt(&spec->alts[i], claims, caps, &f->alts[f->n])) < 0)
+            goto fail; /* a dropped alternative never widens */
     if (filter_finish(f) < 0)
         goto fail;
     return f;
 fail:
     wsb_filter_free(f);
     return NULL;
+}
+
+/* A copy of header condition `c` into `d` (counted in its alternative already, so that
+ * falt_cleanup frees what was copied); -1 on OOM. */
+static int copy_hdr(const struct fhdr *c, struct fhdr *d)
+{
+    d->name = (char *)dup_bytes(c->name, c->name_len);
+    d->name_len = c->name_len;
+    d->value = dup_bytes(c->value, c->value_len);
+    d->value_len = c->value_len;
+    return d->name && d->value ? 0 : -1;
 }
 
 static int copy_alt(const struct falt *a, struct falt *out)
@@ -566,15 +581,9 @@ static int copy_alt(const struct falt *a, struct falt *out)
     out->key_len = a->key_len;
     if (a->nh && !(out->h = calloc(a->nh, sizeof(*out->h))))
         return -1;
-    for (size_t j = 0; j < a->nh; j++) {
-        struct fhdr *h = &out->h[out->nh++];
-        h->name = (char *)dup_bytes(a->h[j].name, a->h[j].name_len);
-        h->name_len = a->h[j].name_len;
-        h->value = dup_bytes(a->h[j].value, a->h[j].value_len);
-        h->value_len = a->h[j].value_len;
-        if (!h->name || !h->value)
+    for (size_t j = 0; j < a->nh; j++)
+        if (copy_hdr(&a->h[j], &out->h[out->nh++]) < 0)
             return -1;
-    }
     return 0;
 }
 
@@ -613,15 +622,9 @@ static int and_alt(const struct falt *x, const struct falt *y, struct falt *out)
     out->h = h;
     out->nh = 0;
     for (int r = 0; r < 2; r++)
-        for (size_t j = 0; j < rest[r]->nh; j++) {
-            struct fhdr *d = &out->h[out->nh++];
-            d->name = (char *)dup_bytes(rest[r]->h[j].name, rest[r]->h[j].name_len);
-            d->name_len = rest[r]->h[j].name_len;
-            d->value = dup_bytes(rest[r]->h[j].value, rest[r]->h[j].value_len);
-            d->value_len = rest[r]->h[j].value_len;
-            if (!d->name || !d->value)
+        for (size_t j = 0; j < rest[r]->nh; j++)
+            if (copy_hdr(&rest[r]->h[j], &out->h[out->nh++]) < 0)
                 return -1;
-        }
     return falt_finish(out) < 0 ? -1 : 1;
 }
 
@@ -650,17 +653,9 @@ struct wsb_filter *wsb_filter_and(const struct wsb_filter *chan, const struct ws
         }
     } else {
         for (size_t i = 0; i < chan->n; i++)
-            for (size_t j = 0; j < client->n; j++) {
-                int r = and_alt(&chan->alts[i], &client->alts[j], &f->alts[f->n]);
-                if (r < 0) {
-                    falt_cleanup(&f->alts[f->n]);
+            for (size_t j = 0; j < client->n; j++)
+                if (take_alt(f, and_alt(&chan->alts[i], &client->alts[j], &f->alts[f->n])) < 0)
                     goto fail;
-                }
-                if (r == 0)
-                    falt_cleanup(&f->alts[f->n]);
-                else
-                    f->n++;
-            }
         *widen = chan->n > 0 && f->n == 0;
     }
     if (filter_finish(f) < 0)

@@ -221,20 +221,25 @@ def server_cpu(summary):
     return round(sum(v for k, v in summary.get("cpu_s", {}).items() if k.startswith("server")), 3)
 
 
+def delivery_figures(s):
+    """A wsb-load summary's delivery rate, latency percentiles and CPU shares (of the
+    measured window)."""
+    lat = s.get("latency_ms", {})
+    w = s.get("window_s") or 1
+    return {"delivered_per_s": s.get("delivered_per_s", 0), "p50_ms": lat.get("p50"),
+            "p99_ms": lat.get("p99"), "p99.9_ms": lat.get("p99.9"),
+            "server_cpu_pct": round(100 * server_cpu(s) / w, 1),
+            "generator_cpu_pct": round(100 * s.get("cpu_s", {}).get("generator", 0) / w, 1)}
+
+
 def fanout(srv, a, clients, duration, slow=0):
     extra = ["--publish", "1000000", "--connect-rate", "5000", "--duration",
              str(duration + clients / 4000.0), "--payload", "100", "--window", str(a.window)]
     if slow:
         extra += ["--slow", str(slow)]
     s = run_load(load_args(srv, a, clients, extra), duration + 60)
-    lat = s.get("latency_ms", {})
-    w = s.get("window_s") or 1
-    return {"delivered_per_s": s.get("delivered_per_s", 0), "p50_ms": lat.get("p50"),
-            "p99_ms": lat.get("p99"), "p99.9_ms": lat.get("p99.9"),
-            "server_cpu_pct": round(100 * server_cpu(s) / w, 1),
-            "generator_cpu_pct": round(100 * s.get("cpu_s", {}).get("generator", 0) / w, 1),
-            "subscribed": s.get("subscribed"), "order_violations": s.get("order_violations"),
-            "close_codes": s.get("close_codes")}
+    return dict(delivery_figures(s), subscribed=s.get("subscribed"),
+                order_violations=s.get("order_violations"), close_codes=s.get("close_codes"))
 
 
 def s1(srv, a):
@@ -262,25 +267,15 @@ def s8(srv, a):
     args[i:i + 2] = ["--token-file", srv.keys.token_file("HS256", groups, srv.keys.dir)]
     args[args.index("--channel") + 1] = "benchf"
     s = run_load(args, a.seconds + 60)
-    lat = s.get("latency_ms", {})
     w = s.get("window_s") or 1
-    return {"delivered_per_s": s.get("delivered_per_s", 0), "p50_ms": lat.get("p50"),
-            "p99_ms": lat.get("p99"), "p99.9_ms": lat.get("p99.9"),
-            "server_cpu_pct": round(100 * server_cpu(s) / w, 1),
-            "generator_cpu_pct": round(100 * s.get("cpu_s", {}).get("generator", 0) / w, 1),
-            "published_per_s": round(s.get("published_ok", 0) / w),
-            "subscribed": s.get("subscribed"), "order_violations": s.get("order_violations")}
+    return dict(delivery_figures(s), published_per_s=round(s.get("published_ok", 0) / w),
+                subscribed=s.get("subscribed"), order_violations=s.get("order_violations"))
 
 
 def s3(srv, a):
     extra = ["--publish", "100", "--connect-rate", "5000", "--duration", str(a.seconds + 0.5)]
     s = run_load(load_args(srv, a, 1000, extra), a.seconds + 60)
-    lat = s.get("latency_ms", {})
-    w = s.get("window_s") or 1
-    return {"delivered_per_s": s.get("delivered_per_s", 0), "p50_ms": lat.get("p50"),
-            "p99_ms": lat.get("p99"), "p99.9_ms": lat.get("p99.9"),
-            "server_cpu_pct": round(100 * server_cpu(s) / w, 1),
-            "generator_cpu_pct": round(100 * s.get("cpu_s", {}).get("generator", 0) / w, 1)}
+    return delivery_figures(s)
 
 
 def s4(srv, a):

@@ -97,6 +97,20 @@ int wsb_grants_filter(struct wsb_session *s, const struct wsb_channel_rule *rule
     return rc;
 }
 
+/* Ends `sub` on the server's side: drops it, then tells the client (`unsubscribed` with
+ * `code`). The channel's name is copied first: dropping frees the slot that holds it. */
+static void end_sub(struct wsb_session *s, struct wsb_sub *sub, const char *code)
+{
+    char ch[WSB_CHANNEL_MAX + 1];
+    snprintf(ch, sizeof(ch), "%s", sub->channel);
+    wsb_session_drop_sub(s, sub);
+    struct wsb_buf b;
+    wsb_buf_init(&b);
+    wsb_encode_unsubscribed(&b, "", ch, code);
+    wsb_session_reply(s, &b);
+    wsb_buf_cleanup(&b);
+}
+
 /* A subscription's filter again, after new grants or a new config: a subscriber whose
  * filter changed moves group; one whose own filter now asks for more than the channel's
  * allows ends (forbidden). A channel that no longer routes keeps its filter. */
@@ -113,14 +127,7 @@ static void refilter(struct wsb_session *s, const json_t *claims, struct wsb_sub
         return; /* out of memory: keep what it had */
     if (rc == 0 && (rc = wsb_hub_refilter(s->w->hub, sub->hs, f)) >= 0)
         return;
-    char ch[WSB_CHANNEL_MAX + 1];
-    snprintf(ch, sizeof(ch), "%s", sub->channel);
-    wsb_session_drop_sub(s, sub);
-    struct wsb_buf b;
-    wsb_buf_init(&b);
-    wsb_encode_unsubscribed(&b, "", ch, rc == 1 ? "forbidden" : "unavailable");
-    wsb_session_reply(s, &b);
-    wsb_buf_cleanup(&b);
+    end_sub(s, sub, rc == 1 ? "forbidden" : "unavailable");
 }
 
 /* The ACL for `claims` under the session's runtime. When no rule reads a claim and the claims
@@ -172,14 +179,7 @@ void wsb_grants_recompile(struct wsb_session *s)
         struct wsb_sub *sub = &s->subs[i];
         if (!sub->used || wsb_acl_check(acl, WSB_ACL_SUBSCRIBE, sub->channel, strlen(sub->channel)))
             continue;
-        char ch[WSB_CHANNEL_MAX + 1];
-        snprintf(ch, sizeof(ch), "%s", sub->channel);
-        wsb_session_drop_sub(s, sub);
-        struct wsb_buf b;
-        wsb_buf_init(&b);
-        wsb_encode_unsubscribed(&b, "", ch, "forbidden");
-        wsb_session_reply(s, &b);
-        wsb_buf_cleanup(&b);
+        end_sub(s, sub, "forbidden");
     }
     for (size_t i = 0; i < s->cap; i++) {
         struct wsb_sub *sub = &s->subs[i];

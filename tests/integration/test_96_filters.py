@@ -54,6 +54,18 @@ def config(tmp_path, mc, channels, acl=None):
     return keys, over
 
 
+# The shared topic's usual rule: each client sees the records keyed with its own `sub`.
+BY_SUB = {"match": "orders", "connector": "k", "topic": "orders", "filter": {"key": "{sub}"}}
+
+
+def start(kafka_mock, bridge_factory, tmp_path, partitions, channels=(BY_SUB,)):
+    """A mock cluster with an `orders` topic of `partitions` and a bridge whose channel
+    rules are `channels` (config()); returns (cluster, keys, bridge)."""
+    mc = kafka_mock(topics={"orders": partitions})
+    keys, over = config(tmp_path, mc, list(channels))
+    return mc, keys, bridge_factory(over, env=keys.env())
+
+
 def url(b, keys, **claims):
     return b.ws_url + "?access_token=" + mint(keys, **claims)
 
@@ -156,10 +168,7 @@ async def _fanout(b, keys, mc):
 
 def test_50_clients_10_subs_each_sees_exactly_its_own_records(kafka_mock, bridge_factory,
                                                                tmp_path):
-    mc = kafka_mock(topics={"orders": 3})
-    keys, over = config(tmp_path, mc, [
-        {"match": "orders", "connector": "k", "topic": "orders", "filter": {"key": "{sub}"}}])
-    b = bridge_factory(over, env=keys.env())
+    mc, keys, b = start(kafka_mock, bridge_factory, tmp_path, 3)
     clients, admin, reports, m = run(_fanout(b, keys, mc), 90)
     for i, c in enumerate(clients):
         want = sent(reports, lambda r, s="u%d" % (i % 10): key_of(r) == s)
@@ -233,11 +242,8 @@ async def _client_filter(b, keys, mc):
 
 
 def test_client_filter_narrows_and_never_widens(kafka_mock, bridge_factory, tmp_path):
-    mc = kafka_mock(topics={"orders": 2})
-    keys, over = config(tmp_path, mc, [
-        {"match": "orders", "connector": "k", "topic": "orders", "filter": {"key": "{sub}"}},
-        {"match": "all", "connector": "k", "topic": "orders"}])
-    b = bridge_factory(over, env=keys.env())
+    mc, keys, b = start(kafka_mock, bridge_factory, tmp_path, 2, [
+        BY_SUB, {"match": "all", "connector": "k", "topic": "orders"}])
     g1, w1, g2, w2, g3, w3 = run(_client_filter(b, keys, mc), 60)
     assert g1 == w1 and len(w1) == 6
     assert sorted(g2) == sorted(w2) and len(w2) == 6 * 3 + 12
@@ -294,13 +300,11 @@ async def _headers(b, keys, mc):
 
 
 def test_header_filters_alternatives_and_invalid_claims(kafka_mock, bridge_factory, tmp_path):
-    mc = kafka_mock(topics={"orders": 2})
-    keys, over = config(tmp_path, mc, [
+    mc, keys, b = start(kafka_mock, bridge_factory, tmp_path, 2, [
         {"match": "tenant", "connector": "k", "topic": "orders",
          "filter": {"headers": {"tenant": "{claim.tenant}"}}},
         {"match": "either", "connector": "k", "topic": "orders",
          "filter": [{"key": "{sub}"}, {"headers": {"tenant": "{claim.tenant}"}}]}])
-    b = bridge_factory(over, env=keys.env())
     good, number, bad, w = run(_headers(b, keys, mc), 60)
     for ch in ("tenant", "either"):
         assert sorted(got(good, ch)) == sorted(w[("good", ch)]), ch
@@ -368,10 +372,7 @@ async def _reload(b, keys, mc):
 
 
 def test_reload_re_resolves_live_subscriptions(kafka_mock, bridge_factory, tmp_path):
-    mc = kafka_mock(topics={"orders": 2})
-    keys, over = config(tmp_path, mc, [
-        {"match": "orders", "connector": "k", "topic": "orders", "filter": {"key": "{sub}"}}])
-    b = bridge_factory(over, env=keys.env())
+    mc, keys, b = start(kafka_mock, bridge_factory, tmp_path, 2)
     probes, rest, want2 = run(_reload(b, keys, mc), 60)
     assert all(m["key"] == "u2" for m in probes + rest)
     assert [(m["partition"], m["offset"]) for m in rest] == want2
@@ -414,10 +415,7 @@ async def _resume(b, keys, mc):
 
 
 def test_resume_from_offsets_on_a_filtered_subscription(kafka_mock, bridge_factory, tmp_path):
-    mc = kafka_mock(topics={"orders": 3})
-    keys, over = config(tmp_path, mc, [
-        {"match": "orders", "connector": "k", "topic": "orders", "filter": {"key": "{sub}"}}])
-    b = bridge_factory(over, env=keys.env())
+    mc, keys, b = start(kafka_mock, bridge_factory, tmp_path, 3)
     seen1, want1, seen2, want2, other, _ = run(_resume(b, keys, mc), 60)
     assert seen1 == want1 and len(want1) == 10
     # No gap, no duplicate: exactly the records it may see that came while it was away.
@@ -476,11 +474,9 @@ async def _auth(b, keys, mc):
 
 
 def test_auth_with_new_claims_re_resolves_the_filter(kafka_mock, bridge_factory, tmp_path):
-    mc = kafka_mock(topics={"orders": 1})
-    keys, over = config(tmp_path, mc, [
+    mc, keys, b = start(kafka_mock, bridge_factory, tmp_path, 1, [
         {"match": "tenant", "connector": "k", "topic": "orders",
          "filter": {"headers": {"tenant": "{claim.tenant}"}}}])
-    b = bridge_factory(over, env=keys.env())
     g1, w1, g2, w2 = run(_auth(b, keys, mc), 60)
     assert g1 == w1 and len(w1) == 3
     assert g2 == w2 and len(w2) == 3

@@ -214,6 +214,19 @@ static struct wsb_filter *client(const char *text)
     return f;
 }
 
+/* `chan` ANDed with the client filter `text`: a narrowing (neither widening nor OOM). */
+static struct wsb_filter *narrowed(const struct wsb_filter *chan, const char *text)
+{
+    bool widen, oom;
+    struct wsb_filter *cl = client(text);
+    struct wsb_filter *f = wsb_filter_and(chan, cl, NULL, &widen, &oom);
+    wsb_filter_free(cl);
+    assert_non_null(f);
+    assert_false(widen);
+    assert_false(oom);
+    return f;
+}
+
 static void test_narrowing(void **state)
 {
     (void)state;
@@ -224,25 +237,18 @@ static void test_narrowing(void **state)
 
     struct wsb_filter *chan = resolve("{\"key\": \"{sub}\"}", "{\"sub\": \"u1\"}", NULL);
     /* Same key, one more condition: narrows. */
-    struct wsb_filter *cl = client("{\"key\": \"u1\", \"headers\": {\"kind\": \"paid\"}}");
-    struct wsb_filter *f = wsb_filter_and(chan, cl, NULL, &widen, &oom);
-    assert_non_null(f);
-    assert_false(widen);
+    struct wsb_filter *f = narrowed(chan, "{\"key\": \"u1\", \"headers\": {\"kind\": \"paid\"}}");
     assert_true(wsb_filter_match(f, u1p));
     assert_false(wsb_filter_match(f, u1r));
     assert_false(wsb_filter_match(f, u2p));
     wsb_filter_free(f);
-    wsb_filter_free(cl);
     /* Headers only: ANDed with the channel's key. */
-    cl = client("{\"headers\": {\"kind\": \"paid\"}}");
-    f = wsb_filter_and(chan, cl, NULL, &widen, &oom);
-    assert_false(widen);
+    f = narrowed(chan, "{\"headers\": {\"kind\": \"paid\"}}");
     assert_true(wsb_filter_match(f, u1p));
     assert_false(wsb_filter_match(f, u2p));
     wsb_filter_free(f);
-    wsb_filter_free(cl);
     /* Another key: widening, refused. */
-    cl = client("[{\"key\": \"u2\"}, {\"key\": \"u3\"}]");
+    struct wsb_filter *cl = client("[{\"key\": \"u2\"}, {\"key\": \"u3\"}]");
     f = wsb_filter_and(chan, cl, NULL, &widen, &oom);
     assert_true(widen);
     assert_false(oom);

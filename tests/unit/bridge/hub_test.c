@@ -53,6 +53,26 @@ static void failed(void *owner, uint32_t slot, const char *code, const char *mes
 static const struct wsb_hub_cbs cbs = {
     .deliver = deliver, .started = started, .failed = failed, .skipped = NULL};
 
+/* Each test's hub (its state), made by setup with the loop metrics `m` and the records seen
+ * reset; the filters' counter `filtered` is the tests' own. */
+static struct wsb_loop_metrics m;
+static atomic_uint_fast64_t filtered;
+
+static int setup(void **state)
+{
+    memset(&rec, 0, sizeof(rec));
+    memset(&m, 0, sizeof(m));
+    filtered = 0;
+    *state = wsb_hub_new(&cbs, &m);
+    return *state ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    wsb_hub_free(*state);
+    return 0;
+}
+
 static struct wsb_filter *spec_filter(const char *text, atomic_uint_fast64_t *counter)
 {
     json_t *v = json_loads(text, JSON_DECODE_ANY, NULL);
@@ -80,12 +100,7 @@ static struct wsb_msg *msg(const char *key, int64_t offset)
 
 static void test_groups_share_frames(void **state)
 {
-    (void)state;
-    memset(&rec, 0, sizeof(rec));
-    struct wsb_loop_metrics m;
-    memset(&m, 0, sizeof(m));
-    atomic_uint_fast64_t filtered = 0;
-    struct wsb_hub *h = wsb_hub_new(&cbs, &m);
+    struct wsb_hub *h = *state;
     struct wsb_hub_sub *subs[NSUBS];
     bool active;
     char *pos;
@@ -150,7 +165,6 @@ static void test_groups_share_frames(void **state)
     wsb_msg_unref(a);
     wsb_msg_unref(z);
     wsb_msg_unref(c);
-    wsb_hub_free(h);
 }
 
 static struct wsb_msg *hmsg(const char *key, const char *kind, int64_t offset)
@@ -163,12 +177,7 @@ static struct wsb_msg *hmsg(const char *key, const char *kind, int64_t offset)
  * key (different headers) in a chain; the other groups are scanned. */
 static void test_key_index_and_scan(void **state)
 {
-    (void)state;
-    memset(&rec, 0, sizeof(rec));
-    struct wsb_loop_metrics m;
-    memset(&m, 0, sizeof(m));
-    atomic_uint_fast64_t filtered = 0;
-    struct wsb_hub *h = wsb_hub_new(&cbs, &m);
+    struct wsb_hub *h = *state;
     static const char *const specs[] = {
         "{\"key\": \"a\"}",                                      /* 0 keyed */
         "{\"key\": \"a\", \"headers\": {\"kind\": \"paid\"}}",   /* 1 keyed, chained */
@@ -218,15 +227,11 @@ static void test_key_index_and_scan(void **state)
     wsb_msg_unref(ap);
     wsb_msg_unref(ar);
     wsb_msg_unref(none);
-    wsb_hub_free(h);
 }
 
 static void test_free_with_groups(void **state)
 {
-    (void)state;
-    struct wsb_loop_metrics m;
-    memset(&m, 0, sizeof(m));
-    struct wsb_hub *h = wsb_hub_new(&cbs, &m);
+    struct wsb_hub *h = *state;
     bool active;
     char *pos;
     struct wsb_hub_sub *s =
@@ -234,15 +239,14 @@ static void test_free_with_groups(void **state)
     assert_non_null(s);
     wsb_hub_failed(h, 9, "unavailable", "gone"); /* frees the subscription and its group */
     assert_int_equal(m.filter_groups, 0);
-    wsb_hub_free(h);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_groups_share_frames),
-        cmocka_unit_test(test_key_index_and_scan),
-        cmocka_unit_test(test_free_with_groups),
+        cmocka_unit_test_setup_teardown(test_groups_share_frames, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_key_index_and_scan, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_free_with_groups, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
