@@ -2,7 +2,9 @@
 RLIMIT_NOFILE of 96 the bridge warns at start that max_connections cannot be reached; when
 accept() fails with EMFILE it pauses accepting with a growing back-off (a handful of WARN
 lines, counted in wsbridge_accept_paused_total) instead of spinning; once descriptors are
-free again the clients that waited in the backlog are served."""
+free again the clients that waited in the backlog are served. With the default 2 workers:
+each loop has its own listener (SO_REUSEPORT), so the waiting clients sit in both backlogs
+and both listeners must resume."""
 
 import os
 import select
@@ -54,7 +56,7 @@ def paused_lines(b):
 
 def test_emfile_pauses_accepting_then_recovers(bridge_factory, tmp_path):
     bridge_factory.binpath = wrapper(tmp_path, bridge_factory.binpath)
-    b = bridge_factory({"workers": 1, "limits": {"max_connections": 10000}})
+    b = bridge_factory({"limits": {"max_connections": 10000}})  # 2 workers, 2 listeners
     warn = b.wait_log(lambda r: "exceeds what the descriptor limit allows" in r.get("msg", ""))
     assert warn is not None and warn.get("nofile") == NOFILE, b.logs()
 
