@@ -73,7 +73,7 @@ static struct fixture *fixture_new(const char *config)
     assert_non_null(f->sh.iplimit);
     f->sh.workers = calloc(1, sizeof(*f->sh.workers));
     f->sh.workers[0] = &f->w;
-    f->sh.nworkers = 1;
+    f->sh.nworkers = 1; /* one hand-built loop the test drives; 2 workers: integration tests */
 
     struct wsb_worker *w = &f->w;
     w->shared = &f->sh;
