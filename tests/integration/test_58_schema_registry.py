@@ -8,7 +8,8 @@ to 100 clients with one fetch per schema id and a schema change mid-stream; a pu
 encoded with the subject's latest schema and read back by python3-avro, and refusals;
 registry down (records wait in order, then `unavailable` past max_held_records with /readyz
 naming the registry, and resume); unknown ids under `avro` (skipped, a gap) and `auto`
-(passed through). Loads scale down under WSB_SANITIZED=1, assertions do not.
+(passed through); an undecodable record on filtered channels: a gap to every subscriber,
+filtered or not (docs/filters.md). Loads scale down under WSB_SANITIZED=1, assertions do not.
 """
 
 # ctest: cost=12  (scheduling: docs/testing.md)
@@ -392,3 +393,107 @@ def test_unknown_id_is_skipped_under_avro_and_passed_under_auto(kafka_mock, brid
     assert m.value(rec, connector="k", result="passed_unknown") == 1, m
     assert m.value(rec, connector="k", result="decoded") == 4, m
     assert m.value("wsbridge_schema_registry_fetches_total", connector="k") == 2, m
+
+
+# ---- 5. an undecodable record on filtered channels ---------------------------------------
+
+
+def test_undecodable_record_is_a_gap_to_every_filtered_subscriber(kafka_mock, bridge_factory,
+                                                                   registry):
+    """docs/filters.md: a record the connector cannot decode (`value_format: avro`) cannot be
+    judged by a filter, so every subscriber of the source gets a `gap` in its place — a keyed
+    group, a header-scanned group, a client filter that takes none of the records, and an
+    unfiltered subscriber — each on both workers (several clients of each kind), and the
+    decoded records still go to exactly the groups whose filter takes them."""
+    id1 = registry.register("orders-value", ORDER_V1)
+    enc = encoder(ORDER_V1)
+    mc = kafka_mock(topics={"orders": 1})
+    avro = {"connector": "k", "topic": "orders", "value_format": "avro"}
+    b = bridge_factory(overrides(mc.bootstrap, registry.url, channels=[
+        dict(avro, match="orders"),
+        dict(avro, match="by-key.*", filter={"key": "{1}"}),
+        dict(avro, match="by-kind.*", filter={"headers": {"kind": "{1}"}})]))
+    paid = [("kind", b"paid")]
+    records = [{"key": b"u1", "value": framed(id1, enc(datum(0)))},             # 0
+               {"key": b"u2", "value": framed(id1, enc(datum(1)))},             # 1
+               {"key": b"u1", "value": framed(999, enc(datum(2)))},             # 2 unknown id
+               {"key": b"u2", "value": b'{"plain": true}', "headers": paid},    # 3 no magic
+               {"key": b"u1", "value": framed(id1, enc(datum(4)))},             # 4
+               {"key": b"u2", "value": framed(id1, enc(datum(5))), "headers": paid}]  # 5
+    # kind: (channel, the client's own filter, the offsets it must get)
+    kinds = {"keyed": ("by-key.u1", None, [0, 4]),
+             "scanned": ("by-kind.paid", None, [5]),
+             "narrowed": ("by-key.u1", {"key": "u1", "headers": {"kind": "paid"}}, []),
+             "unfiltered": ("orders", None, [0, 1, 4, 5])}
+    per_kind = 3  # over 2 workers: SO_REUSEPORT spreads the connections
+
+    async def one(kind):
+        channel, own, _ = kinds[kind]
+        ws = await ws_open(b.ws_url)
+        req = {"op": "subscribe", "id": 1, "channel": channel}
+        if own:
+            req["filter"] = own
+        r = await ws_request(ws, req)
+        assert r.get("type") == "subscribed", (kind, r)
+        return ws
+
+    async def collect(ws, want):
+        """(offsets of the messages, the dropped count of each gap and the offset of the
+        message it came before) once all are in and 0.5 s brought nothing more."""
+        offsets, gaps, quiet = [], [], 0.5
+        while True:
+            done = len(offsets) >= len(want) and sum(d for d, _ in gaps) >= 2
+            try:
+                m = json.loads(await asyncio.wait_for(ws.recv(), quiet if done else 15))
+            except asyncio.TimeoutError:
+                assert done, (offsets, gaps)
+                return offsets, gaps
+            if m["type"] == "gap":
+                gaps.append((m["dropped"], None))
+            elif m["type"] == "message":
+                gaps = [(d, m["offset"] if at is None else at) for d, at in gaps]
+                offsets.append(m["offset"])
+            else:
+                raise AssertionError(m)
+
+    def workers_used():
+        st, _, body = b.admin_get("/clients?top=1000")
+        assert st == 200, body
+        return {c["worker"] for c in json.loads(body)["clients"]}
+
+    async def main():
+        clients = {k: [await one(k) for _ in range(per_kind)] for k in kinds}
+        try:
+            # Both loops must hold subscribers (the kernel's spread is random: a few more
+            # clients when every one landed on the same loop).
+            for _ in range(8):
+                if len(workers_used()) == 2:
+                    break
+                for k in kinds:
+                    clients[k].append(await one(k))
+            assert len(workers_used()) == 2
+            produce(mc.bootstrap, "orders", records)
+            return {k: await asyncio.gather(*[collect(ws, kinds[k][2]) for ws in wss])
+                    for k, wss in clients.items()}
+        finally:
+            for wss in clients.values():
+                for ws in wss:
+                    await ws.close()
+
+    got = run(main(), 60)
+    for kind, results in got.items():
+        want = kinds[kind][2]
+        for offsets, gaps in results:
+            assert offsets == want, (kind, offsets)
+            assert sum(d for d, _ in gaps) == 2, (kind, gaps)
+            # In its place: before the first message after offset 3 (4 or 5), or at the end
+            # for a subscriber with no message after it.
+            after = [o for o in want if o > 3]
+            assert all(at == (after[0] if after else None) for _, at in gaps), (kind, gaps)
+    n_subs = sum(len(results) for results in got.values())
+    m = b.wait_metric("wsbridge_messages_dropped_total", lambda v: v >= 2 * n_subs, timeout=5,
+                      reason="undecodable")
+    assert m.value("wsbridge_messages_dropped_total", reason="undecodable") == 2 * n_subs
+    rec = "wsbridge_schema_registry_records_total"
+    assert m.value(rec, connector="k", result="undecodable") == 2, m  # once per record
+    assert m.value(rec, connector="k", result="decoded") == 4, m
