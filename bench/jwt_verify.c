@@ -21,13 +21,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <openssl/core_names.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
-#include <openssl/pem.h>
 #include <openssl/rsa.h>
 
 #include "auth/jwt.h"
+#include "tests/support/jws_mint.h"
 
 #define SECRET "bench-hmac-secret-0123456789abcdef-0123456"
 
@@ -48,43 +47,10 @@ static void die(const char *what)
     exit(1);
 }
 
-static size_t b64url(const unsigned char *p, size_t n, char *out)
+/* A token like the benchmark suite's: kid, iss, aud, sub, iat, exp. Returns a new string. */
+static char *mint(const char *alg, int i)
 {
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < n; i++) {
-        acc = (acc << 8) | p[i];
-        bits += 8;
-        while (bits >= 6) {
-            bits -= 6;
-            out[o++] = tab[(acc >> bits) & 63];
-        }
-    }
-    if (bits)
-        out[o++] = tab[(acc << (6 - bits)) & 63];
-    out[o] = '\0';
-    return o;
-}
-
-static void write_pub(EVP_PKEY *k, const char *path)
-{
-    FILE *f = fopen(path, "w");
-    if (!f || !PEM_write_PUBKEY(f, k))
-        die("cannot write a key file");
-    fclose(f);
-}
-
-/* A token like the benchmark suite's: kid, iss, aud, sub, iat, exp. Returns a new string.
- * `sigraw` (optional) receives the raw signature and digest for the "raw" mode. */
-static char *mint(const char *alg, int i, unsigned char *der, size_t *derlen,
-                  unsigned char digest[32])
-{
-    char hdr[128], body[256], signing[1024], *tok;
-    char h64[256], b64[512], s64[600];
-    unsigned char sig[512], rs[64];
-    size_t siglen = sizeof(sig);
+    char hdr[128], body[256], *tok;
     const char *kid = strcmp(alg, "RS256") == 0   ? ",\"kid\":\"r1\""
                       : strcmp(alg, "ES256") == 0 ? ",\"kid\":\"e1\""
                                                   : "";
@@ -95,45 +61,26 @@ static char *mint(const char *alg, int i, unsigned char *der, size_t *derlen,
              "{\"iss\":\"https://bench/\",\"aud\":\"wsbridge\",\"sub\":\"bench-%d\","
              "\"iat\":%ld,\"exp\":%ld}",
              i, now, now + 3600);
-    b64url((const unsigned char *)hdr, strlen(hdr), h64);
-    b64url((const unsigned char *)body, strlen(body), b64);
-    snprintf(signing, sizeof(signing), "%s.%s", h64, b64);
-    if (strcmp(alg, "HS256") == 0) {
-        unsigned int n = 0;
-        if (!EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, SECRET, strlen(SECRET),
-                       (unsigned char *)signing, strlen(signing), sig, sizeof(sig), &siglen))
-            die("HMAC failed");
-        (void)n;
-    } else {
-        EVP_MD_CTX *c = EVP_MD_CTX_new();
-        EVP_PKEY *k = strcmp(alg, "RS256") == 0 ? rsa_key : ec_key;
-        if (!c || EVP_DigestSignInit(c, NULL, EVP_sha256(), NULL, k) != 1 ||
-            EVP_DigestSign(c, sig, &siglen, (unsigned char *)signing, strlen(signing)) != 1)
-            die("signing failed");
-        EVP_MD_CTX_free(c);
-        if (der) {
-            memcpy(der, sig, siglen);
-            *derlen = siglen;
-            EVP_Digest(signing, strlen(signing), digest, NULL, EVP_sha256(), NULL);
-        }
-        if (strcmp(alg, "ES256") == 0) { /* DER -> R || S (RFC 7518 §3.4) */
-            const unsigned char *p = sig;
-            ECDSA_SIG *es = d2i_ECDSA_SIG(NULL, &p, (long)siglen);
-            const BIGNUM *r, *s;
-            if (!es)
-                die("bad ECDSA signature");
-            ECDSA_SIG_get0(es, &r, &s);
-            BN_bn2binpad(r, rs, 32);
-            BN_bn2binpad(s, rs + 32, 32);
-            ECDSA_SIG_free(es);
-            memcpy(sig, rs, 64);
-            siglen = 64;
-        }
-    }
-    b64url(sig, siglen, s64);
-    tok = malloc(strlen(signing) + strlen(s64) + 2);
-    sprintf(tok, "%s.%s", signing, s64);
+    tok = wsb_jws_mint_token(hdr, body, strcmp(alg, "HS256") == 0 ? SECRET : NULL,
+                             strcmp(alg, "RS256") == 0 ? rsa_key : ec_key);
+    if (!tok)
+        die("minting failed");
     return tok;
+}
+
+/* The "raw" mode's input: a SHA-256 digest and its signature in OpenSSL's form (DER for
+ * ECDSA), made with the private key. */
+static void raw_input(const char *alg, unsigned char *der, size_t *derlen, unsigned char digest[32])
+{
+    static const char msg[] = "wsb-jwt-bench raw verification input";
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    EVP_PKEY *k = strcmp(alg, "RS256") == 0 ? rsa_key : ec_key;
+    *derlen = 512;
+    if (!c || EVP_DigestSignInit(c, NULL, EVP_sha256(), NULL, k) != 1 ||
+        EVP_DigestSign(c, der, derlen, (const unsigned char *)msg, strlen(msg)) != 1 ||
+        EVP_Digest(msg, strlen(msg), digest, NULL, EVP_sha256(), NULL) != 1)
+        die("signing failed");
+    EVP_MD_CTX_free(c);
 }
 
 static struct wsb_auth *new_auth(unsigned algs)
@@ -260,8 +207,9 @@ int main(int argc, char **argv)
     ec_key = EVP_EC_gen("P-256");
     if (!rsa_key || !ec_key)
         die("key generation failed");
-    write_pub(rsa_key, rsa_file);
-    write_pub(ec_key, ec_file);
+    if (wsb_jws_mint_write_pubkey(rsa_key, rsa_file) < 0 ||
+        wsb_jws_mint_write_pubkey(ec_key, ec_file) < 0)
+        die("cannot write a key file");
 
     for (char *alg = strtok(algs, ","); alg; alg = strtok(NULL, ",")) {
         char **tokens = calloc(ntokens, sizeof(*tokens));
@@ -270,7 +218,9 @@ int main(int argc, char **argv)
         if (!tokens)
             die("out of memory");
         for (size_t i = 0; i < ntokens; i++)
-            tokens[i] = mint(alg, (int)i, i == 0 ? der : NULL, &derlen, digest);
+            tokens[i] = mint(alg, (int)i);
+        if (strcmp(alg, "HS256") != 0)
+            raw_input(alg, der, &derlen, digest);
         const char *modes[] = {"distinct", "reused", "raw"};
         for (size_t m = 0; m < 3; m++) {
             if ((m == 2 && strcmp(alg, "HS256") == 0) || (only && strcmp(only, modes[m]) != 0))

@@ -22,6 +22,7 @@
 
 #include "auth/jwt.h"
 #include "auth/token.h"
+#include "tests/support/jws_mint.h"
 
 #define NOW 1700000000
 #define SECRET "test-hmac-secret-0123456789abcdef"
@@ -51,36 +52,14 @@ static char *priv_pem(EVP_PKEY *k)
 
 static char *pub_pem(EVP_PKEY *k)
 {
-    BIO *b = BIO_new(BIO_s_mem());
-    assert_true(PEM_write_bio_PUBKEY(b, k));
-    return bio_string(b);
+    char *pem = wsb_jws_mint_pubkey_pem(k);
+    assert_non_null(pem);
+    return pem;
 }
 
 static void write_file(const char *path, const char *text)
 {
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
-static void b64url(const unsigned char *p, size_t n, char *out)
-{
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < n; i++) {
-        acc = (acc << 8) | p[i];
-        bits += 8;
-        while (bits >= 6) {
-            bits -= 6;
-            out[o++] = tab[(acc >> bits) & 63];
-        }
-    }
-    if (bits)
-        out[o++] = tab[(acc << (6 - bits)) & 63];
-    out[o] = '\0';
+    assert_int_equal(wsb_jws_mint_write_file(path, text), 0);
 }
 
 static void bn_b64url(EVP_PKEY *k, const char *param, char *out)
@@ -89,7 +68,7 @@ static void bn_b64url(EVP_PKEY *k, const char *param, char *out)
     unsigned char buf[512];
     assert_true(EVP_PKEY_get_bn_param(k, param, &bn));
     int n = BN_bn2bin(bn, buf);
-    b64url(buf, (size_t)n, out);
+    wsb_jws_mint_b64url(buf, (size_t)n, out);
     BN_free(bn);
 }
 
@@ -100,8 +79,8 @@ static void ec_xy(EVP_PKEY *k, char *x, char *y)
     assert_true(
         EVP_PKEY_get_octet_string_param(k, OSSL_PKEY_PARAM_PUB_KEY, pub, sizeof(pub), &len));
     assert_int_equal(len, 65);
-    b64url(pub + 1, 32, x);
-    b64url(pub + 33, 32, y);
+    wsb_jws_mint_b64url(pub + 1, 32, x);
+    wsb_jws_mint_b64url(pub + 33, 32, y);
 }
 
 static int setup(void **state)
@@ -154,7 +133,7 @@ static int setup(void **state)
     bn_b64url(rsa2, OSSL_PKEY_PARAM_RSA_N, n2);
     bn_b64url(rsa2, OSSL_PKEY_PARAM_RSA_E, e2);
     ec_xy(ec256, x, y);
-    b64url((const unsigned char *)"jwks-oct-secret", 15, k);
+    wsb_jws_mint_b64url((const unsigned char *)"jwks-oct-secret", 15, k);
     snprintf(jwks, sizeof(jwks),
              "{\"keys\":["
              "{\"kty\":\"RSA\",\"kid\":\"k1\",\"use\":\"sig\",\"n\":\"%s\",\"e\":\"%s\"},"
@@ -207,8 +186,8 @@ static char *unsigned_token(const char *header, const char *claims, const char *
 {
     char h[512], c[1024];
     char *tok = malloc(2048);
-    b64url((const unsigned char *)header, strlen(header), h);
-    b64url((const unsigned char *)claims, strlen(claims), c);
+    wsb_jws_mint_b64url((const unsigned char *)header, strlen(header), h);
+    wsb_jws_mint_b64url((const unsigned char *)claims, strlen(claims), c);
     snprintf(tok, 2048, "%s.%s.%s", h, c, sig);
     return tok;
 }
@@ -650,40 +629,8 @@ static void test_new_errors(void **state)
  * writes typ "JWT"): HS* with `secret`, RS256/ES256 with `pkey`. Caller frees. */
 static char *mint_hdr(const char *header, const char *claims, const char *secret, EVP_PKEY *pkey)
 {
-    char h[512], c[1024], sigb[1024], input[2048];
-    unsigned char sig[1024];
-    size_t siglen = sizeof(sig);
-    b64url((const unsigned char *)header, strlen(header), h);
-    b64url((const unsigned char *)claims, strlen(claims), c);
-    snprintf(input, sizeof(input), "%s.%s", h, c);
-    if (secret) {
-        unsigned int n = 0;
-        assert_non_null(HMAC(EVP_sha256(), secret, (int)strlen(secret),
-                             (const unsigned char *)input, strlen(input), sig, &n));
-        siglen = n;
-    } else {
-        EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-        unsigned char der[256];
-        size_t dlen = sizeof(der);
-        bool ec = EVP_PKEY_is_a(pkey, "EC");
-        assert_int_equal(EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, pkey), 1);
-        assert_int_equal(EVP_DigestSign(ctx, ec ? der : sig, ec ? &dlen : &siglen,
-                                        (const unsigned char *)input, strlen(input)),
-                         1);
-        EVP_MD_CTX_free(ctx);
-        if (ec) { /* DER -> R || S (RFC 7518 §3.4) */
-            const unsigned char *p = der;
-            ECDSA_SIG *es = d2i_ECDSA_SIG(NULL, &p, (long)dlen);
-            assert_non_null(es);
-            assert_int_equal(BN_bn2binpad(ECDSA_SIG_get0_r(es), sig, 32), 32);
-            assert_int_equal(BN_bn2binpad(ECDSA_SIG_get0_s(es), sig + 32, 32), 32);
-            ECDSA_SIG_free(es);
-            siglen = 64;
-        }
-    }
-    b64url(sig, siglen, sigb);
-    char *tok = malloc(4096);
-    snprintf(tok, 4096, "%s.%s", input, sigb);
+    char *tok = wsb_jws_mint_token(header, claims, secret, pkey);
+    assert_non_null(tok);
     return tok;
 }
 
@@ -774,7 +721,7 @@ static void test_es_signature_form(void **state)
     /* all-zero R || S */
     unsigned char zero[64] = {0};
     char zb[128];
-    b64url(zero, sizeof(zero), zb);
+    wsb_jws_mint_b64url(zero, sizeof(zero), zb);
     snprintf(forged, sizeof(forged), "%.*s.%s", (int)(dot - t), t, zb);
     assert_string_equal(verify(a, forged), "token_invalid");
     free(t);
