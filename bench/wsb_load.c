@@ -5,7 +5,9 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -24,6 +26,7 @@
 
 #include "bridge/ws/ws_frame.h"
 #include "bridge/ws/ws_http.h"
+#include "wsb_load_parse.h"
 
 #define MAX_CLIENTS 100000
 #define MAX_HEAD 8192
@@ -33,9 +36,9 @@
 #define TICK_US 10000           /* connect / publish pacing timer */
 #define SLOW_RCVBUF 4096
 #define LAT_BUCKETS 100001 /* latency histogram: 0.1 ms buckets up to 10 s, then overflow */
-#define SCAN_MAX_DEPTH 64
-#define PUBLISH_WINDOW 32 /* unconfirmed publishes in flight */
+#define PUBLISH_WINDOW 32  /* unconfirmed publishes in flight */
 #define MAX_CPU_PIDS 8
+#define MAX_THREADS 64
 
 enum client_state {
     CS_IDLE,      /* not opened yet */
@@ -67,6 +70,7 @@ struct client {
     int64_t last_offset[MAX_PARTITIONS];
     int64_t last_seq;
     bool sse; /* a Server-Sent Events subscriber (--sse) */
+    bool bad; /* a malformed frame in the current batch */
 };
 
 struct counter {
@@ -108,16 +112,42 @@ struct options {
     char **keys;            /* --keys: publish i carries "key": keys[i % nkeys] (filters) */
     const char *ref_times;  /* --ref-times: "SEQ MS" lines, another reader's receive times */
     size_t nkeys;
+    int threads; /* --threads: event loops (one per thread), connections spread over them */
+};
+
+struct load;
+
+/* What the threads of one run share. Every other piece of state is one thread's own (struct
+ * load, a shard: its clients, counters and histogram), merged at the end. */
+struct run {
+    int nshards;
+    struct load *shards;
+    int64_t start_us;
+    _Atomic int64_t end_us; /* 0 until the run ends (the first finish sets it) */
+    atomic_bool stop;
+    atomic_int ready_shards; /* shards whose clients are all subscribed (or gone) */
+    atomic_int done_shards;  /* shards whose clients are all complete (or gone) */
+    atomic_uint_fast64_t subscribed;
+    atomic_size_t next_token;
 };
 
 struct load {
     struct options opt;
+    struct run *run;
+    int shard;           /* this thread's index; shard 0 runs in main and owns the publisher */
+    int nsubs;           /* its subscribers: global indexes shard, shard + nshards, ... */
+    int nlocal;          /* nsubs, plus the publisher in shard 0 */
+    struct client *pub;  /* the publisher (shard 0), or NULL */
+    bool ready, done;    /* counted in run->ready_shards / done_shards */
+    clockid_t cpu_clock; /* this thread's CPU clock */
+    double thread_cpu_start, thread_cpu_end;
+    pthread_t thread;
     struct event_base *base;
     struct event *tick;
     struct event *sigint;
     struct sockaddr_storage addr;
     socklen_t addrlen;
-    struct client *clients; /* opt.clients, then the publisher when any */
+    struct client *clients; /* every client of the run: opt.clients, then the publisher */
     int nclients;
     int next_to_open;
     double connect_credit;
@@ -142,6 +172,7 @@ struct load {
     uint64_t publish_failed; /* error replies to the publisher */
     bool publish_started;
     char *pad;
+    double now_ms;           /* wall clock (Unix ms) taken when the current read batch began */
     double first_message_ms; /* wall clock of the first message a fast client got, 0 = none */
     /* latency */
     uint64_t *lat;
@@ -165,10 +196,25 @@ struct load {
     double self_cpu_start;
     /* HTTP publisher */
     size_t http_body_left;
-    uint64_t rx_total; /* messages received by fast clients */
-    char **tokens;     /* --token-file */
-    size_t ntokens, next_token;
+    _Atomic uint64_t rx_total; /* messages received by fast clients (read by shard 0) */
+    uint64_t frames, batches;  /* WebSocket frames parsed; read callbacks that parsed them */
+    char **tokens;             /* --token-file (shared, read-only) */
+    size_t ntokens;
 };
+
+/* The shard's j-th subscriber, or its publisher (j == nsubs in shard 0). */
+static struct client *local_client(struct load *ld, int j)
+{
+    return j < ld->nsubs ? &ld->clients[ld->shard + j * ld->run->nshards] : ld->pub;
+}
+
+/* Only this thread writes its rx_total: a relaxed load and store, no locked instruction. */
+static void rx_inc(struct load *ld)
+{
+    atomic_store_explicit(&ld->rx_total,
+                          atomic_load_explicit(&ld->rx_total, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
 
 static volatile sig_atomic_t got_sigint;
 
@@ -197,18 +243,23 @@ static uint64_t rng_next(struct load *ld)
     return x * 0x2545F4914F6CDD1DULL;
 }
 
-static void count(struct counters *cs, const char *name)
+static void count_n(struct counters *cs, const char *name, uint64_t n)
 {
     for (size_t i = 0; i < cs->len; i++) {
         if (strcmp(cs->c[i].name, name) == 0) {
-            cs->c[i].n++;
+            cs->c[i].n += n;
             return;
         }
     }
     const char *slot = cs->len < MAX_CODES ? name : "other";
     size_t i = cs->len < MAX_CODES ? cs->len++ : MAX_CODES - 1;
     snprintf(cs->c[i].name, sizeof cs->c[i].name, "%s", slot);
-    cs->c[i].n++;
+    cs->c[i].n += n;
+}
+
+static void count(struct counters *cs, const char *name)
+{
+    count_n(cs, name, 1);
 }
 
 static void count_code(struct counters *cs, unsigned code)
@@ -234,177 +285,6 @@ static void base64_encode(const uint8_t *in, size_t len, char *out)
         out[o++] = i + 2 < len ? tab[v & 63] : '=';
     }
     out[o] = '\0';
-}
-
-/* ---- a bounded, allocation-free scanner for the top level of the server's JSON ---- */
-
-struct span {
-    const char *p;
-    size_t len;
-};
-
-static const char *skip_ws(const char *p, const char *end)
-{
-    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
-        p++;
-    return p;
-}
-
-/* Returns the end of the string starting at p (which is '"'), or NULL. */
-static const char *skip_string(const char *p, const char *end)
-{
-    for (p++; p < end; p++) {
-        if (*p == '\\')
-            p++;
-        else if (*p == '"')
-            return p + 1;
-    }
-    return NULL;
-}
-
-/* Returns the end of the JSON value starting at p, or NULL when malformed or too deep.
- * Lenient on scalars: it trusts the server to send valid JSON and only finds boundaries. */
-static const char *skip_value(const char *p, const char *end)
-{
-    int depth = 0;
-    do {
-        p = skip_ws(p, end);
-        if (p >= end)
-            return NULL;
-        if (*p == '"') {
-            p = skip_string(p, end);
-            if (!p)
-                return NULL;
-        } else if (*p == '{' || *p == '[') {
-            if (++depth > SCAN_MAX_DEPTH)
-                return NULL;
-            p++;
-        } else if (*p == '}' || *p == ']') {
-            if (depth == 0)
-                return NULL;
-            depth--;
-            p++;
-        } else if (*p == ',' || *p == ':') {
-            if (depth == 0)
-                return NULL;
-            p++;
-        } else {
-            while (p < end && !strchr(",}] \t\r\n", *p))
-                p++;
-        }
-    } while (depth > 0);
-    return p;
-}
-
-/* Calls back for each member of the object in [p, end). Returns 0, or -1 when malformed. */
-static int scan_object(const char *p, const char *end,
-                       void (*member)(void *arg, struct span key, struct span value), void *arg)
-{
-    p = skip_ws(p, end);
-    if (p >= end || *p != '{')
-        return -1;
-    p = skip_ws(p + 1, end);
-    if (p < end && *p == '}')
-        return 0;
-    for (;;) {
-        if (p >= end || *p != '"')
-            return -1;
-        const char *kend = skip_string(p, end);
-        if (!kend)
-            return -1;
-        struct span key = {p + 1, (size_t)(kend - p - 2)};
-        p = skip_ws(kend, end);
-        if (p >= end || *p != ':')
-            return -1;
-        p = skip_ws(p + 1, end);
-        const char *vend = skip_value(p, end);
-        if (!vend)
-            return -1;
-        member(arg, key, (struct span){p, (size_t)(vend - p)});
-        p = skip_ws(vend, end);
-        if (p < end && *p == ',') {
-            p = skip_ws(p + 1, end);
-            continue;
-        }
-        return p < end && *p == '}' ? 0 : -1;
-    }
-}
-
-static bool span_eq(struct span s, const char *lit)
-{
-    size_t n = strlen(lit);
-    return s.len == n && memcmp(s.p, lit, n) == 0;
-}
-
-/* An integer JSON number, or false. */
-static bool span_int(struct span s, int64_t *out)
-{
-    char tmp[32];
-    if (s.len == 0 || s.len >= sizeof tmp)
-        return false;
-    memcpy(tmp, s.p, s.len);
-    tmp[s.len] = '\0';
-    char *e;
-    errno = 0;
-    long long v = strtoll(tmp, &e, 10);
-    if (errno || *e)
-        return false;
-    *out = v;
-    return true;
-}
-
-/* A JSON number (integer or real), or false. */
-static bool span_num(struct span s, double *out)
-{
-    char tmp[48];
-    if (s.len == 0 || s.len >= sizeof tmp)
-        return false;
-    memcpy(tmp, s.p, s.len);
-    tmp[s.len] = '\0';
-    char *e;
-    double v = strtod(tmp, &e);
-    if (*e || !isfinite(v))
-        return false;
-    *out = v;
-    return true;
-}
-
-struct server_msg {
-    struct span type, channel, data, timestamp, partition, offset, dropped, code;
-};
-
-static void on_member(void *arg, struct span key, struct span value)
-{
-    struct server_msg *m = arg;
-    if (span_eq(key, "type"))
-        m->type = value;
-    else if (span_eq(key, "channel"))
-        m->channel = value;
-    else if (span_eq(key, "data"))
-        m->data = value;
-    else if (span_eq(key, "timestamp"))
-        m->timestamp = value;
-    else if (span_eq(key, "partition"))
-        m->partition = value;
-    else if (span_eq(key, "offset"))
-        m->offset = value;
-    else if (span_eq(key, "dropped"))
-        m->dropped = value;
-    else if (span_eq(key, "code"))
-        m->code = value;
-}
-
-struct data_fields {
-    struct span seq, ts;
-};
-
-static void on_data_member(void *arg, struct span key, struct span value)
-{
-    struct data_fields *d = arg;
-    if (span_eq(key, "seq"))
-        d->seq = value;
-    else if (span_eq(key, "ts"))
-        d->ts = value;
 }
 
 /* ---- output to the server ---- */
@@ -446,6 +326,7 @@ static void send_json(struct client *c, json_t *obj)
 /* ---- client lifecycle ---- */
 
 static void finish(struct load *ld);
+static void shard_done(struct load *ld);
 
 static void client_done(struct client *c)
 {
@@ -483,12 +364,12 @@ static void subscribe(struct client *c)
     send_json(c, req);
 }
 
-static void check_order(struct client *c, const struct server_msg *m, const struct data_fields *d)
+static void check_order(struct client *c, const struct wsl_msg *m, const struct wsl_data *d)
 {
     struct load *ld = c->ld;
     int64_t part, off;
-    if (m->offset.p && span_int(m->offset, &off)) {
-        if (!m->partition.p || !span_int(m->partition, &part))
+    if (m->offset.p && wsl_span_int(m->offset, &off)) {
+        if (!m->partition.p || !wsl_span_int(m->partition, &part))
             part = 0;
         if (part < 0 || part >= MAX_PARTITIONS)
             return;
@@ -498,7 +379,7 @@ static void check_order(struct client *c, const struct server_msg *m, const stru
         return;
     }
     int64_t seq;
-    if (d->seq.p && span_int(d->seq, &seq)) {
+    if (d->seq.p && wsl_span_int(d->seq, &seq)) {
         if (seq <= c->last_seq)
             ld->order_violations++;
         c->last_seq = seq;
@@ -506,14 +387,15 @@ static void check_order(struct client *c, const struct server_msg *m, const stru
 }
 
 /* Latency from the publisher's "ts" in data, else the broker timestamp (both Unix ms). */
-static void record_latency(struct load *ld, const struct server_msg *m, const struct data_fields *d)
+static void record_latency(struct load *ld, const struct wsl_msg *m, const struct wsl_data *d)
 {
     double ts = -1;
-    if (!(d->ts.p && span_num(d->ts, &ts)) && !(m->timestamp.p && span_num(m->timestamp, &ts)))
+    if (!(d->ts.p && wsl_span_num(d->ts, &ts)) &&
+        !(m->timestamp.p && wsl_span_num(m->timestamp, &ts)))
         return;
-    double now = wall_ms(), ms = now - ts;
+    double now = ld->now_ms, ms = now - ts; /* the batch's receive time (on_read) */
     int64_t seq;
-    if (ld->opt.ref_times && d->seq.p && span_int(d->seq, &seq)) {
+    if (ld->opt.ref_times && d->seq.p && wsl_span_int(d->seq, &seq)) {
         if (ld->nrecv == ld->caprecv) {
             size_t cap = ld->caprecv ? 2 * ld->caprecv : 65536;
             struct recv_at *r = realloc(ld->recv, cap * sizeof(*r));
@@ -544,13 +426,13 @@ static void maybe_finish(struct load *ld)
 {
     if (ld->opt.expect < 0)
         return;
-    for (int i = 0; i < ld->opt.clients; i++) {
-        struct client *c = &ld->clients[i];
+    for (int j = 0; j < ld->nsubs; j++) {
+        struct client *c = local_client(ld, j);
         if (c->role == ROLE_FAST && !client_complete(c) && c->state != CS_DONE)
             return;
     }
     /* every fast client is complete or gone: nothing more can change the verdict */
-    finish(ld);
+    shard_done(ld);
 }
 
 static void publish_acked(struct load *ld);
@@ -565,10 +447,10 @@ static void on_raw_text(struct client *c, const char *text, size_t len)
     }
     c->received++;
     if (c->role == ROLE_FAST) {
-        ld->rx_total++;
-        struct server_msg m = {0};
-        struct data_fields d = {0};
-        scan_object(text, text + len, on_data_member, &d);
+        rx_inc(ld);
+        struct wsl_msg m = {0};
+        struct wsl_data d = {0};
+        wsl_scan_data(text, text + len, &d);
         check_order(c, &m, &d);
         record_latency(ld, &m, &d);
         if (ld->opt.expect >= 0 && c->received == (uint64_t)ld->opt.expect)
@@ -585,33 +467,31 @@ static void on_text(struct client *c, const char *text, size_t len)
         on_raw_text(c, text, len);
         return;
     }
-    struct server_msg m = {0};
-    if (scan_object(text, text + len, on_member, &m) < 0) {
+    struct wsl_msg m = {0};
+    struct wsl_data d = {0};
+    if (wsl_scan_msg(text, text + len, &m, &d) < 0) {
         ld->protocol_errors++;
         return;
     }
-    if (span_eq(m.type, "\"message\"")) {
+    if (wsl_span_eq(m.type, "\"message\"")) {
         c->received++;
         if (c->role == ROLE_FAST) {
-            ld->rx_total++;
+            rx_inc(ld);
             if (ld->first_message_ms == 0)
-                ld->first_message_ms = wall_ms();
-            struct data_fields d = {0};
-            if (m.data.p && m.data.p[0] == '{')
-                scan_object(m.data.p, m.data.p + m.data.len, on_data_member, &d);
+                ld->first_message_ms = ld->now_ms;
             check_order(c, &m, &d);
             record_latency(ld, &m, &d);
             if (ld->opt.expect >= 0 && c->received == (uint64_t)ld->opt.expect)
                 maybe_finish(ld);
         }
-    } else if (span_eq(m.type, "\"welcome\"")) {
+    } else if (wsl_span_eq(m.type, "\"welcome\"")) {
         if (c->sse)
             ; /* the stream subscribed its channel itself */
         else if (ld->opt.channel && c->role != ROLE_PUBLISHER)
             subscribe(c);
         else if (ld->opt.churn)
             client_recycle(c);
-    } else if (span_eq(m.type, "\"subscribed\"")) {
+    } else if (wsl_span_eq(m.type, "\"subscribed\"")) {
         if (ld->opt.churn) {
             client_recycle(c);
             return;
@@ -619,17 +499,18 @@ static void on_text(struct client *c, const char *text, size_t len)
         if (!c->subscribed) {
             c->subscribed = true;
             ld->subscribed++;
+            atomic_fetch_add(&ld->run->subscribed, 1);
         }
         if (c->role == ROLE_SLOW)
             bufferevent_disable(c->bev, EV_READ); /* never read again */
-    } else if (span_eq(m.type, "\"published\"")) {
+    } else if (wsl_span_eq(m.type, "\"published\"")) {
         ld->published_ok++;
         publish_acked(ld);
-    } else if (span_eq(m.type, "\"gap\"")) {
+    } else if (wsl_span_eq(m.type, "\"gap\"")) {
         int64_t n;
-        if (m.dropped.p && span_int(m.dropped, &n) && n > 0)
+        if (m.dropped.p && wsl_span_int(m.dropped, &n) && n > 0)
             c->gaps_dropped += (uint64_t)n;
-    } else if (span_eq(m.type, "\"error\"")) {
+    } else if (wsl_span_eq(m.type, "\"error\"")) {
         char code[16] = "unknown";
         if (m.code.p && m.code.len >= 2 && m.code.len - 2 < sizeof code) {
             memcpy(code, m.code.p + 1, m.code.len - 2);
@@ -652,74 +533,69 @@ static void on_control(struct client *c, uint8_t opcode, const uint8_t *p, size_
     }
 }
 
-/* Decodes every complete server frame in the input. Returns -1 on a protocol error. */
+/* One server frame of a batch. Returns nonzero to stop the batch (the client closes, is
+ * gone, or the frame was malformed: c->bad). */
+static int on_frame(void *arg, const struct wsl_frame *f)
+{
+    struct client *c = arg;
+    c->ld->frames++;
+    if (f->opcode >= 0x8) {
+        on_control(c, f->opcode, f->payload, f->len);
+    } else if (f->opcode == WSB_OP_CONT || !f->fin) {
+        if (!c->frag) {
+            if (f->opcode == WSB_OP_CONT || !(c->frag = evbuffer_new()))
+                return c->bad = true;
+            c->frag_opcode = f->opcode;
+        } else if (f->opcode != WSB_OP_CONT) {
+            return c->bad = true;
+        }
+        if (evbuffer_get_length(c->frag) + f->len > MAX_MESSAGE)
+            return c->bad = true;
+        evbuffer_add(c->frag, f->payload, f->len);
+        if (f->fin) {
+            size_t n = evbuffer_get_length(c->frag);
+            const char *whole = (const char *)evbuffer_pullup(c->frag, -1);
+            if (c->frag_opcode == WSB_OP_TEXT && whole)
+                on_text(c, whole, n);
+            if (c->frag) /* not freed by a recycle inside on_text */
+                evbuffer_free(c->frag);
+            c->frag = NULL;
+        }
+    } else if (f->opcode == WSB_OP_TEXT) {
+        on_text(c, (const char *)f->payload, f->len);
+    } else if (f->opcode != WSB_OP_BINARY) {
+        return c->bad = true;
+    }
+    return c->closing || !c->bev || c->state != CS_OPEN;
+}
+
+/* Decodes every complete server frame in the input, a batch at a time: the frames of the
+ * input's first contiguous chunk (libevent reads up to 256 KiB into one) are parsed in place
+ * and dropped with one drain; only a frame that straddles two chunks is made contiguous.
+ * Returns -1 on a protocol error. */
 static int read_frames(struct client *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
-    while (!c->closing) {
-        size_t have = evbuffer_get_length(in);
-        uint8_t h[10];
-        if (have < 2)
+    c->ld->batches++;
+    while (!c->closing && c->bev && c->state == CS_OPEN) {
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
             return 0;
-        evbuffer_copyout(in, h, have < sizeof h ? have : sizeof h);
-        bool fin = h[0] & 0x80;
-        uint8_t opcode = h[0] & 0x0F;
-        if ((h[0] & 0x70) || (h[1] & 0x80))
-            return -1; /* no extension negotiated; servers never mask (RFC 6455 §5.1) */
-        uint64_t len = h[1] & 0x7F;
-        size_t hl = 2;
-        if (len == 126) {
-            hl = 4;
-            if (have < hl)
-                return 0;
-            len = (uint64_t)h[2] << 8 | h[3];
-        } else if (len == 127) {
-            hl = 10;
-            if (have < hl)
-                return 0;
-            len = 0;
-            for (int i = 2; i < 10; i++)
-                len = len << 8 | h[i];
+        size_t need;
+        ssize_t used = wsl_parse_frames(v.iov_base, v.iov_len, MAX_MESSAGE, on_frame, c, &need);
+        if (used < 0 || c->bad)
+            return -1;
+        if (c->state == CS_DONE || !c->bev)
+            return 0; /* freed (--churn recycle): its input goes with it */
+        if (used > 0) {
+            evbuffer_drain(in, (size_t)used);
+            continue;
         }
-        if (len > MAX_MESSAGE)
-            return -1;
-        if (have < hl + len)
+        /* the next frame straddles chunks: join just its bytes, when they are all here */
+        if (need <= v.iov_len || evbuffer_get_length(in) < need)
             return 0;
-        uint8_t *frame = evbuffer_pullup(in, (ssize_t)(hl + len));
-        if (!frame)
+        if (!evbuffer_pullup(in, (ssize_t)need))
             return -1;
-        const uint8_t *payload = frame + hl;
-        if (opcode >= 0x8) {
-            if (!fin || len > 125)
-                return -1;
-            on_control(c, opcode, payload, (size_t)len);
-        } else if (opcode == WSB_OP_CONT || !fin) {
-            if (!c->frag) {
-                if (opcode == WSB_OP_CONT || !(c->frag = evbuffer_new()))
-                    return -1;
-                c->frag_opcode = opcode;
-            } else if (opcode != WSB_OP_CONT) {
-                return -1;
-            }
-            if (evbuffer_get_length(c->frag) + len > MAX_MESSAGE)
-                return -1;
-            evbuffer_add(c->frag, payload, (size_t)len);
-            if (fin) {
-                size_t n = evbuffer_get_length(c->frag);
-                const char *whole = (const char *)evbuffer_pullup(c->frag, -1);
-                if (c->frag_opcode == WSB_OP_TEXT && whole)
-                    on_text(c, whole, n);
-                evbuffer_free(c->frag);
-                c->frag = NULL;
-            }
-        } else if (opcode == WSB_OP_TEXT) {
-            on_text(c, (const char *)payload, (size_t)len);
-        } else if (opcode != WSB_OP_BINARY) {
-            return -1;
-        }
-        evbuffer_drain(in, hl + len);
-        if (!c->bev || c->state == CS_DONE)
-            return 0;
     }
     return 0;
 }
@@ -855,6 +731,8 @@ static void on_read(struct bufferevent *bev, void *arg)
 {
     struct client *c = arg;
     (void)bev;
+    /* one clock read per read() batch: every frame in it had arrived by now */
+    c->ld->now_ms = wall_ms();
     if (c->state == CS_HTTP) {
         if (c->role == ROLE_PUBLISHER) {
             read_http_responses(c);
@@ -880,6 +758,7 @@ static void on_read(struct bufferevent *bev, void *arg)
             }
             c->subscribed = true; /* a peer subscribes by its URL */
             c->ld->subscribed++;
+            atomic_fetch_add(&c->ld->run->subscribed, 1);
         }
     }
     if (c->state == CS_OPEN && (c->sse ? read_events(c) : read_frames(c)) < 0) {
@@ -922,7 +801,9 @@ static void send_upgrade(struct client *c)
         return;
     }
     const char *sep = strchr(ld->opt.path, '?') ? "&" : "?";
-    const char *token = ld->ntokens ? ld->tokens[ld->next_token++ % ld->ntokens] : ld->opt.token;
+    const char *token = ld->ntokens
+                            ? ld->tokens[atomic_fetch_add(&ld->run->next_token, 1) % ld->ntokens]
+                            : ld->opt.token;
     evbuffer_add_printf(out, "GET %s%s%s%s HTTP/1.1\r\n", ld->opt.path, token ? sep : "",
                         token ? "access_token=" : "", token ? token : "");
     evbuffer_add_printf(out,
@@ -1025,6 +906,7 @@ static void reopen_cb(evutil_socket_t fd, short what, void *arg)
     c->state = CS_IDLE;
     c->subscribed = false;
     c->closing = false;
+    c->bad = false;
     client_open(c);
 }
 
@@ -1068,10 +950,25 @@ static double self_cpu_s(void)
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
+static double clock_s(clockid_t id)
+{
+    struct timespec ts;
+    if (clock_gettime(id, &ts) < 0)
+        return 0;
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Shard 0: the measurement window begins (every shard's counters and CPU clock read now). */
 static void window_start(struct load *ld)
 {
+    struct run *run = ld->run;
     ld->window_us = now_us();
-    ld->window_received = ld->rx_total;
+    ld->window_received = 0;
+    for (int k = 0; k < run->nshards; k++) {
+        struct load *sh = &run->shards[k];
+        ld->window_received += atomic_load_explicit(&sh->rx_total, memory_order_relaxed);
+        sh->thread_cpu_start = clock_s(sh->cpu_clock); /* read by its thread only at the end */
+    }
     ld->self_cpu_start = self_cpu_s();
     for (int i = 0; i < ld->ncpu; i++)
         ld->cpu_start[i] = proc_cpu_s(ld->cpu_pid[i]);
@@ -1126,16 +1023,16 @@ static void publish_some(struct load *ld, struct client *p, double dt_s)
  * than at the next tick (the tick alone caps the rate at window / TICK_US). */
 static void publish_acked(struct load *ld)
 {
-    struct client *p = &ld->clients[ld->opt.clients];
-    if (ld->publish_started && !p->closing &&
+    struct client *p = ld->pub;
+    if (p && ld->publish_started && !p->closing &&
         (p->state == CS_OPEN || (ld->opt.pub_path && p->state == CS_HTTP)))
         publish_some(ld, p, 0);
 }
 
-static bool all_subscribers_ready(const struct load *ld)
+static bool all_subscribers_ready(struct load *ld)
 {
-    for (int i = 0; i < ld->opt.clients; i++) {
-        const struct client *c = &ld->clients[i];
+    for (int j = 0; j < ld->nsubs; j++) {
+        const struct client *c = local_client(ld, j);
         if (c->state != CS_DONE && !c->subscribed)
             return false;
     }
@@ -1144,13 +1041,26 @@ static bool all_subscribers_ready(const struct load *ld)
 
 /* ---- the driver ---- */
 
+/* The run ends: every shard's loop stops (the others at their next tick). */
 static void finish(struct load *ld)
 {
+    int64_t none = 0;
+    atomic_compare_exchange_strong(&ld->run->end_us, &none, now_us());
+    atomic_store(&ld->run->stop, true);
     if (ld->stopping)
         return;
     ld->stopping = true;
-    ld->end_us = now_us();
     event_base_loopbreak(ld->base);
+}
+
+/* This shard's clients are all complete or gone; the last shard to get there ends the run. */
+static void shard_done(struct load *ld)
+{
+    if (ld->done)
+        return;
+    ld->done = true;
+    if (atomic_fetch_add(&ld->run->done_shards, 1) + 1 == ld->run->nshards)
+        finish(ld);
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
@@ -1158,24 +1068,29 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     struct load *ld = arg;
     (void)fd;
     (void)what;
+    struct run *run = ld->run;
     int64_t t = now_us();
-    if (got_sigint ||
-        (ld->opt.duration > 0 && (double)(t - ld->start_us) / 1e6 >= ld->opt.duration)) {
+    if ((ld->shard == 0 && got_sigint) || atomic_load(&run->stop) ||
+        (ld->opt.duration > 0 && (double)(t - run->start_us) / 1e6 >= ld->opt.duration)) {
         finish(ld);
         return;
     }
     double dt = TICK_US / 1e6;
-    if (ld->next_to_open < ld->nclients) {
-        ld->connect_credit += ld->opt.connect_rate * dt;
-        while (ld->connect_credit >= 1.0 && ld->next_to_open < ld->opt.clients) {
+    if (ld->next_to_open < ld->nsubs) {
+        ld->connect_credit += ld->opt.connect_rate / run->nshards * dt;
+        while (ld->connect_credit >= 1.0 && ld->next_to_open < ld->nsubs) {
             ld->connect_credit -= 1.0;
-            client_open(&ld->clients[ld->next_to_open++]);
+            client_open(local_client(ld, ld->next_to_open++));
         }
     }
-    if (ld->opt.publish_rate > 0) {
-        struct client *p = &ld->clients[ld->opt.clients];
-        if (!ld->publish_started && ld->next_to_open == ld->opt.clients &&
-            all_subscribers_ready(ld)) {
+    if (!ld->ready && ld->next_to_open >= ld->nsubs && all_subscribers_ready(ld)) {
+        ld->ready = true;
+        atomic_fetch_add(&run->ready_shards, 1);
+    }
+    bool all_ready = atomic_load(&run->ready_shards) == run->nshards;
+    if (ld->pub) {
+        struct client *p = ld->pub;
+        if (!ld->publish_started && all_ready) {
             ld->publish_started = true;
             window_start(ld);
         }
@@ -1187,15 +1102,14 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
             publish_some(ld, p, dt);
         }
     }
-    if (ld->opt.hold && !ld->ready_said && ld->next_to_open >= ld->opt.clients &&
-        all_subscribers_ready(ld)) {
+    if (ld->opt.hold && ld->shard == 0 && !ld->ready_said && all_ready) {
         ld->ready_said = true;
-        fprintf(stderr, "ready %llu\n", (unsigned long long)ld->subscribed);
+        fprintf(stderr, "ready %llu\n", (unsigned long long)atomic_load(&run->subscribed));
         fflush(stderr);
     }
-    /* no further progress possible: every client is gone */
-    if (ld->next_to_open == ld->nclients && ld->closed == (uint64_t)ld->nclients)
-        finish(ld);
+    /* no further progress possible: every client of this shard is gone */
+    if (ld->next_to_open == ld->nlocal && ld->closed == (uint64_t)ld->nlocal)
+        shard_done(ld);
 }
 
 static void on_sigint(evutil_socket_t fd, short what, void *arg)
@@ -1291,8 +1205,50 @@ static json_t *ref_delays(struct load *ld)
     return out;
 }
 
+/* After the threads are joined: every shard's results added into shard 0's. */
+static void merge_shards(struct run *run)
+{
+    struct load *ld = &run->shards[0];
+    for (int k = 1; k < run->nshards; k++) {
+        struct load *sh = &run->shards[k];
+        ld->order_violations += sh->order_violations;
+        ld->handshake_ok += sh->handshake_ok;
+        ld->connect_errors += sh->connect_errors;
+        ld->protocol_errors += sh->protocol_errors;
+        ld->subscribed += sh->subscribed;
+        ld->cycles += sh->cycles;
+        ld->frames += sh->frames;
+        ld->batches += sh->batches;
+        ld->rx_total += sh->rx_total;
+        const struct counters *from[] = {&sh->close_codes, &sh->refused, &sh->error_codes};
+        struct counters *into[] = {&ld->close_codes, &ld->refused, &ld->error_codes};
+        for (int t = 0; t < 3; t++)
+            for (size_t i = 0; i < from[t]->len; i++)
+                count_n(into[t], from[t]->c[i].name, from[t]->c[i].n);
+        for (size_t b = 0; b < LAT_BUCKETS; b++)
+            ld->lat[b] += sh->lat[b];
+        ld->lat_n += sh->lat_n;
+        if (sh->first_message_ms > 0 &&
+            (ld->first_message_ms == 0 || sh->first_message_ms < ld->first_message_ms))
+            ld->first_message_ms = sh->first_message_ms;
+        if (sh->nrecv) {
+            struct recv_at *r = realloc(ld->recv, (ld->nrecv + sh->nrecv) * sizeof(*r));
+            if (r) {
+                memcpy(r + ld->nrecv, sh->recv, sh->nrecv * sizeof(*r));
+                ld->recv = r;
+                ld->nrecv += sh->nrecv;
+                ld->caprecv = ld->nrecv;
+            }
+        }
+    }
+    ld->start_us = run->start_us;
+    ld->end_us = atomic_load(&run->end_us);
+}
+
 static int report(struct load *ld)
 {
+    struct run *run = ld->run;
+    merge_shards(run);
     if (!ld->end_us)
         ld->end_us = now_us();
     double elapsed = (double)(ld->end_us - ld->start_us) / 1e6;
@@ -1315,6 +1271,7 @@ static int report(struct load *ld)
         min = 0;
     json_t *out = json_object();
     json_object_set_new(out, "clients", json_integer(ld->opt.clients));
+    json_object_set_new(out, "threads", json_integer(run->nshards));
     json_object_set_new(out, "fast", json_integer(fast));
     json_object_set_new(out, "slow", json_integer(slow));
     json_object_set_new(out, "handshakes_ok", json_integer((json_int_t)ld->handshake_ok));
@@ -1339,6 +1296,9 @@ static int report(struct load *ld)
         json_object_set_new(out, "first_message_ms",
                             json_integer((json_int_t)ld->first_message_ms));
     json_object_set_new(out, "elapsed_s", json_real(round(elapsed * 1000) / 1000));
+    if (ld->batches) /* frames per read callback: how much each read() batch carries */
+        json_object_set_new(out, "frames_per_read",
+                            json_real(round((double)ld->frames / (double)ld->batches * 10) / 10));
     double win = ld->window_us ? (double)(ld->end_us - ld->window_us) / 1e6 : 0;
     if (win > 0) {
         json_object_set_new(out, "window_s", json_real(round(win * 1000) / 1000));
@@ -1354,17 +1314,27 @@ static int report(struct load *ld)
                                     json_real(round((v - ld->cpu_start[i]) * 1000) / 1000));
         }
         json_object_set_new(out, "cpu_s", cpu);
+        /* per event-loop thread, over the same window: "under 80 % of a core" is judged per
+         * thread (each is bound to one core at a time) and in total (cpu_s.generator) */
+        json_t *threads = json_array();
+        for (int k = 0; k < run->nshards; k++) {
+            const struct load *sh = &run->shards[k];
+            json_array_append_new(
+                threads,
+                json_real(round((sh->thread_cpu_end - sh->thread_cpu_start) * 1000) / 1000));
+        }
+        json_object_set_new(out, "generator_threads_cpu_s", threads);
     }
     if (ld->opt.churn || ld->opt.probe) {
         json_object_set_new(out, "cycles", json_integer((json_int_t)ld->cycles));
         json_object_set_new(out, "cycles_per_s",
                             json_real(win > 0 ? round((double)ld->cycles / win) : 0));
     }
+    size_t used_tokens = atomic_load(&run->next_token);
     if (ld->ntokens) /* upgrades that sent a token of --token-file a second time or more */
         json_object_set_new(
             out, "tokens_reused",
-            json_integer(
-                (json_int_t)(ld->next_token > ld->ntokens ? ld->next_token - ld->ntokens : 0)));
+            json_integer((json_int_t)(used_tokens > ld->ntokens ? used_tokens - ld->ntokens : 0)));
     json_object_set_new(out, "msgs_per_s",
                         json_real(elapsed > 0 ? round((double)total / elapsed) : 0));
     if (ld->lat_n) {
@@ -1420,6 +1390,8 @@ static void usage(FILE *f)
                "  --keys K1,K2,...   the publisher's message i carries \"key\": K(i mod n)\n"
                "  --ref-times F      at the end, per delivery: receive time minus the time in F\n"
                "                     (\"SEQ MS\" lines) of the same data.seq (after_ref_ms)\n"
+               "  --threads N        N event-loop threads, the connections dealt over them in\n"
+               "                     turn (default 1); the publisher runs in the first\n"
                "Prints one JSON summary on stdout. Exit 0 when every fast client received\n"
                "--expect messages in order, 1 otherwise, 2 on a usage error.\n");
 }
@@ -1489,11 +1461,16 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"token-file", required_argument, NULL, 'T'},
         {"keys", required_argument, NULL, 'K'},
         {"ref-times", required_argument, NULL, 'F'},
+        {"threads", required_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    *o = (struct options){
-        .clients = 1, .connect_rate = 500, .expect = -1, .payload = 100, .window = PUBLISH_WINDOW};
+    *o = (struct options){.clients = 1,
+                          .connect_rate = 500,
+                          .expect = -1,
+                          .payload = 100,
+                          .window = PUBLISH_WINDOW,
+                          .threads = 1};
     int ch;
     double v;
     while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -1549,6 +1526,11 @@ static int parse_options(int argc, char **argv, struct options *o)
         case 'U': o->cpu_spec = optarg; break;
         case 'T': o->token_file = optarg; break;
         case 'F': o->ref_times = optarg; break;
+        case 'j':
+            if (!parse_num(optarg, 1, MAX_THREADS, &v))
+                return -1;
+            o->threads = (int)v;
+            break;
         case 'K': {
             /* plain tokens (letters, digits, '-', '_', '.'): written into JSON unescaped */
             char *save = NULL, *dup = strdup(optarg);
@@ -1610,10 +1592,49 @@ static int resolve(struct load *ld)
     return 0;
 }
 
+static void *shard_main(void *arg)
+{
+    struct load *ld = arg;
+    event_base_dispatch(ld->base);
+    ld->thread_cpu_end = clock_s(CLOCK_THREAD_CPUTIME_ID);
+    return NULL;
+}
+
+/* One shard's event loop, its tick and (shard 0) its SIGINT event. Returns -1 on failure. */
+static int shard_init(struct run *run, struct load *ld, int k, const struct load *proto)
+{
+    *ld = *proto;
+    ld->run = run;
+    ld->shard = k;
+    ld->nsubs = (ld->opt.clients - k + run->nshards - 1) / run->nshards;
+    ld->pub = k == 0 && ld->opt.publish_rate > 0 ? &ld->clients[ld->opt.clients] : NULL;
+    ld->nlocal = ld->nsubs + (ld->pub != NULL);
+    ld->rng = ((uint64_t)now_us() ^ ((uint64_t)getpid() << 32) ^ 0x9E3779B97F4A7C15ULL) +
+              (uint64_t)k * 0x632BE59BD9B4E019ULL;
+    ld->next_src = (unsigned)k;
+    ld->lat = calloc(LAT_BUCKETS, sizeof *ld->lat);
+    ld->base = event_base_new();
+    if (!ld->lat || !ld->base)
+        return -1;
+    struct timeval tv = {0, TICK_US};
+    ld->tick = event_new(ld->base, -1, EV_PERSIST, on_tick, ld);
+    if (!ld->tick || event_add(ld->tick, &tv) < 0)
+        return -1;
+    if (k == 0) {
+        ld->sigint = evsignal_new(ld->base, SIGINT, on_sigint, ld);
+        if (!ld->sigint || event_add(ld->sigint, NULL) < 0)
+            return -1;
+    }
+    for (int j = 0; j < ld->nlocal; j++)
+        local_client(ld, j)->ld = ld;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct load ld = {0};
-    int status = 1;
+    struct run run = {0};
+    int status = 1, started = 1;
     if (parse_options(argc, argv, &ld.opt) < 0) {
         usage(stderr);
         return 2;
@@ -1621,35 +1642,26 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     if (resolve(&ld) < 0)
         return 2;
+    run.nshards = ld.opt.threads < ld.opt.clients ? ld.opt.threads : ld.opt.clients;
+    run.shards = calloc((size_t)run.nshards, sizeof *run.shards);
     ld.nclients = ld.opt.clients + (ld.opt.publish_rate > 0);
     ld.clients = calloc((size_t)ld.nclients, sizeof *ld.clients);
-    ld.lat = calloc(LAT_BUCKETS, sizeof *ld.lat);
     size_t padlen = ld.opt.payload > 64 ? ld.opt.payload - 64 : 0;
     ld.pad = malloc(padlen + 1);
-    ld.base = event_base_new();
-    if (!ld.clients || !ld.lat || !ld.pad || !ld.base) {
+    if (!run.shards || !ld.clients || !ld.pad) {
         fprintf(stderr, "wsb-load: out of memory\n");
         goto cleanup;
     }
     memset(ld.pad, 'x', padlen);
     ld.pad[padlen] = '\0';
-    ld.rng = (uint64_t)now_us() ^ ((uint64_t)getpid() << 32) ^ 0x9E3779B97F4A7C15ULL;
     for (int i = 0; i < ld.nclients; i++) {
         struct client *c = &ld.clients[i];
-        c->ld = &ld;
         c->idx = i;
         c->role = i >= ld.opt.clients ? ROLE_PUBLISHER : i < ld.opt.slow ? ROLE_SLOW : ROLE_FAST;
         c->sse = ld.opt.sse_path && c->role != ROLE_PUBLISHER;
         c->last_seq = -1;
         for (int p = 0; p < MAX_PARTITIONS; p++)
             c->last_offset[p] = -1;
-    }
-    struct timeval tv = {0, TICK_US};
-    ld.tick = event_new(ld.base, -1, EV_PERSIST, on_tick, &ld);
-    ld.sigint = evsignal_new(ld.base, SIGINT, on_sigint, &ld);
-    if (!ld.tick || !ld.sigint || event_add(ld.tick, &tv) < 0 || event_add(ld.sigint, NULL) < 0) {
-        fprintf(stderr, "wsb-load: cannot set up the event loop\n");
-        goto cleanup;
     }
     for (const char *p = ld.opt.cpu_spec; p && *p && ld.ncpu < MAX_CPU_PIDS;) {
         const char *eq = strchr(p, '=');
@@ -1683,26 +1695,51 @@ int main(int argc, char **argv)
             goto cleanup;
         }
     }
-    ld.start_us = now_us();
+    for (int k = 0; k < run.nshards; k++) {
+        if (shard_init(&run, &run.shards[k], k, &ld) < 0) {
+            fprintf(stderr, "wsb-load: cannot set up the event loops\n");
+            goto cleanup;
+        }
+    }
+    run.shards[0].thread = pthread_self();
+    pthread_getcpuclockid(pthread_self(), &run.shards[0].cpu_clock);
+    run.start_us = now_us();
+    for (; started < run.nshards; started++) {
+        struct load *sh = &run.shards[started];
+        if (pthread_create(&sh->thread, NULL, shard_main, sh) != 0) {
+            fprintf(stderr, "wsb-load: cannot start thread %d\n", started);
+            finish(&run.shards[0]);
+            break;
+        }
+        pthread_getcpuclockid(sh->thread, &sh->cpu_clock);
+    }
     if (ld.opt.publish_rate <= 0)
-        window_start(&ld);
-    event_base_dispatch(ld.base);
-    status = report(&ld);
+        window_start(&run.shards[0]);
+    shard_main(&run.shards[0]);
+    finish(&run.shards[0]); /* the others stop at their next tick */
+    for (int k = 1; k < started; k++)
+        pthread_join(run.shards[k].thread, NULL);
+    status = report(&run.shards[0]);
 cleanup:
     for (int i = 0; ld.clients && i < ld.nclients; i++)
-        client_done(&ld.clients[i]);
-    if (ld.tick)
-        event_free(ld.tick);
-    if (ld.sigint)
-        event_free(ld.sigint);
-    if (ld.base)
-        event_base_free(ld.base);
+        if (ld.clients[i].ld) /* dealt to a shard */
+            client_done(&ld.clients[i]);
+    for (int k = 0; run.shards && k < run.nshards; k++) {
+        struct load *sh = &run.shards[k];
+        if (sh->tick)
+            event_free(sh->tick);
+        if (sh->sigint)
+            event_free(sh->sigint);
+        if (sh->base)
+            event_base_free(sh->base);
+        free(sh->lat);
+        free(sh->recv);
+    }
+    free(run.shards);
     free(ld.clients);
-    free(ld.lat);
     free(ld.pad);
     for (size_t i = 0; i < ld.ntokens; i++)
         free(ld.tokens[i]);
-    free(ld.recv);
     free(ld.tokens);
     return status;
 }
