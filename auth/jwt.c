@@ -18,7 +18,6 @@
 #include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
@@ -52,6 +51,7 @@ struct wsb_auth {
     size_t nkeys;
     uint64_t gen;  /* unique per verifier: the verified-token cache is keyed by it */
     EVP_MD *md[3]; /* SHA-256, SHA-384, SHA-512, fetched once (not per verification) */
+    EVP_MAC *hmac; /* HMAC, fetched once */
 };
 
 static atomic_uint_fast64_t auth_gens; /* verifiers built so far */
@@ -145,6 +145,7 @@ static void auth_free(struct wsb_auth *a)
     free(a->keys);
     for (int i = 0; i < MD_COUNT; i++)
         EVP_MD_free(a->md[i]);
+    EVP_MAC_free(a->hmac);
     free(a->issuer);
     free(a->audience);
     free(a);
@@ -462,6 +463,8 @@ enum wsb_err wsb_auth_new(const struct wsb_auth_conf *conf, struct wsb_auth **ou
     for (int i = 0; i < MD_COUNT; i++)
         if (!(a->md[i] = EVP_MD_fetch(NULL, md_names[i], NULL)))
             goto fail;
+    if (!(a->hmac = EVP_MAC_fetch(NULL, "HMAC", NULL)))
+        goto fail;
     rc = WSB_ERR_INVALID;
     for (size_t i = 0; i < conf->nkeys; i++) {
         const struct wsb_key_conf *kc = &conf->keys[i];
@@ -697,12 +700,16 @@ static int ecdsa_der(const unsigned char *sig, size_t siglen, size_t coord, unsi
  * thread keeps, for the verifier it last used, one EVP_PKEY_CTX per (key, hash) made ready
  * for verification once (EVP_PKEY_verify may be called again on the same context with the
  * same parameters), and verifies the hash of the signing input made with the verifier's
- * prefetched digest. Made on first use; a thread that meets another verifier (a reload)
- * drops its contexts and makes new ones; freed when the thread ends. */
+ * prefetched digest. HMAC() likewise fetched the MAC and the digest by name and set the key
+ * up (both pads hashed) on every call: an HMAC key has one EVP_MAC_CTX per hash, keyed once
+ * and reset to that keyed state for each token (EVP_MAC_init without a key). Made on first
+ * use; a thread that meets another verifier (a reload) drops its contexts and makes new
+ * ones; freed when the thread ends. */
 struct vctx {
     uint64_t gen;      /* the verifier the contexts belong to */
     size_t n;          /* slots: its nkeys * MD_COUNT */
-    EVP_PKEY_CTX **pk; /* [key * MD_COUNT + md], NULL until used */
+    EVP_PKEY_CTX **pk; /* [key * MD_COUNT + md] for RSA and EC keys, NULL until used */
+    EVP_MAC_CTX **mac; /* [key * MD_COUNT + md] for HMAC keys, NULL until used */
 };
 
 static pthread_key_t vctx_key;
@@ -711,10 +718,14 @@ static bool vctx_key_ok;
 
 static void vctx_clear(struct vctx *v)
 {
-    for (size_t i = 0; i < v->n; i++)
+    for (size_t i = 0; i < v->n; i++) {
         EVP_PKEY_CTX_free(v->pk[i]);
+        EVP_MAC_CTX_free(v->mac[i]);
+    }
     free(v->pk);
+    free(v->mac);
     v->pk = NULL;
+    v->mac = NULL;
     v->n = 0;
     v->gen = 0;
 }
@@ -730,8 +741,8 @@ static void vctx_key_init(void)
     vctx_key_ok = pthread_key_create(&vctx_key, vctx_free) == 0;
 }
 
-/* The calling thread's context for key `ki` of `a` with hash `md`, or NULL (no memory). */
-static EVP_PKEY_CTX *verify_ctx(const struct wsb_auth *a, size_t ki, int md)
+/* The calling thread's contexts for verifier `a`, or NULL (no memory). */
+static struct vctx *thread_vctx(const struct wsb_auth *a)
 {
     pthread_once(&vctx_once, vctx_key_init);
     if (!vctx_key_ok)
@@ -747,11 +758,48 @@ static EVP_PKEY_CTX *verify_ctx(const struct wsb_auth *a, size_t ki, int md)
     }
     if (v->gen != a->gen) {
         vctx_clear(v);
-        if (!(v->pk = calloc(a->nkeys * MD_COUNT, sizeof(*v->pk))))
+        v->pk = calloc(a->nkeys * MD_COUNT, sizeof(*v->pk));
+        v->mac = calloc(a->nkeys * MD_COUNT, sizeof(*v->mac));
+        if (!v->pk || !v->mac) {
+            vctx_clear(v);
             return NULL;
+        }
         v->n = a->nkeys * MD_COUNT;
         v->gen = a->gen;
     }
+    return v;
+}
+
+/* The calling thread's HMAC context for key `ki` of `a` with hash `md`, keyed, or NULL (no
+ * memory). */
+static EVP_MAC_CTX *mac_ctx(const struct wsb_auth *a, size_t ki, int md)
+{
+    struct vctx *v = thread_vctx(a);
+    if (!v)
+        return NULL;
+    EVP_MAC_CTX **slot = &v->mac[ki * MD_COUNT + (size_t)md];
+    if (!*slot) {
+        const struct key *k = &a->keys[ki];
+        OSSL_PARAM params[] = {
+            OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)md_names[md], 0),
+            OSSL_PARAM_construct_end(),
+        };
+        EVP_MAC_CTX *c = EVP_MAC_CTX_new(a->hmac);
+        if (!c || EVP_MAC_init(c, k->data, k->len, params) != 1) {
+            EVP_MAC_CTX_free(c);
+            return NULL;
+        }
+        *slot = c;
+    }
+    return *slot;
+}
+
+/* The calling thread's context for key `ki` of `a` with hash `md`, or NULL (no memory). */
+static EVP_PKEY_CTX *verify_ctx(const struct wsb_auth *a, size_t ki, int md)
+{
+    struct vctx *v = thread_vctx(a);
+    if (!v)
+        return NULL;
     EVP_PKEY_CTX **slot = &v->pk[ki * MD_COUNT + (size_t)md];
     if (!*slot) {
         const struct key *k = &a->keys[ki];
@@ -777,15 +825,18 @@ struct signing {
     unsigned int dlen; /* 0 until computed */
 };
 
-/* RFC 7518 §3.2: HMAC, compared in constant time. */
-static bool hmac_ok(const struct wsb_auth *a, const struct key *k, const struct signing *in,
+/* RFC 7518 §3.2: HMAC, compared in constant time. The thread's context for the key is reset
+ * to its keyed state (EVP_MAC_init without a key) before each token. */
+static bool hmac_ok(const struct wsb_auth *a, size_t ki, const struct signing *in,
                     const unsigned char *sig, size_t siglen)
 {
     unsigned char mac[EVP_MAX_MD_SIZE];
-    unsigned int maclen = 0;
+    size_t maclen = 0;
+    EVP_MAC_CTX *c = mac_ctx(a, ki, in->md);
 
-    if (k->len > INT_MAX || !HMAC(a->md[in->md], k->data, (int)k->len,
-                                  (const unsigned char *)in->input, in->len, mac, &maclen))
+    if (!c || EVP_MAC_init(c, NULL, 0, NULL) != 1 ||
+        EVP_MAC_update(c, (const unsigned char *)in->input, in->len) != 1 ||
+        EVP_MAC_final(c, mac, &maclen, sizeof(mac)) != 1)
         return false;
     return maclen == siglen && CRYPTO_memcmp(mac, sig, siglen) == 0;
 }
@@ -822,7 +873,7 @@ static bool signature_ok(const struct wsb_auth *a, size_t ki, struct signing *in
 {
     sig_checks++;
     if (a->keys[ki].type == KEY_HMAC)
-        return hmac_ok(a, &a->keys[ki], in, sig, siglen);
+        return hmac_ok(a, ki, in, sig, siglen);
     return pkey_ok(a, ki, in, sig, siglen);
 }
 

@@ -822,6 +822,46 @@ static void test_prepared_contexts(void **state)
     wsb_auth_unref(va);
     wsb_auth_unref(vb);
     unlink(rsa2_file);
+
+    /* HMAC: one keyed context per thread, key and hash, reset for each token: every hash on
+     * one secret, a forged MAC between two good ones, two secrets under one verifier (no kid:
+     * both are candidates, the second one verifies), and two verifiers whose kid "h" names
+     * different secrets, used in turn. */
+    struct conf_keys kh = {
+        .keys = {{.secret = "other-secret-0123456789abcdef-0123"}, {.secret = SECRET}}, .n = 2};
+    c = base_conf(&kh);
+    a = new_auth(&c);
+    const jwt_alg_t hs[] = {JWT_ALG_HS256, JWT_ALG_HS384, JWT_ALG_HS512, JWT_ALG_HS256};
+    for (size_t i = 0; i < sizeof(hs) / sizeof(hs[0]); i++) {
+        char *t = mint(hs[i], SECRET, NULL, GOOD);
+        assert_null(verify(a, t));
+        char *last = t + strlen(t) - 3, was = *last;
+        *last = was == 'A' ? 'B' : 'A';
+        assert_string_equal(verify(a, t), "token_invalid");
+        *last = was;
+        assert_null(verify(a, t));
+        free(t);
+    }
+    wsb_auth_unref(a);
+    struct conf_keys kha = {.keys = {{.kid = "h", .secret = SECRET}}, .n = 1};
+    struct conf_keys khb = {.keys = {{.kid = "h", .secret = "other-secret-0123456789abcdef-0123"}},
+                            .n = 1};
+    ca = base_conf(&kha);
+    cb = base_conf(&khb);
+    va = new_auth(&ca);
+    vb = new_auth(&cb);
+    t1 = mint(JWT_ALG_HS256, SECRET, "h", GOOD);
+    t2 = mint(JWT_ALG_HS256, "other-secret-0123456789abcdef-0123", "h", GOOD);
+    for (int i = 0; i < 3; i++) {
+        assert_null(verify(va, t1));
+        assert_string_equal(verify(vb, t1), "token_invalid");
+        assert_null(verify(vb, t2));
+        assert_string_equal(verify(va, t2), "token_invalid");
+    }
+    free(t1);
+    free(t2);
+    wsb_auth_unref(va);
+    wsb_auth_unref(vb);
 }
 
 /* The verified-token cache's set of a token (auth/jwt.c: SHA-256 of the token, its first
