@@ -11,6 +11,9 @@
 #include <amqp.h>
 #include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "connectors/amqp.h"
 #include "connectors/cbase.h"
@@ -65,9 +68,9 @@ struct amqp {
     struct amqp_connection_info ci;
     int heartbeat_s;
     uint32_t connect_timeout_ms, reconnect_max_ms;
-    char *ca_file;
-    bool verify;
-    int channel_max; /* asked for at login; 0: the broker's (RabbitMQ: 2047) */
+    char *ca_file, *cert_file, *key_file; /* tls.*: amqps only */
+    bool verify;                          /* the broker's certificate chain and name */
+    int channel_max;                      /* asked for at login; 0: the broker's (RabbitMQ: 2047) */
     /* Thread-owned from here on. */
     /* Connections, up and down together: publishes on `pconn`, consumers on `links` (a new one
      * opens when every channel of the others is taken), so a broker that blocks a publishing
@@ -80,8 +83,10 @@ struct amqp {
     int64_t next_attempt_ms, backoff_ms, plast_rx_ms;
     struct source *sources;
     struct pending *phead, *ptail;
-    uint64_t pub_seq; /* last publish sequence number on channel 1 */
-    bool blocked;     /* connection.blocked: the broker is not taking publishes */
+    uint64_t pub_seq;   /* last publish sequence number on channel 1 */
+    bool blocked;       /* connection.blocked: the broker is not taking publishes */
+    char tls_err[96];   /* the first certificate check that failed in this TLS handshake */
+    char last_why[200]; /* the last connect failure logged (a retry logs only a new one) */
 };
 
 static int64_t mono_ms(void)
@@ -422,6 +427,90 @@ static void lost(struct amqp *a, const char *why)
     a->next_attempt_ms = mono_ms() + a->backoff_ms;
 }
 
+/* ---- TLS (amqps) ---------------------------------------------------------------------------
+ * rabbitmq-c 0.11 checks the peer only after the handshake, matches host names against DNS
+ * names only (an IP address in the URL never matched) and never loads the system trust store.
+ * So OpenSSL does it, in the handshake: SSL_VERIFY_PEER with the URL's host (a DNS name or an
+ * IP address) as the expected identity, the system store when there is no tls.ca_file. */
+
+/* Records the first certificate check that failed (for the reason /readyz and the log show). */
+static int tls_verify_cb(int ok, X509_STORE_CTX *x)
+{
+    SSL *ssl = X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx());
+    struct amqp *a = ssl ? SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)) : NULL;
+    if (!ok && a && !a->tls_err[0])
+        snprintf(a->tls_err, sizeof(a->tls_err), "%s",
+                 X509_verify_cert_error_string(X509_STORE_CTX_get_error(x)));
+    return ok;
+}
+
+/* Never prompt for a key's pass phrase (OpenSSL's default reads the terminal). */
+static int tls_no_password(char *buf, int size, int rwflag, void *u)
+{
+    (void)buf, (void)size, (void)rwflag, (void)u;
+    return -1;
+}
+
+/* " (what OpenSSL says)" for the failure of the last TLS call on this thread, or "". */
+static void tls_detail(struct amqp *a, char *buf, size_t len)
+{
+    unsigned long e = ERR_peek_last_error();
+    const char *r = e ? ERR_reason_error_string(e) : NULL;
+    if (a->tls_err[0])
+        snprintf(buf, len, " (%s)", a->tls_err);
+    else if (r)
+        snprintf(buf, len, " (%s)", r);
+    else
+        buf[0] = '\0';
+    ERR_clear_error();
+}
+
+/* Loads the trust anchors and the client certificate into the context of a TLS socket and
+ * sets the identity to check. False with a reason. */
+static bool tls_ctx_setup(struct amqp *a, SSL_CTX *ctx, const char *host, char *why, size_t whylen)
+{
+    SSL_CTX_set_default_passwd_cb(ctx, tls_no_password);
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    if (a->ca_file ? SSL_CTX_load_verify_locations(ctx, a->ca_file, NULL) != 1
+                   : a->verify && SSL_CTX_set_default_verify_paths(ctx) != 1) {
+        snprintf(why, whylen, a->ca_file ? "cannot load tls.ca_file" : "no system trust store");
+        return false;
+    }
+    if (a->cert_file && (SSL_CTX_use_certificate_chain_file(ctx, a->cert_file) != 1 ||
+                         SSL_CTX_use_PrivateKey_file(ctx, a->key_file, SSL_FILETYPE_PEM) != 1 ||
+                         SSL_CTX_check_private_key(ctx) != 1)) {
+        snprintf(why, whylen,
+                 "cannot load tls.cert_file and tls.key_file (PEM, a key without a pass "
+                 "phrase, matching the certificate)");
+        return false;
+    }
+    if (!a->verify)
+        return true;
+    X509_VERIFY_PARAM *param = SSL_CTX_get0_param(ctx);
+    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    if (host && X509_VERIFY_PARAM_set1_ip_asc(param, host) != 1 &&
+        X509_VERIFY_PARAM_set1_host(param, host, 0) != 1) {
+        snprintf(why, whylen, "cannot check the broker's name");
+        return false;
+    }
+    SSL_CTX_set_app_data(ctx, a);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, tls_verify_cb);
+    return true;
+}
+
+static bool tls_setup(struct amqp *a, amqp_socket_t *sock, char *why, size_t whylen)
+{
+    /* rabbitmq-c's own checks stay on when verifying: a second opinion after OpenSSL's, except
+     * its name check, which knows no IP addresses (OpenSSL's is in the chain check). */
+    amqp_ssl_socket_set_verify_peer(sock, a->verify);
+    amqp_ssl_socket_set_verify_hostname(sock, false);
+    SSL_CTX *ctx = amqp_ssl_socket_get_context(sock);
+    ERR_clear_error();
+    bool ok = tls_ctx_setup(a, ctx, a->ci.host, why, whylen);
+    ERR_clear_error();
+    return ok;
+}
+
 /* Opens one connection and logs in. Returns NULL and a reason in `why` on failure. */
 static amqp_connection_state_t open_connection(struct amqp *a, const char *role, char *why,
                                                size_t whylen)
@@ -437,14 +526,8 @@ static amqp_connection_state_t open_connection(struct amqp *a, const char *role,
     amqp_socket_t *sock;
     if (a->ci.ssl) {
         sock = amqp_ssl_socket_new(conn);
-        if (sock) {
-            amqp_ssl_socket_set_verify_peer(sock, a->verify);
-            amqp_ssl_socket_set_verify_hostname(sock, a->verify);
-            if (a->ca_file && amqp_ssl_socket_set_cacert(sock, a->ca_file) != AMQP_STATUS_OK) {
-                snprintf(why, whylen, "cannot load tls.ca_file");
-                goto fail;
-            }
-        }
+        if (sock && !tls_setup(a, sock, why, whylen))
+            goto fail;
     } else {
         sock = amqp_tcp_socket_new(conn);
     }
@@ -452,10 +535,16 @@ static amqp_connection_state_t open_connection(struct amqp *a, const char *role,
         snprintf(why, whylen, "cannot create a socket");
         goto fail;
     }
+    a->tls_err[0] = '\0';
+    ERR_clear_error();
     int st = amqp_socket_open_noblock(sock, a->ci.host, a->ci.port, &tv);
     if (st != AMQP_STATUS_OK) {
-        snprintf(why, whylen, "cannot connect to %s:%d: %s", a->ci.host, a->ci.port,
-                 amqp_error_string2(st));
+        char detail[160];
+        tls_detail(a, detail, sizeof(detail));
+        snprintf(why, whylen, "cannot connect to %s:%d: %s%.80s", a->ci.host, a->ci.port,
+                 a->tls_err[0] ? "TLS: the broker's certificate is not accepted"
+                               : amqp_error_string2(st),
+                 detail);
         goto fail;
     }
     amqp_set_handshake_timeout(conn, &tv);
@@ -490,7 +579,15 @@ static amqp_connection_state_t open_connection(struct amqp *a, const char *role,
         conn, a->ci.vhost, a->channel_max, FRAME_MAX, a->heartbeat_s, &client_props,
         AMQP_SASL_METHOD_PLAIN, a->ci.user, a->ci.password);
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-        describe(&r, why, whylen, &code);
+        char what[120], detail[160];
+        describe(&r, what, sizeof(what), &code);
+        /* A broker that refuses our client certificate says so after the handshake
+         * (TLS 1.3): the alert is in OpenSSL's error queue. */
+        if (a->ci.ssl)
+            tls_detail(a, detail, sizeof(detail));
+        else
+            detail[0] = '\0';
+        snprintf(why, whylen, "%.100s%.80s", what, detail);
         goto fail;
     }
     return conn;
@@ -518,6 +615,7 @@ static bool try_connect(struct amqp *a)
         s = next;
     }
     a->backoff_ms = 0;
+    a->last_why[0] = '\0';
     set_state(a, true, NULL);
     return true;
 
@@ -527,6 +625,13 @@ fail:
     if (a->backoff_ms > (int64_t)a->reconnect_max_ms)
         a->backoff_ms = a->reconnect_max_ms;
     a->next_attempt_ms = mono_ms() + a->backoff_ms;
+    /* A connector that never came up (a TLS or login problem from the start) changes no state:
+     * log each new reason once, not every retry. */
+    if (strcmp(why, a->last_why) != 0) {
+        wsb_log(WSB_LOG_WARN, "amqp connect failed", WSB_LSTR("connector", a->name),
+                WSB_LSTR("reason", why));
+        snprintf(a->last_why, sizeof(a->last_why), "%s", why);
+    }
     set_state(a, false, why);
     return false;
 }
@@ -1120,14 +1225,24 @@ static int check_config(const json_t *conf,
             {
                 char p2[200];
                 snprintf(p2, sizeof(p2), ".tls.%s", k2);
-                if (strcmp(k2, "ca_file") == 0 && json_is_string(v2))
+                bool file = strcmp(k2, "ca_file") == 0 || strcmp(k2, "cert_file") == 0 ||
+                            strcmp(k2, "key_file") == 0;
+                if (file && json_is_string(v2) && json_string_length(v2) > 0)
                     continue;
                 if (strcmp(k2, "verify") == 0 && json_is_boolean(v2))
                     continue;
                 report(ctx, p2,
-                       strcmp(k2, "ca_file") == 0  ? "must be a string"
+                       file                        ? "must be a non-empty string (a PEM file)"
                        : strcmp(k2, "verify") == 0 ? "must be true or false"
                                                    : "unknown key");
+                problems++;
+            }
+            bool has_cert = json_object_get(v, "cert_file"),
+                 has_key = json_object_get(v, "key_file");
+            if (has_cert != has_key) {
+                report(ctx, has_cert ? ".tls.key_file" : ".tls.cert_file",
+                       has_cert ? "required with tls.cert_file (the client certificate's key)"
+                                : "required with tls.key_file (the client certificate)");
                 problems++;
             }
         } else {
@@ -1230,8 +1345,20 @@ static enum wsb_err create(const char *name, const json_t *conf, const struct ws
     json_t *tls = json_object_get(conf, "tls");
     if (json_is_object(tls)) {
         a->ca_file = dup_or_null(str_member(tls, "ca_file"));
+        a->cert_file = dup_or_null(str_member(tls, "cert_file"));
+        a->key_file = dup_or_null(str_member(tls, "key_file"));
         if ((v = json_object_get(tls, "verify")) && json_is_boolean(v))
             a->verify = json_is_true(v);
+    }
+    if (a->ci.ssl) { /* the files load now, so a wrong path stops the start */
+        SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+        bool ok = ctx && tls_ctx_setup(a, ctx, a->ci.host, err, errlen);
+        if (!ctx)
+            snprintf(err, errlen, "out of memory");
+        SSL_CTX_free(ctx);
+        ERR_clear_error();
+        if (!ok)
+            goto fail;
     }
     if (wsb_cbase_init(&a->base, err, errlen) != WSB_OK)
         goto fail;
@@ -1241,6 +1368,8 @@ static enum wsb_err create(const char *name, const json_t *conf, const struct ws
 fail:
     free(a->url_copy);
     free(a->ca_file);
+    free(a->cert_file);
+    free(a->key_file);
     free(a);
     return WSB_ERR_INVALID;
 }
@@ -1271,6 +1400,8 @@ static void destroy(void *impl)
     wsb_cbase_cleanup(&a->base);
     free(a->url_copy);
     free(a->ca_file);
+    free(a->cert_file);
+    free(a->key_file);
     free(a);
 }
 

@@ -31,9 +31,10 @@ RABBIT_BIN = "/usr/lib/rabbitmq/bin"
 
 class RabbitMQ:
     """One private rabbitmq-server node. Attributes: port, url ("amqp://guest:guest@..."),
-    dir, startup_s (seconds from spawn to `await_startup` succeeding)."""
+    dir, startup_s (seconds from spawn to `await_startup` succeeding). With `tls` (a dict for
+    tls_conf) it also has an AMQPS listener on `ssl_port`."""
 
-    def __init__(self, timeout=60.0):
+    def __init__(self, timeout=60.0, tls=None):
         server = os.path.join(RABBIT_BIN, "rabbitmq-server")
         if not os.path.exists(server) or not shutil.which("epmd"):
             pytest.skip("rabbitmq-server not installed (scripts/setup.sh installs it)")
@@ -43,6 +44,11 @@ class RabbitMQ:
             self.dist_port, self.epmd_port = free_port(), free_port()
         self.node = "wsbtest%d@localhost" % os.getpid()
         self.url = "amqp://guest:guest@127.0.0.1:%d/%%2f" % self.port
+        self.ssl_port = None
+        if tls:  # a TLS listener too (the same node: a second one would cost its start-up)
+            self.ssl_port = free_port()
+            while self.ssl_port in (self.port, self.dist_port, self.epmd_port):
+                self.ssl_port = free_port()
         self.proc = self.epmd = None
         d = self.dir
         with open(os.path.join(d, ".erlang.cookie"), "w") as f:
@@ -55,6 +61,8 @@ class RabbitMQ:
             # Connection heartbeats are the client's business; keep the disk alarm away on
             # small CI disks.
             f.write("disk_free_limit.absolute = 10MB\n")
+            if tls:
+                f.write(tls_conf(tls, self.ssl_port))
         dist = "-kernel inet_dist_use_interface {127,0,0,1}"
         self.env = dict(os.environ)
         self.env.update({
@@ -169,6 +177,20 @@ class RabbitMQ:
         if getattr(self, "_out", None):
             self._out.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def tls_conf(tls, port):
+    """rabbitmq.conf lines of a TLS listener on `port` at each of tls["addresses"] (default
+    127.0.0.1): the server's `certfile`/`keyfile`, `cacertfile` to verify client certificates
+    (`verify_peer`; a client without one is still admitted unless `fail_if_no_peer_cert`)."""
+    lines = ["listeners.ssl.l%d = %s:%d" % (i, addr, port)
+             for i, addr in enumerate(tls.get("addresses", ["127.0.0.1"]))]
+    for k in ("cacertfile", "certfile", "keyfile"):
+        lines.append("ssl_options.%s = %s" % (k, tls[k]))
+    lines.append("ssl_options.verify = verify_peer")
+    lines.append("ssl_options.fail_if_no_peer_cert = %s"
+                 % ("true" if tls.get("fail_if_no_peer_cert") else "false"))
+    return "".join(line + "\n" for line in lines)
 
 
 def amqp_overrides(url, channels, extra=None, name="r", conn=None):
