@@ -581,13 +581,18 @@ static amqp_connection_state_t open_connection(struct amqp *a, const char *role,
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
         char what[120], detail[160];
         describe(&r, what, sizeof(what), &code);
-        /* A broker that refuses our client certificate says so after the handshake
-         * (TLS 1.3): the alert is in OpenSSL's error queue. */
-        if (a->ci.ssl)
+        /* A broker that refuses our client certificate says so after the handshake (TLS
+         * 1.3): the alert is in OpenSSL's error queue when it was read; when the broker's
+         * reset came first (its close overtook our first frame), nothing says why. */
+        detail[0] = '\0';
+        if (a->ci.ssl && r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION) {
             tls_detail(a, detail, sizeof(detail));
-        else
-            detail[0] = '\0';
-        snprintf(why, whylen, "%.100s%.80s", what, detail);
+            if (!detail[0])
+                snprintf(detail, sizeof(detail),
+                         " (TLS connection closed by the broker after the handshake: "
+                         "was the client certificate refused?)");
+        }
+        snprintf(why, whylen, "%.100s%.98s", what, detail);
         goto fail;
     }
     return conn;

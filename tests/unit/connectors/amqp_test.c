@@ -75,6 +75,53 @@ static void test_config(void **state)
     assert_non_null(strstr(p.text, ".bogus: unknown key"));
     assert_non_null(strstr(p.text, ".tls.verify: must be true or false"));
     assert_non_null(strstr(p.text, ".tls.cert: unknown key"));
+    /* client certificate: both files or neither; file names are non-empty strings */
+    assert_int_equal(check_config("{\"type\":\"amqp\",\"url\":\"amqps://h\","
+                                  "\"tls\":{\"cert_file\":\"/c.pem\",\"key_file\":\"/c.key\"}}",
+                                  &p),
+                     0);
+    assert_int_equal(check_config("{\"type\":\"amqp\",\"url\":\"amqps://h\","
+                                  "\"tls\":{\"cert_file\":\"/c.pem\",\"ca_file\":\"\"}}",
+                                  &p),
+                     2);
+    assert_non_null(strstr(p.text, ".tls.key_file: required with tls.cert_file"));
+    assert_non_null(strstr(p.text, ".tls.ca_file: must be a non-empty string"));
+    assert_int_equal(check_config("{\"type\":\"amqp\",\"url\":\"amqps://h\","
+                                  "\"tls\":{\"key_file\":7}}",
+                                  &p),
+                     2);
+    assert_non_null(strstr(p.text, ".tls.key_file: must be a non-empty string"));
+    assert_non_null(strstr(p.text, ".tls.cert_file: required with tls.key_file"));
+}
+
+/* amqps: the TLS files are loaded when the connector is made (a wrong path stops the start). */
+static void test_tls_files_at_create(void **state)
+{
+    (void)state;
+    struct wsb_sink sink = {0};
+    char err[160];
+    void *impl = NULL;
+    json_t *conf = json_loads("{\"type\":\"amqp\",\"url\":\"amqps://u:p@127.0.0.1:1/%2f\","
+                              "\"tls\":{\"ca_file\":\"/nonexistent/ca.pem\"}}",
+                              0, NULL);
+    assert_int_not_equal(wsb_amqp_ops.create("r", conf, &sink, &impl, err, sizeof(err)), WSB_OK);
+    assert_null(impl);
+    assert_non_null(strstr(err, "tls.ca_file"));
+    json_decref(conf);
+    conf = json_loads("{\"type\":\"amqp\",\"url\":\"amqps://u:p@127.0.0.1:1/%2f\","
+                      "\"tls\":{\"cert_file\":\"/nonexistent/c.pem\","
+                      "\"key_file\":\"/nonexistent/c.key\",\"verify\":false}}",
+                      0, NULL);
+    assert_int_not_equal(wsb_amqp_ops.create("r", conf, &sink, &impl, err, sizeof(err)), WSB_OK);
+    assert_non_null(strstr(err, "tls.cert_file"));
+    json_decref(conf);
+    /* a plain URL ignores the tls files */
+    conf = json_loads("{\"type\":\"amqp\",\"url\":\"amqp://u:p@127.0.0.1:1/%2f\","
+                      "\"tls\":{\"ca_file\":\"/nonexistent/ca.pem\"}}",
+                      0, NULL);
+    assert_int_equal(wsb_amqp_ops.create("r", conf, &sink, &impl, err, sizeof(err)), WSB_OK);
+    wsb_amqp_ops.destroy(impl);
+    json_decref(conf);
 }
 
 static void test_channels(void **state)
@@ -175,6 +222,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config),
         cmocka_unit_test(test_channels),
+        cmocka_unit_test(test_tls_files_at_create),
         cmocka_unit_test(test_unreachable_broker),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
