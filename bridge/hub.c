@@ -59,6 +59,7 @@ struct hub_channel {
 struct hub_source {
     uint64_t id;
     bool active;
+    unsigned awaiting; /* RESYNCs still to come (wsb_hub_await): attaches stay pending */
     bool has_positions;
     int64_t *next; /* next offset per partition, -1 unknown */
     size_t npart;
@@ -415,8 +416,8 @@ struct wsb_hub_sub *wsb_hub_attach(struct wsb_hub *h, const char *channel, size_
     }
     sub->owner = owner;
     sub->slot = slot;
-    sub->active = s->active;
-    if (s->active) {
+    sub->active = s->active && !s->awaiting;
+    if (sub->active) {
         *active = true;
         *positions = positions_json(s);
     }
@@ -526,6 +527,7 @@ static void deliver_all(struct wsb_hub *h, const struct hub_group *g, struct wsb
 
 void wsb_hub_message(struct wsb_hub *h, const struct wsb_msg *m)
 {
+    wsb_metric_add(h->metrics->records_handed, 1);
     struct hub_source *s = get_source(h, m->source_id, false);
     if (!s)
         return; /* a source this loop no longer knows: dropped on purpose */
@@ -614,13 +616,9 @@ static void parse_positions(struct hub_source *s, const char *positions)
     json_decref(root);
 }
 
-void wsb_hub_started(struct wsb_hub *h, uint64_t source_id, const char *positions)
+/* Tells the subscribers still pending that delivery starts at `positions`. */
+static void activate(struct wsb_hub *h, struct hub_source *s, const char *positions)
 {
-    struct hub_source *s = get_source(h, source_id, true);
-    if (!s || s->active)
-        return;
-    s->active = true;
-    parse_positions(s, positions);
     for (struct hub_channel *c = s->channels; c; c = c->next_in_source) {
         for (size_t k = 0; k < c->ngroups; k++) {
             struct hub_group *g = c->groups[k];
@@ -632,6 +630,42 @@ void wsb_hub_started(struct wsb_hub *h, uint64_t source_id, const char *position
                 h->cbs.started(sub->owner, sub->slot, positions);
             }
         }
+    }
+}
+
+void wsb_hub_started(struct wsb_hub *h, uint64_t source_id, const char *positions)
+{
+    struct hub_source *s = get_source(h, source_id, true);
+    if (!s || s->active)
+        return;
+    s->active = true;
+    parse_positions(s, positions);
+    if (!s->awaiting) /* else the last resync tells them, with newer positions */
+        activate(h, s, positions);
+}
+
+void wsb_hub_await(struct wsb_hub *h, uint64_t source_id)
+{
+    struct hub_source *s = get_source(h, source_id, true);
+    if (s)
+        s->awaiting++;
+}
+
+void wsb_hub_resync(struct wsb_hub *h, uint64_t source_id, const char *positions)
+{
+    struct hub_source *s = get_source(h, source_id, false);
+    if (!s || !s->awaiting)
+        return; /* failed meanwhile (a later source with this id cannot exist) */
+    /* The records this loop was posted before are in; the ones after start here. */
+    for (size_t i = 0; i < s->npart; i++)
+        s->next[i] = -1;
+    s->has_positions = false;
+    parse_positions(s, positions);
+    s->active = true; /* the registry had its start: the STARTED, if still to come, is older */
+    if (--s->awaiting == 0) {
+        char *pos = positions_json(s);
+        activate(h, s, pos);
+        free(pos);
     }
 }
 

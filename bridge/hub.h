@@ -61,6 +61,13 @@ void wsb_hub_message(struct wsb_hub *h, const struct wsb_msg *m);
 void wsb_hub_started(struct wsb_hub *h, uint64_t source_id, const char *positions);
 void wsb_hub_failed(struct wsb_hub *h, uint64_t source_id, const char *code, const char *msg);
 void wsb_hub_stopped(struct wsb_hub *h, uint64_t source_id);
+/** The registry posted this loop a RESYNC for `source_id` (it was not fed the source's
+ * records; bridge/sources.h): until that resync is in, subscribers attached stay pending,
+ * whatever the source's state. Call before wsb_hub_attach. */
+void wsb_hub_await(struct wsb_hub *h, uint64_t source_id);
+/** The RESYNC: the source's records for this loop resume at `positions` (JSON text). The
+ * last awaited one activates the pending subscribers with those positions. */
+void wsb_hub_resync(struct wsb_hub *h, uint64_t source_id, const char *positions);
 
 /** Number of channels with at least one subscriber (for tests and metrics). */
 size_t wsb_hub_channels(const struct wsb_hub *h);

@@ -50,6 +50,7 @@ static void on_mail(void *ctx, struct wsb_mail *m)
     switch (m->type) {
     case WSB_MAIL_MESSAGE: wsb_hub_message(w->hub, m->msg); break;
     case WSB_MAIL_STARTED: wsb_hub_started(w->hub, m->id, m->text); break;
+    case WSB_MAIL_RESYNC: wsb_hub_resync(w->hub, m->id, m->text); break;
     case WSB_MAIL_FAILED:
         wsb_sources_forget(w->shared->sources, m->id);
         wsb_hub_failed(w->hub, m->id, m->text, m->text2);

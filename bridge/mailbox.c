@@ -30,12 +30,14 @@ struct wsb_mailbox {
 };
 
 /* The hand-off gate paces broker records, so it holds the mails that must stay in order
- * with them: the records, and a source's failure or stop (after its last records). The
+ * with them: the records, a source's resync (where the records that follow it start), and
+ * a source's failure or stop (after its last records). The
  * rest never waits for a client that is behind: a publish answer, a source's start (its
  * records are posted after it), connector state, drain, reload and stop. */
 static bool gated(const struct wsb_mail *m)
 {
-    return m->type == WSB_MAIL_MESSAGE || m->type == WSB_MAIL_FAILED || m->type == WSB_MAIL_STOPPED;
+    return m->type == WSB_MAIL_MESSAGE || m->type == WSB_MAIL_RESYNC ||
+           m->type == WSB_MAIL_FAILED || m->type == WSB_MAIL_STOPPED;
 }
 
 static void wake_loop(struct wsb_mailbox *mb)

@@ -17,6 +17,7 @@ enum wsb_mail_type {
     WSB_MAIL_STARTED,      /* source `id` started, text = positions JSON or NULL */
     WSB_MAIL_FAILED,       /* source `id` failed: text = code, text2 = message */
     WSB_MAIL_STOPPED,      /* source `id` released by every subscriber */
+    WSB_MAIL_RESYNC,       /* source `id` is fed to this loop again from text = positions */
     WSB_MAIL_PUBLISH_DONE, /* publish `id` (cookie) finished: ok, text = message */
     WSB_MAIL_CONNECTOR,    /* connector state changed (text = connector name) */
     WSB_MAIL_DRAIN,        /* stop accepting, close every session with 1001 */
@@ -39,7 +40,7 @@ struct wsb_mailbox;
 typedef void (*wsb_mailbox_cb)(void *ctx, struct wsb_mail *mail);
 
 /** Creates a mailbox on `base`; `cb` runs on the loop for each mail and owns it (free with
- * wsb_mail_free). MESSAGE, FAILED and STOPPED mails (the ones the hand-off gate paces) are
+ * wsb_mail_free). MESSAGE, RESYNC, FAILED and STOPPED mails (the ones the hand-off gate paces) are
  * handed over in their order, and so are the others; at each wake-up the others come first,
  * and they are never held by the gate. @locality loop (creation) */
 struct wsb_mailbox *wsb_mailbox_new(struct event_base *base, wsb_mailbox_cb cb, void *ctx);
@@ -60,7 +61,7 @@ struct wsb_mail *wsb_mail_new(enum wsb_mail_type type, uint64_t id, struct wsb_m
                               const char *text, const char *text2, bool ok);
 void wsb_mail_free(struct wsb_mail *mail);
 
-/** Installs the hand-off gate: `open(ctx)` is asked before each MESSAGE, FAILED or STOPPED
+/** Installs the hand-off gate: `open(ctx)` is asked before each MESSAGE, RESYNC, FAILED or STOPPED
  * mail is handed to the callback; when it answers false the mailbox holds those (in order)
  * until wsb_mailbox_kick, while the other mails go on being handed over. @locality loop */
 void wsb_mailbox_set_gate(struct wsb_mailbox *mb, bool (*open)(void *ctx));

@@ -315,6 +315,10 @@ char *wsb_metrics_render(const struct wsb_metrics_source *src, size_t *len)
             SUM_U(accept_paused) + src->admin_accept_paused);
     counter(&b, "wsbridge_frames_encoded_total",
             "Message frames encoded (once per loop, channel and message).", SUM_U(frames_encoded));
+    counter(&b, "wsbridge_records_handed_total",
+            "Broker records handed to event loops (once per record and loop with a subscriber "
+            "of its source).",
+            SUM_U(records_handed));
     gauge(&b, "wsbridge_filter_groups",
           "Groups of subscribers sharing one resolved per-record filter (per loop and channel).",
           SUM_I(filter_groups));

@@ -79,6 +79,7 @@ struct wsb_loop_metrics {
     atomic_uint_fast64_t messages_out;       /* message frames queued to clients */
     atomic_uint_fast64_t bytes_out;          /* bytes written to sockets */
     atomic_uint_fast64_t frames_encoded;     /* message frames built (once per loop/channel/msg) */
+    atomic_uint_fast64_t records_handed;     /* broker records posted to this loop (its hub) */
     atomic_uint_fast64_t dropped[WSB_DROP__COUNT];
     atomic_uint_fast64_t disconnects[WSB_CLOSE__COUNT];
     atomic_uint_fast64_t publish[WSB_PUB__COUNT];

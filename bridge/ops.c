@@ -109,8 +109,9 @@ static void op_subscribe(struct wsb_session *s, struct wsb_request *r)
     }
     uint32_t slot = (uint32_t)(sub - s->subs);
     uint64_t sid;
+    bool resync;
     enum wsb_err rc =
-        wsb_sources_acquire(s->w->shared->sources, rule->connector, &src, s->w->idx, &sid);
+        wsb_sources_acquire(s->w->shared->sources, rule->connector, &src, s->w->idx, &sid, &resync);
     wsb_config_route_cleanup(&route); /* the connector copied what it keeps */
     if (rc != WSB_OK) {
         wsb_filter_free(filter);
@@ -130,6 +131,8 @@ static void op_subscribe(struct wsb_session *s, struct wsb_request *r)
     r->filter = NULL;
     s->nsubs++;
     wsb_metric_add(s->w->metrics.subscriptions, 1);
+    if (resync)
+        wsb_hub_await(s->w->hub, sid); /* this loop was not fed the source: wait for where */
     bool active;
     char *positions = NULL;
     sub->hs =

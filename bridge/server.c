@@ -147,6 +147,13 @@ static void source_lingered(void *ctx, uint64_t id)
     wsb_worker_broadcast_source(ctx, WSB_MAIL_STOPPED, id);
 }
 
+/* A loop takes a shared source it was not fed (sources.h): it learns where its records
+ * resume, in order with them. Under the registry's lock: only posts. */
+static void source_resync(void *ctx, unsigned loop, uint64_t id, const char *positions)
+{
+    wsb_worker_post(ctx, 1u << loop, WSB_MAIL_RESYNC, id, NULL, positions, NULL, true);
+}
+
 static char *hook_metrics(void *ctx, size_t *len)
 {
     struct wsb_server *s = ctx;
@@ -323,6 +330,7 @@ enum wsb_err wsb_server_new(struct wsb_config *cfg, const struct wsb_server_opts
     s->sh.sources = wsb_sources_new(s->sh.connectors, s->sh.nconnectors, n);
     if (s->sh.sources) {
         wsb_sources_set_stopped_cb(s->sh.sources, source_lingered, &s->sh);
+        wsb_sources_set_resync_cb(s->sh.sources, source_resync, &s->sh);
         wsb_sources_set_linger(s->sh.sources, l->source_linger_ms);
     }
     s->sh.workers = calloc(n, sizeof(*s->sh.workers));

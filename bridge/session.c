@@ -547,7 +547,7 @@ struct wsb_sub *wsb_session_new_sub(struct wsb_session *s)
 
 static void release_source(struct wsb_session *s, uint64_t source_id)
 {
-    if (wsb_sources_release(s->w->shared->sources, source_id))
+    if (wsb_sources_release(s->w->shared->sources, source_id, s->w->idx))
         wsb_worker_broadcast_source(s->w->shared, WSB_MAIL_STOPPED, source_id);
 }
 

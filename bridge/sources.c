@@ -9,8 +9,12 @@
 #include <string.h>
 #include <time.h>
 
+#include <jansson.h>
+
 #include "util/buf.h"
 #include "util/map.h"
+
+#define MAX_PARTITIONS 65536
 
 struct entry {
     uint64_t id;
@@ -20,6 +24,14 @@ struct entry {
     bool may_linger;              /* shared broadcast source */
     int64_t linger_at;            /* refs == 0: stop when CLOCK_MONOTONIC ms reaches this; else 0 */
     struct entry *lnext, **lprev; /* the lingering list while linger_at != 0 */
+    /* The feed of a shared source (see wsb_sources_route): the loops the sink posts its
+     * records to, the references per loop, and the next offset per partition as the sink
+     * saw the records (the position a loop that was not fed resumes at). */
+    uint32_t fed;
+    uint32_t nrefs[WSB_MAX_LOOPS];
+    bool started;
+    int64_t *next; /* -1: unknown */
+    size_t npart;
 };
 
 struct wsb_sources {
@@ -37,6 +49,8 @@ struct wsb_sources {
     size_t nlingering;
     void (*stopped)(void *ctx, uint64_t id);
     void *stopped_ctx;
+    void (*resync)(void *ctx, unsigned loop, uint64_t id, const char *positions);
+    void *resync_ctx;
     pthread_t thread;
     bool thread_started, quit;
 
@@ -77,6 +91,7 @@ static void free_entry(void *ctx, void *v)
     (void)ctx;
     struct entry *e = v;
     free(e->key);
+    free(e->next);
     free(e);
 }
 
@@ -163,9 +178,77 @@ static void remove_entry(struct wsb_sources *s, struct entry *e)
     free_entry(NULL, e);
 }
 
-enum wsb_err wsb_sources_acquire(struct wsb_sources *s, size_t connector,
-                                 const struct wsb_source *src, unsigned loop, uint64_t *id)
+static int set_next(struct entry *e, int32_t partition, int64_t next)
 {
+    if (partition < 0 || partition >= MAX_PARTITIONS)
+        return -1;
+    if ((size_t)partition >= e->npart) {
+        size_t n = (size_t)partition + 1;
+        int64_t *p = realloc(e->next, n * sizeof(*p));
+        if (!p)
+            return -1;
+        for (size_t i = e->npart; i < n; i++)
+            p[i] = -1;
+        e->next = p;
+        e->npart = n;
+    }
+    e->next[partition] = next;
+    return 0;
+}
+
+/* The positions a loop that starts being fed resumes at: {"0":12,...}; "{}" when none is
+ * known yet. NULL on OOM. */
+static char *next_json(const struct entry *e)
+{
+    struct wsb_buf b;
+    wsb_buf_init(&b);
+    wsb_buf_puts(&b, "{");
+    bool first = true;
+    for (size_t i = 0; i < e->npart; i++) {
+        if (e->next[i] < 0)
+            continue;
+        wsb_buf_printf(&b, "%s\"%zu\":%" PRId64, first ? "" : ",", i, e->next[i]);
+        first = false;
+    }
+    wsb_buf_puts(&b, "}");
+    wsb_buf_append(&b, "", 1);
+    if (b.oom) {
+        wsb_buf_cleanup(&b);
+        return NULL;
+    }
+    return (char *)wsb_buf_steal(&b, NULL);
+}
+
+/* A shared source's feed: true when the sink routes its records by `fed` (a resync callback
+ * is set and the source is shared), false when every loop of its id gets them. */
+static bool feeds(const struct wsb_sources *s, const struct entry *e)
+{
+    return s->resync && e->key;
+}
+
+/* Loop `loop` takes a reference on a shared source (lock held): when its loop was not fed,
+ * it is from now on, and once the source runs it is told where (a RESYNC after the last
+ * record it was posted). True when the caller must wait for that resync. */
+static bool feed_join(struct wsb_sources *s, struct entry *e, unsigned loop)
+{
+    e->nrefs[loop]++;
+    uint32_t bit = 1u << loop;
+    if (!feeds(s, e) || (e->fed & bit))
+        return false;
+    e->fed |= bit;
+    if (!e->started)
+        return false; /* its STARTED, with the positions, is still to come */
+    char *pos = next_json(e);
+    s->resync(s->resync_ctx, loop, e->id, pos ? pos : "{}");
+    free(pos);
+    return true;
+}
+
+enum wsb_err wsb_sources_acquire(struct wsb_sources *s, size_t connector,
+                                 const struct wsb_source *src, unsigned loop, uint64_t *id,
+                                 bool *resync)
+{
+    *resync = false;
     if (connector >= s->nconnectors || loop >= WSB_MAX_LOOPS)
         return WSB_ERR_INVALID;
     /* Shared: every subscriber of the source sees the same stream from now on. Positions
@@ -184,6 +267,7 @@ enum wsb_err wsb_sources_acquire(struct wsb_sources *s, size_t connector,
     if (e) {
         linger_unlink(s, e); /* a lingering source is read again without a cold start */
         e->refs++;
+        *resync = feed_join(s, e, loop);
         *id = e->id;
         free(key);
         goto out;
@@ -198,6 +282,8 @@ enum wsb_err wsb_sources_acquire(struct wsb_sources *s, size_t connector,
     e->id = wsb_source_id(++s->seq, mask);
     e->connector = connector;
     e->refs = 1;
+    e->nrefs[loop] = 1;
+    e->fed = 1u << loop;
     e->key = key;
     e->may_linger = shared && !src->ack; /* nobody may be handed an ack source's message */
     if (wsb_map_put_u64(&s->by_id, e->id, e) < 0 ||
@@ -228,11 +314,15 @@ static void stop_entry(struct wsb_sources *s, struct entry *e)
 
 static void *linger_run(void *arg);
 
-bool wsb_sources_release(struct wsb_sources *s, uint64_t id)
+bool wsb_sources_release(struct wsb_sources *s, uint64_t id, unsigned loop)
 {
     bool stopped = false;
     pthread_mutex_lock(&s->lock);
     struct entry *e = wsb_map_get_u64(&s->by_id, id);
+    /* Its loop stays fed until the sink settles it (wsb_sources_settle): records the sink
+     * holds for the loop must reach it before a later resync. */
+    if (e && loop < WSB_MAX_LOOPS && e->nrefs[loop] > 0)
+        e->nrefs[loop]--;
     if (e && e->refs > 0 && --e->refs == 0) {
         if (e->may_linger && s->linger_ms > 0 && s->stopped && !s->quit &&
             (s->thread_started ||
@@ -298,6 +388,82 @@ void wsb_sources_set_stopped_cb(struct wsb_sources *s, void (*cb)(void *ctx, uin
     pthread_mutex_lock(&s->lock);
     s->stopped = cb;
     s->stopped_ctx = ctx;
+    pthread_mutex_unlock(&s->lock);
+}
+
+void wsb_sources_set_resync_cb(struct wsb_sources *s,
+                               void (*cb)(void *ctx, unsigned loop, uint64_t id,
+                                          const char *positions),
+                               void *ctx)
+{
+    pthread_mutex_lock(&s->lock);
+    s->resync = cb;
+    s->resync_ctx = ctx;
+    pthread_mutex_unlock(&s->lock);
+}
+
+void wsb_sources_started(struct wsb_sources *s, uint64_t id, const char *positions)
+{
+    json_t *root = positions ? json_loads(positions, 0, NULL) : NULL;
+    pthread_mutex_lock(&s->lock);
+    struct entry *e = wsb_map_get_u64(&s->by_id, id);
+    if (e && !e->started) {
+        e->started = true;
+        const char *k;
+        json_t *v;
+        if (json_is_object(root))
+            json_object_foreach(root, k, v)
+            {
+                char *end;
+                long p = strtol(k, &end, 10);
+                if (*end == '\0' && json_is_integer(v))
+                    set_next(e, (int32_t)p, (int64_t)json_integer_value(v));
+            }
+    }
+    pthread_mutex_unlock(&s->lock);
+    json_decref(root);
+}
+
+uint64_t wsb_sources_route(struct wsb_sources *s, uint64_t id, int32_t partition, int64_t offset,
+                           bool *settle)
+{
+    *settle = false;
+    uint64_t loops = wsb_source_loops(id);
+    pthread_mutex_lock(&s->lock);
+    struct entry *e = wsb_map_get_u64(&s->by_id, id);
+    if (e && feeds(s, e)) {
+        if (partition >= 0 && offset >= 0)
+            set_next(e, partition, offset + 1);
+        loops = e->fed;
+        for (unsigned i = 0; i < s->nloops && !*settle; i++)
+            *settle = (e->fed & (1u << i)) && !e->nrefs[i];
+    }
+    pthread_mutex_unlock(&s->lock);
+    return loops;
+}
+
+bool wsb_sources_skip(struct wsb_sources *s, uint64_t id, int32_t partition, int64_t next)
+{
+    bool skip = true; /* an id the registry no longer knows: nobody reads it */
+    pthread_mutex_lock(&s->lock);
+    struct entry *e = wsb_map_get_u64(&s->by_id, id);
+    if (e) {
+        skip = feeds(s, e) && !e->fed;
+        if (skip && partition >= 0 && next >= 0)
+            set_next(e, partition, next);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return skip;
+}
+
+void wsb_sources_settle(struct wsb_sources *s, uint64_t id)
+{
+    pthread_mutex_lock(&s->lock);
+    struct entry *e = wsb_map_get_u64(&s->by_id, id);
+    if (e && feeds(s, e))
+        for (unsigned i = 0; i < s->nloops; i++)
+            if (!e->nrefs[i])
+                e->fed &= ~(1u << i);
     pthread_mutex_unlock(&s->lock);
 }
 

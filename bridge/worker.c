@@ -5,6 +5,7 @@
 #include "bridge/ids.h"
 #include "bridge/mailbox.h"
 #include "bridge/runtime.h"
+#include "bridge/sources.h"
 #include "connectors/connector.h"
 #include "util/log.h"
 
@@ -39,8 +40,11 @@ void wsb_worker_broadcast_source(struct wsb_shared *sh, int type, uint64_t id)
 static void sink_message(void *ctx, struct wsb_msg *m)
 {
     struct wsb_shared *sh = ctx;
-    wsb_worker_post(sh, wsb_source_loops(m->source_id), WSB_MAIL_MESSAGE, m->source_id, m, NULL,
-                    NULL, true);
+    bool settle;
+    uint64_t mask = wsb_sources_route(sh->sources, m->source_id, m->partition, m->offset, &settle);
+    wsb_worker_post(sh, mask, WSB_MAIL_MESSAGE, m->source_id, m, NULL, NULL, true);
+    if (settle)
+        wsb_sources_settle(sh->sources, m->source_id);
     wsb_msg_unref(m);
 }
 
@@ -49,6 +53,7 @@ static void sink_message(void *ctx, struct wsb_msg *m)
  * one post per message, a loop that drains faster than the connector delivers was woken for
  * nearly every message (an eventfd write, an epoll return and a context switch each). */
 #define HELD_MAX 128
+#define SETTLE_MAX 16
 
 struct held {
     struct wsb_mail *head, *tail;
@@ -58,6 +63,9 @@ struct held {
 static _Thread_local struct wsb_shared *held_sh; /* whose loops the held mails are for */
 static _Thread_local struct held held[WSB_MAX_LOOPS];
 static _Thread_local size_t held_total;
+/* Sources whose feed is to be settled once the held mails are posted (wsb_sources_route). */
+static _Thread_local uint64_t settle_ids[SETTLE_MAX];
+static _Thread_local size_t nsettle;
 
 static void held_flush(struct wsb_shared *sh, unsigned i)
 {
@@ -72,10 +80,13 @@ static void held_flush(struct wsb_shared *sh, unsigned i)
 static void sink_flush(void *ctx)
 {
     (void)ctx;
-    if (!held_total)
+    if (!held_total && !nsettle)
         return; /* nothing held: held_sh may be a server that is gone */
     for (unsigned i = 0; i < held_sh->nworkers; i++)
         held_flush(held_sh, i);
+    for (size_t i = 0; i < nsettle; i++)
+        wsb_sources_settle(held_sh->sources, settle_ids[i]);
+    nsettle = 0;
 }
 
 static void sink_message_held(void *ctx, struct wsb_msg *m)
@@ -85,7 +96,8 @@ static void sink_message_held(void *ctx, struct wsb_msg *m)
         sink_flush(NULL); /* another server's (tests run several in one process) */
         held_sh = sh;
     }
-    uint64_t mask = wsb_source_loops(m->source_id);
+    bool settle;
+    uint64_t mask = wsb_sources_route(sh->sources, m->source_id, m->partition, m->offset, &settle);
     for (unsigned i = 0; i < sh->nworkers; i++) {
         if (!(mask & (1u << i)))
             continue;
@@ -103,11 +115,24 @@ static void sink_message_held(void *ctx, struct wsb_msg *m)
         if (++h->n >= HELD_MAX)
             held_flush(sh, i);
     }
+    if (settle && !(nsettle && settle_ids[nsettle - 1] == m->source_id)) {
+        if (nsettle == SETTLE_MAX)
+            sink_flush(NULL);
+        settle_ids[nsettle++] = m->source_id;
+    }
     wsb_msg_unref(m);
+}
+
+static bool sink_skip(void *ctx, uint64_t source_id, int32_t partition, int64_t next)
+{
+    struct wsb_shared *sh = ctx;
+    return wsb_sources_skip(sh->sources, source_id, partition, next);
 }
 
 static void sink_started(void *ctx, uint64_t id, const char *positions)
 {
+    struct wsb_shared *sh = ctx;
+    wsb_sources_started(sh->sources, id, positions);
     wsb_worker_post(ctx, wsb_source_loops(id), WSB_MAIL_STARTED, id, NULL, positions, NULL, true);
 }
 
@@ -142,6 +167,7 @@ void wsb_worker_sink_init(struct wsb_sink *sink, struct wsb_shared *sh)
         .message = sink_message,
         .message_held = sink_message_held,
         .flush = sink_flush,
+        .skip = sink_skip,
         .source_started = sink_started,
         .source_failed = sink_failed,
         .publish_done = sink_publish_done,

@@ -148,6 +148,13 @@ struct wsb_sink {
     void (*message_held)(void *ctx, struct wsb_msg *m);
     /** Hands over every message this thread gave to `message_held`. */
     void (*flush)(void *ctx);
+    /** Optional (may be NULL): asked before building the record at (`partition`, offset
+     * `next` - 1) of `source_id`. True: nobody reads the source now; the core took the
+     * position `next` and the connector drops the record without building a message (a
+     * shared source lingering with no subscriber). False: build and hand it over as usual.
+     * Ask only for records handed over in order right after (not ones a format stage may
+     * still hold). */
+    bool (*skip)(void *ctx, uint64_t source_id, int32_t partition, int64_t next);
     /** The source is reading. `positions` is a JSON object of partition -> next offset
      * at which delivery starts ({"0": 12, "1": 40}) or NULL when the broker has none. */
     void (*source_started)(void *ctx, uint64_t source_id, const char *positions);

@@ -1004,6 +1004,12 @@ static void deliver(struct kc *k, int h, const rd_kafka_message_t *rkm)
     int64_t ts = rd_kafka_message_timestamp(rkm, &tstype);
     if (s->nfiltering && filtered(s, rkm, ts))
         return;
+    bool formatted = wsb_kfmt_needed(k->fmt, s->value_format, s->key_format);
+    if (!formatted && k->sink.skip &&
+        k->sink.skip(k->sink.ctx, s->id, rkm->partition, rkm->offset + 1)) {
+        atomic_fetch_add(&k->base.messages_in, 1);
+        return; /* nobody reads the source now: nothing to build */
+    }
     struct wsb_header stack[MAX_STACK_HEADERS], *hv = stack;
     size_t nh = 0;
     rd_kafka_headers_t *hdrs = NULL;
@@ -1029,7 +1035,7 @@ static void deliver(struct kc *k, int h, const rd_kafka_message_t *rkm)
     if (!m)
         return;
     atomic_fetch_add(&k->base.messages_in, 1);
-    if (wsb_kfmt_needed(k->fmt, s->value_format, s->key_format))
+    if (formatted)
         wsb_kfmt_message(k->fmt, s->id, s->value_format, s->key_format, s->topic, m);
     else if (k->sink.message_held)
         k->sink.message_held(k->sink.ctx, m); /* handed over by consume()'s flush */
