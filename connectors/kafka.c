@@ -1058,10 +1058,12 @@ static bool consume(struct kc *k, int h)
 static bool consume_burst(struct kc *k, int h)
 {
     struct handle *hd = &k->handles[h];
-    for (int n = 0; n < CONSUME_BATCH; n++) {
-        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(hd->rk, 0);
-        if (!rkm)
-            return false;
+    /* What the queue holds now, up to CONSUME_BATCH, in one call and one queue lock (a poll
+     * per record took the lock, and woke nothing, per record); never waits for more. */
+    rd_kafka_message_t *batch[CONSUME_BATCH];
+    ssize_t n = rd_kafka_consume_batch_queue(hd->queue, 0, batch, CONSUME_BATCH);
+    for (ssize_t i = 0; i < n; i++) {
+        rd_kafka_message_t *rkm = batch[i];
         if (rkm->err) {
             if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                 wsb_log(WSB_LOG_WARN, "kafka consumer error", WSB_LSTR("connector", k->name),
@@ -1073,7 +1075,7 @@ static bool consume_burst(struct kc *k, int h)
         }
         rd_kafka_message_destroy(rkm);
     }
-    return true;
+    return n == CONSUME_BATCH;
 }
 
 /* Partitions added to a topic after a source started are assigned from their beginning (they
