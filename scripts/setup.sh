@@ -15,6 +15,8 @@ PKGS=(
   golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev
   golang-github-xeipuuv-gojsonschema-dev python3-yaml
   python3-prometheus-client
+  # tests/integration/test_83_amqps: its throwaway CA and certificates
+  openssl
   # tests/integration/test_90_browser: headless chromium, driven by playwright-core (npm)
   chromium
 )
