@@ -1364,6 +1364,9 @@ static enum wsb_err create(const char *name, const json_t *conf, const struct ws
         ERR_clear_error();
         if (!ok)
             goto fail;
+        if (!a->verify)
+            wsb_log(WSB_LOG_WARN, "amqp tls.verify is false: the broker is not authenticated",
+                    WSB_LSTR("connector", a->name));
     }
     if (wsb_cbase_init(&a->base, err, errlen) != WSB_OK)
         goto fail;

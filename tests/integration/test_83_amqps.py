@@ -251,6 +251,8 @@ def test_ip_address_in_certificate_accepted(node, pki, bridge_factory):
 def test_verify_off_connects_to_misnamed_host(node, pki, bridge_factory):
     b = start(bridge_factory, node, pki, host="127.0.0.1", tls={"verify": False})
     wait_ready(b, 200)
+    assert any(r.get("level") == "warn" and "not authenticated" in r.get("msg", "")
+               for r in b.log_records()), b.logs()
     assert b.stop(timeout=10) == 0
 
 
@@ -292,7 +294,7 @@ def test_silent_server_times_out(pki, bridge_factory):
         c.send_json({"op": "subscribe", "id": 1, "channel": "tls.x"})
         t0 = time.monotonic()
         assert b.stop(timeout=10) == 0
-        assert time.monotonic() - t0 < 4  # at most one handshake timeout + the drain
+        assert time.monotonic() - t0 < 6  # one handshake timeout + the drain (1 s each)
     finally:
         srv.close()
 
