@@ -24,6 +24,7 @@ static struct {
     size_t got[NSUBS];
     struct wsb_frame *last[NSUBS];
     size_t started;
+    char positions[64]; /* the last started() positions, "" for NULL */
 } rec;
 
 static void deliver(void *owner, uint32_t slot, struct wsb_frame *f, uint64_t ack)
@@ -38,7 +39,7 @@ static void started(void *owner, uint32_t slot, const char *positions)
 {
     (void)owner;
     (void)slot;
-    (void)positions;
+    snprintf(rec.positions, sizeof(rec.positions), "%s", positions ? positions : "");
     rec.started++;
 }
 
@@ -241,12 +242,73 @@ static void test_free_with_groups(void **state)
     assert_int_equal(m.filter_groups, 0);
 }
 
+/* A loop that was not fed a shared source (bridge/sources.h): subscribers attached after
+ * wsb_hub_await stay pending through records already posted and through a STARTED, and the
+ * last awaited RESYNC activates them with its positions. */
+static void test_resync(void **state)
+{
+    struct wsb_hub *h = *state;
+    bool active;
+    char *pos;
+    struct wsb_hub_sub *a = wsb_hub_attach(h, "orders", 6, 7, NULL, NULL, 0, &active, &pos);
+    assert_false(active);
+    wsb_hub_started(h, 7, "{\"0\":0}");
+    assert_int_equal(rec.started, 1);
+    struct wsb_msg *m0 = msg("k", 0), *m2 = msg("k", 2), *m9 = msg("k", 9);
+    wsb_hub_message(h, m0);
+    assert_int_equal(m.records_handed, 1);
+
+    wsb_hub_await(h, 7);
+    struct wsb_hub_sub *b = wsb_hub_attach(h, "orders", 6, 7, NULL, NULL, 1, &active, &pos);
+    assert_false(active); /* the source runs, but where this loop's records resume is to come */
+    assert_null(pos);
+    wsb_hub_message(h, m2); /* posted before the resync: not for b */
+    assert_int_equal(rec.got[0], 2);
+    assert_int_equal(rec.got[1], 0);
+    wsb_hub_await(h, 7); /* a second resync on its way: only the last one tells */
+    struct wsb_hub_sub *c = wsb_hub_attach(h, "orders", 6, 7, NULL, NULL, 2, &active, &pos);
+    assert_false(active);
+    wsb_hub_resync(h, 7, "{\"0\":5}");
+    assert_int_equal(rec.started, 1);
+    wsb_hub_resync(h, 7, "{\"0\":9}");
+    assert_int_equal(rec.started, 3);
+    assert_string_equal(rec.positions, "{\"0\":9}");
+    wsb_hub_message(h, m9);
+    for (uint32_t i = 0; i < 3; i++)
+        assert_int_equal(rec.got[i], i == 0 ? 3 : 1);
+    /* Without a resync pending, an attach is active at once, after the last record. */
+    struct wsb_hub_sub *d = wsb_hub_attach(h, "orders", 6, 7, NULL, NULL, 3, &active, &pos);
+    assert_true(active);
+    assert_string_equal(pos, "{\"0\":10}");
+    free(pos);
+    wsb_hub_resync(h, 7, "{\"0\":99}"); /* none awaited: ignored */
+    wsb_hub_resync(h, 8, "{\"0\":1}");  /* a source this loop does not know */
+
+    /* A STARTED that comes while a resync is awaited does not activate; the resync does. */
+    wsb_hub_await(h, 11);
+    struct wsb_hub_sub *e = wsb_hub_attach(h, "orders", 6, 11, NULL, NULL, 4, &active, &pos);
+    assert_false(active);
+    wsb_hub_started(h, 11, "{\"0\":0}");
+    assert_int_equal(rec.started, 3);
+    wsb_hub_resync(h, 11, "{\"0\":3,\"1\":4}");
+    assert_int_equal(rec.started, 4);
+    assert_string_equal(rec.positions, "{\"0\":3,\"1\":4}");
+
+    struct wsb_hub_sub *all[] = {a, b, c, d, e};
+    for (size_t i = 0; i < 5; i++)
+        wsb_hub_detach(h, all[i]);
+    wsb_msg_unref(m0);
+    wsb_msg_unref(m2);
+    wsb_msg_unref(m9);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_groups_share_frames, setup, teardown),
         cmocka_unit_test_setup_teardown(test_key_index_and_scan, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_with_groups, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resync, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -99,6 +99,7 @@ static void test_gate_holds_records_only(void **state)
 
     /* Posted while held: the answers and the start wake the loop, the records wait. */
     post(mb, WSB_MAIL_MESSAGE, 3);
+    post(mb, WSB_MAIL_RESYNC, 11); /* where a loop's records resume: in order with them */
     post(mb, WSB_MAIL_FAILED, 4);
     post(mb, WSB_MAIL_STARTED, 5);
     post(mb, WSB_MAIL_PUBLISH_DONE, 6);
@@ -108,17 +109,18 @@ static void test_gate_holds_records_only(void **state)
     assert_int_equal(s.id[1], 5);
     assert_int_equal(s.id[2], 6);
     assert_int_equal(s.id[3], 7);
-    assert_int_equal(wsb_mailbox_depth(mb), 3);
+    assert_int_equal(wsb_mailbox_depth(mb), 4);
 
-    /* The gate opens: the records and the failure, in their order. */
+    /* The gate opens: the records, the resync and the failure, in their order. */
     s.open = true;
     wsb_mailbox_kick(mb);
     run(base);
     assert_false(wsb_mailbox_held(mb));
-    assert_int_equal(s.n, 7);
+    assert_int_equal(s.n, 8);
     assert_int_equal(s.id[4], 1);
     assert_int_equal(s.id[5], 3);
-    assert_int_equal(s.id[6], 4);
+    assert_int_equal(s.id[6], 11);
+    assert_int_equal(s.id[7], 4);
     assert_int_equal(wsb_mailbox_depth(mb), 0);
 
     /* Mails still waiting are freed with the mailbox. */
