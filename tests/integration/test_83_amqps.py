@@ -10,10 +10,10 @@ listener, verifies client certificates when one is sent (`verify_peer`, no
 Covers: the bridge (2 workers) on `amqps://localhost` with `tls.ca_file` and a client
 certificate (`tls.cert_file` / `tls.key_file`): the broker lists its connections as TLS with
 the client certificate's subject; messages published with pika over TLS and over plain AMQP
-reach two WebSocket clients in order (also
-300 KB messages: many TLS records per AMQP frame); a client publish is confirmed. Refusals, each with
-/readyz 503 naming the connector and a reason that says what failed, the `amqp down` log
-line carrying it, the bridge alive and stopping at once: a CA that did not sign the server
+reach two WebSocket clients in order (also 300 KB messages: many TLS records per AMQP
+frame); a client publish is confirmed. Refusals, each with /readyz 503 naming the connector
+and a reason that says what failed, the `amqp connect failed` log line carrying it, the
+bridge alive and stopping at once: a CA that did not sign the server
 certificate; a host name the certificate does not name (127.0.0.1); a client certificate of
 another CA. An IP address the certificate names (127.0.0.2) is accepted; `tls.verify: false`
 connects to the misnamed host; without `tls.ca_file` the system trust store (here
