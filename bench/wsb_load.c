@@ -39,6 +39,7 @@
 #define PUBLISH_WINDOW 32  /* unconfirmed publishes in flight */
 #define MAX_CPU_PIDS 8
 #define MAX_THREADS 64
+#define READ_CHUNK (256 * 1024) /* bytes asked of the kernel per read */
 
 enum client_state {
     CS_IDLE,      /* not opened yet */
@@ -71,6 +72,11 @@ struct client {
     int64_t last_seq;
     bool sse; /* a Server-Sent Events subscriber (--sse) */
     bool bad; /* a malformed frame in the current batch */
+    /* a fast WebSocket client, once open, reads its socket itself (on_raw_read): rev is its
+     * read event and carry the start of a frame that the last read ended inside */
+    struct event *rev;
+    uint8_t *carry;
+    size_t carry_len, carry_cap;
 };
 
 struct counter {
@@ -198,7 +204,9 @@ struct load {
     size_t http_body_left;
     _Atomic uint64_t rx_total; /* messages received by fast clients (read by shard 0) */
     uint64_t frames, batches;  /* WebSocket frames parsed; read callbacks that parsed them */
-    char **tokens;             /* --token-file (shared, read-only) */
+    uint8_t *rbuf;             /* this thread's read buffer: a carried frame start + a read */
+    size_t rbuf_cap;
+    char **tokens; /* --token-file (shared, read-only) */
     size_t ntokens;
 };
 
@@ -332,6 +340,12 @@ static void client_done(struct client *c)
 {
     if (c->state == CS_DONE)
         return;
+    if (c->rev) /* before the bufferevent, which closes the socket */
+        event_free(c->rev);
+    c->rev = NULL;
+    free(c->carry);
+    c->carry = NULL;
+    c->carry_len = c->carry_cap = 0;
     if (c->bev)
         bufferevent_free(c->bev);
     c->bev = NULL;
@@ -349,6 +363,8 @@ static void client_close(struct client *c, uint16_t code)
     send_frame(c, WSB_OP_CLOSE, p, code ? 2 : 0);
     c->closing = true;
     bufferevent_disable(c->bev, EV_READ);
+    if (c->rev)
+        event_del(c->rev);
 }
 
 static void subscribe(struct client *c)
@@ -459,6 +475,7 @@ static void on_raw_text(struct client *c, const char *text, size_t len)
 }
 
 static void client_recycle(struct client *c);
+static void raw_read_start(struct client *c);
 
 static void on_text(struct client *c, const char *text, size_t len)
 {
@@ -727,6 +744,90 @@ static void read_http_responses(struct client *c)
     }
 }
 
+static bool carry_reserve(uint8_t **p, size_t *cap, size_t want)
+{
+    if (want <= *cap)
+        return true;
+    size_t n = *cap ? *cap : 4096;
+    while (n < want)
+        n *= 2;
+    uint8_t *q = realloc(*p, n);
+    if (!q)
+        return false;
+    *p = q;
+    *cap = n;
+    return true;
+}
+
+/* A fast WebSocket client's reads, without the bufferevent: one recv of up to 256 KiB into the
+ * thread's buffer (behind the start of a frame the previous read ended inside), every complete
+ * frame parsed in place, the rest kept. No FIONREAD ioctl and no buffer allocated per read,
+ * as libevent's evbuffer_read does. */
+static void on_raw_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct client *c = arg;
+    struct load *ld = c->ld;
+    (void)what;
+    if (!carry_reserve(&ld->rbuf, &ld->rbuf_cap, c->carry_len + READ_CHUNK))
+        return;
+    if (c->carry_len)
+        memcpy(ld->rbuf, c->carry, c->carry_len);
+    ssize_t n = recv(fd, ld->rbuf + c->carry_len, READ_CHUNK, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    /* one clock read per read() batch: every frame in it had arrived by now */
+    ld->now_ms = wall_ms();
+    if (n <= 0) {
+        if (!c->closing)
+            count_code(&ld->close_codes, 1006); /* TCP closed with no close frame */
+        client_done(c);
+        maybe_finish(ld);
+        return;
+    }
+    ld->batches++;
+    size_t total = c->carry_len + (size_t)n, need;
+    ssize_t used = wsl_parse_frames(ld->rbuf, total, MAX_MESSAGE, on_frame, c, &need);
+    if (c->state == CS_DONE)
+        return; /* freed (--churn recycle) */
+    if (used < 0 || c->bad) {
+        ld->protocol_errors++;
+        count(&ld->close_codes, "protocol_error");
+        if (!c->closing)
+            client_close(c, 1002);
+        return;
+    }
+    size_t left = total - (size_t)used;
+    if (left && !carry_reserve(&c->carry, &c->carry_cap, left)) {
+        client_close(c, 1011);
+        return;
+    }
+    if (left)
+        memcpy(c->carry, ld->rbuf + used, left); /* distinct buffers */
+    c->carry_len = left;
+}
+
+/* Once open (and past whatever frames came with the upgrade response), a fast client reads
+ * its socket with on_raw_read; the bufferevent keeps writing (pongs, the close echo). */
+static void raw_read_start(struct client *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    size_t left = evbuffer_get_length(in);
+    if (left && !carry_reserve(&c->carry, &c->carry_cap, left))
+        return; /* stays on the bufferevent */
+    c->rev =
+        event_new(c->ld->base, bufferevent_getfd(c->bev), EV_READ | EV_PERSIST, on_raw_read, c);
+    if (!c->rev || event_add(c->rev, NULL) < 0) {
+        if (c->rev)
+            event_free(c->rev);
+        c->rev = NULL;
+        return;
+    }
+    if (left)
+        evbuffer_remove(in, c->carry, left);
+    c->carry_len = left;
+    bufferevent_disable(c->bev, EV_READ);
+}
+
 static void on_read(struct bufferevent *bev, void *arg)
 {
     struct client *c = arg;
@@ -765,7 +866,10 @@ static void on_read(struct bufferevent *bev, void *arg)
         c->ld->protocol_errors++;
         count(&c->ld->close_codes, "protocol_error");
         client_close(c, 1002);
+        return;
     }
+    if (c->state == CS_OPEN && c->role == ROLE_FAST && !c->sse && !c->closing && c->bev)
+        raw_read_start(c);
 }
 
 static void on_write(struct bufferevent *bev, void *arg)
@@ -1734,6 +1838,7 @@ cleanup:
             event_base_free(sh->base);
         free(sh->lat);
         free(sh->recv);
+        free(sh->rbuf);
     }
     free(run.shards);
     free(ld.clients);
