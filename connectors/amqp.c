@@ -1210,6 +1210,10 @@ static int check_config(const json_t *conf,
             if (!copy || amqp_parse_url(copy, &ci) != AMQP_STATUS_OK) {
                 report(ctx, path, "must be an amqp:// or amqps:// URL");
                 problems++;
+            } else if (!ci.ssl && json_object_get(conf, "tls")) {
+                /* TLS settings on a plain URL would be ignored: plain text where TLS was meant */
+                report(ctx, ".tls", "only for an amqps:// URL (this one is plain amqp://)");
+                problems++;
             }
             free(copy);
         } else if (strcmp(key, "channel_max") == 0) {

@@ -20,7 +20,8 @@ connects to the misnamed host; without `tls.ca_file` the system trust store (her
 SSL_CERT_FILE) verifies the broker. The TLS listener going away (`stop_app`) and back: 503,
 then 200, and messages flow again on the same subscription. A peer that never answers the
 TLS handshake: the attempt ends after `connect_timeout_ms`, the bridge stops at once. Config:
-`cert_file` without `key_file`, unknown keys, TLS files that do not load stop the start.
+`cert_file` without `key_file`, unknown keys, `tls` on an amqp:// URL, TLS files that do not
+load stop the start.
 """
 
 # ctest: lock=heavy cost=20  (scheduling: docs/testing.md)
@@ -308,8 +309,8 @@ def test_silent_server_times_out(pki, bridge_factory):
 
 
 def test_config_errors(node, pki, run_cli, tmp_path):
-    def check(tls, run=False):
-        cfg = {"connectors": {"r": {"type": "amqp", "url": amqps_url(node), "tls": tls}},
+    def check(tls, run=False, url=None):
+        cfg = {"connectors": {"r": {"type": "amqp", "url": url or amqps_url(node), "tls": tls}},
                "channels": CHANNELS, "acl": [{"subscribe": ["**"], "publish": ["**"]}],
                "listen": "127.0.0.1:0"}
         p = tmp_path / "c.json"
@@ -320,6 +321,9 @@ def test_config_errors(node, pki, run_cli, tmp_path):
     assert r.returncode == 1 and "connectors.r.tls.key_file" in r.stdout + r.stderr, r
     r = check({"key_file": pki("client.key")})
     assert r.returncode == 1 and "connectors.r.tls.cert_file" in r.stdout + r.stderr, r
+    cfg_url = amqps_url(node)
+    r = check({"ca_file": pki("ca.pem")}, url=cfg_url.replace("amqps://", "amqp://"))
+    assert r.returncode == 1 and "connectors.r.tls: only for an amqps://" in r.stderr, r
     r = check({"ca_file": pki("ca.pem"), "verify_name": False})
     assert r.returncode == 1 and "connectors.r.tls.verify_name" in r.stdout + r.stderr, r
     r = check({"ca_file": pki("ca.pem"), "cert_file": pki("client.pem"),

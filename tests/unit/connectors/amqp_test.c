@@ -68,7 +68,8 @@ static void test_config(void **state)
                                   "\"channel_max\":1,\"reconnect_max_ms\":5,\"bogus\":1,"
                                   "\"tls\":{\"verify\":\"yes\",\"cert\":\"x\"}}",
                                   &p),
-                     6);
+                     7);
+    assert_non_null(strstr(p.text, ".tls: only for an amqps:// URL"));
     assert_non_null(strstr(p.text, ".heartbeat_s:"));
     assert_non_null(strstr(p.text, ".channel_max:"));
     assert_non_null(strstr(p.text, ".reconnect_max_ms:"));
@@ -115,7 +116,7 @@ static void test_tls_files_at_create(void **state)
     assert_int_not_equal(wsb_amqp_ops.create("r", conf, &sink, &impl, err, sizeof(err)), WSB_OK);
     assert_non_null(strstr(err, "tls.cert_file"));
     json_decref(conf);
-    /* a plain URL ignores the tls files */
+    /* a plain URL loads no tls files (check_config refuses tls there) */
     conf = json_loads("{\"type\":\"amqp\",\"url\":\"amqp://u:p@127.0.0.1:1/%2f\","
                       "\"tls\":{\"ca_file\":\"/nonexistent/ca.pem\"}}",
                       0, NULL);
