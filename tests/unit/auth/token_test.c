@@ -1,6 +1,7 @@
 /* Tests for auth/token.c: each token source enabled and disabled, order, malformed input. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -125,6 +126,36 @@ static void test_limits(void **state)
     assert_int_equal(wsb_token_find(&conf, &in, out, sizeof(out), &src), 0);
 }
 
+/* Every byte value as a one-character token: only A-Z a-z 0-9 - _ . are accepted (RFC 7515
+ * §7.1), in each source. */
+static void test_charset(void **state)
+{
+    const char *src;
+    char out[8];
+    (void)state;
+    for (int c = 0; c < 256; c++) {
+        bool want = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                    c == '-' || c == '_' || c == '.';
+        char hdr[] = {'B', 'e', 'a', 'r', 'e', 'r', ' ', (char)c};
+        struct wsb_auth_conf conf = {.token_sources = WSB_TOKEN_HEADER};
+        struct wsb_token_inputs in = {.authorization = hdr, .authorization_len = sizeof(hdr)};
+        long r = wsb_token_find(&conf, &in, out, sizeof(out), &src);
+        if (c == ' ' || c == '\t') /* trimmed: a bare "Bearer", present and empty */
+            assert_int_equal(r, -1);
+        else
+            assert_int_equal(r, want ? 1 : -1);
+        if (want)
+            assert_int_equal((unsigned char)out[0], c);
+        char cookie[] = {'w', 's', 'b', '_', 't', 'o', 'k', 'e', 'n', '=', (char)c};
+        conf =
+            (struct wsb_auth_conf){.token_sources = WSB_TOKEN_COOKIE, .cookie_name = "wsb_token"};
+        in = (struct wsb_token_inputs){.cookies = cookie, .cookies_len = sizeof(cookie)};
+        r = wsb_token_find(&conf, &in, out, sizeof(out), &src);
+        if (c != ' ' && c != '\t' && c != '"')
+            assert_int_equal(r, want ? 1 : -1);
+    }
+}
+
 static void test_select_protocol(void **state)
 {
     static const struct {
@@ -156,6 +187,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sources),
         cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_charset),
         cmocka_unit_test(test_select_protocol),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
