@@ -53,10 +53,10 @@ phase "tests: asan+ubsan"
   ctest --output-on-failure -j"$slots") || status=1
 # librdkafka 2.0.2 crashes under TSan (its threads start outside TSan's interceptors), so the
 # TSan pass covers the unit tests, the integration tests that use the memory connector and the
-# AMQP connector's (rabbitmq-c runs under TSan), and TLS (certificate swap on reload).
+# AMQP connector's (rabbitmq-c runs under TSan; amqps too), and TLS (certificate swap on reload).
 phase "tests: tsan"
 (cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-  ctest --output-on-failure -j"$slots" -R 'unit\.|integration\.test_(40|41|54|55|61|80|82)_') || status=1
+  ctest --output-on-failure -j"$slots" -R 'unit\.|integration\.test_(40|41|54|55|61|80|82|83)_') || status=1
 phase "fuzz targets"
 (cd build-fuzz && ctest --output-on-failure -j"$jobs") || status=1
 
