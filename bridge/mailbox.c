@@ -213,6 +213,12 @@ error:
     return NULL;
 }
 
+struct wsb_mail_block {
+    size_t cap, used;
+    size_t live; /* mails not freed yet: set at the seal, then the consumer's */
+    struct wsb_mail mails[];
+};
+
 void wsb_mail_free(struct wsb_mail *mail)
 {
     if (!mail)
@@ -221,7 +227,35 @@ void wsb_mail_free(struct wsb_mail *mail)
         wsb_msg_unref(mail->msg);
     free(mail->text);
     free(mail->text2);
-    free(mail);
+    struct wsb_mail_block *b = mail->block;
+    if (!b)
+        free(mail);
+    else if (--b->live == 0)
+        free(b);
+}
+
+struct wsb_mail_block *wsb_mail_block_new(size_t n)
+{
+    struct wsb_mail_block *b = malloc(sizeof(*b) + n * sizeof(struct wsb_mail));
+    if (b)
+        *b = (struct wsb_mail_block){.cap = n};
+    return b;
+}
+
+struct wsb_mail *wsb_mail_block_take(struct wsb_mail_block *b, uint64_t id, struct wsb_msg *msg)
+{
+    if (b->used == b->cap)
+        return NULL;
+    struct wsb_mail *m = &b->mails[b->used++];
+    *m = (struct wsb_mail){.type = WSB_MAIL_MESSAGE, .id = id, .msg = msg, .ok = true, .block = b};
+    return m;
+}
+
+void wsb_mail_block_seal(struct wsb_mail_block *b)
+{
+    b->live = b->used;
+    if (!b->live)
+        free(b);
 }
 
 void wsb_mailbox_set_gate(struct wsb_mailbox *mb, bool (*open)(void *ctx))

@@ -25,14 +25,17 @@ enum wsb_mail_type {
     WSB_MAIL_STOP,         /* leave the event loop */
 };
 
+struct wsb_mail_block;
+
 struct wsb_mail {
     struct wsb_mail *next;
     enum wsb_mail_type type;
     bool ok;
     uint64_t id;
-    struct wsb_msg *msg; /* owned reference */
-    char *text;          /* owned */
-    char *text2;         /* owned */
+    struct wsb_msg *msg;          /* owned reference */
+    char *text;                   /* owned */
+    char *text2;                  /* owned */
+    struct wsb_mail_block *block; /* the block it was taken from, NULL when allocated alone */
 };
 
 struct wsb_mailbox;
@@ -60,6 +63,17 @@ int wsb_mailbox_post_list(struct wsb_mailbox *mb, struct wsb_mail *head, struct 
 struct wsb_mail *wsb_mail_new(enum wsb_mail_type type, uint64_t id, struct wsb_msg *msg,
                               const char *text, const char *text2, bool ok);
 void wsb_mail_free(struct wsb_mail *mail);
+
+/** Mails in one allocation (a connector burst's records for one loop): up to `n` mails taken
+ * with wsb_mail_block_take, then wsb_mail_block_seal; the block is freed with the last of its
+ * mails freed (or at the seal when none was taken). Every mail of a block must go to the same
+ * consumer in one wsb_mailbox_post_list, after the seal (the count is then the consumer's
+ * alone). NULL on OOM. @locality any (one thread until the seal) */
+struct wsb_mail_block *wsb_mail_block_new(size_t n);
+/** A MESSAGE mail for `id` carrying `msg` (reference taken over), NULL when the block is
+ * full. */
+struct wsb_mail *wsb_mail_block_take(struct wsb_mail_block *b, uint64_t id, struct wsb_msg *msg);
+void wsb_mail_block_seal(struct wsb_mail_block *b);
 
 /** Installs the hand-off gate: `open(ctx)` is asked before each MESSAGE, RESYNC, FAILED or STOPPED
  * mail is handed to the callback; when it answers false the mailbox holds those (in order)

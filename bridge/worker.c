@@ -58,6 +58,7 @@ static void sink_message(void *ctx, struct wsb_msg *m)
 struct held {
     struct wsb_mail *head, *tail;
     size_t n;
+    struct wsb_mail_block *block; /* the mails, one allocation per loop and burst */
 };
 
 static _Thread_local struct wsb_shared *held_sh; /* whose loops the held mails are for */
@@ -70,6 +71,8 @@ static _Thread_local size_t nsettle;
 static void held_flush(struct wsb_shared *sh, unsigned i)
 {
     struct held *h = &held[i];
+    if (h->block)
+        wsb_mail_block_seal(h->block); /* before the post: then its count is the loop's */
     if (h->n) {
         wsb_mailbox_post_list(sh->workers[i]->mailbox, h->head, h->tail, h->n);
         held_total -= h->n;
@@ -101,11 +104,15 @@ static void sink_message_held(void *ctx, struct wsb_msg *m)
     for (unsigned i = 0; i < sh->nworkers; i++) {
         if (!(mask & (1u << i)))
             continue;
+        struct held *h = &held[i];
+        if (!h->block)
+            h->block = wsb_mail_block_new(HELD_MAX);
         struct wsb_mail *mail =
-            wsb_mail_new(WSB_MAIL_MESSAGE, m->source_id, wsb_msg_ref(m), NULL, NULL, true);
+            h->block
+                ? wsb_mail_block_take(h->block, m->source_id, wsb_msg_ref(m))
+                : wsb_mail_new(WSB_MAIL_MESSAGE, m->source_id, wsb_msg_ref(m), NULL, NULL, true);
         if (!mail)
             continue;
-        struct held *h = &held[i];
         if (h->tail)
             h->tail->next = mail;
         else
