@@ -2,14 +2,16 @@
 """The benchmark suite behind bench/run.sh: wsbridge and its peers (a Node.js `ws` broadcast
 server, nginx + nchan) under the same load generator (build/wsb-load), one server at a
 time, interleaved (rep 1: bridge, node, nchan; rep 2: ...), median of --reps with min and
-max. Loopback only; connections spread over 127.0.0.x. Writes bench/results/results.json,
-results.md (the tables) and the gnuplot data; bench/run.sh then draws the PNGs.
+max. Loopback only; connections spread over 127.0.0.x. Writes results.json, results.md (the
+tables) and the gnuplot data into --out (default bench/results/; bench/run.sh passes
+docs/bench/ and then draws the PNGs).
 
 Scenarios (issue 14): S1 fan-out 1,000 subscribers as fast as the server drains; S2 the
 same with 10,000; S3 latency at 1,000 x 100 msg/s; S4 10,000 idle subscribed connections
 (RSS before -> after, /proc/PID/status, summed over the server's processes); S5 handshakes
 (connect + upgrade [+ JWT + subscribe] + close) per second, against a plain HTTP request on
-the same listener; S6 S1 with 10 clients that stop reading (bridge only).
+the same listener; S6 S1 with 10 clients that stop reading (bridge only); S7 Kafka ingest;
+S8 filtered fan-out.
 """
 
 import argparse

@@ -1,4 +1,4 @@
-"""A plain-socket Server-Sent Events client for the SSE tests (test_64_sse): the request
+"""A plain-socket Server-Sent Events client for the SSE tests (test_66_sse): the request
 head by hand, the event-stream parsed as the HTML standard says (fields, comments, blank
 line ends an event, several data lines joined with "\\n"), and helpers for the bridge's
 resume token (`id:`). Every read is bounded by a timeout; nothing here can hang a test.
