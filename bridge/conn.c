@@ -265,6 +265,7 @@ static void on_read(struct bufferevent *bev, void *arg)
 static void on_write(struct bufferevent *bev, void *arg)
 {
     (void)bev;
+    wsb_writer_drained(arg);
     wsb_session_written(arg);
 }
 
@@ -302,24 +303,10 @@ static struct bufferevent *tls_bufferevent(struct wsb_worker *w, int fd)
     return bev;
 }
 
-void wsb_conn_accept(struct wsb_worker *w, int fd, const struct sockaddr *addr, int socklen)
-{
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    bool tls = w->shared->tls;
-    struct bufferevent *bev =
-        tls ? tls_bufferevent(w, fd) : bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (!bev) {
-        evutil_closesocket(fd);
-        return;
-    }
-    struct wsb_session *s = wsb_conn_open(w, bev, addr, socklen);
-    if (s)
-        s->tls = tls;
-}
-
-struct wsb_session *wsb_conn_open(struct wsb_worker *w, struct bufferevent *bev,
-                                  const struct sockaddr *addr, int socklen)
+/* `direct`: a plain socket, written by the loop's flush (writer.h): EV_WRITE stays off
+ * until the kernel refuses part of a write. */
+static struct wsb_session *open_session(struct wsb_worker *w, struct bufferevent *bev,
+                                        const struct sockaddr *addr, int socklen, bool direct)
 {
     struct wsb_session *s = wsb_session_new(w, bev, addr, socklen);
     if (!s) {
@@ -333,7 +320,34 @@ struct wsb_session *wsb_conn_open(struct wsb_worker *w, struct bufferevent *bev,
     bufferevent_set_max_single_write(bev, WSB_SESSION_SOCKET_CHUNK);
     bufferevent_set_max_single_read(bev, 64 * 1024);
     bufferevent_setwatermark(bev, EV_READ, 0, 256 * 1024);
-    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    if (direct && wsb_writer_attach(s)) {
+        bufferevent_disable(bev, EV_WRITE); /* a new bufferevent starts with it enabled */
+        bufferevent_enable(bev, EV_READ);
+    } else {
+        bufferevent_enable(bev, EV_READ | EV_WRITE);
+    }
     wsb_upgrade_admit_peer(s);
     return s;
+}
+
+void wsb_conn_accept(struct wsb_worker *w, int fd, const struct sockaddr *addr, int socklen)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    bool tls = w->shared->tls;
+    struct bufferevent *bev =
+        tls ? tls_bufferevent(w, fd) : bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (!bev) {
+        evutil_closesocket(fd);
+        return;
+    }
+    struct wsb_session *s = open_session(w, bev, addr, socklen, !tls);
+    if (s)
+        s->tls = tls;
+}
+
+struct wsb_session *wsb_conn_open(struct wsb_worker *w, struct bufferevent *bev,
+                                  const struct sockaddr *addr, int socklen)
+{
+    return open_session(w, bev, addr, socklen, false);
 }

@@ -336,6 +336,7 @@ void wsb_loop_free(struct wsb_worker *w)
         close(w->clients_efd);
     if (w->gate_ev)
         event_free(w->gate_ev);
+    wsb_writer_cleanup(w);
     wsb_clients_req_unref(atomic_exchange(&w->clients_req, NULL));
     wsb_map_cleanup(&w->pubs);
     if (w->base)

@@ -143,6 +143,9 @@ struct wsb_session {
     bool close_after_flush;
     bool linger; /* after the flush: FIN, then read until EOF (see wsb_session_written) */
     bool read_paused;
+    bool direct;           /* plaintext: written by the loop's flush (writer.h), not libevent */
+    bool write_armed;      /* direct: the kernel refused part of the output; EV_WRITE is on */
+    uint32_t dirty_slot;   /* direct: 1 + index in the loop's dirty list, 0 when not listed */
     uint64_t dropped;      /* messages dropped for this client (drop_oldest) */
     uint64_t messages_out; /* message frames handed to the socket */
     int64_t opened_us;     /* when the upgrade completed (monotonic) */

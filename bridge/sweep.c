@@ -116,6 +116,7 @@ static void session_free(struct wsb_session *s)
         s->next->prev = s->prev;
     w->nsessions--;
     wsb_outq_cleanup(&s->q);
+    wsb_writer_detach(s);
     bufferevent_free(s->bev);
     event_free(s->timer);
     if (s->inflater)

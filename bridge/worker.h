@@ -14,6 +14,7 @@
 
 #include "bridge/gate.h"
 #include "bridge/metrics.h"
+#include "bridge/writer.h"
 #include "util/map.h"
 
 struct event;
@@ -77,6 +78,7 @@ struct wsb_worker {
     int clients_efd;          /* eventfd the admin thread writes (the base has no lock) */
     _Atomic(struct wsb_clients_req *) clients_req; /* the request it answers (a reference) */
     uint32_t accept_backoff_ms;                    /* next back-off; 0 after a successful accept */
+    struct wsb_writer wr;  /* plaintext sessions' dirty list and flush event (writer.h) */
     struct wsb_gate gate;  /* hand-off gate: broker messages wait while clients catch up */
     struct event *gate_ev; /* re-checks a closed gate */
     int64_t gate_held_us;  /* when the gate began holding the mailbox; 0 while it does not */

@@ -102,6 +102,7 @@ static void fixture_free(struct fixture *f)
     wsb_hub_free(w->hub);
     wsb_deflater_free(w->deflater);
     event_free(w->reap_ev);
+    wsb_writer_cleanup(w);
     event_base_free(w->base);
     wsb_map_cleanup(&w->pubs);
     wsb_runtime_unref(w->rt);

@@ -1,0 +1,156 @@
+/* The plaintext write path (writer.h): the loop's dirty list, the flush event, and the
+ * direct write with its fall-back to write readiness when the kernel refuses part of it. */
+#include "bridge/writer.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "bridge/session.h"
+#include "bridge/worker.h"
+
+/* libevent's write callback runs when the output is at most the write low watermark (conn.c
+ * sets it); a direct write calls the session's the same way. */
+#define WRITE_LOWAT (WSB_SESSION_SOCKET_CHUNK / 2)
+
+/* The kernel refused part of the output: libevent writes the rest when the socket is
+ * writable (conn.c on_write, then wsb_writer_drained). */
+static void arm(struct wsb_session *s)
+{
+    s->write_armed = true;
+    s->w->wr.waits++;
+    bufferevent_enable(s->bev, EV_WRITE);
+}
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    wsb_writer_flush(arg);
+}
+
+static void mark(struct wsb_session *s)
+{
+    struct wsb_writer *wr = &s->w->wr;
+    if (wr->n == wr->cap) {
+        size_t cap = wr->cap ? wr->cap * 2 : 64;
+        struct wsb_session **v = realloc(wr->v, cap * sizeof(*v));
+        if (!v) {
+            arm(s); /* libevent's path for this output */
+            return;
+        }
+        wr->v = v;
+        wr->cap = cap;
+    }
+    wr->v[wr->n++] = s;
+    s->dirty_slot = (uint32_t)wr->n;
+    if (!wr->pending) {
+        wr->pending = true;
+        event_active(wr->ev, EV_WRITE, 0);
+    }
+}
+
+/* Output was added: the session joins the dirty list, unless it is on it already or waits
+ * for write readiness (libevent's own output callback adds the write event then). */
+static void on_output(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    (void)buf;
+    struct wsb_session *s = arg;
+    if (info->n_added == 0 || s->dirty_slot || s->write_armed || s->state == WSB_SS_DEAD)
+        return;
+    mark(s);
+}
+
+bool wsb_writer_attach(struct wsb_session *s)
+{
+    struct wsb_writer *wr = &s->w->wr;
+    if (!wr->ev && !(wr->ev = event_new(s->w->base, -1, 0, on_flush, s->w)))
+        return false;
+    if (!evbuffer_add_cb(bufferevent_get_output(s->bev), on_output, s))
+        return false;
+    s->direct = true;
+    return true;
+}
+
+void wsb_writer_detach(struct wsb_session *s)
+{
+    if (!s->direct)
+        return;
+    evbuffer_remove_cb(bufferevent_get_output(s->bev), on_output, s);
+    if (s->dirty_slot)
+        s->w->wr.v[s->dirty_slot - 1] = NULL;
+    s->dirty_slot = 0;
+    s->direct = false;
+}
+
+void wsb_writer_drained(struct wsb_session *s)
+{
+    if (!s->direct || !s->write_armed || evbuffer_get_length(bufferevent_get_output(s->bev)))
+        return;
+    /* libevent deleted the write event when it emptied the output; disabling EV_WRITE keeps
+     * its output callback from adding it again: what the refill queues now is written by
+     * the flush. */
+    s->write_armed = false;
+    bufferevent_disable(s->bev, EV_WRITE);
+}
+
+/* Writes what the kernel takes of one session's output. */
+static void write_out(struct wsb_session *s)
+{
+    if (s->state == WSB_SS_DEAD || s->write_armed)
+        return;
+    struct evbuffer *out = bufferevent_get_output(s->bev);
+    if (evbuffer_get_length(out) == 0)
+        return;
+    s->w->wr.writes++;
+    /* A socket bufferevent keeps the front of its output frozen and thaws it around its own
+     * writes (bufferevent_sock.c); so does this one. */
+    evbuffer_unfreeze(out, 1);
+    int n = evbuffer_write_atmost(out, bufferevent_getfd(s->bev), -1);
+    int err = errno;
+    evbuffer_freeze(out, 1);
+    if (n < 0 && err != EAGAIN && err != EWOULDBLOCK && err != EINTR) {
+        wsb_session_kill(s); /* the peer is gone (EPIPE, ECONNRESET), as libevent's error event */
+        return;
+    }
+    size_t left = evbuffer_get_length(out);
+    if (left)
+        arm(s);
+    if (left <= WRITE_LOWAT)
+        wsb_session_written(s);
+}
+
+void wsb_writer_flush(struct wsb_worker *w)
+{
+    struct wsb_writer *wr = &w->wr;
+    wr->pending = false;
+    size_t n = wr->n;
+    for (size_t i = 0; i < n; i++) {
+        struct wsb_session *s = wr->v[i]; /* re-read: a mark during the pass may move v */
+        if (!s)
+            continue;
+        wr->v[i] = NULL;
+        s->dirty_slot = 0;
+        write_out(s);
+    }
+    /* Sessions marked during the pass (a refill after a write) wait for the next flush,
+     * which their mark made active. */
+    size_t rest = wr->n - n;
+    memmove(wr->v, wr->v + n, rest * sizeof(*wr->v));
+    wr->n = rest;
+    for (size_t i = 0; i < rest; i++)
+        if (wr->v[i])
+            wr->v[i]->dirty_slot = (uint32_t)(i + 1);
+}
+
+void wsb_writer_cleanup(struct wsb_worker *w)
+{
+    if (w->wr.ev)
+        event_free(w->wr.ev);
+    free(w->wr.v);
+    w->wr = (struct wsb_writer){0};
+}

@@ -1,0 +1,74 @@
+/* The plaintext write path: a session's output is written to its socket at the end of the
+ * loop's current batch, without asking epoll for write readiness first.
+ *
+ * libevent's socket bufferevent, with EV_WRITE enabled, adds the write event when output is
+ * added and deletes it once the output is written: one writev and two epoll_ctl per frame
+ * batch and client, and the batch waits one epoll round trip before it is written. A session
+ * on the direct path keeps EV_WRITE disabled. Output added to it (frames, replies, pings,
+ * close frames, HTTP answers: any evbuffer_add to its output, seen by an evbuffer callback)
+ * puts it on the loop's dirty list once; the loop's flush event, made active when the list
+ * gets its first entry, writes every listed session straight to its socket
+ * (evbuffer_write_atmost). Only when the kernel takes less than everything (EAGAIN, a
+ * partial write) is EV_WRITE enabled, and libevent writes the rest when the socket is
+ * writable; the write callback that sees the output empty disables it again (conn.c).
+ *
+ * One flush point per loop pass, an event made active rather than calls at the end of each
+ * producer: every producer (a mailbox drain batch and its hub deliveries, read callbacks
+ * that queued replies, timers' pings and closes, reload re-checks, /clients) is covered
+ * without each one remembering to flush; event_active is a list insert (the loop's base has
+ * no lock), no syscall; the event runs after the callbacks already active in this dispatch
+ * pass, so the sockets that became readable in one epoll return, or one drain batch, end in
+ * one flush; and it runs before the loop polls again, so output goes out in the pass that
+ * queued it. The flush costs O(sessions touched).
+ *
+ * Everything else keeps its meaning: output is still the bufferevent's output evbuffer
+ * (queued-byte accounting, the gate, the flow-control verdicts, drop_oldest, /clients read
+ * its length), and after a direct write that leaves at most the write low watermark the
+ * session's write callback runs as libevent's would (wsb_session_written: the out-queue
+ * refill, close_after_flush, the gate's "caught up").
+ *
+ * TLS sessions (an OpenSSL bufferevent writes records, not the output evbuffer, to the
+ * socket) and bufferevent pairs (unit tests) keep libevent's path. Everything here runs on
+ * the session's worker loop. */
+#ifndef WSB_BRIDGE_WRITER_H
+#define WSB_BRIDGE_WRITER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event;
+struct wsb_session;
+struct wsb_worker;
+
+/** A loop's dirty list and its flush event (embedded in struct wsb_worker; zeroed = empty). */
+struct wsb_writer {
+    struct event *ev;       /* the flush event, made on the first attach */
+    struct wsb_session **v; /* dirty sessions; NULL where one was freed while listed */
+    size_t n, cap;
+    bool pending;    /* ev is active */
+    uint64_t writes; /* direct writes made (tests, diagnostics) */
+    uint64_t waits;  /* times the kernel refused part of one: EV_WRITE enabled */
+};
+
+/** Puts a session whose bufferevent is a plain socket on the direct path (EV_WRITE is left
+ * disabled by the caller). False when the flush event cannot be made (out of memory): the
+ * caller keeps libevent's path. @locality loop */
+bool wsb_writer_attach(struct wsb_session *s);
+
+/** Takes a session that is being freed off the dirty list (before its bufferevent is
+ * freed). @locality loop */
+void wsb_writer_detach(struct wsb_session *s);
+
+/** libevent wrote for the session (its write callback): once the output is empty, write
+ * readiness is no longer asked for. Call before wsb_session_written. @locality loop */
+void wsb_writer_drained(struct wsb_session *s);
+
+/** Writes every dirty session of the loop (the flush event's work; tests call it). Sessions
+ * made dirty while it runs are written by the next flush. @locality loop */
+void wsb_writer_flush(struct wsb_worker *w);
+
+/** Frees the loop's flush event and list. @locality loop */
+void wsb_writer_cleanup(struct wsb_worker *w);
+
+#endif
