@@ -17,8 +17,8 @@
  * sets it); a direct write calls the session's the same way. */
 #define WRITE_LOWAT (WSB_SESSION_SOCKET_CHUNK / 2)
 
-/* The kernel refused part of the output: libevent writes the rest when the socket is
- * writable (conn.c on_write, then wsb_writer_drained). */
+/* libevent writes the rest when the socket is writable (conn.c on_write, then
+ * wsb_writer_drained). */
 static void arm(struct wsb_session *s)
 {
     s->write_armed = true;
@@ -48,7 +48,7 @@ static void mark(struct wsb_session *s)
     }
     wr->v[wr->n++] = s;
     s->dirty_slot = (uint32_t)wr->n;
-    if (!wr->pending) {
+    if (!wr->pending && !wr->flushing) {
         wr->pending = true;
         event_active(wr->ev, EV_WRITE, 0);
     }
@@ -89,11 +89,12 @@ void wsb_writer_detach(struct wsb_session *s)
 
 void wsb_writer_drained(struct wsb_session *s)
 {
-    if (!s->direct || !s->write_armed || evbuffer_get_length(bufferevent_get_output(s->bev)))
+    if (!s->direct || !s->write_armed || s->q.count ||
+        evbuffer_get_length(bufferevent_get_output(s->bev)))
         return;
-    /* libevent deleted the write event when it emptied the output; disabling EV_WRITE keeps
-     * its output callback from adding it again: what the refill queues now is written by
-     * the flush. */
+    /* Caught up: libevent deleted the write event when it emptied the output; disabling
+     * EV_WRITE keeps its output callback from adding it again, so the next output is
+     * written by the flush. */
     s->write_armed = false;
     bufferevent_disable(s->bev, EV_WRITE);
 }
@@ -117,8 +118,12 @@ static void write_out(struct wsb_session *s)
         wsb_session_kill(s); /* the peer is gone (EPIPE, ECONNRESET), as libevent's error event */
         return;
     }
+    /* The kernel refused part of it, or a backlog waits in the out-queue: libevent writes
+     * the rest, one max_single_write per writable socket and loop pass, with the refills
+     * from its write callback, as before this path existed (the hand-off gate and the
+     * send-buffer limits were tuned to that pace; see writer.h). */
     size_t left = evbuffer_get_length(out);
-    if (left)
+    if (left || s->q.count)
         arm(s);
     if (left <= WRITE_LOWAT)
         wsb_session_written(s);
@@ -128,6 +133,7 @@ void wsb_writer_flush(struct wsb_worker *w)
 {
     struct wsb_writer *wr = &w->wr;
     wr->pending = false;
+    wr->flushing = true;
     size_t n = wr->n;
     for (size_t i = 0; i < n; i++) {
         struct wsb_session *s = wr->v[i]; /* re-read: a mark during the pass may move v */
@@ -137,14 +143,20 @@ void wsb_writer_flush(struct wsb_worker *w)
         s->dirty_slot = 0;
         write_out(s);
     }
-    /* Sessions marked during the pass (a refill after a write) wait for the next flush,
-     * which their mark made active. */
+    wr->flushing = false;
+    /* Sessions marked during the pass (output added by a write's callback: a gap notice)
+     * are written in the next loop pass, after the loop polled. */
     size_t rest = wr->n - n;
     memmove(wr->v, wr->v + n, rest * sizeof(*wr->v));
     wr->n = rest;
     for (size_t i = 0; i < rest; i++)
         if (wr->v[i])
             wr->v[i]->dirty_slot = (uint32_t)(i + 1);
+    if (rest) {
+        static const struct timeval next_pass = {0, 0};
+        wr->pending = true;
+        event_add(wr->ev, &next_pass);
+    }
 }
 
 void wsb_writer_cleanup(struct wsb_worker *w)
