@@ -1,7 +1,8 @@
 /* Unit tests for bridge/writer.c: plaintext sessions (wsb_conn_accept on one end of a Unix
  * socket pair) are written by the loop's flush in the pass that queued their output, with no
- * write event asked for; a write the kernel refuses in part enables EV_WRITE, and the write
- * that empties the output disables it again, every frame delivered in order; a session
+ * write event asked for; a write the kernel takes in part, or a backlog behind it, enables
+ * EV_WRITE, and the write that empties both disables it again, every frame delivered in
+ * order; a session
  * freed while on the dirty list is skipped; a peer that closed kills the session; a close
  * after flush still closes TCP once the close frame is out. */
 #include <setjmp.h>
@@ -207,16 +208,16 @@ static void test_output_goes_out_in_the_pass_that_queued_it(void **state)
     peer_close(&p);
 }
 
-static void test_refused_write_waits_for_readiness_then_drops_it(void **state)
+static void test_backlog_waits_for_readiness_then_drops_it(void **state)
 {
     struct fixture *f = *state;
     struct peer p = open_peer(f, 4096);
     enum { N = 400, PAD = 1000 };
     for (int i = 0; i < N; i++)
         reply(p.s, i, PAD);
-    for (int i = 0; i < 20 && !p.s->write_armed; i++)
-        pass(f); /* refills run in later flushes */
-    /* The kernel refused part of it: write readiness is asked for, the rest stays queued. */
+    pass(f);
+    /* More waits than one write took: write readiness paces the rest, as libevent's path
+     * always did. */
     assert_true(p.s->write_armed);
     assert_int_not_equal(bufferevent_get_enabled(p.s->bev) & EV_WRITE, 0);
     assert_true(f->w.wr.waits >= 1);
@@ -247,6 +248,35 @@ static void test_refused_write_waits_for_readiness_then_drops_it(void **state)
     expect_n(msg, N);
     assert_int_equal(f->w.wr.waits, waits);
     assert_false(p.s->write_armed);
+    peer_close(&p);
+}
+
+static void test_partial_write_waits_for_readiness_then_drops_it(void **state)
+{
+    struct fixture *f = *state;
+    struct peer p = open_peer(f, 4096);
+    enum { PAD = 300 * 1024 };
+    reply(p.s, 7, PAD); /* one frame, nothing behind it in the out-queue */
+    pass(f);
+    assert_int_equal(p.s->q.count, 0);
+    assert_true(p.s->write_armed); /* the kernel took part of it */
+    assert_int_not_equal(bufferevent_get_enabled(p.s->bev) & EV_WRITE, 0);
+    assert_int_equal(f->w.wr.waits, 1);
+    char *msg = malloc(PAD + 64);
+    assert_non_null(msg);
+    int op = -1;
+    for (int spins = 0; spins < 100000 && op < 0; spins++) {
+        assert_true(peer_read(&p));
+        op = next_frame(&p, msg, PAD + 64);
+        pass(f);
+    }
+    assert_int_equal(op, WSB_OP_TEXT);
+    expect_n(msg, 7);
+    assert_int_equal(strlen(msg), PAD + strlen("{\"type\":\"t\",\"n\":7,\"pad\":\"\"}"));
+    free(msg);
+    pass(f);
+    assert_false(p.s->write_armed);
+    assert_int_equal(bufferevent_get_enabled(p.s->bev) & EV_WRITE, 0);
     peer_close(&p);
 }
 
@@ -305,7 +335,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_output_goes_out_in_the_pass_that_queued_it, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_refused_write_waits_for_readiness_then_drops_it, setup,
+        cmocka_unit_test_setup_teardown(test_partial_write_waits_for_readiness_then_drops_it, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_backlog_waits_for_readiness_then_drops_it, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_session_freed_while_dirty_is_skipped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_peer_gone_mid_write_kills_the_session, setup,
