@@ -67,6 +67,9 @@ struct client {
     /* counters */
     uint64_t received;
     uint64_t gaps_dropped;
+    /* offsets missing between two records of one partition (a hole: the bridge's gap
+     * notices, a filter, or records the broker no longer had when the consumer fetched) */
+    uint64_t offsets_skipped;
     /* order checks: per-partition next offsets (Kafka) or the data "seq" (memory) */
     int64_t last_offset[MAX_PARTITIONS];
     int64_t last_seq;
@@ -391,6 +394,8 @@ static void check_order(struct client *c, const struct wsl_msg *m, const struct 
             return;
         if (off <= c->last_offset[part])
             ld->order_violations++;
+        else if (c->last_offset[part] >= 0 && off - c->last_offset[part] > 1)
+            c->offsets_skipped += (uint64_t)(off - c->last_offset[part] - 1);
         c->last_offset[part] = off;
         return;
     }
@@ -1356,7 +1361,7 @@ static int report(struct load *ld)
     if (!ld->end_us)
         ld->end_us = now_us();
     double elapsed = (double)(ld->end_us - ld->start_us) / 1e6;
-    uint64_t total = 0, gaps = 0, min = UINT64_MAX, max = 0;
+    uint64_t total = 0, gaps = 0, skipped = 0, min = UINT64_MAX, max = 0;
     int fast = 0, slow = 0, complete = 0;
     for (int i = 0; i < ld->opt.clients; i++) {
         const struct client *c = &ld->clients[i];
@@ -1367,6 +1372,7 @@ static int report(struct load *ld)
         fast++;
         total += c->received;
         gaps += c->gaps_dropped;
+        skipped += c->offsets_skipped;
         min = c->received < min ? c->received : min;
         max = c->received > max ? c->received : max;
         complete += client_complete(c);
@@ -1385,6 +1391,7 @@ static int report(struct load *ld)
     json_object_set_new(out, "per_client_max", json_integer((json_int_t)max));
     json_object_set_new(out, "complete_clients", json_integer(complete));
     json_object_set_new(out, "gaps_total", json_integer((json_int_t)gaps));
+    json_object_set_new(out, "offsets_skipped", json_integer((json_int_t)skipped));
     json_object_set_new(out, "order_violations", json_integer((json_int_t)ld->order_violations));
     json_object_set_new(out, "close_codes", counters_json(&ld->close_codes));
     json_object_set_new(out, "refused", counters_json(&ld->refused));
