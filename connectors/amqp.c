@@ -25,6 +25,7 @@
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000
 #define DEFAULT_RECONNECT_MAX_MS 5000
 #define RECONNECT_MIN_MS 100
+#define WHY_MAX 256 /* a connect failure reason: host:port, what the broker or TLS said */
 #define PUMP_BATCH 512
 #define MAX_HEADERS 64
 #define EPOCH_SHIFT 40 /* ack token = connection epoch << 40 | delivery tag */
@@ -83,10 +84,10 @@ struct amqp {
     int64_t next_attempt_ms, backoff_ms, plast_rx_ms;
     struct source *sources;
     struct pending *phead, *ptail;
-    uint64_t pub_seq;   /* last publish sequence number on channel 1 */
-    bool blocked;       /* connection.blocked: the broker is not taking publishes */
-    char tls_err[96];   /* the first certificate check that failed in this TLS handshake */
-    char last_why[200]; /* the last connect failure logged (a retry logs only a new one) */
+    uint64_t pub_seq;       /* last publish sequence number on channel 1 */
+    bool blocked;           /* connection.blocked: the broker is not taking publishes */
+    char tls_err[96];       /* the first certificate check that failed in this TLS handshake */
+    char last_why[WHY_MAX]; /* the last connect failure logged (a retry logs only a new one) */
 };
 
 static int64_t mono_ms(void)
@@ -325,7 +326,7 @@ static const char *code_for(int reply_code)
  * source (it has failed and is removed), -1 when the connection failed. */
 static int open_source(struct amqp *a, struct source *s)
 {
-    char why[200];
+    char why[WHY_MAX];
     int code = 0;
     amqp_rpc_reply_t r;
     struct link *l = NULL;
@@ -526,8 +527,11 @@ static amqp_connection_state_t open_connection(struct amqp *a, const char *role,
     amqp_socket_t *sock;
     if (a->ci.ssl) {
         sock = amqp_ssl_socket_new(conn);
-        if (sock && !tls_setup(a, sock, why, whylen))
+        char what[120];
+        if (sock && !tls_setup(a, sock, what, sizeof(what))) {
+            snprintf(why, whylen, "cannot connect to %s:%d: %s", a->ci.host, a->ci.port, what);
             goto fail;
+        }
     } else {
         sock = amqp_tcp_socket_new(conn);
     }
@@ -592,7 +596,9 @@ static amqp_connection_state_t open_connection(struct amqp *a, const char *role,
                          " (TLS connection closed by the broker after the handshake: "
                          "was the client certificate refused?)");
         }
-        snprintf(why, whylen, "%.100s%.98s", what, detail);
+        /* The broker's host and port, never the URL (it holds the credentials). */
+        snprintf(why, whylen, "cannot log in to %s:%d: %.110s%.98s", a->ci.host, a->ci.port, what,
+                 detail);
         goto fail;
     }
     return conn;
@@ -604,7 +610,7 @@ fail:
 
 static bool try_connect(struct amqp *a)
 {
-    char why[200];
+    char why[WHY_MAX];
     if (!(a->pconn = open_connection(a, "publish", why, sizeof(why))) ||
         !link_open(a, why, sizeof(why)) || !open_pub_channel(a, why, sizeof(why)))
         goto fail;

@@ -19,7 +19,13 @@ another CA. An IP address the certificate names (127.0.0.2) is accepted; `tls.ve
 connects to the misnamed host; without `tls.ca_file` the system trust store (here
 SSL_CERT_FILE) verifies the broker. The TLS listener going away (`stop_app`) and back: 503,
 then 200, and messages flow again on the same subscription. A peer that never answers the
-TLS handshake: the attempt ends after `connect_timeout_ms`, the bridge stops at once. Config:
+TLS handshake: the attempt ends after `connect_timeout_ms`, the bridge stops at once.
+Rotation without a restart: a new client certificate and key (renamed over the old files) are
+presented at the next reconnect (the broker's `peer_cert_subject` changes), and a CA bundle
+replaced by one without the broker's CA makes the next attempt fail, then a bundle with both
+CAs brings it back; the same subscription delivers throughout. A wrong password over amqp://
+and amqps://: the reason names the broker's host:port, the password is nowhere in the
+bridge's stderr. Config:
 `cert_file` without `key_file`, unknown keys, `tls` on an amqp:// URL, TLS files that do not
 load stop the start.
 """
@@ -281,6 +287,107 @@ def test_client_certificate_of_another_ca_refused(node, pki, bridge_factory):
     # connector's hint (docs/amqp.md).
     reason = assert_refused(b, ["unknown ca", "client certificate refused"])
     print("client certificate of another CA:", reason)
+
+
+def put(path, src):
+    """Replaces `path` with the bytes of `src` (a file or a list of files, concatenated) by
+    a rename, as a certificate renewal tool does: a reader sees the old or the new file."""
+    data = b""
+    for f in (src if isinstance(src, list) else [src]):
+        with open(f, "rb") as fh:
+            data += fh.read()
+    with open(path + ".new", "wb") as fh:
+        fh.write(data)
+    os.replace(path + ".new", path)
+
+
+def close_connections(node):
+    """Makes the broker close every connection of its default vhost (the bridge's; the
+    test's own pika connections are closed after each publish)."""
+    node.ctl("close_all_connections", "--vhost", "/", "wsbridge test: rotation")
+
+
+def wait_subjects(node, want, timeout=20.0):
+    """Waits until the bridge has its 2 connections up, all with `want` in their subject."""
+    deadline = time.monotonic() + timeout
+    while True:
+        conns = bridge_connections(node)
+        if len(conns) == 2 and all(want in subj for _, subj in conns):
+            return conns
+        assert time.monotonic() < deadline, "bridge connections: %r" % conns
+        time.sleep(0.1)
+
+
+def test_certificate_rotation(node, pki, bridge_factory, tmp_path):
+    """The TLS files are read again at each connection: a client certificate and a CA bundle
+    replaced on disk are used from the next reconnect, with no restart, and the same
+    subscription keeps delivering."""
+    make_leaf(os.path.dirname(pki("ca.pem")), "client3", "ca", "wsbridge-rotated",
+              "extendedKeyUsage=clientAuth\n")
+    ca, cert, key = (str(tmp_path / n) for n in ("bundle.pem", "cert.pem", "cert.key"))
+    put(ca, pki("ca.pem"))
+    put(cert, pki("client.pem"))
+    put(key, pki("client.key"))
+    b = start(bridge_factory, node, pki, tls={"ca_file": ca, "cert_file": cert, "key_file": key})
+    wait_ready(b, 200)
+    c = subscribe(b, "tls.rot")
+    wait_subjects(node, "CN=wsbridge-client")
+    publish(node.connection(), "tls.rot", [1])
+    assert receive(c, 1) == [1]
+
+    # A renewed client certificate: the reconnect presents it.
+    put(key, pki("client3.key"))
+    put(cert, pki("client3.pem"))
+    close_connections(node)
+    conns = wait_subjects(node, "CN=wsbridge-rotated")
+    assert all(s == "true" for s, _ in conns), conns
+    wait_ready(b, 200)
+    publish(node.connection(), "tls.rot", [2])
+    assert receive(c, 1) == [2]
+
+    # A CA bundle without the broker's CA: the next attempt is refused, so it was read again.
+    put(ca, pki("ca2.pem"))
+    close_connections(node)
+    body = wait_ready(b, 503)
+    deadline = time.monotonic() + 15
+    while "not accepted" not in body["reason"]["connectors"].get("r", ""):
+        assert time.monotonic() < deadline, body
+        time.sleep(0.05)
+        body = json.loads(b.readyz()[2] or "{}")
+    assert "localhost:%d" % node.ssl_port in body["reason"]["connectors"]["r"], body
+    # The bundle extended with it (a CA rollover): back, the same subscription delivers.
+    put(ca, [pki("ca2.pem"), pki("ca.pem")])
+    wait_ready(b, 200)
+    wait_subjects(node, "CN=wsbridge-rotated")
+    publish(node.connection(), "tls.rot", [3, 4])
+    assert receive(c, 2) == [3, 4]
+    assert b.stop(timeout=10) == 0
+
+
+WRONG_PASSWORD = "Wr0ng-pa55word-zq7"
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["amqp", "amqps"])
+def test_login_refused_names_host_not_password(node, pki, bridge_factory, tls):
+    """A wrong password: the reason (/readyz, the log line) names the broker's host:port and
+    what the broker said; the password appears nowhere in the bridge's output."""
+    if tls:
+        url = "amqps://guest:%s@localhost:%d/%%2f" % (WRONG_PASSWORD, node.ssl_port)
+        hostport = "localhost:%d" % node.ssl_port
+        conn = {"tls": {"ca_file": pki("ca.pem")}}
+    else:
+        url = "amqp://guest:%s@127.0.0.1:%d/%%2f" % (WRONG_PASSWORD, node.port)
+        hostport = "127.0.0.1:%d" % node.port
+        conn = {}
+    conn.update({"connect_timeout_ms": 3000, "reconnect_max_ms": 500})
+    b = bridge_factory(amqp_overrides(url, CHANNELS, conn=conn))
+    reason = assert_refused(b, ["access_refused"])
+    print("wrong password:", reason)
+    assert reason.startswith("cannot log in to " + hostport + ": "), reason
+    assert "guest" not in reason, reason
+    logs = b.logs()
+    assert hostport in logs
+    assert WRONG_PASSWORD not in logs, logs
 
 
 def test_silent_server_times_out(pki, bridge_factory):
