@@ -79,8 +79,13 @@ void wsb_buf_json_str(struct wsb_buf *b, const void *p, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     const uint8_t *s = p;
-    /* Worst case every byte becomes \u00XX. */
-    if (n > (SIZE_MAX - 2) / 6 || wsb_buf_reserve(b, n * 6 + 2) < 0)
+    /* Worst case every byte becomes \u00XX. A length whose worst case overflows is an
+     * allocation failure too: the caller must see oom, not a value silently left out. */
+    if (n > (SIZE_MAX - 2) / 6) {
+        b->oom = true;
+        return;
+    }
+    if (wsb_buf_reserve(b, n * 6 + 2) < 0)
         return;
     uint8_t *o = b->data + b->len;
     *o++ = '"';
@@ -117,7 +122,11 @@ void wsb_buf_base64(struct wsb_buf *b, const void *p, size_t n)
 {
     static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     const uint8_t *s = p;
-    if (n > SIZE_MAX / 2 || wsb_buf_reserve(b, (n + 2) / 3 * 4) < 0)
+    if (n > SIZE_MAX / 2) {
+        b->oom = true;
+        return;
+    }
+    if (wsb_buf_reserve(b, (n + 2) / 3 * 4) < 0)
         return;
     uint8_t *o = b->data + b->len;
     size_t i = 0;
