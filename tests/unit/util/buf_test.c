@@ -15,9 +15,15 @@
 #include "util/buf.h"
 #include "util/json_text.h"
 
-/* An allocation of 2^62 bytes must come back NULL under ASan too (its default is to abort). */
+/* A huge allocation must come back NULL under ASan and TSan too (their default is to
+ * abort); a sanitizer runtime calls these hooks, a plain build never does. */
 const char *__asan_default_options(void);
 const char *__asan_default_options(void)
+{
+    return "allocator_may_return_null=1";
+}
+const char *__tsan_default_options(void);
+const char *__tsan_default_options(void)
 {
     return "allocator_may_return_null=1";
 }
