@@ -21,9 +21,10 @@ void wsb_buf_append(struct wsb_buf *b, const void *p, size_t n);
 void wsb_buf_puts(struct wsb_buf *b, const char *s);
 void wsb_buf_printf(struct wsb_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /** Appends `p` as a JSON string literal with quotes, escaping per RFC 8259. `p` must be
- * valid UTF-8 (callers check); control characters become \u00XX. */
+ * valid UTF-8 (callers check); control characters become \u00XX. A length whose escaped
+ * size would overflow size_t sets oom, like a failed allocation. */
 void wsb_buf_json_str(struct wsb_buf *b, const void *p, size_t n);
-/** Appends standard base64 (RFC 4648 §4, with padding). */
+/** Appends standard base64 (RFC 4648 §4, with padding); a length over SIZE_MAX / 2 sets oom. */
 void wsb_buf_base64(struct wsb_buf *b, const void *p, size_t n);
 /** Detaches the data (caller frees) and resets the buffer. */
 uint8_t *wsb_buf_steal(struct wsb_buf *b, size_t *len);
