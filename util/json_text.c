@@ -96,6 +96,8 @@ static const uint8_t *scan_string(const uint8_t *p, const uint8_t *end)
             default: return NULL;
             }
             int32_t u = hex4(p + 2, end);
+            if (u < 0)
+                return NULL; /* not four hex digits, or cut off: p + 6 may be past end */
             p += 6;
             if (u >= 0xdc00 && u <= 0xdfff)
                 return NULL; /* RFC 8259 §7: a lone low surrogate */
@@ -107,8 +109,6 @@ static const uint8_t *scan_string(const uint8_t *p, const uint8_t *end)
                 if (lo < 0xdc00 || lo > 0xdfff)
                     return NULL;
                 p += 6;
-            } else if (u < 0) {
-                return NULL;
             }
             continue;
         }
