@@ -106,7 +106,8 @@ def record_value(seq, size):
 class PacedProducer(threading.Thread):
     """Produces `count` records of ~`size` bytes to partition 0 of `topic` at about `rate`
     per second (confluent_kafka), then flushes. `done` is set at the end; `error` holds a
-    failure text."""
+    failure text. A thread that got no CPU for a while produces what fell due meanwhile at
+    once: `late_max` is the most it fell behind its schedule (seconds)."""
 
     def __init__(self, bootstrap, topic, count, size=1024, rate=2000.0, warm_topic=None):
         super().__init__(daemon=True)
@@ -115,6 +116,7 @@ class PacedProducer(threading.Thread):
         self.prod = producer(bootstrap, **{"linger.ms": 2})
         self.topic, self.count, self.size, self.rate = topic, count, size, rate
         self.warm_topic = warm_topic
+        self.late_max = 0.0
         self.delivered = 0
         self.error = None
         self.left = None
@@ -148,6 +150,7 @@ class PacedProducer(threading.Thread):
             if due > now:
                 self.prod.poll(min(0.005, due - now))
                 continue
+            self.late_max = max(self.late_max, now - due)
             try:
                 self.prod.produce(self.topic, value=record_value(i, self.size), partition=0,
                                   on_delivery=self._cb)

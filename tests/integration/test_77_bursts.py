@@ -86,6 +86,7 @@ def run_stream(mc, b, load, rss):
         load.kill()
         peak = rss.stop()
     print("wsb-load summary:", json.dumps(summary))
+    print("producer: at most %.2f s behind its schedule" % prod.late_max)
     print("rss base %d KiB, peak %d KiB (+%d KiB)" % (base, peak, peak - base))
     return rc, summary, base, peak
 
