@@ -107,16 +107,20 @@ class PacedProducer(threading.Thread):
     """Produces `count` records of ~`size` bytes to partition 0 of `topic` at about `rate`
     per second (confluent_kafka), then flushes. `done` is set at the end; `error` holds a
     failure text. A thread that got no CPU for a while produces what fell due meanwhile at
-    once: `late_max` is the most it fell behind its schedule (seconds)."""
+    once; with `max_late` (seconds) at most that much of it, the rest of the schedule moving
+    back (never faster than `rate` beyond `max_late` worth of records). `late_max` is the
+    most it fell behind its schedule, `shifted` how far the schedule moved (seconds)."""
 
-    def __init__(self, bootstrap, topic, count, size=1024, rate=2000.0, warm_topic=None):
+    def __init__(self, bootstrap, topic, count, size=1024, rate=2000.0, warm_topic=None,
+                 max_late=None):
         super().__init__(daemon=True)
         from kafka_helpers import producer
 
         self.prod = producer(bootstrap, **{"linger.ms": 2})
         self.topic, self.count, self.size, self.rate = topic, count, size, rate
         self.warm_topic = warm_topic
-        self.late_max = 0.0
+        self.max_late = max_late
+        self.late_max = self.shifted = 0.0
         self.delivered = 0
         self.error = None
         self.left = None
@@ -151,6 +155,9 @@ class PacedProducer(threading.Thread):
                 self.prod.poll(min(0.005, due - now))
                 continue
             self.late_max = max(self.late_max, now - due)
+            if self.max_late is not None and now - due > self.max_late:
+                start += now - due - self.max_late
+                self.shifted += now - due - self.max_late
             try:
                 self.prod.produce(self.topic, value=record_value(i, self.size), partition=0,
                                   on_delivery=self._cb)
