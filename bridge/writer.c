@@ -109,9 +109,11 @@ static void write_out(struct wsb_session *s)
         return;
     s->w->wr.writes++;
     /* A socket bufferevent keeps the front of its output frozen and thaws it around its own
-     * writes (bufferevent_sock.c); so does this one. */
+     * writes (bufferevent_sock.c); so does this one. At most one socket chunk per write, as
+     * libevent's max_single_write (conn.c): a large output does not hold up the rest of the
+     * flush. */
     evbuffer_unfreeze(out, 1);
-    int n = evbuffer_write_atmost(out, bufferevent_getfd(s->bev), -1);
+    int n = evbuffer_write_atmost(out, bufferevent_getfd(s->bev), WSB_SESSION_SOCKET_CHUNK);
     int err = errno;
     evbuffer_freeze(out, 1);
     if (n < 0 && err != EAGAIN && err != EWOULDBLOCK && err != EINTR) {

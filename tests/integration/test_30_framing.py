@@ -2,6 +2,7 @@
 protocol failure asserts the exact close code and that TCP is closed afterwards."""
 
 import json
+import os
 import socket
 import struct
 import time
@@ -646,7 +647,15 @@ def test_ping_flood_from_a_non_reader_is_bounded(fb):
         except (socket.timeout, OSError):
             break
     growth_mib = (fb.rss_kib() - rss0) / 1024
-    assert growth_mib < 48, "RSS grew %.1f MiB under a ping flood" % growth_mib
+    # Under ASan the RSS also holds the allocator's quarantine (every chunk freed during the
+    # flood is kept back to catch a use after free), so it follows the bytes the flood pushed
+    # through the bridge, not what it holds: hard_bytes (8 MiB) of pongs queued plus what the
+    # kernel absorbed before the read stopped (2.7 MB with libevent's write path, 4.1 MB with
+    # the direct write of bridge/writer.c, which fills the socket before it queues: 11.1 vs
+    # 12.5 MB of pongs, 43.5 vs 50.0 MiB under ASan; 8.1 MiB either way in release). A
+    # bridge that kept reading would take the whole four seconds of flood.
+    bound = 64 if os.environ.get("WSB_SANITIZED") == "1" else 48
+    assert growth_mib < bound, "RSS grew %.1f MiB under a ping flood" % growth_mib
     assert fb.alive()
     assert fb.healthz() == 200
     c.close()
