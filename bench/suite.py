@@ -152,6 +152,9 @@ class Server:
                                            os.path.join(tmp, "bridge.log"), admin))
             self.url = "ws://127.0.0.1:%d/ws" % self.port
         elif kind == "node":
+            if not os.path.isdir(os.path.join(HERE, "peers", "node_modules", "ws")):
+                raise SystemExit("bench: npm ws is not installed under bench/peers: run "
+                                 "bench/setup.sh (or --servers wsbridge,nchan)")
             self.procs.append(subprocess.Popen(
                 ["node", os.path.join(HERE, "peers", "ws_broadcast.js"), str(self.port)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
