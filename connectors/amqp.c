@@ -421,8 +421,8 @@ static void lost(struct amqp *a, const char *why)
         return;
     teardown(a);
     fail_pending(a, "connection to the broker lost before the confirm");
-    char reason[200];
-    snprintf(reason, sizeof(reason), "connection lost: %s", why);
+    char reason[WHY_MAX + 64];
+    snprintf(reason, sizeof(reason), "connection to %s:%d lost: %s", a->ci.host, a->ci.port, why);
     set_state(a, false, reason);
     a->backoff_ms = RECONNECT_MIN_MS;
     a->next_attempt_ms = mono_ms() + a->backoff_ms;
