@@ -13,6 +13,7 @@
 #include "bridge/metrics.h"
 #include "bridge/outq.h"
 #include "bridge/protocol.h"
+#include "bridge/sources.h"
 #include "bridge/ws/ws_frame.h"
 #include "connectors/connector.h"
 #include "util/buf.h"
@@ -191,25 +192,7 @@ static int set_position(struct hub_source *s, int32_t partition, int64_t next)
 
 static char *positions_json(const struct hub_source *s)
 {
-    if (!s->has_positions)
-        return NULL;
-    struct wsb_buf b;
-    wsb_buf_init(&b);
-    wsb_buf_puts(&b, "{");
-    bool first = true;
-    for (size_t i = 0; i < s->npart; i++) {
-        if (s->next[i] < 0)
-            continue;
-        wsb_buf_printf(&b, "%s\"%zu\":%" PRId64, first ? "" : ",", i, s->next[i]);
-        first = false;
-    }
-    wsb_buf_puts(&b, "}");
-    wsb_buf_append(&b, "", 1);
-    if (b.oom) {
-        wsb_buf_cleanup(&b);
-        return NULL;
-    }
-    return (char *)wsb_buf_steal(&b, NULL);
+    return s->has_positions ? wsb_positions_json(s->next, s->npart) : NULL;
 }
 
 /* The group of `c` whose filter has the canonical text of `f` (NULL: the unfiltered one). */

@@ -196,18 +196,16 @@ static int set_next(struct entry *e, int32_t partition, int64_t next)
     return 0;
 }
 
-/* The positions a loop that starts being fed resumes at: {"0":12,...}; "{}" when none is
- * known yet. NULL on OOM. */
-static char *next_json(const struct entry *e)
+char *wsb_positions_json(const int64_t *next, size_t npart)
 {
     struct wsb_buf b;
     wsb_buf_init(&b);
     wsb_buf_puts(&b, "{");
     bool first = true;
-    for (size_t i = 0; i < e->npart; i++) {
-        if (e->next[i] < 0)
+    for (size_t i = 0; i < npart; i++) {
+        if (next[i] < 0)
             continue;
-        wsb_buf_printf(&b, "%s\"%zu\":%" PRId64, first ? "" : ",", i, e->next[i]);
+        wsb_buf_printf(&b, "%s\"%zu\":%" PRId64, first ? "" : ",", i, next[i]);
         first = false;
     }
     wsb_buf_puts(&b, "}");
@@ -238,7 +236,8 @@ static bool feed_join(struct wsb_sources *s, struct entry *e, unsigned loop)
     e->fed |= bit;
     if (!e->started)
         return false; /* its STARTED, with the positions, is still to come */
-    char *pos = next_json(e);
+    /* the positions a loop that starts being fed resumes at */
+    char *pos = wsb_positions_json(e->next, e->npart);
     s->resync(s->resync_ctx, loop, e->id, pos ? pos : "{}");
     free(pos);
     return true;

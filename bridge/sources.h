@@ -104,4 +104,9 @@ long wsb_sources_connector(struct wsb_sources *s, uint64_t id);
 /** Number of sources being read. */
 size_t wsb_sources_count(struct wsb_sources *s);
 
+/** The resume positions {"PARTITION":NEXT_OFFSET,...} of the partitions whose next offset is
+ * known (next[i] >= 0), "{}" when none: a malloc'd string the caller frees, NULL on OOM.
+ * Shared by the registry's RESYNC and the hub's `subscribed` answers. */
+char *wsb_positions_json(const int64_t *next, size_t npart);
+
 #endif
