@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "bridge/flow.h"
+#include "util/map.h"
 
 #define MIN_BUCKETS 64
 #define DEFAULT_MAX_ENTRIES (1u << 20)
@@ -63,24 +64,14 @@ static bool addr_key(const struct sockaddr *addr, unsigned v6_prefix, uint8_t ke
     return false;
 }
 
-static uint64_t fmix64(uint64_t k)
-{
-    k ^= k >> 33;
-    k *= 0xff51afd7ed558ccdULL;
-    k ^= k >> 33;
-    k *= 0xc4ceb9fe1a85ec53ULL;
-    k ^= k >> 33;
-    return k;
-}
-
 /* Seeded so that a client choosing many IPv6 addresses cannot aim them at one chain. */
 static size_t slot_of(const struct wsb_iplimit *l, const uint8_t key[16])
 {
     uint64_t a, b;
     memcpy(&a, key, 8);
     memcpy(&b, key + 8, 8);
-    uint64_t h = fmix64(a ^ l->seed[0]);
-    h = fmix64(h ^ b ^ l->seed[1]);
+    uint64_t h = wsb_hash_u64(a ^ l->seed[0]);
+    h = wsb_hash_u64(h ^ b ^ l->seed[1]);
     return (size_t)h & (l->nslots - 1);
 }
 
@@ -110,8 +101,8 @@ struct wsb_iplimit *wsb_iplimit_new(double rate, double burst, uint32_t cap)
     if (getrandom(l->seed, sizeof(l->seed), GRND_NONBLOCK) != (ssize_t)sizeof(l->seed)) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
-        l->seed[0] = fmix64((uint64_t)ts.tv_nsec ^ (uint64_t)(uintptr_t)l);
-        l->seed[1] = fmix64((uint64_t)ts.tv_sec ^ l->seed[0]);
+        l->seed[0] = wsb_hash_u64((uint64_t)ts.tv_nsec ^ (uint64_t)(uintptr_t)l);
+        l->seed[1] = wsb_hash_u64((uint64_t)ts.tv_sec ^ l->seed[0]);
     }
     set_limits(l, rate, burst, cap);
     return l;

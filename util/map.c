@@ -14,24 +14,9 @@ struct wsb_map_entry {
     char skey[];
 };
 
-static uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    x ^= x >> 33;
-    return x;
-}
-
 static uint64_t hash_str(const char *s, size_t len)
 {
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (size_t i = 0; i < len; i++) {
-        h ^= (uint8_t)s[i];
-        h *= 1099511628211ULL;
-    }
-    return mix64(h);
+    return wsb_hash_u64(wsb_hash_fnv1a(s, len));
 }
 
 void wsb_map_init(struct wsb_map *m)
@@ -141,18 +126,18 @@ static void *del(struct wsb_map *m, uint64_t hash, uint64_t ikey, const char *sk
 
 int wsb_map_put_u64(struct wsb_map *m, uint64_t key, void *value)
 {
-    return put(m, mix64(key), key, NULL, SIZE_MAX, value);
+    return put(m, wsb_hash_u64(key), key, NULL, SIZE_MAX, value);
 }
 
 void *wsb_map_get_u64(const struct wsb_map *m, uint64_t key)
 {
-    struct wsb_map_entry **pp = find(m, mix64(key), key, NULL, SIZE_MAX);
+    struct wsb_map_entry **pp = find(m, wsb_hash_u64(key), key, NULL, SIZE_MAX);
     return pp ? (*pp)->value : NULL;
 }
 
 void *wsb_map_del_u64(struct wsb_map *m, uint64_t key)
 {
-    return del(m, mix64(key), key, NULL, SIZE_MAX);
+    return del(m, wsb_hash_u64(key), key, NULL, SIZE_MAX);
 }
 
 int wsb_map_put_str(struct wsb_map *m, const char *key, size_t len, void *value)

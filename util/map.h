@@ -8,6 +8,29 @@
 
 struct wsb_map_entry;
 
+/** The hashes the maps use, for callers that hash keys of their own (the per-IP table) and
+ * for tests that build keys sharing a bucket: `wsb_hash_u64` is the murmur3 finalizer an
+ * integer key goes through; a string key's hash is `wsb_hash_u64(wsb_hash_fnv1a(key))`. */
+static inline uint64_t wsb_hash_u64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+static inline uint64_t wsb_hash_fnv1a(const char *s, size_t len)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < len; i++) {
+        h ^= (uint8_t)s[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
 struct wsb_map {
     struct wsb_map_entry **buckets;
     size_t nbuckets; /* power of two, 0 before first insert */
