@@ -96,7 +96,9 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
 }
 
 #define GATE_RECHECK_US 5000
-#define TRIM_AFTER_BYTES (4u << 20) /* a drained burst this large is trimmed after */
+#define TRIM_AFTER_BYTES (4u << 20)   /* a drained burst this large is trimmed after */
+#define TRIM_AFTER_WRITTEN (1u << 20) /* bytes written since the last trim: churn to give back */
+#define TRIM_EVERY_MS 1000            /* the process trims at most this often */
 
 /* The mailbox asks before each mail: hand it over unless a client that keeps up is still
  * writing the last ones (gate.h). A closed gate is re-checked every few ms, and reopened at
@@ -136,13 +138,21 @@ static void on_gate(evutil_socket_t fd, short what, void *arg)
  * not thread-safe. Under an allocator that replaces malloc (ASan's, TSan's, a preloaded
  * jemalloc) glibc's heap is never used, so that first call is a malloc_trim, and two loops
  * trimming after the same burst ran it at once (an ASan run of test_70 crashed in mtrim at
- * the drain). Rare (once per burst and loop), so the lock costs nothing. */
-static void trim_heap(void)
+ * the drain). The heap is the process's (one arena, main.c), so one trim serves every
+ * loop: at most one per TRIM_EVERY_MS. Returns whether this call trimmed. */
+static bool trim_heap(int64_t now_ms)
 {
     static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    static int64_t last_ms = INT64_MIN / 2;
+    bool trimmed = false;
     pthread_mutex_lock(&lock);
-    malloc_trim(0);
+    if (now_ms - last_ms >= TRIM_EVERY_MS) {
+        last_ms = now_ms;
+        malloc_trim(0);
+        trimmed = true;
+    }
     pthread_mutex_unlock(&lock);
+    return trimmed;
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
@@ -162,15 +172,22 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     atomic_store_explicit(&w->metrics.mailbox_mails, (int64_t)wsb_mailbox_depth(w->mailbox),
                           memory_order_relaxed);
     /* After a burst has drained, hand its freed pages back to the system: glibc keeps free
-     * chunks inside its heap until told (malloc_trim madvises them). At most once per
-     * tick, only on an idle loop after a burst. */
+     * chunks inside its heap until told (malloc_trim madvises them), and the long-lived
+     * allocations made meanwhile (a ring, a chain) pin the heap's top, so it rarely shrinks
+     * by itself. A burst is seen by what it leaves behind: a closed gate or a long queue
+     * (trim_due), a large send-buffer total at a tick, or 1 MiB written since the last trim
+     * (a catch-up can drain between two ticks, unseen by the first two). Only on an idle
+     * loop, and a trim in the middle of a burst does not end the watch: what is written
+     * after it is churn again. */
     if ((uint64_t)queued > w->queued_peak)
         w->queued_peak = (uint64_t)queued;
-    if (queued == 0 && (w->queued_peak >= TRIM_AFTER_BYTES || w->trim_due) &&
-        !wsb_mailbox_depth(w->mailbox)) {
+    uint64_t written = atomic_load_explicit(&w->metrics.bytes_out, memory_order_relaxed);
+    bool churned = w->trim_due || w->queued_peak >= TRIM_AFTER_BYTES ||
+                   written - w->trim_written >= TRIM_AFTER_WRITTEN;
+    if (queued == 0 && churned && !wsb_mailbox_depth(w->mailbox) && trim_heap(now)) {
         w->queued_peak = 0;
         w->trim_due = false;
-        trim_heap();
+        w->trim_written = written;
     }
     note_drained(w);
 }

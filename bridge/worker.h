@@ -84,6 +84,7 @@ struct wsb_worker {
     int64_t gate_held_us;  /* when the gate began holding the mailbox; 0 while it does not */
     uint64_t queued_peak;  /* largest send-buffer total since the last trim */
     bool trim_due;         /* a burst was queued since the last trim (see loop.c on_tick) */
+    uint64_t trim_written; /* metrics.bytes_out at this loop's last trim */
     atomic_int_fast64_t last_tick_ms;
     atomic_bool drained; /* draining and no session left */
     bool draining;
