@@ -115,7 +115,8 @@ struct kc {
     pthread_t prober;
     bool probe_started;
     bool state_known;
-    bool sink_closed; /* stop finished: the sink is never called again */
+    int probe_timeouts; /* consecutive probes that timed out; probe thread only */
+    bool sink_closed;   /* stop finished: the sink is never called again */
 
     /* Thread-owned. */
     rd_kafka_t *producer;
@@ -201,12 +202,24 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
         k->sink.publish_done(k->sink.ctx, cookie, true, NULL);
 }
 
+/* A probe that only timed out does not take an up connector down: a stall of this process
+ * or of the machine (a GC-like pause, a loaded CI host) longer than HEALTH_TIMEOUT_MS makes
+ * one probe late while the brokers are fine. Two in a row do (an unresponsive cluster is
+ * then down about HEALTH_INTERVAL_MS + 2 x HEALTH_TIMEOUT_MS after it stopped answering);
+ * any other failure, and librdkafka's all-brokers-down (on_error), count at once. */
+#define HEALTH_TIMEOUTS_DOWN 2
+
 static void health_check(struct kc *k)
 {
     const struct rd_kafka_metadata *md = NULL;
     rd_kafka_resp_err_t err = rd_kafka_metadata(k->lookup, 0, NULL, &md, HEALTH_TIMEOUT_MS);
-    if (err == RD_KAFKA_RESP_ERR_NO_ERROR && md && md->broker_cnt > 0) {
+    bool ok = err == RD_KAFKA_RESP_ERR_NO_ERROR && md && md->broker_cnt > 0;
+    k->probe_timeouts = err == RD_KAFKA_RESP_ERR__TIMED_OUT ? k->probe_timeouts + 1 : 0;
+    if (ok) {
         set_state(k, true, NULL);
+    } else if (err == RD_KAFKA_RESP_ERR__TIMED_OUT && k->probe_timeouts < HEALTH_TIMEOUTS_DOWN &&
+               atomic_load(&k->base.up)) {
+        wsb_log(WSB_LOG_DEBUG, "kafka probe timed out", WSB_LSTR("connector", k->name));
     } else {
         char r[256];
         snprintf(r, sizeof(r), "kafka: brokers unreachable (%s)", rd_kafka_err2str(err));
