@@ -120,6 +120,7 @@ struct options {
     const char *token_file; /* one token a line, used in turn (each upgrade takes the next) */
     char **keys;            /* --keys: publish i carries "key": keys[i % nkeys] (filters) */
     const char *ref_times;  /* --ref-times: "SEQ MS" lines, another reader's receive times */
+    const char *ref_times2; /* a second --ref-times (after_ref2_ms) */
     size_t nkeys;
     int threads; /* --threads: event loops (one per thread), connections spread over them */
 };
@@ -1255,9 +1256,9 @@ static json_t *counters_json(const struct counters *cs)
 /* --ref-times: per delivery, this client's receive time minus the reference reader's receive
  * time of the same record (by data.seq), e.g. a plain Kafka consumer's: what the bridge adds.
  * Histogram of 0.1 ms buckets from -100 ms. NULL when nothing matched. */
-static json_t *ref_delays(struct load *ld)
+static json_t *ref_delays(struct load *ld, const char *path)
 {
-    FILE *f = fopen(ld->opt.ref_times, "r");
+    FILE *f = fopen(path, "r");
     if (!f)
         return NULL;
     double *ref = NULL;
@@ -1456,9 +1457,12 @@ static int report(struct load *ld)
         json_object_set_new(lat, "samples", json_integer((json_int_t)ld->lat_n));
         json_object_set_new(out, "latency_ms", lat);
     }
-    json_t *refd = ld->opt.ref_times ? ref_delays(ld) : NULL;
+    json_t *refd = ld->opt.ref_times ? ref_delays(ld, ld->opt.ref_times) : NULL;
     if (refd)
         json_object_set_new(out, "after_ref_ms", refd);
+    refd = ld->opt.ref_times2 ? ref_delays(ld, ld->opt.ref_times2) : NULL;
+    if (refd)
+        json_object_set_new(out, "after_ref2_ms", refd);
     char *text = json_dumps(out, JSON_COMPACT | JSON_REAL_PRECISION(9));
     json_decref(out);
     if (text) {
@@ -1500,7 +1504,8 @@ static void usage(FILE *f)
                "  --token-file F     tokens, one a line, each upgrade takes the next in turn\n"
                "  --keys K1,K2,...   the publisher's message i carries \"key\": K(i mod n)\n"
                "  --ref-times F      at the end, per delivery: receive time minus the time in F\n"
-               "                     (\"SEQ MS\" lines) of the same data.seq (after_ref_ms)\n"
+               "                     (\"SEQ MS\" lines) of the same data.seq (after_ref_ms);\n"
+               "                     given twice, the second file's as after_ref2_ms\n"
                "  --threads N        N event-loop threads, the connections dealt over them in\n"
                "                     turn (default 1); the publisher runs in the first\n"
                "Prints one JSON summary on stdout. Exit 0 when every fast client received\n"
@@ -1636,7 +1641,12 @@ static int parse_options(int argc, char **argv, struct options *o)
         case 'X': o->probe = o->churn = true; break;
         case 'U': o->cpu_spec = optarg; break;
         case 'T': o->token_file = optarg; break;
-        case 'F': o->ref_times = optarg; break;
+        case 'F':
+            if (o->ref_times)
+                o->ref_times2 = optarg;
+            else
+                o->ref_times = optarg;
+            break;
         case 'j':
             if (!parse_num(optarg, 1, MAX_THREADS, &v))
                 return -1;
