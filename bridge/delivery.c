@@ -127,13 +127,26 @@ static void hub_deliver(void *owner, uint32_t slot, struct wsb_frame *f, uint64_
 }
 
 /* A record the connector could not decode: the client gets a `gap` before its next message
- * (or when its queue drains), as for a drop. */
-static void hub_skipped(void *owner, uint32_t slot)
+ * (or when its queue drains), as for a drop. Records lost at the broker: a `gap` of their
+ * count in their place, queued after the messages of before the loss that the client has not
+ * been sent yet (a reply item: never dropped); they are counted once per record by the
+ * connector (wsbridge_records_lost_total), not per client. */
+static void hub_skipped(void *owner, uint32_t slot, uint64_t count, bool lost)
 {
     struct wsb_session *s = owner;
+    if (lost) {
+        if (slot >= s->cap || !s->subs[slot].used)
+            return;
+        struct wsb_buf b;
+        wsb_buf_init(&b);
+        wsb_encode_gap(&b, s->subs[slot].channel, count);
+        wsb_session_reply(s, &b);
+        wsb_buf_cleanup(&b);
+        return;
+    }
     if (slot < s->cap && s->subs[slot].used)
-        s->subs[slot].gap++;
-    wsb_metric_add(s->w->metrics.dropped[WSB_DROP_UNDECODABLE], 1);
+        s->subs[slot].gap += count;
+    wsb_metric_add(s->w->metrics.dropped[WSB_DROP_UNDECODABLE], count);
     wsb_session_flush(s);
 }
 

@@ -517,14 +517,17 @@ void wsb_hub_message(struct wsb_hub *h, const struct wsb_msg *m)
     if (m->partition >= 0 && m->offset >= 0)
         set_position(s, m->partition, m->offset + 1);
     bool ack = m->ack_token != 0;
-    if (m->flags & WSB_MSG_SKIPPED) {
-        /* A record the connector could not decode cannot be judged by a filter either: every
-         * subscriber is owed a gap. */
+    if (m->flags & (WSB_MSG_SKIPPED | WSB_MSG_LOST)) {
+        /* A record the connector could not decode, or records the broker lost, cannot be
+         * judged by a filter either: every subscriber is owed a gap. */
+        bool lost = m->flags & WSB_MSG_LOST;
+        uint64_t count = lost ? m->lost : 1;
         for (struct hub_channel *c = s->channels; c; c = c->next_in_source)
             for (size_t k = 0; k < c->ngroups; k++)
-                for (size_t i = 0; i < c->groups[k]->nsubs && h->cbs.skipped; i++)
+                for (size_t i = 0; i < c->groups[k]->nsubs && h->cbs.skipped && count; i++)
                     if (c->groups[k]->subs[i]->active)
-                        h->cbs.skipped(c->groups[k]->subs[i]->owner, c->groups[k]->subs[i]->slot);
+                        h->cbs.skipped(c->groups[k]->subs[i]->owner, c->groups[k]->subs[i]->slot,
+                                       count, lost);
         return;
     }
     for (struct hub_channel *c = s->channels; c; c = c->next_in_source) {

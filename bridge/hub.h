@@ -24,9 +24,10 @@ struct wsb_hub_cbs {
     /** The source failed; the hub frees the subscription right after this call (forget the
      * handle; do not call the hub from here). */
     void (*failed)(void *owner, uint32_t slot, const char *code, const char *message);
-    /** A record of the source was skipped by the connector (WSB_MSG_SKIPPED): the subscriber
-     * is owed a `gap`. */
-    void (*skipped)(void *owner, uint32_t slot);
+    /** `count` records of the source will never reach the subscriber, who is owed a `gap`
+     * for them: one the connector could not decode (WSB_MSG_SKIPPED, count 1), or records
+     * lost at the broker (WSB_MSG_LOST, `lost` true). */
+    void (*skipped)(void *owner, uint32_t slot, uint64_t count, bool lost);
 };
 
 struct wsb_hub;

@@ -53,6 +53,7 @@ struct wsb_msg *wsb_msg_new(uint64_t source_id, int32_t partition, int64_t offse
 
     atomic_init(&m->refs, 1);
     m->flags = 0;
+    m->lost = 0;
     m->source_id = source_id;
     m->partition = partition;
     m->offset = offset;
@@ -100,6 +101,7 @@ struct wsb_msg *wsb_msg_share(struct wsb_msg *m, uint64_t source_id)
     *v = (struct wsb_msg){.flags = m->flags,
                           .source_id = source_id,
                           .partition = m->partition,
+                          .lost = m->lost,
                           .offset = m->offset,
                           .timestamp_ms = m->timestamp_ms,
                           .key = m->key,

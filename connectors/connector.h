@@ -29,6 +29,11 @@ enum {
     WSB_MSG_SKIPPED = 1u << 2,  /* no message: a record of the source was skipped (it could
                                    not be decoded); subscribers get a `gap` for it, and the
                                    partition's position moves past `offset` */
+    WSB_MSG_LOST = 1u << 3,     /* no message: `lost` records of the partition up to `offset`
+                                   were lost before the connector read them (the broker no
+                                   longer had them: a consumer offset reset past them);
+                                   subscribers get a `gap` of that many, and the position
+                                   moves past `offset` */
 };
 
 /** One broker message, immutable after creation, shared by reference between threads.
@@ -38,6 +43,7 @@ struct wsb_msg {
     uint32_t flags;       /* WSB_MSG_*, 0 by default */
     uint64_t source_id;   /* the source this message belongs to */
     int32_t partition;    /* Kafka partition, -1 when none */
+    uint32_t lost;        /* WSB_MSG_LOST: how many records (in what was padding) */
     int64_t offset;       /* Kafka offset, -1 when none */
     int64_t timestamp_ms; /* broker timestamp, -1 when unknown */
     uint64_t ack_token;   /* non-zero on `delivery: ack` sources: pass back to ack() */

@@ -325,6 +325,10 @@ static enum verdict render(struct wsb_kfmt *f, const struct fsrc *s, struct wsb_
 static bool emit(struct wsb_kfmt *f, const struct fsrc *s, struct wsb_msg *m)
 {
     struct wsb_msg *out = NULL;
+    if (m->flags & WSB_MSG_LOST) { /* records lost at the broker: no record to render */
+        f->sink.message(f->sink.ctx, m);
+        return true;
+    }
     switch (render(f, s, m, &out)) {
     case V_WAIT: return false;
     case V_DONE:

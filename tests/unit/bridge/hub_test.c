@@ -2,7 +2,9 @@
  * group, each group's filter runs once per message, one frame per message and channel is
  * shared by every group that takes it, a record no group takes builds no frame, a refilter
  * moves a subscriber between groups, offsets advance for filtered records too, and keyed
- * groups are found through the key index (chains of one key) while the others are scanned. */
+ * groups are found through the key index (chains of one key) while the others are scanned;
+ * records skipped or lost at the broker are a gap of their count for every active subscriber,
+ * filtered or not. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -24,7 +26,9 @@ static struct {
     size_t got[NSUBS];
     struct wsb_frame *last[NSUBS];
     size_t started;
-    char positions[64]; /* the last started() positions, "" for NULL */
+    char positions[64];  /* the last started() positions, "" for NULL */
+    uint64_t gap[NSUBS]; /* skipped(): the counts owed */
+    size_t lost_calls;   /* skipped() with lost true */
 } rec;
 
 static void deliver(void *owner, uint32_t slot, struct wsb_frame *f, uint64_t ack)
@@ -51,8 +55,15 @@ static void failed(void *owner, uint32_t slot, const char *code, const char *mes
     (void)message;
 }
 
+static void skipped(void *owner, uint32_t slot, uint64_t count, bool lost)
+{
+    (void)owner;
+    rec.gap[slot] += count;
+    rec.lost_calls += lost;
+}
+
 static const struct wsb_hub_cbs cbs = {
-    .deliver = deliver, .started = started, .failed = failed, .skipped = NULL};
+    .deliver = deliver, .started = started, .failed = failed, .skipped = skipped};
 
 /* Each test's hub (its state), made by setup with the loop metrics `m` and the records seen
  * reset; the filters' counter `filtered` is the tests' own. */
@@ -302,6 +313,55 @@ static void test_resync(void **state)
     wsb_msg_unref(m9);
 }
 
+/* WSB_MSG_LOST (records the broker no longer had) and WSB_MSG_SKIPPED (one record that could
+ * not be decoded): every active subscriber, filtered or not, is owed a gap of the count, no
+ * frame is built, a pending one gets nothing, and the position moves past the marker. */
+static void test_lost_and_skipped(void **state)
+{
+    struct wsb_hub *h = *state;
+    bool active;
+    char *pos;
+    struct wsb_hub_sub *a =
+        wsb_hub_attach(h, "orders", 6, 7, key_filter("a", &filtered), NULL, 0, &active, &pos);
+    struct wsb_hub_sub *b = wsb_hub_attach(h, "orders", 6, 7, NULL, NULL, 1, &active, &pos);
+    wsb_hub_started(h, 7, "{\"0\":0}");
+    struct wsb_hub_sub *p = wsb_hub_attach(h, "orders", 6, 8, NULL, NULL, 2, &active, &pos);
+    assert_false(active);
+
+    struct wsb_msg *lost = wsb_msg_new(7, 0, 141, -1, NULL, 0, NULL, 0, NULL, 0);
+    lost->flags |= WSB_MSG_LOST;
+    lost->lost = 42;
+    wsb_hub_message(h, lost);
+    assert_int_equal(rec.gap[0], 42);
+    assert_int_equal(rec.gap[1], 42);
+    assert_int_equal(rec.gap[2], 0);
+    assert_int_equal(rec.lost_calls, 2);
+    assert_int_equal(m.frames_encoded, 0);
+    struct wsb_hub_sub *c = wsb_hub_attach(h, "orders", 6, 7, NULL, NULL, 3, &active, &pos);
+    assert_true(active);
+    assert_string_equal(pos, "{\"0\":142}");
+    free(pos);
+
+    struct wsb_msg *skip = wsb_msg_new(7, 0, 142, -1, NULL, 0, NULL, 0, NULL, 0);
+    skip->flags |= WSB_MSG_SKIPPED;
+    wsb_hub_message(h, skip);
+    assert_int_equal(rec.gap[0], 43);
+    assert_int_equal(rec.gap[3], 1);
+    assert_int_equal(rec.lost_calls, 2);
+
+    struct wsb_msg *next = msg("b", 143);
+    wsb_hub_message(h, next);
+    assert_int_equal(rec.got[0], 0); /* filtered out: the gap was still owed */
+    assert_int_equal(rec.got[1], 1);
+
+    struct wsb_hub_sub *all[] = {a, b, p, c};
+    for (size_t i = 0; i < 4; i++)
+        wsb_hub_detach(h, all[i]);
+    wsb_msg_unref(lost);
+    wsb_msg_unref(skip);
+    wsb_msg_unref(next);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -309,6 +369,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_key_index_and_scan, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_with_groups, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resync, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lost_and_skipped, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
