@@ -14,6 +14,7 @@
 #include "connectors/kafka.h"
 #include "connectors/kafka_format.h"
 #include "connectors/kafka_group.h"
+#include "connectors/kafka_reset.h"
 #include "util/log.h"
 
 /* Handle 0 is shared by every source whose topic it does not read yet; a source whose topic
@@ -97,6 +98,12 @@ struct kc {
 
     struct wsb_kfmt *fmt; /* value_format / key_format: Avro through the schema registry */
     bool started;
+
+    /* Records lost at the broker (kafka_reset.h): the handles' offset resets, noted by their
+     * log callback, judged by deliver(). */
+    struct wsb_kresets *resets;
+    atomic_uint_fast64_t records_lost;
+    int log_level; /* the user's librdkafka log_level: what on_handle_log passes on */
 
     rd_kafka_t *lookup; /* a client that never fetches: metadata, offsets, the probe */
 
@@ -186,6 +193,19 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char 
         return;
     wsb_log(l, "librdkafka", WSB_LSTR("client", rd_kafka_name(rk)), WSB_LSTR("facility", fac),
             WSB_LSTR("detail", buf));
+}
+
+/* The consumer handles' log callback. An offset reset after an error ("offset out of range")
+ * is noted for deliver(): librdkafka logs it on its own thread before it even asks for the new
+ * position, so the note is in before any record read after the reset reaches deliver(). */
+static void on_handle_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    struct kc *k = rd_kafka_opaque(rk);
+    struct wsb_kreset_note n;
+    if (wsb_kreset_parse(level, fac, buf, &n))
+        wsb_kresets_note(k->resets, rk, &n);
+    if (level <= k->log_level)
+        on_log(rk, level, fac, buf);
 }
 
 /* Delivery reports: served by rd_kafka_poll/flush on the connector thread. */
@@ -463,6 +483,15 @@ static bool handle_open(struct kc *k, int h, char *err, size_t errlen)
         return true;
     rd_kafka_conf_t *c = rd_kafka_conf_dup(k->consumer_conf);
     char why[256];
+    /* Offset resets are seen in the log (on_handle_log): its warnings must be logged, and at
+     * once (a log queue would hold them until served). */
+    rd_kafka_conf_set_log_cb(c, on_handle_log);
+    if (!conf_set(c, "log.queue", "false", why, sizeof(why)) ||
+        (k->log_level < 4 && !conf_set(c, "log_level", "4", why, sizeof(why)))) {
+        rd_kafka_conf_destroy(c);
+        snprintf(err, errlen, "kafka consumer: %s", why);
+        return false;
+    }
     hd->rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, why, sizeof(why));
     if (!hd->rk) {
         rd_kafka_conf_destroy(c);
@@ -488,6 +517,7 @@ static void handle_close(struct kc *k, int h)
         return;
     rd_kafka_queue_io_event_enable(hd->queue, -1, NULL, 0);
     rd_kafka_queue_destroy(hd->queue);
+    wsb_kresets_forget(k->resets, hd->rk, NULL);
     struct job *j = k->nworkers && !k->pool_stop ? calloc(1, sizeof(*j)) : NULL;
     if (j) {
         j->kind = JOB_CLOSE;
@@ -923,6 +953,7 @@ static void do_unsubscribe(struct kc *k, uint64_t id)
         rd_kafka_error_destroy(e);
     }
     k->cache_rkt = NULL;
+    wsb_kresets_forget(k->resets, hd->rk, s->topic);
     wsb_kfmt_forget(k->fmt, id);
     hd->nsources--;
     if (s->handle > 0 && hd->nsources == 0)
@@ -1008,16 +1039,57 @@ static bool filtered(struct source *s, const rd_kafka_message_t *rkm, int64_t ts
     return false;
 }
 
+/* Hands `m` to the format stage or the sink, as deliver() does with a record. */
+static void hand_over(struct kc *k, const struct source *s, bool formatted, struct wsb_msg *m)
+{
+    if (formatted)
+        wsb_kfmt_message(k->fmt, s->id, s->value_format, s->key_format, s->topic, m);
+    else if (k->sink.message_held)
+        k->sink.message_held(k->sink.ctx, m); /* handed over by consume()'s flush */
+    else
+        k->sink.message(k->sink.ctx, m);
+}
+
+/* `lost` records before `rkm` were skipped by an offset reset (the broker no longer had
+ * them): counted, logged, and a WSB_MSG_LOST marker in their place, so that every subscriber
+ * gets a `gap` for them before `rkm`. */
+static void hand_lost(struct kc *k, const struct source *s, bool formatted,
+                      const rd_kafka_message_t *rkm, uint64_t lost)
+{
+    atomic_fetch_add(&k->records_lost, lost);
+    wsb_log(WSB_LOG_WARN, "kafka records lost", WSB_LSTR("connector", k->name),
+            WSB_LSTR("topic", s->topic), WSB_LINT("partition", rkm->partition),
+            WSB_LINT("expected", rkm->offset - (int64_t)lost), WSB_LINT("offset", rkm->offset),
+            WSB_LUINT("lost", lost),
+            WSB_LSTR("reason", "consumer offset reset: records no longer on the broker"));
+    if (!formatted && k->sink.skip && k->sink.skip(k->sink.ctx, s->id, rkm->partition, rkm->offset))
+        return; /* nobody reads the source now */
+    while (lost > 0) {
+        struct wsb_msg *m =
+            wsb_msg_new(s->id, rkm->partition, rkm->offset - 1, -1, NULL, 0, NULL, 0, NULL, 0);
+        if (!m)
+            return;
+        m->flags |= WSB_MSG_LOST;
+        m->lost = lost > UINT32_MAX ? UINT32_MAX : (uint32_t)lost;
+        lost -= m->lost;
+        hand_over(k, s, formatted, m);
+    }
+}
+
 static void deliver(struct kc *k, int h, const rd_kafka_message_t *rkm)
 {
     struct source *s = owner_of(k, h, rkm);
     if (!s)
         return; /* unsubscribed meanwhile */
+    bool formatted = wsb_kfmt_needed(k->fmt, s->value_format, s->key_format);
+    uint64_t lost =
+        wsb_kresets_check(k->resets, k->handles[h].rk, s->topic, rkm->partition, rkm->offset);
+    if (lost)
+        hand_lost(k, s, formatted, rkm, lost);
     rd_kafka_timestamp_type_t tstype;
     int64_t ts = rd_kafka_message_timestamp(rkm, &tstype);
     if (s->nfiltering && filtered(s, rkm, ts))
         return;
-    bool formatted = wsb_kfmt_needed(k->fmt, s->value_format, s->key_format);
     if (!formatted && k->sink.skip &&
         k->sink.skip(k->sink.ctx, s->id, rkm->partition, rkm->offset + 1)) {
         atomic_fetch_add(&k->base.messages_in, 1);
@@ -1048,12 +1120,7 @@ static void deliver(struct kc *k, int h, const rd_kafka_message_t *rkm)
     if (!m)
         return;
     atomic_fetch_add(&k->base.messages_in, 1);
-    if (formatted)
-        wsb_kfmt_message(k->fmt, s->id, s->value_format, s->key_format, s->topic, m);
-    else if (k->sink.message_held)
-        k->sink.message_held(k->sink.ctx, m); /* handed over by consume()'s flush */
-    else
-        k->sink.message(k->sink.ctx, m);
+    hand_over(k, s, formatted, m);
 }
 
 static bool consume_burst(struct kc *k, int h);
@@ -1402,11 +1469,22 @@ static enum wsb_err create(const char *name, const json_t *conf, const struct ws
     pthread_mutex_init(&k->probe_lock, NULL);
     pthread_cond_init(&k->probe_cond, NULL);
     k->cache_handle = -1;
+    atomic_init(&k->records_lost, 0);
+    k->log_level = 6; /* librdkafka's default */
+    const char *lvl =
+        json_string_value(json_object_get(json_object_get(conf, "properties"), "log_level"));
+    if (lvl)
+        k->log_level = atoi(lvl);
 
     char why[256];
     if (!(k->consumer_conf = build_conf(k, conf, true, why, sizeof(why))) ||
         !(k->producer_conf = build_conf(k, conf, false, why, sizeof(why)))) {
         snprintf(err, errlen, "kafka connector %s: %s", name, why);
+        goto fail;
+    }
+    if (!(k->resets = wsb_kresets_new())) {
+        snprintf(err, errlen, "out of memory");
+        rc = WSB_ERR_NOMEM;
         goto fail;
     }
     if ((rc = wsb_cbase_init(&k->base, err, errlen)) != WSB_OK)
@@ -1432,6 +1510,7 @@ static enum wsb_err create(const char *name, const json_t *conf, const struct ws
     return WSB_OK;
 
 fail:
+    wsb_kresets_free(k->resets);
     if (k->consumer_conf)
         rd_kafka_conf_destroy(k->consumer_conf);
     if (k->producer_conf)
@@ -1527,6 +1606,7 @@ static void destroy(void *impl)
     wsb_cbase_cleanup(&k->base); /* after kfmt: its thread may wake the queue until then */
     rd_kafka_conf_destroy(k->consumer_conf);
     rd_kafka_conf_destroy(k->producer_conf);
+    wsb_kresets_free(k->resets);
     destroy_locks(k);
     free(k);
 }
@@ -1570,6 +1650,10 @@ static size_t stats(void *impl, struct wsb_connector_stat *out, size_t max)
         {"wsbridge_kafka_group_lag", "gauge",
          "Records of the groups' assigned partitions past the committed offset.",
          (double)atomic_load(&g->lag)},
+        {"wsbridge_records_lost_total", "counter",
+         "Records skipped unread because the broker no longer had them (a consumer offset "
+         "reset past them); their subscribers got a gap.",
+         (double)atomic_load(&k->records_lost)},
     };
     size_t n = sizeof(all) / sizeof(all[0]) < max ? sizeof(all) / sizeof(all[0]) : max;
     memcpy(out, all, n * sizeof(*out));
