@@ -2,6 +2,9 @@
 #include "bridge/ws/ws_http.h"
 
 #include <openssl/evp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 #include <strings.h>
 #include "util/form.h"
@@ -17,12 +20,12 @@ long wsb_http_head_end(const char *buf, size_t len)
     return len >= WSB_HTTP_MAX_HEAD ? -1 : 0;
 }
 
-/* RFC 9110 §5.6.2 tchar */
+/* RFC 9110 §5.6.2 tchar: DIGIT, ALPHA and "!#$%&'*+-.^_`|~", as a bitmap of the 128 ASCII
+ * codes (ws_http_test checks it against that definition for every byte). */
 static bool is_tchar(unsigned char c)
 {
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
-        return true;
-    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+    static const uint64_t tchar[2] = {0x03ff6cfa00000000u, 0x57ffffffc7fffffeu};
+    return c < 128 && (tchar[c >> 6] >> (c & 63) & 1);
 }
 
 /* field-vchar / SP / HTAB, with obs-text allowed (RFC 9110 §5.5) */
@@ -264,21 +267,36 @@ void wsb_ws_check_upgrade(const struct wsb_http_req *req, struct wsb_upgrade_che
     out->key = key;
 }
 
+/* SHA-1 fetched from the provider once: EVP_sha1() in EVP_DigestInit looked it up again on
+ * every handshake (with a context allocated and freed around it). */
+static EVP_MD *sha1_md;
+static pthread_once_t sha1_once = PTHREAD_ONCE_INIT;
+
+static void sha1_fetch(void)
+{
+    sha1_md = EVP_MD_fetch(NULL, "SHA1", NULL);
+}
+
 void wsb_ws_accept_key(const char *key, size_t key_len, char out[29])
 {
     static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned char md[EVP_MAX_MD_SIZE], stack[128], *in;
     unsigned int md_len = 0;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    size_t len = key_len + sizeof(guid) - 1;
 
     out[0] = '\0';
-    if (!ctx)
+    pthread_once(&sha1_once, sha1_fetch);
+    /* One buffer for the one-shot digest: a key of the valid size (24) is joined on the
+     * stack. */
+    in = len <= sizeof(stack) ? stack : malloc(len);
+    if (!in)
         return;
-    if (EVP_DigestInit_ex(ctx, EVP_sha1(), NULL) == 1 && EVP_DigestUpdate(ctx, key, key_len) == 1 &&
-        EVP_DigestUpdate(ctx, guid, sizeof(guid) - 1) == 1 &&
-        EVP_DigestFinal_ex(ctx, md, &md_len) == 1 && md_len == 20)
+    memcpy(in, key, key_len);
+    memcpy(in + key_len, guid, sizeof(guid) - 1);
+    if (EVP_Digest(in, len, md, &md_len, sha1_md ? sha1_md : EVP_sha1(), NULL) == 1 && md_len == 20)
         EVP_EncodeBlock((unsigned char *)out, md, 20); /* 28 characters and a NUL */
-    EVP_MD_CTX_free(ctx);
+    if (in != stack)
+        free(in);
 }
 
 long wsb_http_query_param(struct wsb_slice query, const char *name, char *out, size_t outlen)

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <openssl/evp.h>
 
 #include "bridge/ws/ws_http.h"
 
@@ -96,6 +97,28 @@ static void test_parse_good(void **state)
     assert_int_equal(req.query.len, 0);
     /* obs-text in values is allowed */
     assert_int_equal(parse("GET / HTTP/1.1\r\nX: caf\xc3\xa9\r\n\r\n", &req), 0);
+}
+
+/* Every byte value in a method and in a header name: accepted exactly when it is a tchar
+ * (RFC 9110 §5.6.2). */
+static void test_tchar_every_byte(void **state)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    struct wsb_http_req req;
+    (void)state;
+    for (int c = 0; c < 256; c++) {
+        bool want = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                    (c != 0 && strchr(extra, c) != NULL);
+        char head[64];
+        int n = snprintf(head, sizeof(head), "G%cT / HTTP/1.1\r\n\r\n", 'x');
+        head[1] = (char)c;
+        assert_int_equal(wsb_http_parse(head, (size_t)n, &req) == 0, want);
+        n = snprintf(head, sizeof(head), "GET / HTTP/1.1\r\nA%cB: v\r\n\r\n", 'x');
+        head[17] = (char)c;
+        bool ok = wsb_http_parse(head, (size_t)n, &req) == 0 && req.nheaders == 1 &&
+                  req.headers[0].name.len == 3;
+        assert_int_equal(ok, want);
+    }
 }
 
 static void test_parse_bad(void **state)
@@ -240,6 +263,24 @@ static void test_accept_key(void **state)
     /* RFC 6455 §1.3 example */
     wsb_ws_accept_key("dGhlIHNhbXBsZSBub25jZQ==", 24, out);
     assert_string_equal(out, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+
+    /* The hand-written SHA-1 against OpenSSL's, for keys of every length that puts the
+     * padding in one block, on a block boundary or across two blocks. */
+    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    char key[300], joined[400], want[29];
+    unsigned char md[20];
+    for (size_t len = 0; len < sizeof(key); len++) {
+        for (size_t i = 0; i < len; i++)
+            key[i] = (char)('A' + (i * 7 + len) % 58);
+        memcpy(joined, key, len);
+        memcpy(joined + len, guid, sizeof(guid) - 1);
+        unsigned int mdlen = 0;
+        assert_int_equal(EVP_Digest(joined, len + sizeof(guid) - 1, md, &mdlen, EVP_sha1(), NULL),
+                         1);
+        EVP_EncodeBlock((unsigned char *)want, md, 20);
+        wsb_ws_accept_key(key, len, out);
+        assert_string_equal(out, want);
+    }
 }
 
 static void test_query_param(void **state)
@@ -298,10 +339,10 @@ static void test_cookie(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_head_end),   cmocka_unit_test(test_parse_good),
-        cmocka_unit_test(test_parse_bad),  cmocka_unit_test(test_upgrade),
-        cmocka_unit_test(test_accept_key), cmocka_unit_test(test_query_param),
-        cmocka_unit_test(test_cookie),
+        cmocka_unit_test(test_head_end),    cmocka_unit_test(test_parse_good),
+        cmocka_unit_test(test_parse_bad),   cmocka_unit_test(test_upgrade),
+        cmocka_unit_test(test_accept_key),  cmocka_unit_test(test_tchar_every_byte),
+        cmocka_unit_test(test_query_param), cmocka_unit_test(test_cookie),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
