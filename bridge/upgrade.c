@@ -347,12 +347,17 @@ static bool authenticate(struct admission *a)
         return true;
     const struct wsb_http_req *req = &a->req;
     /* Any join the head limit allows: RS256 tokens with many claims are often several KiB.
-     * Cookie headers join with "; " (RFC 6265 §5.4), subprotocol lists with ", ". */
-    char *cookies = malloc(JOIN_MAX);
+     * Cookie headers join with "; " (RFC 6265 §5.4), subprotocol lists with ", ". The
+     * cookies are joined only for the cookie source (wsb_token_find reads them for nothing
+     * else). Both buffers are the loop thread's (no 8 KiB allocation per handshake) and are
+     * wiped after each use, as far as they were written. */
+    static _Thread_local char cookies[JOIN_MAX];
+    static _Thread_local char token[WSB_TOKEN_MAX + 1];
+    bool want_cookies = (cfg->auth.token_sources & WSB_TOKEN_COOKIE) && cfg->auth.cookie_name;
     /* Only a WebSocket upgrade carries the token as a subprotocol. */
     size_t pl =
         a->kind == REQ_UPGRADE ? join_headers(req, "Sec-WebSocket-Protocol", ", ", a->join) : 0;
-    size_t cl = cookies ? join_headers(req, "Cookie", "; ", cookies) : 0;
+    size_t cl = want_cookies ? join_headers(req, "Cookie", "; ", cookies) : 0;
     struct wsb_slice authz = wsb_http_header(req, "Authorization");
     struct wsb_token_inputs in = {
         .authorization = authz.ptr,
@@ -364,10 +369,10 @@ static bool authenticate(struct admission *a)
         .cookies = cl ? cookies : NULL,
         .cookies_len = cl,
     };
-    char *token = malloc(WSB_TOKEN_MAX + 1);
     const char *source = NULL;
     const char *token_error = NULL;
-    long tl = token ? wsb_token_find(&cfg->auth, &in, token, WSB_TOKEN_MAX + 1, &source) : -1;
+    /* wsb_token_find writes the token and its NUL, or only out[0], on every path. */
+    long tl = wsb_token_find(&cfg->auth, &in, token, WSB_TOKEN_MAX + 1, &source);
     if (tl == 0) {
         token_error = "token_missing";
     } else if (tl < 0) {
@@ -377,14 +382,9 @@ static bool authenticate(struct admission *a)
         if (!token_error)
             token_error = "token_invalid";
     }
-    if (token) {
-        memset(token, 0, WSB_TOKEN_MAX + 1);
-        free(token);
-    }
-    if (cookies) {
-        memset(cookies, 0, JOIN_MAX);
-        free(cookies);
-    }
+    memset(token, 0, tl > 0 ? (size_t)tl + 1 : 1);
+    if (want_cookies)
+        memset(cookies, 0, JOIN_MAX); /* a failed join may have written part of it */
     if (token_error && (cfg->auth.refusal == WSB_REFUSAL_HTTP || a->kind != REQ_UPGRADE)) {
         refuse(s, 401, token_error, "authentication failed",
                "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n", WSB_HS_UNAUTHORIZED);
@@ -418,16 +418,28 @@ static void switch_protocols(struct admission *a)
             s->deflate_out = s->pmd && pmdp.server_max_window_bits >= 15;
         }
     }
-    struct evbuffer *out = bufferevent_get_output(s->bev);
-    evbuffer_add_printf(out,
-                        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                        "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n",
-                        accept);
-    if (proto)
-        evbuffer_add_printf(out, "Sec-WebSocket-Protocol: %s\r\n", proto);
-    if (s->pmd)
-        evbuffer_add_printf(out, "Sec-WebSocket-Extensions: %s\r\n", ext);
-    evbuffer_add(out, "\r\n", 2);
+    /* One evbuffer_add of the whole head, copied together without printf. */
+    static const char head[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                               "Connection: Upgrade\r\nSec-WebSocket-Accept: ";
+    char resp[sizeof(head) + sizeof(accept) + sizeof(ext) + 128];
+    size_t n = 0;
+#define PUT(p, l) (memcpy(resp + n, (p), (l)), n += (l))
+    PUT(head, sizeof(head) - 1);
+    PUT(accept, strlen(accept));
+    PUT("\r\n", 2);
+    if (proto) {
+        PUT("Sec-WebSocket-Protocol: ", 24);
+        PUT(proto, strlen(proto)); /* SUBPROTOCOL, a constant */
+        PUT("\r\n", 2);
+    }
+    if (s->pmd) {
+        PUT("Sec-WebSocket-Extensions: ", 26);
+        PUT(ext, strnlen(ext, sizeof(ext) - 1));
+        PUT("\r\n", 2);
+    }
+    PUT("\r\n", 2);
+#undef PUT
+    evbuffer_add(bufferevent_get_output(s->bev), resp, n);
     s->state = WSB_SS_OPEN;
     s->opened_us = wsb_now_us();
     wsb_session_disarm_timer(s);
@@ -510,6 +522,10 @@ static void handshake(struct wsb_session *s, const char *head, size_t head_len, 
  * length is missing or chunked (refused by check_method). */
 static size_t announced_body(const struct wsb_session *s, const char *head, size_t len)
 {
+    /* The method is the head's first token: anything but "POST " announces no body, and is
+     * parsed once, by handshake() (not twice per upgrade). */
+    if (len < 5 || memcmp(head, "POST ", 5) != 0 || !s->rt->cfg->sse_enabled)
+        return 0;
     struct wsb_http_req *req = malloc(sizeof(*req));
     size_t body = 0;
     if (!req || wsb_http_parse(head, len, req) != 0 || !s->rt->cfg->sse_enabled ||
