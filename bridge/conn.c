@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/ssl.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -330,10 +331,21 @@ static struct wsb_session *open_session(struct wsb_worker *w, struct bufferevent
     return s;
 }
 
+/* True once a listener could not take TCP_NODELAY for its connections (never expected). */
+static atomic_bool nodelay_each;
+
+void wsb_conn_listener_init(int fd)
+{
+    int one = 1;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0)
+        atomic_store(&nodelay_each, true);
+}
+
 void wsb_conn_accept(struct wsb_worker *w, int fd, const struct sockaddr *addr, int socklen)
 {
     int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (atomic_load_explicit(&nodelay_each, memory_order_relaxed))
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     bool tls = w->shared->tls;
     struct bufferevent *bev =
         tls ? tls_bufferevent(w, fd) : bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);

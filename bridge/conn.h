@@ -10,6 +10,11 @@ struct bufferevent;
 struct wsb_session;
 struct wsb_worker;
 
+/** Sets TCP_NODELAY on listening socket `fd` once: Linux copies it to every socket accepted
+ * from it, which saves a setsockopt per connection. Where that fails, wsb_conn_accept sets it
+ * on each connection. @locality any thread, before its listener accepts */
+void wsb_conn_listener_init(int fd);
+
 /** Takes over an accepted socket (closed on failure). @locality worker loop */
 void wsb_conn_accept(struct wsb_worker *w, int fd, const struct sockaddr *addr, int socklen);
 

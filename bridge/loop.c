@@ -315,6 +315,7 @@ enum wsb_err wsb_loop_new(struct wsb_shared *sh, unsigned idx, const struct sock
         return WSB_ERR_IO;
     }
     evconnlistener_set_error_cb(w->listener, on_accept_error);
+    wsb_conn_listener_init(evconnlistener_get_fd(w->listener));
     *out = w;
     return WSB_OK;
 nomem:
