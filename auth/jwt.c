@@ -985,6 +985,53 @@ static const char *check_claims(const struct wsb_auth *a, const json_t *claims, 
     return NULL;
 }
 
+/* ---- header cache ---------------------------------------------------------------------
+ * The protected header of one issuer's tokens is the same text in every token
+ * ({"alg":"HS256","typ":"JWT"} and a kid), so each loop thread remembers the last few header
+ * segments (the base64url text exactly as sent) that decoded to a usable header: a JSON
+ * object whose alg is one of algs[], without crit, with a string kid or none, and an
+ * accepted typ. A hit gives the alg and kid that parsing the same bytes gives, without the
+ * base64 and the jansson parse; what does not pass those checks is never stored and is
+ * parsed every time. The verifier's own checks (alg allow-list, keys, signature, claims)
+ * run on every token. No heap: a few hundred bytes of TLS per thread. */
+#define HCACHE_WAYS 4
+#define HCACHE_TEXT 160 /* header segments up to this many characters are cached */
+#define HCACHE_KID 64   /* and kids up to this long */
+
+struct hcache_entry {
+    uint16_t len; /* of text; 0 = empty */
+    uint8_t alg;  /* index into algs[] */
+    bool has_kid;
+    char kid[HCACHE_KID + 1];
+    char text[HCACHE_TEXT];
+};
+
+static _Thread_local struct hcache_entry hcache[HCACHE_WAYS];
+static _Thread_local unsigned hcache_next;
+
+static const struct hcache_entry *hcache_find(const char *seg, size_t len)
+{
+    if (len == 0 || len > HCACHE_TEXT)
+        return NULL;
+    for (size_t i = 0; i < HCACHE_WAYS; i++)
+        if (hcache[i].len == len && memcmp(hcache[i].text, seg, len) == 0)
+            return &hcache[i];
+    return NULL;
+}
+
+static void hcache_put(const char *seg, size_t len, size_t alg, const char *kid)
+{
+    size_t kl = kid ? strlen(kid) : 0;
+    if (len == 0 || len > HCACHE_TEXT || kl > HCACHE_KID || alg >= WSB_ARRAY_LEN(algs))
+        return;
+    struct hcache_entry *e = &hcache[hcache_next++ % HCACHE_WAYS];
+    memcpy(e->text, seg, len);
+    e->len = (uint16_t)len;
+    e->alg = (uint8_t)alg;
+    e->has_kid = kid != NULL;
+    memcpy(e->kid, kid ? kid : "", kl + 1);
+}
+
 enum wsb_err wsb_auth_verify(const struct wsb_auth *a, const char *token, size_t len, int64_t now,
                              struct wsb_identity **out, const char **code)
 {
@@ -1016,32 +1063,42 @@ enum wsb_err wsb_auth_verify(const struct wsb_auth *a, const char *token, size_t
     dot2 = dot1 ? memchr(dot1 + 1, '.', len - (size_t)(dot1 + 1 - token)) : NULL;
     if (!dot1 || !dot2 || memchr(dot2 + 1, '.', len - (size_t)(dot2 + 1 - token)))
         return WSB_ERR_AUTH;
-    header = b64url_json(token, (size_t)(dot1 - token));
-    if (!header)
-        goto out;
-    alg_name = json_string_value(json_object_get(header, "alg"));
-    if (!alg_name)
-        goto out;
-    /* RFC 7515 §4.1.11: we understand no critical extension. */
-    if (json_object_get(header, "crit"))
-        goto out;
-    if (json_object_get(header, "kid")) {
-        kid = json_string_value(json_object_get(header, "kid"));
-        if (!kid)
+    const struct hcache_entry *hc = hcache_find(token, (size_t)(dot1 - token));
+    if (hc) {
+        alg = algs[hc->alg].bit;
+        md = algs[hc->alg].md;
+        kid = hc->has_kid ? hc->kid : NULL;
+    } else {
+        header = b64url_json(token, (size_t)(dot1 - token));
+        if (!header)
             goto out;
-    }
-    if (!typ_ok(json_object_get(header, "typ"))) {
-        *code = "token_typ";
-        goto out;
+        alg_name = json_string_value(json_object_get(header, "alg"));
+        if (!alg_name)
+            goto out;
+        /* RFC 7515 §4.1.11: we understand no critical extension. */
+        if (json_object_get(header, "crit"))
+            goto out;
+        if (json_object_get(header, "kid")) {
+            kid = json_string_value(json_object_get(header, "kid"));
+            if (!kid)
+                goto out;
+        }
+        if (!typ_ok(json_object_get(header, "typ"))) {
+            *code = "token_typ";
+            goto out;
+        }
+        size_t found = WSB_ARRAY_LEN(algs);
+        for (size_t i = 0; i < WSB_ARRAY_LEN(algs); i++)
+            if (strcmp(algs[i].name, alg_name) == 0) {
+                alg = algs[i].bit;
+                md = algs[i].md;
+                found = i;
+            }
+        hcache_put(token, (size_t)(dot1 - token), found, kid);
     }
     /* RFC 8725 §3.1: the alg comes from the allow-list and is bound to the key type below;
      * "none" is never in it. */
     *code = "token_alg";
-    for (size_t i = 0; i < WSB_ARRAY_LEN(algs); i++)
-        if (strcmp(algs[i].name, alg_name) == 0) {
-            alg = algs[i].bit;
-            md = algs[i].md;
-        }
     if (!(alg & a->algorithms) || md < 0)
         goto out;
     in.md = md;

@@ -1056,6 +1056,76 @@ static void test_verified_cache(void **state)
     wsb_auth_unref(a);
 }
 
+/* The header cache (one thread's last headers, by their text): a cached header gives the
+ * same answers as parsing it, and every other check still runs on each token. */
+static void test_header_cache(void **state)
+{
+    struct conf_keys k = {.keys = {{.secret = SECRET}, {.kid = "r1", .file = rsa1_file}}, .n = 2};
+    struct wsb_auth_conf c = base_conf(&k);
+    struct wsb_auth *a = new_auth(&c);
+    (void)state;
+    /* The same header text many times over: accepted each time; a forged MAC, a wrong
+     * secret or a bad claim under that cached header are still refused. */
+    char *good = mint(JWT_ALG_HS256, SECRET, NULL, GOOD);
+    for (int i = 0; i < 3; i++)
+        assert_null(verify(a, good));
+    char *forged = strdup(good);
+    forged[strlen(forged) - 2] ^= 1;
+    assert_string_equal(verify(a, forged), "token_invalid");
+    char *other = mint(JWT_ALG_HS256, "another-secret", NULL, GOOD);
+    assert_string_equal(verify(a, other), "token_invalid");
+    char *expired = mint(JWT_ALG_HS256, SECRET, NULL, "{\"sub\":\"u1\",\"exp\":1600000000}");
+    assert_string_equal(verify(a, expired), "token_expired");
+    /* The allow-list is the verifier's: a header cached under one that allows HS256 is
+     * token_alg under one that does not. */
+    struct wsb_auth_conf c2 = base_conf(&k);
+    c2.algorithms = WSB_ALG_RS256;
+    struct wsb_auth *a2 = new_auth(&c2);
+    assert_string_equal(verify(a2, good), "token_alg");
+    assert_null(verify(a, good));
+    /* A kid is kept with its header: r1 names the RSA key, which has no HMAC type. */
+    char *kid = mint(JWT_ALG_HS256, SECRET, "r1", GOOD);
+    for (int i = 0; i < 2; i++)
+        assert_string_equal(verify(a, kid), "token_alg");
+    char *rs = mint(JWT_ALG_RS256, rsa1_priv, "r1", GOOD);
+    for (int i = 0; i < 2; i++)
+        assert_null(verify(a, rs));
+    /* Refused headers are never cached: the same text is refused every time, and the
+     * headers it would have evicted are still right. */
+    for (int i = 0; i < 2 * 4 + 1; i++) {
+        char *t = unsigned_token("{\"alg\":\"none\"}", GOOD, "c2ln");
+        assert_string_equal(verify(a, t), "token_alg");
+        free(t);
+        t = unsigned_token("{\"alg\":\"HS256\",\"typ\":\"xml\"}", GOOD, "c2ln");
+        assert_string_equal(verify(a, t), "token_typ");
+        free(t);
+        t = unsigned_token("{\"alg\":\"HS256\",\"crit\":[\"b64\"]}", GOOD, "c2ln");
+        assert_string_equal(verify(a, t), "token_malformed");
+        free(t);
+        t = unsigned_token("{\"alg\":\"HS256\",\"kid\":7}", GOOD, "c2ln");
+        assert_string_equal(verify(a, t), "token_malformed");
+        free(t);
+    }
+    /* More headers than ways: each is right whether it was evicted or not. */
+    char kids[6][8];
+    for (int round = 0; round < 2; round++)
+        for (int i = 0; i < 6; i++) {
+            snprintf(kids[i], sizeof(kids[i]), "x%d", i);
+            char *t = mint(JWT_ALG_HS256, SECRET, kids[i], GOOD); /* no key has kid x<i> */
+            assert_null(verify(a, t));
+            free(t);
+        }
+    assert_null(verify(a, good));
+    free(good);
+    free(forged);
+    free(other);
+    free(expired);
+    free(kid);
+    free(rs);
+    wsb_auth_unref(a2);
+    wsb_auth_unref(a);
+}
+
 static void test_threads(void **state)
 {
     struct conf_keys k = {.keys = {{.secret = SECRET}, {.file = rsa1_file}, {.file = ec256_file}},
@@ -1101,6 +1171,7 @@ int main(void)
         cmocka_unit_test(test_prepared_contexts),
         cmocka_unit_test(test_kid_candidates_counted),
         cmocka_unit_test(test_verified_cache),
+        cmocka_unit_test(test_header_cache),
         cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
