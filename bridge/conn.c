@@ -1,8 +1,9 @@
-/* Connections: accept, the bufferevent callbacks, and reading WebSocket frames (UTF-8,
- * permessage-deflate, control frames, inbound limits) of an open session. The HTTP upgrade
- * is upgrade.c's; complete text messages go to ops.c. */
+/* Connections: accept, the socket callbacks (a plain socket's io event, a TLS bufferevent's),
+ * and reading WebSocket frames (UTF-8, permessage-deflate, control frames, inbound limits) of
+ * an open session. The HTTP upgrade is upgrade.c's; complete text messages go to ops.c. */
 #include "bridge/conn.h"
 
+#include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/ssl.h>
@@ -28,7 +29,8 @@
 #include "util/log.h"
 
 #define READ_CHUNK (16 * 1024)
-#define RATE_STRIKES_MIN 10 /* refused messages in a row before 4429 */
+#define READ_MAX (64 * 1024) /* the most one read takes from the socket */
+#define RATE_STRIKES_MIN 10  /* refused messages in a row before 4429 */
 
 /* A message over an inbound limit is answered rate_limited; persistent abuse (more refusals
  * in a row than the message burst, at least RATE_STRIKES_MIN) closes with 4429. */
@@ -245,10 +247,9 @@ static void read_frames(struct wsb_session *s, struct evbuffer *in)
 
 /* ---- libevent callbacks ----------------------------------------------------------- */
 
-static void on_read(struct bufferevent *bev, void *arg)
+/* What was read (a bufferevent's input, or a plain session's `in`). */
+static void input(struct wsb_session *s, struct evbuffer *in)
 {
-    struct wsb_session *s = arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
     if (s->state == WSB_SS_HANDSHAKE)
         wsb_upgrade_read(s, in);
     if (s->state == WSB_SS_OPEN || s->state == WSB_SS_CLOSING)
@@ -259,8 +260,55 @@ static void on_read(struct bufferevent *bev, void *arg)
     if (s->state == WSB_SS_OPEN && !s->read_paused && wsb_session_limits(s)->send_hard_bytes &&
         wsb_session_queued(s) > wsb_session_limits(s)->send_hard_bytes) {
         s->read_paused = true;
-        bufferevent_disable(bev, EV_READ);
+        wsb_session_read(s, false);
     }
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    input(arg, bufferevent_get_input(bev));
+}
+
+/* A plain session's socket is readable: one read of at most READ_MAX (a bufferevent's
+ * max_single_read) and below read_max (its read high-water mark); EOF or an error ends the
+ * connection. The input evbuffer exists while input waits: an idle connection holds none. */
+static void read_socket(struct wsb_session *s)
+{
+    if (!s->in && !(s->in = evbuffer_new())) {
+        wsb_session_kill(s);
+        return;
+    }
+    size_t have = evbuffer_get_length(s->in);
+    size_t room = s->read_max > have ? s->read_max - have : 0;
+    if (room > READ_MAX)
+        room = READ_MAX;
+    if (room == 0)
+        return;
+    int n = evbuffer_read(s->in, s->fd, (int)room);
+    if (n <= 0) {
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return;
+        wsb_session_kill(s); /* EOF, or ECONNRESET and the like */
+        return;
+    }
+    input(s, s->in);
+    if (s->in && evbuffer_get_length(s->in) == 0) {
+        evbuffer_free(s->in);
+        s->in = NULL;
+    }
+}
+
+/* A plain session's one event: write readiness (asked for only while write_armed), then
+ * input; afterwards it is added for what is wanted now. */
+static void on_io(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    struct wsb_session *s = arg;
+    if (what & EV_WRITE)
+        wsb_writer_ready(s);
+    if ((what & EV_READ) && s->state != WSB_SS_DEAD && s->read_on)
+        read_socket(s);
+    wsb_session_io_update(s);
 }
 
 static void on_write(struct bufferevent *bev, void *arg)
@@ -304,10 +352,9 @@ static struct bufferevent *tls_bufferevent(struct wsb_worker *w, int fd)
     return bev;
 }
 
-/* `direct`: a plain socket, written by the loop's flush (writer.h): EV_WRITE stays off
- * until the kernel refuses part of a write. */
+/* A session on a bufferevent: TLS, or a unit test's pair. */
 static struct wsb_session *open_session(struct wsb_worker *w, struct bufferevent *bev,
-                                        const struct sockaddr *addr, int socklen, bool direct)
+                                        const struct sockaddr *addr, int socklen)
 {
     struct wsb_session *s = wsb_session_new(w, bev, addr, socklen);
     if (!s) {
@@ -319,14 +366,9 @@ static struct wsb_session *open_session(struct wsb_worker *w, struct bufferevent
     /* libevent writes at most 16 KiB per socket per loop pass by default: let one pass
      * drain what the session's flush queued (many frames per writev). */
     bufferevent_set_max_single_write(bev, WSB_SESSION_SOCKET_CHUNK);
-    bufferevent_set_max_single_read(bev, 64 * 1024);
+    bufferevent_set_max_single_read(bev, READ_MAX);
     bufferevent_setwatermark(bev, EV_READ, 0, 256 * 1024);
-    if (direct && wsb_writer_attach(s)) {
-        bufferevent_disable(bev, EV_WRITE); /* a new bufferevent starts with it enabled */
-        bufferevent_enable(bev, EV_READ);
-    } else {
-        bufferevent_enable(bev, EV_READ | EV_WRITE);
-    }
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
     wsb_upgrade_admit_peer(s);
     return s;
 }
@@ -341,25 +383,53 @@ void wsb_conn_listener_init(int fd)
         atomic_store(&nodelay_each, true);
 }
 
+/* A plain socket: no bufferevent (session.h), written by the loop's flush (writer.h), write
+ * readiness asked for only when the kernel refuses part of a write. */
+static void open_plain(struct wsb_worker *w, int fd, const struct sockaddr *addr, int socklen)
+{
+    struct evbuffer *out = evbuffer_new();
+    struct event *io = event_new(w->base, fd, EV_READ | EV_PERSIST, on_io, NULL);
+    struct wsb_session *s = out && io ? wsb_session_new(w, NULL, addr, socklen) : NULL;
+    if (!s) {
+        if (io)
+            event_free(io);
+        if (out)
+            evbuffer_free(out);
+        evutil_closesocket(fd);
+        return;
+    }
+    s->fd = fd; /* closed with the session from here on */
+    s->out = out;
+    s->io = io;
+    if (!wsb_writer_attach(s)) {
+        wsb_session_kill(s);
+        return;
+    }
+    wsb_session_read(s, true);
+    wsb_upgrade_admit_peer(s);
+}
+
 void wsb_conn_accept(struct wsb_worker *w, int fd, const struct sockaddr *addr, int socklen)
 {
     int one = 1;
     if (atomic_load_explicit(&nodelay_each, memory_order_relaxed))
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    bool tls = w->shared->tls;
-    struct bufferevent *bev =
-        tls ? tls_bufferevent(w, fd) : bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (!w->shared->tls) {
+        open_plain(w, fd, addr, socklen);
+        return;
+    }
+    struct bufferevent *bev = tls_bufferevent(w, fd);
     if (!bev) {
         evutil_closesocket(fd);
         return;
     }
-    struct wsb_session *s = open_session(w, bev, addr, socklen, !tls);
+    struct wsb_session *s = open_session(w, bev, addr, socklen);
     if (s)
-        s->tls = tls;
+        s->tls = true;
 }
 
 struct wsb_session *wsb_conn_open(struct wsb_worker *w, struct bufferevent *bev,
                                   const struct sockaddr *addr, int socklen)
 {
-    return open_session(w, bev, addr, socklen, false);
+    return open_session(w, bev, addr, socklen);
 }

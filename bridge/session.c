@@ -44,7 +44,7 @@ const struct wsb_limits *wsb_session_limits(const struct wsb_session *s)
 
 uint64_t wsb_session_queued(const struct wsb_session *s)
 {
-    return s->q.bytes + evbuffer_get_length(bufferevent_get_output(s->bev));
+    return s->q.bytes + evbuffer_get_length(s->out);
 }
 
 /* ---- low-level output ------------------------------------------------------------- */
@@ -62,7 +62,7 @@ static void frame_cleanup(const void *data, size_t len, void *arg)
  * is referenced, not copied per client. */
 static void write_frame(struct wsb_session *s, struct wsb_frame *f)
 {
-    struct evbuffer *out = bufferevent_get_output(s->bev);
+    struct evbuffer *out = s->out;
     size_t len = f->len;
     if (len < COPY_BELOW) {
         int rc = evbuffer_add(out, f->data, len);
@@ -140,7 +140,7 @@ void wsb_session_send_control(struct wsb_session *s, uint8_t opcode, const void 
         return;
     uint8_t hdr[10];
     size_t hl = wsb_frame_header(hdr, opcode, true, false, len);
-    struct evbuffer *out = bufferevent_get_output(s->bev);
+    struct evbuffer *out = s->out;
     evbuffer_add(out, hdr, hl);
     if (len)
         evbuffer_add(out, p, len);
@@ -217,7 +217,7 @@ static void write_sse_id(struct wsb_session *s)
         free(chans);
     if (n == 0)
         return;
-    struct evbuffer *out = bufferevent_get_output(s->bev);
+    struct evbuffer *out = s->out;
     evbuffer_add(out, "id: ", 4);
     evbuffer_add(out, tok, n);
     evbuffer_add(out, "\n", 1);
@@ -255,7 +255,7 @@ void wsb_session_flush(struct wsb_session *s)
 {
     if (s->state == WSB_SS_DEAD || s->state == WSB_SS_HANDSHAKE)
         return;
-    struct evbuffer *out = bufferevent_get_output(s->bev);
+    struct evbuffer *out = s->out;
     struct wsb_outq_item it;
     int64_t now = -1;
     while (evbuffer_get_length(out) < WSB_SESSION_SOCKET_CHUNK && wsb_outq_pop(&s->q, &it)) {
@@ -292,9 +292,63 @@ void wsb_session_flush(struct wsb_session *s)
     if (s->read_paused && wsb_session_queued(s) <= wsb_session_limits(s)->send_soft_bytes) {
         s->read_paused = false;
         if (!s->discard_input)
-            bufferevent_enable(s->bev, EV_READ);
+            wsb_session_read(s, true);
     }
     gate_note(s);
+}
+
+/* ---- the socket ------------------------------------------------------------------- */
+
+void wsb_session_io_update(struct wsb_session *s)
+{
+    if (!s->io)
+        return;
+    short want = 0;
+    if (s->state != WSB_SS_DEAD) {
+        if (s->read_on && (!s->in || evbuffer_get_length(s->in) < s->read_max))
+            want |= EV_READ;
+        if (s->write_armed && evbuffer_get_length(s->out))
+            want |= EV_WRITE;
+    }
+    if (want == s->io_what)
+        return;
+    /* Rare (a write the kernel refused part of, a read pause): one event for both, assigned
+     * again for the new interest (an event_new'd event may be, once deleted). */
+    event_del(s->io);
+    s->io_what = want;
+    if (!want)
+        return;
+    event_assign(s->io, s->w->base, s->fd, (short)(want | EV_PERSIST), event_get_callback(s->io),
+                 s);
+    event_add(s->io, NULL);
+}
+
+void wsb_session_read(struct wsb_session *s, bool on)
+{
+    if (s->bev) {
+        if (on)
+            bufferevent_enable(s->bev, EV_READ);
+        else
+            bufferevent_disable(s->bev, EV_READ);
+        return;
+    }
+    s->read_on = on;
+    wsb_session_io_update(s);
+}
+
+void wsb_session_set_read_max(struct wsb_session *s, size_t max)
+{
+    if (s->bev) {
+        bufferevent_setwatermark(s->bev, EV_READ, 0, max);
+        return;
+    }
+    s->read_max = max > UINT32_MAX ? UINT32_MAX : (uint32_t)max;
+    wsb_session_io_update(s);
+}
+
+int wsb_session_fd(const struct wsb_session *s)
+{
+    return s->bev ? (int)bufferevent_getfd(s->bev) : s->fd;
 }
 
 /* ---- lifecycle -------------------------------------------------------------------- */
@@ -469,7 +523,10 @@ void wsb_session_kill(struct wsb_session *s)
         count_disconnect(s, 1006);
     s->state = WSB_SS_DEAD;
     gate_leave(s);
-    bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+    if (s->bev)
+        bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+    else
+        wsb_session_io_update(s); /* a dead session wants no event */
     s->reap_next = s->w->reap;
     s->w->reap = s;
     event_active(s->w->reap_ev, EV_READ, 0);
@@ -501,13 +558,13 @@ void wsb_session_written(struct wsb_session *s)
     if (s->state == WSB_SS_DEAD)
         return;
     wsb_session_flush(s);
-    if (!s->close_after_flush || evbuffer_get_length(bufferevent_get_output(s->bev)) != 0)
+    if (!s->close_after_flush || evbuffer_get_length(s->out) != 0)
         return;
     /* Lingering close: a client may still be sending its request (it was refused at accept,
      * or its head was too large). Closing with unread input would reset the connection, and
      * the reset can destroy our answer before the client reads it; so we send FIN and read
      * (and drop) until the client's EOF or the FAIL_FLUSH_MS timer. */
-    evutil_socket_t fd = bufferevent_getfd(s->bev);
+    int fd = wsb_session_fd(s);
     if (s->linger && fd >= 0 && shutdown(fd, SHUT_WR) == 0) {
         s->linger = false;
         return;
@@ -671,7 +728,7 @@ static void ping_due(struct wsb_session *s)
     if (s->transport == WSB_TRANSPORT_SSE) {
         /* A comment line keeps proxies from timing the stream out; a dead peer shows up as
          * a write error or through the send-buffer limits. */
-        evbuffer_add(bufferevent_get_output(s->bev), ":\n\n", 3);
+        evbuffer_add(s->out, ":\n\n", 3);
         wsb_metric_add(s->w->metrics.bytes_out, 3);
         return;
     }
@@ -727,6 +784,9 @@ struct wsb_session *wsb_session_new(struct wsb_worker *w, struct bufferevent *be
      * handshake that starts after the swap, before the worker has seen its RELOAD mail. */
     s->rt = wsb_shared_runtime(w->shared);
     s->bev = bev;
+    s->out = bev ? bufferevent_get_output(bev) : NULL;
+    s->fd = -1;
+    s->read_max = 256 * 1024;
     s->timer = evtimer_new(w->base, on_timer, s);
     if (!s->timer) {
         wsb_runtime_unref(s->rt);

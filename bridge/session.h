@@ -26,6 +26,7 @@
 
 struct bufferevent;
 struct event;
+struct evbuffer;
 struct wsb_acl;
 struct wsb_identity;
 struct wsb_inflater;
@@ -93,7 +94,19 @@ struct wsb_session {
     bool detach_queued;
     uint64_t id;
     char sid[24];
-    struct bufferevent *bev;
+    /* The socket. TLS (and the unit tests' bufferevent pairs): libevent's bufferevent. A
+     * plain socket has none (a socket bufferevent, its input evbuffer and their callbacks
+     * were ~1 KiB of an idle connection; docs/benchmarks.md, Footprint): the session reads
+     * and writes `fd` itself, with one `io` event for read and write readiness (conn.c reads,
+     * writer.c writes), and holds an input evbuffer only while input waits unconsumed. */
+    struct bufferevent *bev; /* NULL for a plain socket */
+    struct evbuffer *out;    /* what the socket has not taken yet: bev's output, or our own */
+    struct evbuffer *in;     /* plain: unconsumed input (a partial request head), or NULL */
+    struct event *io;        /* plain: its read/write event (made by conn.c), or NULL */
+    int fd;                  /* plain: the socket (closed with the session); -1 with a bev */
+    uint32_t read_max;       /* plain: no reading while `in` holds this much */
+    short io_what;           /* plain: what `io` is added for (EV_READ, EV_WRITE) */
+    bool read_on;            /* plain: reading is enabled (bufferevent_enable's EV_READ) */
     union wsb_peer_addr addr;
     char ip[INET6_ADDRSTRLEN];
     struct wsb_ip_ticket ip_ticket; /* what the per-IP table counted for us */
@@ -167,7 +180,9 @@ struct wsb_session {
 
 /** A new session in the handshake state on `bev` (borrowed until the session is freed,
  * which frees it), linked into the worker's list, with its handshake deadline armed. The
- * caller installs the bufferevent callbacks. NULL on OOM (the caller frees bev). */
+ * caller installs the bufferevent callbacks. With bev NULL (a plain socket) the caller sets
+ * fd, out and io (freed with the session) before anything is read or written. NULL on OOM
+ * (the caller frees bev). */
 struct wsb_session *wsb_session_new(struct wsb_worker *w, struct bufferevent *bev,
                                     const struct sockaddr *addr, int socklen);
 
@@ -176,6 +191,22 @@ void wsb_session_start(struct wsb_session *s);
 
 /** Puts the session on the worker's reap list (freed at a safe point, never here). */
 void wsb_session_kill(struct wsb_session *s);
+
+/* ---- the socket ------------------------------------------------------------------- */
+
+/** Enables or disables reading from the socket (bufferevent_enable/disable of EV_READ). */
+void wsb_session_read(struct wsb_session *s, bool on);
+
+/** A plain socket: adds `io` for what is wanted now (reading enabled and `in` below
+ * read_max; write readiness while write_armed and output waits), deletes it when nothing
+ * is (a dead session wants nothing). No-op with a bufferevent. */
+void wsb_session_io_update(struct wsb_session *s);
+
+/** How much unconsumed input may wait before reading stops (the read high-water mark). */
+void wsb_session_set_read_max(struct wsb_session *s, size_t max);
+
+/** The session's socket, or -1. */
+int wsb_session_fd(const struct wsb_session *s);
 
 /** Starts the close handshake (RFC 6455 §7.1.2) from an open session. `fail`: TCP closes as
  * soon as our close frame is flushed; otherwise we wait a while for the client's. */

@@ -27,7 +27,7 @@
 
 static void write_head(struct wsb_session *s, const struct wsb_http_req *req)
 {
-    struct evbuffer *out = bufferevent_get_output(s->bev);
+    struct evbuffer *out = s->out;
     evbuffer_add_printf(out, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                              "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n"
                              "Connection: close\r\n");

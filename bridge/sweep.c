@@ -85,7 +85,7 @@ void wsb_sweep_tick(struct wsb_session *s, int64_t now_ms)
         return;
     }
     /* drop_oldest: down to the soft limit, whole messages; the gaps go out with the flush. */
-    uint64_t sock = evbuffer_get_length(bufferevent_get_output(s->bev));
+    uint64_t sock = evbuffer_get_length(s->out);
     uint64_t target = l->send_soft_bytes > sock ? l->send_soft_bytes - sock : 0;
     if (wsb_outq_drop_oldest(&s->q, target, count_tick_drop, s))
         wsb_session_flush(s);
@@ -117,7 +117,18 @@ static void session_free(struct wsb_session *s)
     w->nsessions--;
     wsb_outq_cleanup(&s->q);
     wsb_writer_detach(s);
-    bufferevent_free(s->bev);
+    if (s->bev) {
+        bufferevent_free(s->bev);
+    } else {
+        if (s->io)
+            event_free(s->io);
+        if (s->in)
+            evbuffer_free(s->in);
+        if (s->out)
+            evbuffer_free(s->out);
+        if (s->fd >= 0)
+            evutil_closesocket(s->fd);
+    }
     event_free(s->timer);
     if (s->inflater)
         wsb_inflater_free(s->inflater);

@@ -148,7 +148,7 @@ static void refuse(struct wsb_session *s, int status, const char *code, const ch
     wsb_buf_puts(&body, ",\"message\":");
     wsb_buf_json_str(&body, message, strlen(message));
     wsb_buf_puts(&body, "}");
-    struct evbuffer *out = bufferevent_get_output(s->bev);
+    struct evbuffer *out = s->out;
     evbuffer_add_printf(out,
                         "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
                         "Content-Length: %zu\r\nConnection: close\r\nCache-Control: no-store\r\n"
@@ -165,7 +165,7 @@ static void refuse(struct wsb_session *s, int status, const char *code, const ch
 
 static void serve_page(struct wsb_session *s, const char *type, const char *body)
 {
-    struct evbuffer *out = bufferevent_get_output(s->bev);
+    struct evbuffer *out = s->out;
     size_t len = strlen(body);
     evbuffer_add_printf(out,
                         "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
@@ -229,7 +229,7 @@ static bool route_path(struct admission *a)
         req->path.len > 1 ? wsb_asset_find(req->path.ptr, req->path.len) : NULL;
     if ((get || head) && asset) {
         struct wsb_slice inm = wsb_http_header(req, "If-None-Match");
-        wsb_asset_respond(asset, head, inm.ptr, inm.len, bufferevent_get_output(a->s->bev));
+        wsb_asset_respond(asset, head, inm.ptr, inm.len, a->s->out);
         wsb_session_end_after_flush(a->s);
         return false;
     }
@@ -439,7 +439,7 @@ static void switch_protocols(struct admission *a)
     }
     PUT("\r\n", 2);
 #undef PUT
-    evbuffer_add(bufferevent_get_output(s->bev), resp, n);
+    evbuffer_add(s->out, resp, n);
     s->state = WSB_SS_OPEN;
     s->opened_us = wsb_now_us();
     wsb_session_disarm_timer(s);
@@ -475,7 +475,7 @@ static void open_http(struct admission *a)
     if (m.len == 7 && memcmp(m.ptr, "OPTIONS", 7) == 0) {
         /* The preflight of a cross-origin fetch with a JSON body and Authorization. */
         struct wsb_slice origin = wsb_http_header(&a->req, "Origin");
-        struct evbuffer *out = bufferevent_get_output(a->s->bev);
+        struct evbuffer *out = a->s->out;
         evbuffer_add_printf(out, "HTTP/1.1 204 No Content\r\nConnection: close\r\n");
         if (origin.ptr && origin.len < 1024)
             evbuffer_add_printf(out,
@@ -569,9 +569,8 @@ void wsb_upgrade_read(struct wsb_session *s, struct evbuffer *in)
     if (want && len < (size_t)end + want) {
         /* Wait for the whole body (bounded by max_message_bytes; the handshake deadline
          * still runs); the read high-water mark must not stop short of it. */
-        bufferevent_setwatermark(s->bev, EV_READ, 0,
-                                 (size_t)end + want + 4096 > 256 * 1024 ? (size_t)end + want + 4096
-                                                                        : 256 * 1024);
+        wsb_session_set_read_max(
+            s, (size_t)end + want + 4096 > 256 * 1024 ? (size_t)end + want + 4096 : 256 * 1024);
         return;
     }
     p = (const char *)evbuffer_pullup(in, (ssize_t)((size_t)end + want));

@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "bridge/session.h"
@@ -23,7 +22,7 @@ static void arm(struct wsb_session *s)
 {
     s->write_armed = true;
     s->w->wr.waits++;
-    bufferevent_enable(s->bev, EV_WRITE);
+    wsb_session_io_update(s);
 }
 
 static void on_flush(evutil_socket_t fd, short what, void *arg)
@@ -55,13 +54,19 @@ static void mark(struct wsb_session *s)
 }
 
 /* Output was added: the session joins the dirty list, unless it is on it already or waits
- * for write readiness (libevent's own output callback adds the write event then). */
+ * for write readiness (then the io event is added for EV_WRITE if it was not: it is deleted
+ * while the output is empty, as a socket bufferevent's write event). */
 static void on_output(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
     (void)buf;
     struct wsb_session *s = arg;
-    if (info->n_added == 0 || s->dirty_slot || s->write_armed || s->state == WSB_SS_DEAD)
+    if (info->n_added == 0 || s->dirty_slot || s->state == WSB_SS_DEAD)
         return;
+    if (s->write_armed) {
+        if (!(s->io_what & EV_WRITE))
+            wsb_session_io_update(s);
+        return;
+    }
     mark(s);
 }
 
@@ -70,7 +75,7 @@ bool wsb_writer_attach(struct wsb_session *s)
     struct wsb_writer *wr = &s->w->wr;
     if (!wr->ev && !(wr->ev = event_new(s->w->base, -1, 0, on_flush, s->w)))
         return false;
-    if (!evbuffer_add_cb(bufferevent_get_output(s->bev), on_output, s))
+    if (!evbuffer_add_cb(s->out, on_output, s))
         return false;
     s->direct = true;
     return true;
@@ -80,7 +85,7 @@ void wsb_writer_detach(struct wsb_session *s)
 {
     if (!s->direct)
         return;
-    evbuffer_remove_cb(bufferevent_get_output(s->bev), on_output, s);
+    evbuffer_remove_cb(s->out, on_output, s);
     if (s->dirty_slot)
         s->w->wr.v[s->dirty_slot - 1] = NULL;
     s->dirty_slot = 0;
@@ -89,14 +94,34 @@ void wsb_writer_detach(struct wsb_session *s)
 
 void wsb_writer_drained(struct wsb_session *s)
 {
-    if (!s->direct || !s->write_armed || s->q.count ||
-        evbuffer_get_length(bufferevent_get_output(s->bev)))
+    if (!s->direct || !s->write_armed || s->q.count || evbuffer_get_length(s->out))
         return;
-    /* Caught up: libevent deleted the write event when it emptied the output; disabling
-     * EV_WRITE keeps its output callback from adding it again, so the next output is
-     * written by the flush. */
+    /* Caught up: write readiness is no longer asked for, and the next output is written by
+     * the flush. */
     s->write_armed = false;
-    bufferevent_disable(s->bev, EV_WRITE);
+    wsb_session_io_update(s);
+}
+
+void wsb_writer_ready(struct wsb_session *s)
+{
+    if (s->state == WSB_SS_DEAD)
+        return;
+    /* As a socket bufferevent's write callback: at most one socket chunk (its
+     * max_single_write, conn.c), an error or a write of nothing ends the connection, and the
+     * session's write callback runs once at most the low watermark is left. */
+    if (evbuffer_get_length(s->out)) {
+        int n = evbuffer_write_atmost(s->out, s->fd, WSB_SESSION_SOCKET_CHUNK);
+        if (n <= 0) {
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+                return;
+            wsb_session_kill(s);
+            return;
+        }
+    }
+    if (evbuffer_get_length(s->out) <= WRITE_LOWAT) {
+        wsb_writer_drained(s);
+        wsb_session_written(s);
+    }
 }
 
 /* Writes what the kernel takes of one session's output. */
@@ -104,18 +129,14 @@ static void write_out(struct wsb_session *s)
 {
     if (s->state == WSB_SS_DEAD || s->write_armed)
         return;
-    struct evbuffer *out = bufferevent_get_output(s->bev);
+    struct evbuffer *out = s->out;
     if (evbuffer_get_length(out) == 0)
         return;
     s->w->wr.writes++;
-    /* A socket bufferevent keeps the front of its output frozen and thaws it around its own
-     * writes (bufferevent_sock.c); so does this one. At most one socket chunk per write, as
-     * libevent's max_single_write (conn.c): a large output does not hold up the rest of the
-     * flush. */
-    evbuffer_unfreeze(out, 1);
-    int n = evbuffer_write_atmost(out, bufferevent_getfd(s->bev), WSB_SESSION_SOCKET_CHUNK);
+    /* At most one socket chunk per write, as libevent's max_single_write (conn.c): a large
+     * output does not hold up the rest of the flush. */
+    int n = evbuffer_write_atmost(out, s->fd, WSB_SESSION_SOCKET_CHUNK);
     int err = errno;
-    evbuffer_freeze(out, 1);
     if (n < 0 && err != EAGAIN && err != EWOULDBLOCK && err != EINTR) {
         wsb_session_kill(s); /* the peer is gone (EPIPE, ECONNRESET), as libevent's error event */
         return;

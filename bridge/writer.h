@@ -3,16 +3,18 @@
  *
  * libevent's socket bufferevent, with EV_WRITE enabled, adds the write event when output is
  * added and deletes it once the output is written: one writev and two epoll_ctl per frame
- * batch and client, and the batch waits one epoll round trip before it is written. A session
- * on the direct path keeps EV_WRITE disabled. Output added to it (frames, replies, pings,
- * close frames, HTTP answers: any evbuffer_add to its output, seen by an evbuffer callback)
+ * batch and client, and the batch waits one epoll round trip before it is written. A plain
+ * session has no bufferevent (session.h: its own output evbuffer and one io event, ~1 KiB
+ * less per idle connection) and asks for no write readiness. Output added to it (frames, replies,
+ * pings, close frames, HTTP answers: any evbuffer_add to its output, seen by an evbuffer callback)
  * puts it on the loop's dirty list once; the loop's flush event, made active when the list
  * gets its first entry, writes every listed session straight to its socket
  * (evbuffer_write_atmost). Only when the kernel takes less than everything (EAGAIN, a
- * partial write), or a backlog waits in the out-queue behind what was written, is EV_WRITE
- * enabled: libevent then writes the rest when the socket is writable, refilling from the
- * out-queue in its write callback exactly as before, and the write callback that sees both
- * empty disables it again (conn.c).
+ * partial write), or a backlog waits in the out-queue behind what was written, is write
+ * readiness asked for (write_armed: the io event gets EV_WRITE while output waits):
+ * wsb_writer_ready then writes the rest when the socket is writable, one chunk per loop
+ * pass, refilling from the out-queue as libevent's write callback did, and the write that
+ * sees both empty drops it again.
  *
  * One flush point per loop pass, an event made active rather than calls at the end of each
  * producer: every producer (a mailbox drain batch and its hub deliveries, read callbacks
@@ -31,11 +33,11 @@
  * written whole by one writev. Output added during a flush (a gap notice after a refill)
  * waits for the next pass (a zero timeout).
  *
- * Everything else keeps its meaning: output is still the bufferevent's output evbuffer
+ * Everything else keeps its meaning: output is the session's output evbuffer `out`
  * (queued-byte accounting, the gate, the flow-control verdicts, drop_oldest, /clients read
- * its length), and after a direct write that leaves at most the write low watermark the
- * session's write callback runs as libevent's would (wsb_session_written: the out-queue
- * refill, close_after_flush, the gate's "caught up").
+ * its length), and after a write that leaves at most the write low watermark the session's
+ * write callback runs as libevent's would (wsb_session_written: the out-queue refill,
+ * close_after_flush, the gate's "caught up").
  *
  * TLS sessions (an OpenSSL bufferevent writes records, not the output evbuffer, to the
  * socket) and bufferevent pairs (unit tests) keep libevent's path. Everything here runs on
@@ -62,18 +64,25 @@ struct wsb_writer {
     uint64_t waits;  /* times the kernel refused part of one: EV_WRITE enabled */
 };
 
-/** Puts a session whose bufferevent is a plain socket on the direct path (EV_WRITE is left
- * disabled by the caller). False when the flush event cannot be made (out of memory): the
- * caller keeps libevent's path. @locality loop */
+/** Puts a plain session (no bufferevent: fd, out and io set) on the direct path. False
+ * when the flush event or the output callback cannot be made (out of memory). @locality
+ * loop */
 bool wsb_writer_attach(struct wsb_session *s);
 
-/** Takes a session that is being freed off the dirty list (before its bufferevent is
- * freed). @locality loop */
+/** Takes a session that is being freed off the dirty list (before its output is freed).
+ * @locality loop */
 void wsb_writer_detach(struct wsb_session *s);
 
-/** libevent wrote for the session (its write callback): once the output is empty, write
- * readiness is no longer asked for. Call before wsb_session_written. @locality loop */
+/** The output was written in part (a write callback): once the output and the out-queue
+ * are empty, write readiness is no longer asked for. Call before wsb_session_written.
+ * @locality loop */
 void wsb_writer_drained(struct wsb_session *s);
+
+/** The socket of a session waiting for write readiness became writable (conn.c's io
+ * event): writes one socket chunk, then as a write callback (wsb_writer_drained,
+ * wsb_session_written) once at most the low watermark is left; a failed write kills the
+ * session. @locality loop */
+void wsb_writer_ready(struct wsb_session *s);
 
 /** Writes every dirty session of the loop (the flush event's work). Sessions made dirty
  * while it runs are written in the next loop pass. @locality loop */

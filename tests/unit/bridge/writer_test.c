@@ -4,7 +4,8 @@
  * EV_WRITE, and the write that empties both disables it again, every frame delivered in
  * order; a session
  * freed while on the dirty list is skipped; a peer that closed kills the session; a close
- * after flush still closes TCP once the close frame is out. */
+ * after flush still closes TCP once the close frame is out; a plain session (no
+ * bufferevent) reads its socket itself and holds no input buffer while idle. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -149,7 +150,7 @@ static struct peer open_peer(struct fixture *f, int sndbuf)
     char msg[256];
     assert_int_equal(next_frame(&p, msg, sizeof(msg)), WSB_OP_TEXT);
     assert_non_null(strstr(msg, "\"type\":\"welcome\""));
-    assert_int_equal(bufferevent_get_enabled(p.s->bev) & EV_WRITE, 0);
+    assert_int_equal(event_pending(p.s->io, EV_WRITE, NULL), 0);
     return p;
 }
 
@@ -203,7 +204,7 @@ static void test_output_goes_out_in_the_pass_that_queued_it(void **state)
     assert_int_equal(p.len, 0);
     assert_int_equal(f->w.wr.waits, 0);
     assert_false(p.s->write_armed);
-    assert_int_equal(bufferevent_get_enabled(p.s->bev) & EV_WRITE, 0);
+    assert_int_equal(event_pending(p.s->io, EV_WRITE, NULL), 0);
     assert_int_equal(wsb_session_queued(p.s), 0);
     peer_close(&p);
 }
@@ -219,7 +220,7 @@ static void test_backlog_waits_for_readiness_then_drops_it(void **state)
     /* More waits than one write took: write readiness paces the rest, as libevent's path
      * always did. */
     assert_true(p.s->write_armed);
-    assert_int_not_equal(bufferevent_get_enabled(p.s->bev) & EV_WRITE, 0);
+    assert_int_not_equal(event_pending(p.s->io, EV_WRITE, NULL), 0);
     assert_true(f->w.wr.waits >= 1);
     assert_true(wsb_session_queued(p.s) > 0);
     /* The client reads: everything arrives, in order, and write interest is dropped. */
@@ -238,7 +239,7 @@ static void test_backlog_waits_for_readiness_then_drops_it(void **state)
     pass(f);
     assert_int_equal(wsb_session_queued(p.s), 0);
     assert_false(p.s->write_armed);
-    assert_int_equal(bufferevent_get_enabled(p.s->bev) & EV_WRITE, 0);
+    assert_int_equal(event_pending(p.s->io, EV_WRITE, NULL), 0);
     /* And the next output goes out directly again. */
     uint64_t waits = f->w.wr.waits;
     reply(p.s, N, 10);
@@ -260,7 +261,7 @@ static void test_partial_write_waits_for_readiness_then_drops_it(void **state)
     pass(f);
     assert_int_equal(p.s->q.count, 0);
     assert_true(p.s->write_armed); /* the kernel took part of it */
-    assert_int_not_equal(bufferevent_get_enabled(p.s->bev) & EV_WRITE, 0);
+    assert_int_not_equal(event_pending(p.s->io, EV_WRITE, NULL), 0);
     assert_int_equal(f->w.wr.waits, 1);
     char *msg = malloc(PAD + 64);
     assert_non_null(msg);
@@ -276,7 +277,7 @@ static void test_partial_write_waits_for_readiness_then_drops_it(void **state)
     free(msg);
     pass(f);
     assert_false(p.s->write_armed);
-    assert_int_equal(bufferevent_get_enabled(p.s->bev) & EV_WRITE, 0);
+    assert_int_equal(event_pending(p.s->io, EV_WRITE, NULL), 0);
     peer_close(&p);
 }
 
@@ -330,6 +331,87 @@ static void test_close_after_flush_closes_once_written(void **state)
     peer_close(&p);
 }
 
+/* A client frame (masked with a zero key, FIN set) of a short payload. */
+static size_t client_frame(uint8_t *out, int opcode, const char *payload)
+{
+    size_t len = strlen(payload);
+    out[0] = (uint8_t)(0x80 | opcode);
+    out[1] = (uint8_t)(0x80 | len);
+    memset(out + 2, 0, 4);
+    memcpy(out + 6, payload, len);
+    return 6 + len;
+}
+
+/* A plain session has no bufferevent: it reads its socket itself, keeps unconsumed input
+ * only while some waits (a partial request head; a partial frame lives in the frame
+ * parser), stops and resumes reading on request, and ends at the peer's EOF. */
+static void test_plain_session_reads_its_socket(void **state)
+{
+    struct fixture *f = *state;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(40000)};
+    inet_pton(AF_INET, "192.0.2.1", &sin.sin_addr);
+    wsb_conn_accept(&f->w, sv[0], (struct sockaddr *)&sin, sizeof(sin));
+    struct peer p = {.fd = sv[1], .s = f->w.sessions};
+    assert_non_null(p.s);
+    assert_null(p.s->bev);
+    assert_null(p.s->in);
+    assert_int_not_equal(event_pending(p.s->io, EV_READ, NULL), 0);
+    const char *req = "GET /ws HTTP/1.1\r\nHost: bridge\r\nUpgrade: websocket\r\n"
+                      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                      "Sec-WebSocket-Version: 13\r\n\r\n";
+    assert_int_equal(write(p.fd, req, 20), 20);
+    pass(f);
+    assert_int_equal(p.s->state, WSB_SS_HANDSHAKE);
+    assert_non_null(p.s->in); /* the partial head waits */
+    assert_int_equal(evbuffer_get_length(p.s->in), 20);
+    assert_int_equal(write(p.fd, req + 20, strlen(req) - 20), (ssize_t)(strlen(req) - 20));
+    pass(f);
+    assert_int_equal(p.s->state, WSB_SS_OPEN);
+    assert_null(p.s->in);
+    assert_true(peer_read(&p));
+    char *end = memmem(p.buf, p.len, "\r\n\r\n", 4);
+    assert_non_null(end);
+    p.len = 0; /* the 101 and the welcome */
+    /* A ping in two pieces: the parser holds the partial frame, not an input buffer. */
+    uint8_t fr[64];
+    size_t n = client_frame(fr, WSB_OP_PING, "hello");
+    assert_int_equal(write(p.fd, fr, 3), 3);
+    pass(f);
+    assert_null(p.s->in);
+    assert_non_null(p.s->fp);
+    assert_int_equal(write(p.fd, fr + 3, n - 3), (ssize_t)(n - 3));
+    pass(f);
+    pass(f);
+    assert_null(p.s->fp);
+    assert_true(peer_read(&p));
+    char msg[256];
+    assert_int_equal(next_frame(&p, msg, sizeof(msg)), WSB_OP_PONG);
+    assert_string_equal(msg, "hello");
+    /* Reading paused: a ping waits in the socket; resumed: it is answered. */
+    wsb_session_read(p.s, false);
+    assert_int_equal(event_pending(p.s->io, EV_READ, NULL), 0);
+    n = client_frame(fr, WSB_OP_PING, "again");
+    assert_int_equal(write(p.fd, fr, n), (ssize_t)n);
+    pass(f);
+    pass(f);
+    assert_true(peer_read(&p));
+    assert_int_equal(p.len, 0);
+    wsb_session_read(p.s, true);
+    pass(f);
+    pass(f);
+    assert_true(peer_read(&p));
+    assert_int_equal(next_frame(&p, msg, sizeof(msg)), WSB_OP_PONG);
+    assert_string_equal(msg, "again");
+    /* The peer's EOF ends the session. */
+    shutdown(p.fd, SHUT_WR);
+    pass(f);
+    pass(f);
+    assert_null(f->w.sessions);
+    peer_close(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -344,6 +426,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_close_after_flush_closes_once_written, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_plain_session_reads_its_socket, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
