@@ -28,6 +28,7 @@ def main():
     ap.add_argument("--build", default=os.path.join(suite.REPO, "build"))
     ap.add_argument("--clients", type=int, default=2000)
     ap.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "wsb-heap"))
+    ap.add_argument("--gen-threads", type=int, default=1)
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="wsb-heap-")
     keys = suite.Keys(tmp)
