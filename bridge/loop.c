@@ -100,14 +100,17 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
 #define TRIM_AFTER_WRITTEN (1u << 20) /* bytes written since the last trim: churn to give back */
 #define TRIM_EVERY_MS 1000            /* the process trims at most this often */
 
-/* The mailbox asks before each mail: hand it over unless a client that keeps up is still
- * writing the last ones (gate.h). A closed gate is re-checked every few ms, and reopened at
- * once by the session that catches up (session.c). */
-static bool gate_open(void *ctx)
+/* The mailbox asks before each mail of a source: hand it over unless a client subscribed to
+ * that source is still writing the last ones (gate.h); the mails of a held source are put
+ * aside while the others go on. The sources put aside are asked again every few ms, and at
+ * once when the last client holding one catches up (session.c). */
+static bool gate_open(void *ctx, uint64_t source)
 {
     struct wsb_worker *w = ctx;
+    if (w->gate.holders == 0)
+        return true;
     int64_t now = wsb_now_us();
-    if (w->gate.holders == 0 || wsb_gate_open(&w->gate, now))
+    if (wsb_gate_source_open(&w->gate, source, now))
         return true;
     w->trim_due = true;
     wsb_worker_handoff_held(w, now);
@@ -118,20 +121,20 @@ static bool gate_open(void *ctx)
     return false;
 }
 
+/* Every few ms while some source's mails are put aside: ask again (an allowance may have run
+ * out); once none is, the time held is counted. */
 static void on_gate(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     struct wsb_worker *w = arg;
-    if (!wsb_mailbox_held(w->mailbox))
+    if (!wsb_mailbox_held(w->mailbox)) {
+        wsb_worker_handoff_resume(w, wsb_now_us());
         return;
-    int64_t now = wsb_now_us();
-    if (wsb_gate_open(&w->gate, now)) {
-        wsb_worker_handoff_resume(w, now);
-    } else {
-        struct timeval tv = {0, GATE_RECHECK_US};
-        evtimer_add(w->gate_ev, &tv);
     }
+    wsb_mailbox_kick(w->mailbox);
+    struct timeval tv = {0, GATE_RECHECK_US};
+    evtimer_add(w->gate_ev, &tv);
 }
 
 /* One loop at a time: glibc sets its heap up lazily, on its first call, and that set-up is
@@ -297,6 +300,7 @@ enum wsb_err wsb_loop_new(struct wsb_shared *sh, unsigned idx, const struct sock
     w->clients_ev = event_new(w->base, w->clients_efd, EV_READ | EV_PERSIST, on_clients, w);
     w->gate_ev = evtimer_new(w->base, on_gate, w);
     wsb_gate_init(&w->gate);
+    wsb_gate_set_hold_cb(&w->gate, wsb_session_gate_hold, w);
     if (!w->mailbox || !w->hub || !w->deflater || !w->reap_ev || !w->tick_ev || !w->accept_ev ||
         !w->clients_ev || !w->gate_ev)
         goto nomem;
@@ -354,6 +358,7 @@ void wsb_loop_free(struct wsb_worker *w)
         close(w->clients_efd);
     if (w->gate_ev)
         event_free(w->gate_ev);
+    wsb_gate_cleanup(&w->gate);
     wsb_writer_cleanup(w);
     wsb_clients_req_unref(atomic_exchange(&w->clients_req, NULL));
     wsb_map_cleanup(&w->pubs);

@@ -44,8 +44,8 @@ typedef void (*wsb_mailbox_cb)(void *ctx, struct wsb_mail *mail);
 
 /** Creates a mailbox on `base`; `cb` runs on the loop for each mail and owns it (free with
  * wsb_mail_free). MESSAGE, RESYNC, FAILED and STOPPED mails (the ones the hand-off gate paces) are
- * handed over in their order, and so are the others; at each wake-up the others come first,
- * and they are never held by the gate. @locality loop (creation) */
+ * handed over in their order per source, and the others in theirs; at each wake-up the
+ * others come first, and they are never held by the gate. @locality loop (creation) */
 struct wsb_mailbox *wsb_mailbox_new(struct event_base *base, wsb_mailbox_cb cb, void *ctx);
 /** Frees pending mails too. Call after the loop stopped. */
 void wsb_mailbox_free(struct wsb_mailbox *mb);
@@ -75,14 +75,20 @@ struct wsb_mail_block *wsb_mail_block_new(size_t n);
 struct wsb_mail *wsb_mail_block_take(struct wsb_mail_block *b, uint64_t id, struct wsb_msg *msg);
 void wsb_mail_block_seal(struct wsb_mail_block *b);
 
-/** Installs the hand-off gate: `open(ctx)` is asked before each MESSAGE, RESYNC, FAILED or STOPPED
- * mail is handed to the callback; when it answers false the mailbox holds those (in order)
- * until wsb_mailbox_kick, while the other mails go on being handed over. @locality loop */
-void wsb_mailbox_set_gate(struct wsb_mailbox *mb, bool (*open)(void *ctx));
-/** Resumes a mailbox held by its gate (no-op otherwise). @locality loop */
+/** Installs the hand-off gate: `open(ctx, source)` is asked before a MESSAGE, RESYNC, FAILED
+ * or STOPPED mail (`id` is its source) is handed to the callback; when it answers false that
+ * mail, and every later one of the same source, is put aside in the source's own queue, in
+ * order, while the mails of other sources go on being handed over. The queues put aside are
+ * asked again at wsb_mailbox_kick and handed over (their source's mails first) once open:
+ * per source, the order of the mails is the order they were posted in. Each mail is moved
+ * at most twice, so a drain is O(mails). @locality loop */
+void wsb_mailbox_set_gate(struct wsb_mailbox *mb, bool (*open)(void *ctx, uint64_t source));
+/** Asks the gate again about the sources put aside (no-op when none is). @locality loop */
 void wsb_mailbox_kick(struct wsb_mailbox *mb);
-/** True while the gate holds the mailbox. @locality loop */
+/** True while the mails of some source are put aside. @locality loop */
 bool wsb_mailbox_held(const struct wsb_mailbox *mb);
+/** The number of sources whose mails are put aside (tests). @locality loop */
+size_t wsb_mailbox_held_sources(const struct wsb_mailbox *mb);
 
 /** Number of mails waiting (approximate; for metrics). */
 uint64_t wsb_mailbox_depth(struct wsb_mailbox *mb);

@@ -125,6 +125,7 @@ static void op_subscribe(struct wsb_session *s, struct wsb_request *r)
     sub->policy = rule->policy;
     sub->connector = rule->connector;
     sub->source_id = sid;
+    wsb_session_gate_sub(s, sub, true); /* a session that holds holds this source too */
     sub->channel = memcpy(names, ch, r->channel_len + 1);
     sub->id = memcpy(names + r->channel_len + 1, r->id, id_len + 1);
     sub->client_filter = r->filter; /* kept to resolve again after a reload */

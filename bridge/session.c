@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,12 +103,38 @@ static int64_t gate_allow_us(const struct wsb_limits *l)
     return a;
 }
 
-/* Reopens the loop's hand-off when nobody holds it any more. */
-static void gate_kick(struct wsb_worker *w)
+void wsb_session_gate_hold(void *ctx, struct wsb_gate_member *m, bool holding)
 {
-    int64_t now = wsb_now_us();
-    if (w->mailbox && wsb_mailbox_held(w->mailbox) && wsb_gate_open(&w->gate, now))
-        wsb_worker_handoff_resume(w, now);
+    struct wsb_worker *w = ctx;
+    struct wsb_session *s =
+        (struct wsb_session *)(void *)((char *)m - offsetof(struct wsb_session, gm));
+    bool opened = false;
+    for (size_t i = 0; i < s->cap; i++) {
+        struct wsb_sub *sub = &s->subs[i];
+        if (!sub->used || sub->held == holding)
+            continue;
+        if (holding) {
+            sub->held = wsb_gate_source_hold(&w->gate, sub->source_id, 1) > 0;
+        } else {
+            sub->held = false;
+            opened |= wsb_gate_source_hold(&w->gate, sub->source_id, -1) == 0;
+        }
+    }
+    /* A source nobody holds any more: its mails put aside go on at once. */
+    if (opened && w->mailbox)
+        wsb_mailbox_kick(w->mailbox);
+}
+
+void wsb_session_gate_sub(struct wsb_session *s, struct wsb_sub *sub, bool on)
+{
+    struct wsb_gate *g = &s->w->gate;
+    if (on && s->gm.holding && sub->used && !sub->held && g->on_hold) {
+        sub->held = wsb_gate_source_hold(g, sub->source_id, 1) > 0;
+    } else if (!on && sub->held) {
+        sub->held = false;
+        if (wsb_gate_source_hold(g, sub->source_id, -1) == 0 && s->w->mailbox)
+            wsb_mailbox_kick(s->w->mailbox);
+    }
 }
 
 static void gate_note(struct wsb_session *s)
@@ -117,8 +144,6 @@ static void gate_note(struct wsb_session *s)
     if (!behind && !s->gm.behind)
         return;
     wsb_gate_note(&s->w->gate, &s->gm, behind, gate_allow_us(l), wsb_now_us());
-    if (!behind)
-        gate_kick(s->w);
 }
 
 static void gate_leave(struct wsb_session *s)
@@ -126,7 +151,6 @@ static void gate_leave(struct wsb_session *s)
     if (!s->gm.behind)
         return;
     wsb_gate_leave(&s->w->gate, &s->gm);
-    gate_kick(s->w);
 }
 
 void wsb_session_note_burst(struct wsb_session *s)
@@ -634,6 +658,7 @@ void wsb_session_free_slot(struct wsb_session *s, struct wsb_sub *sub)
     sub->client_filter = NULL;
     free(sub->channel); /* and the id after it */
     sub->channel = sub->id = NULL;
+    wsb_session_gate_sub(s, sub, false);
     sub->used = false;
     s->nsubs--;
     wsb_metric_add(s->w->metrics.subscriptions, -1);

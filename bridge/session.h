@@ -63,6 +63,7 @@ struct wsb_sub {
     bool used;
     bool active;
     bool ack;
+    bool held;  /* counted in the loop's hand-off gate for source_id (the session holds) */
     int policy; /* enum wsb_sb_policy or -1 */
     size_t connector;
     uint64_t source_id;
@@ -264,6 +265,13 @@ void wsb_session_reply_error(struct wsb_session *s, const char *id, const char *
 /** Moves frames from the out-queue into the socket buffer while it has room, and tells the
  * worker's hand-off gate whether the client is behind. */
 void wsb_session_flush(struct wsb_session *s);
+
+/** The hand-off gate's wsb_gate_hold_cb (ctx: the worker): a session that starts or stops
+ * holding counts or uncounts each of its subscriptions' sources. */
+void wsb_session_gate_hold(void *ctx, struct wsb_gate_member *m, bool holding);
+/** A subscription's slot is taken (`on`, source_id set) or freed: counted in the gate while
+ * the session holds. */
+void wsb_session_gate_sub(struct wsb_session *s, struct wsb_sub *sub, bool on);
 
 /** Notes a burst (a client with many frames queued): the worker gives the memory back to the
  * system once every queue drained. */

@@ -81,7 +81,7 @@ struct wsb_worker {
     struct wsb_writer wr;  /* plaintext sessions' dirty list and flush event (writer.h) */
     struct wsb_gate gate;  /* hand-off gate: broker messages wait while clients catch up */
     struct event *gate_ev; /* re-checks a closed gate */
-    int64_t gate_held_us;  /* when the gate began holding the mailbox; 0 while it does not */
+    int64_t gate_held_us;  /* since when some source's mails are held; 0 while none is */
     uint64_t queued_peak;  /* largest send-buffer total since the last trim */
     bool trim_due;         /* a burst was queued since the last trim (see loop.c on_tick) */
     uint64_t trim_written; /* metrics.bytes_out at this loop's last trim */
@@ -114,11 +114,11 @@ void wsb_worker_sink_init(struct wsb_sink *sink, struct wsb_shared *sh);
  * @locality any */
 void wsb_worker_broadcast_source(struct wsb_shared *sh, int type, uint64_t id);
 
-/** The hand-off gate stopped the mailbox at `now_us`: the holding time starts (idempotent).
- * @locality loop */
+/** The hand-off gate put a source's mails aside at `now_us`: the holding time starts
+ * (idempotent). @locality loop */
 void wsb_worker_handoff_held(struct wsb_worker *w, int64_t now_us);
-/** The hand-off gate opened at `now_us`: the mailbox resumes, the time it was held is
- * counted in wsbridge_handoff_held_seconds_total. @locality loop */
+/** No source's mails are put aside any more at `now_us`: the time since the first was is
+ * counted in wsbridge_handoff_held_seconds_total; the mailbox is asked again. @locality loop */
 void wsb_worker_handoff_resume(struct wsb_worker *w, int64_t now_us);
 
 #endif

@@ -159,6 +159,89 @@ static void test_clock_going_back(void **state)
     assert_true(wsb_gate_open(&g, 100 * MS + ALLOW));
 }
 
+/* Per source: a member that holds counts its sources (through the hold callback, as the
+ * session does for its subscriptions); only those sources are held, and a member whose
+ * allowance runs out stops holding them. */
+struct subs {
+    uint64_t src[2];
+    int n;
+    int calls;
+};
+
+static void hold_cb(void *ctx, struct wsb_gate_member *m, bool holding)
+{
+    struct wsb_gate *g = ctx;
+    struct subs *s = (struct subs *)(void *)((char *)m + sizeof(*m)); /* laid out after m */
+    s->calls++;
+    for (int i = 0; i < s->n; i++)
+        assert_true(wsb_gate_source_hold(g, s->src[i], holding ? 1 : -1) >= 0);
+}
+
+struct client {
+    struct wsb_gate_member m;
+    struct subs s;
+};
+
+static void test_members_hold_their_sources_only(void **state)
+{
+    (void)state;
+    struct wsb_gate g;
+    struct client a = {.s = {.src = {1}, .n = 1}}, b = {.s = {.src = {1, 2}, .n = 2}};
+    wsb_gate_init(&g);
+    wsb_gate_set_hold_cb(&g, hold_cb, &g);
+    wsb_gate_member_init(&a.m, 0);
+    wsb_gate_member_init(&b.m, 0);
+    assert_true(wsb_gate_source_open(&g, 1, 0));
+    /* a (source 1) is behind: source 1 held, 2 and 3 go on */
+    wsb_gate_note(&g, &a.m, true, ALLOW, 0);
+    assert_int_equal(a.s.calls, 1);
+    assert_false(wsb_gate_source_open(&g, 1, 1 * MS));
+    assert_true(wsb_gate_source_open(&g, 2, 1 * MS));
+    assert_true(wsb_gate_source_open(&g, 3, 1 * MS));
+    assert_false(wsb_gate_open(&g, 1 * MS));
+    /* b (sources 1 and 2) too: both held; a catches up, 1 stays held for b */
+    wsb_gate_note(&g, &b.m, true, ALLOW, 2 * MS);
+    assert_false(wsb_gate_source_open(&g, 2, 2 * MS));
+    wsb_gate_note(&g, &a.m, false, ALLOW, 3 * MS);
+    assert_int_equal(a.s.calls, 2);
+    assert_false(wsb_gate_source_open(&g, 1, 3 * MS));
+    assert_false(wsb_gate_source_open(&g, 2, 3 * MS));
+    /* still behind (a note with no change calls nothing) */
+    wsb_gate_note(&g, &b.m, true, ALLOW, 4 * MS);
+    assert_int_equal(b.s.calls, 1);
+    /* b's allowance runs out: found by the next question, and both sources go on */
+    assert_false(wsb_gate_source_open(&g, 2, 2 * MS + ALLOW - 1));
+    assert_true(wsb_gate_source_open(&g, 2, 2 * MS + ALLOW));
+    assert_int_equal(b.s.calls, 2);
+    assert_true(wsb_gate_source_open(&g, 1, 2 * MS + ALLOW));
+    assert_int_equal(g.holders, 0);
+    assert_int_equal(g.sources.count, 0);
+    /* b catches up, repays its allowance (2 x ALLOW), falls behind and holds again, then
+     * leaves: its sources are released */
+    wsb_gate_note(&g, &b.m, false, ALLOW, 10 * ALLOW);
+    wsb_gate_note(&g, &b.m, true, ALLOW, 12 * ALLOW);
+    assert_false(wsb_gate_source_open(&g, 2, 12 * ALLOW));
+    wsb_gate_leave(&g, &b.m);
+    assert_true(wsb_gate_source_open(&g, 2, 12 * ALLOW));
+    assert_int_equal(g.sources.count, 0);
+    wsb_gate_cleanup(&g);
+}
+
+static void test_source_counts(void **state)
+{
+    (void)state;
+    struct wsb_gate g;
+    wsb_gate_init(&g);
+    assert_int_equal(wsb_gate_source_hold(&g, 7, 1), 1);
+    assert_int_equal(wsb_gate_source_hold(&g, 7, 1), 2);
+    assert_int_equal(wsb_gate_source_hold(&g, 8, 1), 1);
+    assert_int_equal(wsb_gate_source_hold(&g, 7, -1), 1);
+    assert_int_equal(wsb_gate_source_hold(&g, 7, -1), 0);
+    assert_int_equal(wsb_gate_source_hold(&g, 7, -1), 0); /* never below 0 */
+    assert_int_equal(g.sources.count, 1);
+    wsb_gate_cleanup(&g); /* frees source 8's count */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -169,6 +252,8 @@ int main(void)
         cmocka_unit_test(test_fast_member_behind_briefly_keeps_holding),
         cmocka_unit_test(test_slow_member_behind_most_of_the_time_is_let_go),
         cmocka_unit_test(test_leave_releases),
+        cmocka_unit_test(test_members_hold_their_sources_only),
+        cmocka_unit_test(test_source_counts),
         cmocka_unit_test(test_zero_allowance_never_holds),
         cmocka_unit_test(test_clock_going_back),
     };

@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,9 +39,10 @@ static void record(void *ctx, struct wsb_mail *m)
 
 static struct seen *gate_ctx;
 
-static bool gate(void *ctx)
+static bool gate(void *ctx, uint64_t source)
 {
     (void)ctx;
+    (void)source;
     return gate_ctx->open;
 }
 
@@ -285,9 +287,10 @@ static void check_order(void *ctx, struct wsb_mail *m)
     wsb_mail_free(m);
 }
 
-static bool ord_gate(void *ctx)
+static bool ord_gate(void *ctx, uint64_t source)
 {
     (void)ctx;
+    (void)source;
     return ord_ctx->open;
 }
 
@@ -317,6 +320,188 @@ static void test_long_bursts_keep_order(void **state)
     for (int i = 0; i < 8; i++)
         event_base_loop(base, EVLOOP_NONBLOCK);
     assert_int_equal(o.last, id);
+    assert_int_equal(wsb_mailbox_depth(mb), 0);
+    wsb_mailbox_free(mb);
+    event_base_free(base);
+}
+
+/* Per source: a client behind on source 1 holds source 1's mails only. Source 2's records go
+ * on; source 1's records, its resync and its failure are put aside in their order and handed
+ * over first when the gate opens for it, before its mails posted meanwhile. */
+static uint64_t held_source; /* the source the gate holds (0: none) */
+
+static bool source_gate(void *ctx, uint64_t source)
+{
+    (void)ctx;
+    return source != held_source;
+}
+
+struct tagged {
+    int n;
+    uint64_t src[64];
+    enum wsb_mail_type type[64];
+    int seq[64]; /* from the mail's text */
+};
+
+static void record_tagged(void *ctx, struct wsb_mail *m)
+{
+    struct tagged *t = ctx;
+    if (t->n < 64) {
+        t->src[t->n] = m->id;
+        t->type[t->n] = m->type;
+        t->seq[t->n] = m->text ? atoi(m->text) : -1;
+        t->n++;
+    }
+    wsb_mail_free(m);
+}
+
+static void post_seq(struct wsb_mailbox *mb, enum wsb_mail_type type, uint64_t src, int seq)
+{
+    char text[16];
+    snprintf(text, sizeof(text), "%d", seq);
+    struct wsb_mail *m = wsb_mail_new(type, src, NULL, text, NULL, true);
+    assert_non_null(m);
+    assert_int_equal(wsb_mailbox_post(mb, m), 0);
+}
+
+static void test_gate_holds_only_its_source(void **state)
+{
+    (void)state;
+    struct event_base *base = event_base_new();
+    struct tagged t = {0};
+    struct wsb_mailbox *mb = wsb_mailbox_new(base, record_tagged, &t);
+    wsb_mailbox_set_gate(mb, source_gate);
+    held_source = 1;
+    post_seq(mb, WSB_MAIL_MESSAGE, 1, 1);
+    post_seq(mb, WSB_MAIL_MESSAGE, 2, 1);
+    post_seq(mb, WSB_MAIL_MESSAGE, 1, 2);
+    post_seq(mb, WSB_MAIL_RESYNC, 1, 3);
+    post_seq(mb, WSB_MAIL_MESSAGE, 2, 2);
+    post_seq(mb, WSB_MAIL_MESSAGE, 1, 4);
+    post_seq(mb, WSB_MAIL_FAILED, 1, 5);
+    post_seq(mb, WSB_MAIL_MESSAGE, 2, 3);
+    run(base);
+    /* source 2 went on, in its order */
+    assert_int_equal(t.n, 3);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(t.src[i], 2);
+        assert_int_equal(t.seq[i], i + 1);
+    }
+    assert_true(wsb_mailbox_held(mb));
+    assert_int_equal(wsb_mailbox_held_sources(mb), 1);
+    assert_int_equal(wsb_mailbox_depth(mb), 5);
+
+    /* Still held: a kick hands nothing of source 1 over; more of source 2 goes on. */
+    wsb_mailbox_kick(mb);
+    post_seq(mb, WSB_MAIL_MESSAGE, 2, 4);
+    run(base);
+    assert_int_equal(t.n, 4);
+    assert_int_equal(t.src[3], 2);
+
+    /* The gate opens for source 1 while one more of its records is posted: what was put
+     * aside goes first, then the new one, all in order. */
+    held_source = 0;
+    post_seq(mb, WSB_MAIL_MESSAGE, 1, 6);
+    wsb_mailbox_kick(mb);
+    run(base);
+    assert_false(wsb_mailbox_held(mb));
+    assert_int_equal(t.n, 10);
+    const enum wsb_mail_type types[] = {WSB_MAIL_MESSAGE, WSB_MAIL_MESSAGE, WSB_MAIL_RESYNC,
+                                        WSB_MAIL_MESSAGE, WSB_MAIL_FAILED,  WSB_MAIL_MESSAGE};
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(t.src[4 + i], 1);
+        assert_int_equal(t.seq[4 + i], i + 1);
+        assert_int_equal(t.type[4 + i], types[i]);
+    }
+    assert_int_equal(wsb_mailbox_depth(mb), 0);
+
+    /* Put aside when the mailbox is freed: freed with it (ASan's leak check). */
+    held_source = 2;
+    post_seq(mb, WSB_MAIL_MESSAGE, 2, 5);
+    post_seq(mb, WSB_MAIL_MESSAGE, 3, 1);
+    run(base);
+    assert_int_equal(t.n, 11);
+    assert_int_equal(t.src[10], 3);
+    wsb_mailbox_free(mb);
+    event_base_free(base);
+}
+
+/* Many records of three sources, interleaved, with the gate closing and opening for the
+ * first two at random (a seeded sequence) between wake-ups and while a side is being handed
+ * over: every record arrives once, in its source's order; source 3 is never put aside. */
+#define SOURCES 3
+#define PER_SOURCE 5000
+
+struct multi {
+    int next[SOURCES + 1];
+    int total;
+    bool closed[SOURCES + 1];
+    unsigned rnd;
+    bool src3_held;
+};
+static struct multi *multi_ctx;
+
+static unsigned next_rand(struct multi *m)
+{
+    m->rnd = m->rnd * 1103515245u + 12345u;
+    return (m->rnd >> 16) & 0x7fff;
+}
+
+static bool multi_gate(void *ctx, uint64_t source)
+{
+    (void)ctx;
+    if (multi_ctx->closed[source] && source == 3)
+        multi_ctx->src3_held = true;
+    return !multi_ctx->closed[source];
+}
+
+static void multi_take(void *ctx, struct wsb_mail *m)
+{
+    struct multi *mu = ctx;
+    int seq = atoi(m->text);
+    assert_int_equal(seq, mu->next[m->id]);
+    mu->next[m->id]++;
+    mu->total++;
+    if (next_rand(mu) % 97 == 0) /* the gate turns while a batch or a side is handed over */
+        mu->closed[1 + next_rand(mu) % 2] ^= true;
+    wsb_mail_free(m);
+}
+
+static void test_sources_keep_their_order(void **state)
+{
+    (void)state;
+    struct event_base *base = event_base_new();
+    struct multi mu = {.rnd = 42};
+    multi_ctx = &mu;
+    struct wsb_mailbox *mb = wsb_mailbox_new(base, multi_take, &mu);
+    wsb_mailbox_set_gate(mb, multi_gate);
+    int sent[SOURCES + 1] = {0};
+    int held_seen = 0;
+    while (sent[1] + sent[2] + sent[3] < SOURCES * PER_SOURCE) {
+        for (int k = 0; k < 50; k++) {
+            uint64_t src = 1 + next_rand(&mu) % SOURCES;
+            if (sent[src] < PER_SOURCE)
+                post_seq(mb, WSB_MAIL_MESSAGE, src, sent[src]++);
+        }
+        if (next_rand(&mu) % 3 == 0)
+            mu.closed[1 + next_rand(&mu) % 2] ^= true;
+        if (next_rand(&mu) % 2 == 0)
+            wsb_mailbox_kick(mb);
+        event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+        held_seen += wsb_mailbox_held(mb);
+    }
+    assert_true(held_seen > 10); /* sides were put aside and handed over many times */
+    mu.closed[1] = mu.closed[2] = false;
+    for (int i = 0; i < 200 && mu.total < SOURCES * PER_SOURCE; i++) {
+        wsb_mailbox_kick(mb);
+        event_base_loop(base, EVLOOP_NONBLOCK);
+        mu.closed[1] = mu.closed[2] = false; /* multi_take may have closed one again */
+    }
+    assert_int_equal(mu.total, SOURCES * PER_SOURCE);
+    for (int s = 1; s <= SOURCES; s++)
+        assert_int_equal(mu.next[s], PER_SOURCE);
+    assert_false(mu.src3_held);
+    assert_false(wsb_mailbox_held(mb));
     assert_int_equal(wsb_mailbox_depth(mb), 0);
     wsb_mailbox_free(mb);
     event_base_free(base);
@@ -364,6 +549,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_records_in_order_when_open),
         cmocka_unit_test(test_gate_holds_records_only),
+        cmocka_unit_test(test_gate_holds_only_its_source),
+        cmocka_unit_test(test_sources_keep_their_order),
         cmocka_unit_test(test_mail_block),
         cmocka_unit_test(test_long_bursts_keep_order),
         cmocka_unit_test(test_producer_threads_and_a_lockless_base),
