@@ -12,8 +12,10 @@ records/s of 100 bytes to 20 wsb-load clients spread over both workers.
 Before the gate held per source (main until 2026-12-06), every record of the loop waited
 while the A client held, B's included: B's p99 was about the holding time (~500 ms: 1 in 4
 of B's records waited). Now B's records never wait for A's client: B's p99 stays in
-milliseconds (asserted ≤ B_P99_MS, a bound far under the 500 ms of a hold and far over
-what the loaded machine shows), while the gate did hold (its time is counted).
+milliseconds (asserted ≤ B_P99_MS = 250 ms, half a hold: on main 1 in 4 of B's records waits
+up to 500 ms, so its p99 is near 500 ms; the fixed bridge measured 8-20 ms at load 3-5 and
+177 ms once at load 8 on the shared 2-core machine), while the gate did hold (its time is
+counted).
 
 Under ASan (WSB_SANITIZED=1) B's stream is shorter and the latency bound is the same: a
 hold is 500 ms whatever the build, and B's load is light.
@@ -34,7 +36,7 @@ A_RATE, A_PAYLOAD = 200, 16000  # ~3.2 MB/s: the kernel takes ~1-4 MB of a stall
 B_RATE, B_CLIENTS = 200, 20
 B_TOTAL = 1000 if SANITIZED else 1600  # 5 or 8 s of B
 STALL_S, READ_S = 1.5, 1.0  # a hold of 500 ms per cycle, the allowance repaid in between
-B_P99_MS = 150.0
+B_P99_MS = 250.0  # half a hold; measured 8-20 ms at load 3-5, 177 ms at load 8; 481 ms on main
 
 
 def gate_bridge(bridge_factory):
