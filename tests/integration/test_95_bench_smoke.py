@@ -4,10 +4,11 @@ no peers (Node ws and nchan are bench-only dependencies, bench/setup.sh). It che
 scenario's run produces its figure — fan-out frames delivered in order with latency
 percentiles and CPU seconds, RSS per idle connection, handshake rates for the raw TCP probe
 and for HS256/RS256/ES256 tokens (reused and distinct), Kafka ingest next to a plain
-librdkafka consumer (S7), fan-out through a key filter (S8) — not how good the figures are.
+librdkafka consumer (S7), fan-out through a key filter (S8) — not how good the figures are;
+and bench/kafka_latency.py's bridge-added split (the hand-over tracer loaded into the bridge).
 """
 
-# ctest: serial release-only cost=12  (scheduling: docs/testing.md)
+# ctest: serial release-only cost=26  (scheduling: docs/testing.md)
 
 import json
 import os
@@ -52,3 +53,28 @@ def test_suite_runs_every_bridge_scenario(tmp_path):
     assert s8["subscribed"] == 100 and s8["published_per_s"] > 0, s8
     # each record reaches one filter group of the 10 (10 clients here), not all 100
     assert s8["delivered_per_s"] < 20 * s8["published_per_s"], s8
+
+
+def test_kafka_latency_splits_bridge_added(tmp_path):
+    """bench/kafka_latency.py at a tiny load: every record reaches every client, and the
+    bridge-added split is taken against the bridge's own consumer hand-over (the interceptor
+    plugin loaded into the bridge) as well as against the plain consumer."""
+    build = os.path.dirname(os.environ.get("WSBRIDGE_BIN",
+                                           os.path.join(REPO, "build", "wsbridge")))
+    p = subprocess.run(
+        [sys.executable, os.path.join(REPO, "bench", "kafka_latency.py"), "--build", build,
+         "--clients", "5", "--rate", "50", "--duration", "2"],
+        capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert r["tracer"] is True, r
+    n = r["produced"]  # 100 unless the producer fell behind its pace
+    assert n > 0 and r["received_total"] == 5 * n, r
+    assert r["order_violations"] == 0 and r["gaps_total"] == 0, r
+    # every delivery is paired with the bridge's own hand-over of its record, none before it
+    assert r["bridge_added_handover_ms"]["samples"] == 5 * n, r
+    assert r["bridge_added_handover_ms"]["earlier"] == 0, r
+    assert r["bridge_handover_after_fetch_ms"]["n"] == n, r
+    # the plain consumer (a process of its own, reading from its end) pairs with most
+    assert r["bridge_added_ms"]["samples"] > 0 and r["handover_minus_plain_ms"]["n"] > 0, r
+    assert r["plain_handover_after_fetch_ms"]["n"] > 0, r
