@@ -1498,8 +1498,9 @@ static enum wsb_err create(const char *name, const json_t *conf, const struct ws
         wsb_cbase_cleanup(&k->base);
         goto fail;
     }
-    if (!(k->groups = wsb_kgroups_new(k->name, k->consumer_conf, k->producer_conf, &k->sink,
-                                      &k->base.messages_in, &k->groups_stats))) {
+    if (!(k->groups =
+              wsb_kgroups_new(k->name, k->consumer_conf, k->producer_conf, &k->sink,
+                              &k->base.messages_in, &k->groups_stats, on_log, k->log_level))) {
         snprintf(err, errlen, "out of memory");
         wsb_kfmt_free(k->fmt);
         wsb_cbase_cleanup(&k->base);
@@ -1653,7 +1654,7 @@ static size_t stats(void *impl, struct wsb_connector_stat *out, size_t max)
         {"wsbridge_records_lost_total", "counter",
          "Records skipped unread because the broker no longer had them (a consumer offset "
          "reset past them); their subscribers got a gap.",
-         (double)atomic_load(&k->records_lost)},
+         (double)(atomic_load(&k->records_lost) + atomic_load(&g->lost))},
     };
     size_t n = sizeof(all) / sizeof(all[0]) < max ? sizeof(all) / sizeof(all[0]) : max;
     memcpy(out, all, n * sizeof(*out));

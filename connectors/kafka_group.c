@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "connectors/kafka_reset.h"
 #include "util/log.h"
 
 #define POLL_BATCH 500          /* records per loop turn */
@@ -61,6 +62,8 @@ struct group {
     uint64_t *ids;
     int nids, capids;
 
+    struct wsb_kresets *resets; /* offset resets noted by on_group_log (kafka_reset.h) */
+
     /* Group-thread owned. */
     rd_kafka_t *rk;
     rd_kafka_queue_t *queue;
@@ -84,6 +87,8 @@ struct wsb_kgroups {
     struct group *dying;  /* stopping, joined when done */
     pthread_mutex_t lock; /* guards the groups lists for stats */
     struct wsb_kgroups_stats *st;
+    wsb_kgroups_log_cb log;
+    int log_level;
 };
 
 static int64_t mono_ms(void)
@@ -634,6 +639,45 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 
 /* ---- The group thread ------------------------------------------------------------------ */
 
+/* The group consumer's log callback (librdkafka's threads): offset resets noted for take(),
+ * as kafka.c's handles do; the line passed on to the connector's logger. */
+static void on_group_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    struct group *g = rd_kafka_opaque(rk);
+    struct wsb_kreset_note n;
+    if (wsb_kreset_parse(level, fac, buf, &n))
+        wsb_kresets_note(g->resets, rk, &n);
+    if (level <= g->gs->log_level && g->gs->log)
+        g->gs->log(rk, level, fac, buf);
+}
+
+/* `lost` records before `rkm` were skipped by an offset reset (the broker no longer had
+ * them): counted, logged, and a gap of that count for every member (each record would have
+ * gone to one of them). Records of before the loss still waiting for a member may reach one
+ * after its gap. */
+static void group_lost(struct group *g, const rd_kafka_message_t *rkm, uint64_t lost)
+{
+    atomic_fetch_add(&g->gs->st->lost, lost);
+    wsb_log(WSB_LOG_WARN, "kafka records lost", WSB_LSTR("connector", g->gs->name),
+            WSB_LSTR("group", g->id), WSB_LSTR("topic", g->topic),
+            WSB_LINT("partition", rkm->partition),
+            WSB_LINT("expected", rkm->offset - (int64_t)lost), WSB_LINT("offset", rkm->offset),
+            WSB_LUINT("lost", lost),
+            WSB_LSTR("reason", "consumer offset reset: records no longer on the broker"));
+    for (struct member *m = g->members; m; m = m->next) {
+        for (uint64_t left = lost; left > 0;) {
+            struct wsb_msg *d =
+                wsb_msg_new(m->id, rkm->partition, rkm->offset - 1, -1, NULL, 0, NULL, 0, NULL, 0);
+            if (!d)
+                break;
+            d->flags |= WSB_MSG_LOST;
+            d->lost = left > UINT32_MAX ? UINT32_MAX : (uint32_t)left;
+            left -= d->lost;
+            g->gs->sink.message(g->gs->sink.ctx, d);
+        }
+    }
+}
+
 static void take(struct group *g, rd_kafka_message_t *rkm)
 {
     struct part *p = part_find(g, rkm->partition);
@@ -641,6 +685,9 @@ static void take(struct group *g, rd_kafka_message_t *rkm)
         return;
     if (rkm->offset < p->seen)
         return; /* fetched again after a pause: already held or acked */
+    uint64_t lost = wsb_kresets_check(g->resets, g->rk, g->topic, rkm->partition, rkm->offset);
+    if (lost)
+        group_lost(g, rkm, lost);
     rd_kafka_timestamp_type_t tstype;
     int64_t ts = rd_kafka_message_timestamp(rkm, &tstype);
     struct wsb_header stack[MAX_STACK_HEADERS], *hv = stack;
@@ -784,7 +831,8 @@ static void *run(void *arg)
 struct wsb_kgroups *wsb_kgroups_new(const char *connector, const rd_kafka_conf_t *consumer_conf,
                                     const rd_kafka_conf_t *producer_conf,
                                     const struct wsb_sink *sink, atomic_uint_fast64_t *messages_in,
-                                    struct wsb_kgroups_stats *stats)
+                                    struct wsb_kgroups_stats *stats, wsb_kgroups_log_cb log,
+                                    int log_level)
 {
     struct wsb_kgroups *gs = calloc(1, sizeof(*gs));
     if (!gs)
@@ -795,6 +843,8 @@ struct wsb_kgroups *wsb_kgroups_new(const char *connector, const rd_kafka_conf_t
     gs->sink = *sink;
     gs->messages_in = messages_in;
     gs->st = stats;
+    gs->log = log;
+    gs->log_level = log_level;
     pthread_mutex_init(&gs->lock, NULL);
     return gs;
 }
@@ -807,6 +857,7 @@ static void group_free(struct group *g)
     free(g->ids);
     free(g->id);
     free(g->topic);
+    wsb_kresets_free(g->resets);
     free(g);
 }
 
@@ -832,7 +883,7 @@ static struct group *group_start(struct wsb_kgroups *gs, const struct wsb_source
     struct group *g = calloc(1, sizeof(*g));
     if (!g || !(g->id = strdup(wsb_connector_field(src->fields, "group"))) ||
         !(g->topic = strdup(wsb_connector_field(src->fields, "topic"))) ||
-        !(g->q = wsb_cmdq_new())) {
+        !(g->q = wsb_cmdq_new()) || !(g->resets = wsb_kresets_new())) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -847,12 +898,16 @@ static struct group *group_start(struct wsb_kgroups *gs, const struct wsb_source
         rd_kafka_conf_set(c, "enable.auto.offset.store", "false", why, sizeof(why)) ||
         rd_kafka_conf_set(c, "queued.min.messages", "1000", why, sizeof(why)) ||
         rd_kafka_conf_set(c, "queued.max.messages.kbytes", "4096", why, sizeof(why)) ||
-        rd_kafka_conf_set(c, "statistics.interval.ms", STATS_INTERVAL_MS, why, sizeof(why))) {
+        rd_kafka_conf_set(c, "statistics.interval.ms", STATS_INTERVAL_MS, why, sizeof(why)) ||
+        /* offset resets are read in the log (on_group_log): warnings logged, at once */
+        rd_kafka_conf_set(c, "log.queue", "false", why, sizeof(why)) ||
+        (gs->log_level < 4 && rd_kafka_conf_set(c, "log_level", "4", why, sizeof(why)))) {
         rd_kafka_conf_destroy(c);
         snprintf(err, errlen, "kafka group consumer: %s", why);
         goto fail;
     }
     rd_kafka_conf_set_opaque(c, g);
+    rd_kafka_conf_set_log_cb(c, on_group_log);
     rd_kafka_conf_set_error_cb(c, on_error);
     rd_kafka_conf_set_rebalance_cb(c, on_rebalance);
     rd_kafka_conf_set_offset_commit_cb(c, on_commit);
@@ -892,6 +947,7 @@ fail:
         if (g->rk)
             rd_kafka_destroy_flags(g->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
         wsb_cmdq_free(g->q);
+        wsb_kresets_free(g->resets);
         free(g->id);
         free(g->topic);
         free(g);

@@ -33,14 +33,21 @@ struct wsb_kgroups_stats {
     atomic_uint_fast64_t dropped;       /* nack without requeue and no dead_letter_topic */
     atomic_int_fast64_t lag;            /* over assigned partitions: high watermark - committed */
     atomic_uint_fast64_t groups;        /* group consumers running */
+    atomic_uint_fast64_t lost;          /* records lost at the broker: an offset reset past them */
 };
+
+/** librdkafka's log callback (the connector's), and the user's log_level: the group consumers
+ * read offset resets in their log and pass each line on to `log` up to that level. */
+typedef void (*wsb_kgroups_log_cb)(const rd_kafka_t *rk, int level, const char *fac,
+                                   const char *buf);
 
 /** `consumer_conf` and `producer_conf` are templates (borrowed, duplicated for each client).
  * `messages_in` is the connector's counter, bumped per record read. */
 struct wsb_kgroups *wsb_kgroups_new(const char *connector, const rd_kafka_conf_t *consumer_conf,
                                     const rd_kafka_conf_t *producer_conf,
                                     const struct wsb_sink *sink, atomic_uint_fast64_t *messages_in,
-                                    struct wsb_kgroups_stats *stats);
+                                    struct wsb_kgroups_stats *stats, wsb_kgroups_log_cb log,
+                                    int log_level);
 
 /* The connector thread's side (non-blocking: each forwards to the group's own thread). */
 

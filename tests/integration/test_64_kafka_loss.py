@@ -12,7 +12,8 @@ default), two clients on each loop (placed with /clients), and both the fixture'
 fetch setting and librdkafka's defaults.
 
 A stall that stays within retention is no loss: the same freeze with 1 MB produced gives no
-gap and a zero counter. The mock cluster of librdkafka 2.0.2 cannot make ordinary offset holes
+gap and a zero counter. On a `delivery: ack` channel the group consumer's reset is a gap of the
+same count for every member. The mock cluster of librdkafka 2.0.2 cannot make ordinary offset holes
 (it writes no transaction markers and never compacts): that records with a hole but no reset
 are not a loss is unit-tested (tests/unit/connectors/kafka_reset_test.c).
 """
@@ -182,3 +183,68 @@ def test_stall_within_retention_is_no_gap(bridge_factory, kafka_mock):  # noqa: 
         assert [m["offset"] for m in seen] == list(range(last + 1))
     assert lost_metric(b) == 0
     assert not [r for r in b.log_records() if r.get("msg") == "kafka records lost"]
+
+
+def read_quiet(c, out, quiet=2.0, timeout=40.0):
+    """Reads messages and gaps of `c` into `out` until nothing came for `quiet` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            out.append(c.recv_json(timeout=quiet))
+        except OSError:  # socket.timeout: quiet
+            return
+
+
+def test_ack_channel_loss_is_a_gap_for_every_member(bridge_factory, kafka_mock):  # noqa: F811
+    """`delivery: ack`: the group consumer's reset past records is a gap of their count for
+    each member (each record would have gone to one of them)."""
+    mc = kafka_mock(brokers=1, topics={TOPIC: 1})
+    ch = {"match": "work", "connector": "k", "topic": TOPIC, "delivery": "ack",
+          "group": "wsb-loss", "max_unacked": 1000}
+    b = bridge_factory(kafka_overrides(
+        mc.bootstrap, channels=[ch], extra={"log": {"level": "info", "format": "json"},
+                                            "limits": {"ping_interval_ms": 120000}}))
+    members = []
+    for _ in range(2):
+        c = b.connect()
+        reply = c.request({"op": "subscribe", "id": 1, "channel": "work"})
+        assert reply.get("type") == "subscribed", reply
+        members.append(c)
+    prod = producer(mc.bootstrap)
+    produce(mc.bootstrap, TOPIC, [record(i) for i in range(BEFORE)], prod=prod)
+    got = [[] for _ in members]
+    deadline = time.monotonic() + 30  # the group's join, then the records
+    while sum(len(g) for g in got) < BEFORE and time.monotonic() < deadline:
+        for i, c in enumerate(members):
+            try:
+                got[i].append(c.recv_json(timeout=0.2))
+            except OSError:
+                pass
+    assert sorted(m["offset"] for g in got for m in g) == list(range(BEFORE)), got
+    frozen(b, lambda: produce(mc.bootstrap, TOPIC,
+                              [record(i) for i in range(BEFORE, BEFORE + 400)], prod=prod))
+    after = produce(mc.bootstrap, TOPIC, [record(i) for i in range(BEFORE + 400, BEFORE + 410)],
+                    prod=prod)
+    last = after[-1]["offset"]
+    seen = [[] for _ in members]
+    threads = [threading.Thread(target=read_quiet, args=(c, seen[i]), daemon=True)
+               for i, c in enumerate(members)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(45)
+    gaps = [[m for m in s if m.get("type") == "gap"] for s in seen]
+    assert [len(g) for g in gaps] == [1, 1], gaps
+    dropped = gaps[0][0]["dropped"]
+    assert gaps[1][0] == {"type": "gap", "channel": "work", "dropped": dropped}, gaps
+    offsets = sorted(m["offset"] for s in seen for m in s if m.get("type") == "message")
+    assert offsets and offsets[-1] == last, offsets[-3:]
+    # Contiguous from the freeze on but for one jump: the records lost.
+    steps = [BEFORE - 1] + offsets
+    jumps = [(a, c) for a, c in zip(steps, steps[1:]) if c != a + 1]
+    assert len(jumps) == 1 and jumps[0][1] - jumps[0][0] - 1 == dropped > 0, (jumps, dropped)
+    assert len(offsets) + dropped == last + 1 - BEFORE
+    print("records lost at the broker (ack channel): %d of 410" % dropped)
+    assert lost_metric(b) == dropped
+    warn = [r for r in b.log_records() if r.get("msg") == "kafka records lost"]
+    assert len(warn) == 1 and (warn[0]["group"], warn[0]["lost"]) == ("wsb-loss", dropped), warn
