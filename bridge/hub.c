@@ -351,6 +351,19 @@ static void drop_empty_groups(struct wsb_hub *h, struct hub_channel *c)
 
 static void unlink_channel(struct wsb_hub *h, struct hub_channel *c);
 
+/* A channel's map key, "CHANNEL#SOURCE_ID" (what "%.*s#%" PRIu64 prints, without printf).
+ * Returns its length, or -1 when it does not fit `cap` with a NUL. */
+static int channel_key(char *key, size_t cap, const char *channel, size_t len, uint64_t source_id)
+{
+    if (len + 1 + 20 + 1 > cap)
+        return -1;
+    memcpy(key, channel, len);
+    key[len] = '#';
+    size_t n = len + 1 + wsb_fmt_u64(key + len + 1, source_id);
+    key[n] = '\0';
+    return (int)n;
+}
+
 struct wsb_hub_sub *wsb_hub_attach(struct wsb_hub *h, const char *channel, size_t len,
                                    uint64_t source_id, struct wsb_filter *filter, void *owner,
                                    uint32_t slot, bool *active, char **positions)
@@ -358,8 +371,8 @@ struct wsb_hub_sub *wsb_hub_attach(struct wsb_hub *h, const char *channel, size_
     *positions = NULL;
     *active = false;
     char key[WSB_CHANNEL_MAX + 32];
-    int klen = snprintf(key, sizeof(key), "%.*s#%" PRIu64, (int)len, channel, source_id);
-    if (klen < 0 || (size_t)klen >= sizeof(key)) {
+    int klen = channel_key(key, sizeof(key), channel, len, source_id);
+    if (klen < 0) {
         wsb_filter_free(filter);
         return NULL;
     }
@@ -683,8 +696,8 @@ size_t wsb_hub_channels(const struct wsb_hub *h)
 size_t wsb_hub_groups(const struct wsb_hub *h, const char *channel, size_t len, uint64_t source_id)
 {
     char key[WSB_CHANNEL_MAX + 32];
-    int klen = snprintf(key, sizeof(key), "%.*s#%" PRIu64, (int)len, channel, source_id);
-    if (klen < 0 || (size_t)klen >= sizeof(key))
+    int klen = channel_key(key, sizeof(key), channel, len, source_id);
+    if (klen < 0)
         return 0;
     const struct hub_channel *c = wsb_map_get_str(&h->channels, key, (size_t)klen);
     return c ? c->ngroups : 0;

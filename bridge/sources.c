@@ -130,16 +130,25 @@ static char *make_key(const struct wsb_sources *s, size_t connector, const struc
     wsb_buf_init(&b);
     /* Channels reading one stream in different formats are different sources: the
      * connector renders each record once per source. */
-    wsb_buf_printf(&b, "%zu\x1f%d\x1f%d\x1f%d\x1f", connector, src->ack ? 1 : 0,
-                   (int)src->value_format, (int)src->key_format);
+    wsb_buf_u64(&b, connector);
+    wsb_buf_puts(&b, src->ack ? "\x1f"
+                                "1\x1f"
+                              : "\x1f"
+                                "0\x1f");
+    wsb_buf_i64(&b, (int)src->value_format);
+    wsb_buf_append(&b, "\x1f", 1);
+    wsb_buf_i64(&b, (int)src->key_format);
+    wsb_buf_append(&b, "\x1f", 1);
     /* The broker members that name what is read, as the connector lists them; without a
      * list, the whole object as one text whatever the order its keys were written in. */
     const char *const *names = s->connectors[connector]->ops->source_keys;
     if (names) {
         for (; *names; names++) {
             const json_t *v = json_object_get(src->fields, *names);
-            wsb_buf_printf(&b, "%s%c%s\x1f", *names, v ? '=' : '!',
-                           v ? wsb_connector_field(src->fields, *names) : "");
+            wsb_buf_puts(&b, *names);
+            wsb_buf_append(&b, v ? "=" : "!", 1);
+            wsb_buf_puts(&b, v ? wsb_connector_field(src->fields, *names) : "");
+            wsb_buf_append(&b, "\x1f", 1);
         }
     } else {
         char *text = src->fields ? json_dumps(src->fields, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
@@ -205,7 +214,10 @@ char *wsb_positions_json(const int64_t *next, size_t npart)
     for (size_t i = 0; i < npart; i++) {
         if (next[i] < 0)
             continue;
-        wsb_buf_printf(&b, "%s\"%zu\":%" PRId64, first ? "" : ",", i, next[i]);
+        wsb_buf_puts(&b, first ? "\"" : ",\"");
+        wsb_buf_u64(&b, i);
+        wsb_buf_append(&b, "\":", 2);
+        wsb_buf_i64(&b, next[i]);
         first = false;
     }
     wsb_buf_puts(&b, "}");

@@ -54,6 +54,35 @@ void wsb_buf_puts(struct wsb_buf *b, const char *s)
     wsb_buf_append(b, s, strlen(s));
 }
 
+size_t wsb_fmt_u64(char *out, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
+}
+
+void wsb_buf_u64(struct wsb_buf *b, uint64_t v)
+{
+    char tmp[20];
+    wsb_buf_append(b, tmp, wsb_fmt_u64(tmp, v));
+}
+
+void wsb_buf_i64(struct wsb_buf *b, int64_t v)
+{
+    if (v < 0) {
+        wsb_buf_append(b, "-", 1);
+        wsb_buf_u64(b, (uint64_t)0 - (uint64_t)v); /* INT64_MIN too */
+        return;
+    }
+    wsb_buf_u64(b, (uint64_t)v);
+}
+
 void wsb_buf_printf(struct wsb_buf *b, const char *fmt, ...)
 {
     va_list ap;

@@ -20,6 +20,11 @@ int wsb_buf_reserve(struct wsb_buf *b, size_t n);
 void wsb_buf_append(struct wsb_buf *b, const void *p, size_t n);
 void wsb_buf_puts(struct wsb_buf *b, const char *s);
 void wsb_buf_printf(struct wsb_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/** Appends v in decimal (what "%" PRIu64 / PRId64 print), without printf's parsing. */
+void wsb_buf_u64(struct wsb_buf *b, uint64_t v);
+void wsb_buf_i64(struct wsb_buf *b, int64_t v);
+/** Writes v in decimal to out (at least 20 bytes; no NUL). Returns the length. */
+size_t wsb_fmt_u64(char *out, uint64_t v);
 /** Appends `p` as a JSON string literal with quotes, escaping per RFC 8259. `p` must be
  * valid UTF-8 (callers check); control characters become \u00XX. A length whose escaped
  * size would overflow size_t sets oom, like a failed allocation. */

@@ -4,6 +4,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <inttypes.h>
 #include <stdint.h>
 
 #include <cmocka.h>
@@ -227,6 +228,35 @@ static char *escape_checked(const void *p, size_t n, size_t *outlen)
     return (char *)d;
 }
 
+/* The decimal appenders print what printf prints, at the edges and in between. */
+static void test_decimal(void **state)
+{
+    (void)state;
+    static const int64_t vals[] = {
+        0,   1,     -1,         9,         10,        -10,           99,
+        100, 12345, -987654321, INT64_MAX, INT64_MIN, INT64_MAX - 1, INT64_MIN + 1};
+    for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+        char want[64];
+        struct wsb_buf b;
+        wsb_buf_init(&b);
+        wsb_buf_i64(&b, vals[i]);
+        wsb_buf_append(&b, "|", 1);
+        wsb_buf_u64(&b, (uint64_t)vals[i]);
+        snprintf(want, sizeof(want), "%" PRId64 "|%" PRIu64, vals[i], (uint64_t)vals[i]);
+        assert_int_equal(b.len, strlen(want));
+        assert_memory_equal(b.data, want, b.len);
+        wsb_buf_cleanup(&b);
+    }
+    uint64_t v = 1;
+    for (int i = 0; i < 64; i++, v = v * 3 + 7) {
+        char got[24], want[24];
+        size_t n = wsb_fmt_u64(got, v);
+        snprintf(want, sizeof(want), "%" PRIu64, v);
+        assert_int_equal(n, strlen(want));
+        assert_memory_equal(got, want, n);
+    }
+}
+
 static void test_json_str_escapes(void **state)
 {
     (void)state;
@@ -314,6 +344,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_empty),
+        cmocka_unit_test(test_decimal),
         cmocka_unit_test(test_one_byte_and_growth),
         cmocka_unit_test(test_exact_fill_and_large_append),
         cmocka_unit_test(test_oom_is_sticky),
