@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -252,6 +253,33 @@ static void test_counts_released(void **state)
     assert_int_equal(atomic_load(&f->w.metrics.connections), 0);
 }
 
+/* A session's conn id and IPv4 text, formatted without printf: what "%" PRIx64 and
+ * inet_ntop write. */
+static void test_session_names(void **state)
+{
+    struct fixture *f = *state;
+    static const char *const ips[] = {"0.0.0.0",     "1.2.3.4",        "10.0.0.1",
+                                      "127.0.0.255", "192.168.100.20", "255.255.255.255"};
+    for (size_t i = 0; i < sizeof(ips) / sizeof(ips[0]); i++) {
+        struct bufferevent *pair[2];
+        assert_int_equal(bufferevent_pair_new(f->w.base, 0, pair), 0);
+        struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(40000)};
+        assert_int_equal(inet_pton(AF_INET, ips[i], &sin.sin_addr), 1);
+        struct wsb_session *s = wsb_conn_open(&f->w, pair[0], (struct sockaddr *)&sin, sizeof(sin));
+        assert_non_null(s);
+        char want[INET6_ADDRSTRLEN], sid[24];
+        assert_non_null(inet_ntop(AF_INET, &sin.sin_addr, want, sizeof(want)));
+        assert_string_equal(s->ip, want);
+        snprintf(sid, sizeof(sid), "%" PRIx64, s->id);
+        assert_string_equal(s->sid, sid);
+        bufferevent_flush(pair[1], EV_READ | EV_WRITE, BEV_FINISHED); /* EOF on the session */
+        bufferevent_free(pair[1]);
+        for (int k = 0; k < 5 && f->w.sessions; k++)
+            event_base_loop(f->w.base, EVLOOP_NONBLOCK);
+    }
+    assert_null(f->w.sessions);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -262,6 +290,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_success_101_then_expired_401, setup, teardown),
         cmocka_unit_test_setup_teardown(test_handshake_rate_429_follows_the_clock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_counts_released, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_session_names, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
