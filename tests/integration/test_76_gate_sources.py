@@ -6,8 +6,9 @@ Two workers (the default). On each worker one raw client subscribed to `mem.a` (
 the admin /clients listing; a socket with `SO_RCVBUF` 4096) alternates: it stops reading
 for STALL_S (it falls behind and holds its loop's gate for up to its 500 ms allowance), then
 reads everything for READ_S (it catches up and repays the allowance), over and over. Channel
-A carries 250 records/s of ~4 KB (wsb-load's publisher and one fast A client), channel B 200
-records/s of 100 bytes to 20 wsb-load clients spread over both workers.
+A carries 200 records/s of 16 KB (wsb-load's publisher and one fast A client, which gets every
+record once, in order), channel B 200 records/s of 100 bytes to 20 wsb-load clients spread
+over both workers.
 
 Before the gate held per source (main until 2026-12-06), every record of the loop waited
 while the A client held, B's included: B's p99 was about the holding time (~500 ms: 1 in 4
@@ -36,6 +37,7 @@ A_RATE, A_PAYLOAD = 200, 16000  # ~3.2 MB/s: the kernel takes ~1-4 MB of a stall
 B_RATE, B_CLIENTS = 200, 20
 B_TOTAL = 1000 if SANITIZED else 1600  # 5 or 8 s of B
 STALL_S, READ_S = 1.5, 1.0  # a hold of 500 ms per cycle, the allowance repaid in between
+A_TOTAL = A_RATE * (B_TOTAL // B_RATE + 3)  # A flows before, during and after B
 B_P99_MS = 250.0  # half a hold; measured 8-20 ms at load 3-5, 177 ms at load 8; 481 ms on main
 
 
@@ -113,16 +115,19 @@ class Staller(threading.Thread):
             self.cycles += 1
 
     def stop(self):
+        """Stops and closes the client (it then holds nothing)."""
         self.stop_evt.set()
-        self.join(5)
+        if self.is_alive():
+            self.join(5)
+        self.sock.close()
 
 
 def test_behind_client_holds_only_its_channel(bridge_factory, tmp_path):
     b = gate_bridge(bridge_factory)
     stallers = [Staller(c) for c in a_client_per_worker(b)]
     a_load = LoadRun(["--url", b.ws_url, "--clients", 1, "--channel", "mem.a",
-                      "--publish", A_RATE, "--payload", A_PAYLOAD, "--duration", 30],
-                     tmp_path / "a-load.stderr")
+                      "--publish", A_RATE, "--payload", A_PAYLOAD, "--expect", A_TOTAL,
+                      "--duration", 40], tmp_path / "a-load.stderr")
     try:
         # A flows before B starts: the A clients fall behind from the first stall on
         deadline = time.monotonic() + 10
@@ -138,10 +143,14 @@ def test_behind_client_holds_only_its_channel(bridge_factory, tmp_path):
                          tmp_path / "b-load.stderr")
         rc, summary = b_load.result(timeout=60)
         held = (b.metrics().value("wsbridge_handoff_held_seconds_total") or 0.0) - held0
+        for s in stallers:
+            s.stop()
+        a_rc, a_summary = a_load.result(timeout=40)
     finally:
         for s in stallers:
             s.stop()
         a_load.kill()
+    print("A:", json.dumps(a_summary))
     print("B:", json.dumps(summary))
     print("A clients: %d stall cycles, %d bytes read; hand-off held %.2f s during B" % (
         sum(s.cycles for s in stallers), sum(s.read_bytes for s in stallers), held))
@@ -149,6 +158,9 @@ def test_behind_client_holds_only_its_channel(bridge_factory, tmp_path):
     assert summary["order_violations"] == 0 and summary["gaps_total"] == 0, summary
     assert summary["per_client_min"] == B_TOTAL, summary
     assert rc == 0, summary
+    # A's own fast client got every record of the held channel once, in order
+    assert a_summary["per_client_min"] == A_TOTAL and a_summary["gaps_total"] == 0, a_summary
+    assert a_summary["order_violations"] == 0 and a_rc == 0, a_summary
     # The A clients did hold their loops (else this test shows nothing) ...
     assert all(s.cycles >= 2 for s in stallers), [s.cycles for s in stallers]
     assert held >= 0.5, "the hand-off gate held %.2f s: the A clients never got behind" % held
