@@ -108,7 +108,7 @@ static void hub_deliver(void *owner, uint32_t slot, struct wsb_frame *f, uint64_
                 return;
             }
             /* drop_oldest: make room down to the soft limit, whole messages only. */
-            uint64_t sock = evbuffer_get_length(s->out);
+            uint64_t sock = wsb_session_out_len(s);
             uint64_t target =
                 l->send_soft_bytes > sock + f->len ? l->send_soft_bytes - sock - f->len : 0;
             wsb_outq_drop_oldest(&s->q, target, count_drop, s);

@@ -200,7 +200,9 @@ static void respond(struct wsb_session *s, const struct wsb_buf *b)
         status = wsb_httppub_status(code ? code : "");
     }
     json_decref(root);
-    struct evbuffer *out = s->out;
+    struct evbuffer *out = wsb_session_output(s);
+    if (!out)
+        return;
     evbuffer_add_printf(out,
                         "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
                         "Content-Length: %zu\r\nConnection: close\r\nCache-Control: no-store\r\n",

@@ -25,6 +25,7 @@
 #include "bridge/sources.h"
 #include "bridge/sse_wire.h"
 #include "bridge/worker.h"
+#include "bridge/writer.h"
 #include "bridge/ws/ws_deflate.h"
 #include "config/config.h"
 #include "connectors/connector.h"
@@ -46,7 +47,7 @@ const struct wsb_limits *wsb_session_limits(const struct wsb_session *s)
 
 uint64_t wsb_session_queued(const struct wsb_session *s)
 {
-    return s->q.bytes + evbuffer_get_length(s->out);
+    return s->q.bytes + wsb_session_out_len(s);
 }
 
 /* ---- low-level output ------------------------------------------------------------- */
@@ -64,7 +65,11 @@ static void frame_cleanup(const void *data, size_t len, void *arg)
  * is referenced, not copied per client. */
 static void write_frame(struct wsb_session *s, struct wsb_frame *f)
 {
-    struct evbuffer *out = s->out;
+    struct evbuffer *out = wsb_session_output(s);
+    if (!out) {
+        wsb_frame_unref(f);
+        return;
+    }
     size_t len = f->len;
     if (len < COPY_BELOW) {
         int rc = evbuffer_add(out, f->data, len);
@@ -165,7 +170,9 @@ void wsb_session_send_control(struct wsb_session *s, uint8_t opcode, const void 
         return;
     uint8_t hdr[10];
     size_t hl = wsb_frame_header(hdr, opcode, true, false, len);
-    struct evbuffer *out = s->out;
+    struct evbuffer *out = wsb_session_output(s);
+    if (!out)
+        return;
     evbuffer_add(out, hdr, hl);
     if (len)
         evbuffer_add(out, p, len);
@@ -240,9 +247,9 @@ static void write_sse_id(struct wsb_session *s)
     size_t n = wsb_sse_token_encode(chans, s->cap, tok, sizeof(tok));
     if (chans != stack)
         free(chans);
-    if (n == 0)
+    struct evbuffer *out = n ? wsb_session_output(s) : NULL;
+    if (!out)
         return;
-    struct evbuffer *out = s->out;
     evbuffer_add(out, "id: ", 4);
     evbuffer_add(out, tok, n);
     evbuffer_add(out, "\n", 1);
@@ -280,10 +287,10 @@ void wsb_session_flush(struct wsb_session *s)
 {
     if (s->state == WSB_SS_DEAD || s->state == WSB_SS_HANDSHAKE)
         return;
-    struct evbuffer *out = s->out;
     struct wsb_outq_item it;
     int64_t now = -1;
-    while (evbuffer_get_length(out) < WSB_SESSION_SOCKET_CHUNK && wsb_outq_pop(&s->q, &it)) {
+    while (wsb_session_out_len(s) < WSB_SESSION_SOCKET_CHUNK && s->state != WSB_SS_DEAD &&
+           wsb_outq_pop(&s->q, &it)) {
         struct wsb_frame *f = it.frame;
         if (it.kind != WSB_OUTQ_REPLY) {
             if (it.tag < s->cap && s->subs[it.tag].used && s->subs[it.tag].gap)
@@ -332,7 +339,7 @@ void wsb_session_io_update(struct wsb_session *s)
     if (s->state != WSB_SS_DEAD) {
         if (s->read_on && (!s->in || evbuffer_get_length(s->in) < s->read_max))
             want |= EV_READ;
-        if (s->write_armed && evbuffer_get_length(s->out))
+        if (s->write_armed && wsb_session_out_len(s))
             want |= EV_WRITE;
     }
     if (want == s->io_what)
@@ -346,6 +353,18 @@ void wsb_session_io_update(struct wsb_session *s)
     event_assign(s->io, s->w->base, s->fd, (short)(want | EV_PERSIST), event_get_callback(s->io),
                  s);
     event_add(s->io, NULL);
+}
+
+struct evbuffer *wsb_session_output(struct wsb_session *s)
+{
+    if (!s->out && s->direct && !wsb_writer_output(s))
+        wsb_session_kill(s);
+    return s->out;
+}
+
+size_t wsb_session_out_len(const struct wsb_session *s)
+{
+    return s->out ? evbuffer_get_length(s->out) : 0;
 }
 
 void wsb_session_read(struct wsb_session *s, bool on)
@@ -583,7 +602,7 @@ void wsb_session_written(struct wsb_session *s)
     if (s->state == WSB_SS_DEAD)
         return;
     wsb_session_flush(s);
-    if (!s->close_after_flush || evbuffer_get_length(s->out) != 0)
+    if (!s->close_after_flush || wsb_session_out_len(s) != 0)
         return;
     /* Lingering close: a client may still be sending its request (it was refused at accept,
      * or its head was too large). Closing with unread input would reset the connection, and
@@ -754,7 +773,9 @@ static void ping_due(struct wsb_session *s)
     if (s->transport == WSB_TRANSPORT_SSE) {
         /* A comment line keeps proxies from timing the stream out; a dead peer shows up as
          * a write error or through the send-buffer limits. */
-        evbuffer_add(s->out, ":\n\n", 3);
+        struct evbuffer *out = wsb_session_output(s);
+        if (out)
+            evbuffer_add(out, ":\n\n", 3);
         wsb_metric_add(s->w->metrics.bytes_out, 3);
         return;
     }

@@ -101,7 +101,8 @@ struct wsb_session {
      * and writes `fd` itself, with one `io` event for read and write readiness (conn.c reads,
      * writer.c writes), and holds an input evbuffer only while input waits unconsumed. */
     struct bufferevent *bev; /* NULL for a plain socket */
-    struct evbuffer *out;    /* what the socket has not taken yet: bev's output, or our own */
+    struct evbuffer *out;    /* what the socket has not taken yet: bev's output, or our own
+                              * (plain: NULL while idle; wsb_session_output makes it) */
     struct evbuffer *in;     /* plain: unconsumed input (a partial request head), or NULL */
     struct event *io;        /* plain: its read/write event (made by conn.c), or NULL */
     int fd;                  /* plain: the socket (closed with the session); -1 with a bev */
@@ -194,6 +195,13 @@ void wsb_session_start(struct wsb_session *s);
 void wsb_session_kill(struct wsb_session *s);
 
 /* ---- the socket ------------------------------------------------------------------- */
+
+/** The output evbuffer to add to: a plain session's is made again if the idle tick gave it
+ * back (writer.h). NULL only when that fails (out of memory: the session is killed). */
+struct evbuffer *wsb_session_output(struct wsb_session *s);
+
+/** Bytes in the output evbuffer (0 when there is none). */
+size_t wsb_session_out_len(const struct wsb_session *s);
 
 /** Enables or disables reading from the socket (bufferevent_enable/disable of EV_READ). */
 void wsb_session_read(struct wsb_session *s, bool on);

@@ -27,7 +27,9 @@
 
 static void write_head(struct wsb_session *s, const struct wsb_http_req *req)
 {
-    struct evbuffer *out = s->out;
+    struct evbuffer *out = wsb_session_output(s);
+    if (!out)
+        return;
     evbuffer_add_printf(out, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                              "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n"
                              "Connection: close\r\n");

@@ -61,13 +61,14 @@ void wsb_sweep_tick(struct wsb_session *s, int64_t now_ms)
         wsb_session_close(s, 1008, "message timeout", true);
         return;
     }
-    /* An idle connection keeps no buffers: the out-queue's ring (16 items) and the inbound
-     * message buffer are given back here, at most once a tick, and allocated again on demand
-     * (docs/benchmarks.md, memory per idle connection). */
+    /* An idle connection keeps no buffers: the out-queue's ring (16 items), the inbound
+     * message buffer and a plain socket's output evbuffer are given back here, at most once a tick,
+     * and allocated again on demand (docs/benchmarks.md, memory per idle connection). */
     if (s->q.count == 0 && s->q.items)
         wsb_outq_cleanup(&s->q);
     if (!s->msg_pending && s->msg.data)
         wsb_buf_cleanup(&s->msg);
+    wsb_writer_release(s); /* and a plain socket's empty output evbuffer */
     /* The soft limit is also judged when no new message arrives, with the policy of the
      * channels whose messages wait (as on delivery, delivery.c). */
     s->sb.bytes = wsb_session_queued(s);
@@ -85,7 +86,7 @@ void wsb_sweep_tick(struct wsb_session *s, int64_t now_ms)
         return;
     }
     /* drop_oldest: down to the soft limit, whole messages; the gaps go out with the flush. */
-    uint64_t sock = evbuffer_get_length(s->out);
+    uint64_t sock = wsb_session_out_len(s);
     uint64_t target = l->send_soft_bytes > sock ? l->send_soft_bytes - sock : 0;
     if (wsb_outq_drop_oldest(&s->q, target, count_tick_drop, s))
         wsb_session_flush(s);

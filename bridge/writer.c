@@ -81,11 +81,34 @@ bool wsb_writer_attach(struct wsb_session *s)
     return true;
 }
 
+struct evbuffer *wsb_writer_output(struct wsb_session *s)
+{
+    if (s->out)
+        return s->out;
+    if (!(s->out = evbuffer_new()))
+        return NULL;
+    if (!evbuffer_add_cb(s->out, on_output, s)) {
+        evbuffer_free(s->out);
+        s->out = NULL;
+    }
+    return s->out;
+}
+
+void wsb_writer_release(struct wsb_session *s)
+{
+    if (!s->direct || !s->out || s->dirty_slot || s->write_armed ||
+        evbuffer_get_length(s->out) != 0)
+        return;
+    evbuffer_free(s->out); /* and its callback entry */
+    s->out = NULL;
+}
+
 void wsb_writer_detach(struct wsb_session *s)
 {
     if (!s->direct)
         return;
-    evbuffer_remove_cb(s->out, on_output, s);
+    if (s->out)
+        evbuffer_remove_cb(s->out, on_output, s);
     if (s->dirty_slot)
         s->w->wr.v[s->dirty_slot - 1] = NULL;
     s->dirty_slot = 0;
@@ -94,7 +117,7 @@ void wsb_writer_detach(struct wsb_session *s)
 
 void wsb_writer_drained(struct wsb_session *s)
 {
-    if (!s->direct || !s->write_armed || s->q.count || evbuffer_get_length(s->out))
+    if (!s->direct || !s->write_armed || s->q.count || wsb_session_out_len(s))
         return;
     /* Caught up: write readiness is no longer asked for, and the next output is written by
      * the flush. */
@@ -109,7 +132,7 @@ void wsb_writer_ready(struct wsb_session *s)
     /* As a socket bufferevent's write callback: at most one socket chunk (its
      * max_single_write, conn.c), an error or a write of nothing ends the connection, and the
      * session's write callback runs once at most the low watermark is left. */
-    if (evbuffer_get_length(s->out)) {
+    if (wsb_session_out_len(s)) {
         int n = evbuffer_write_atmost(s->out, s->fd, WSB_SESSION_SOCKET_CHUNK);
         if (n <= 0) {
             if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
@@ -118,7 +141,7 @@ void wsb_writer_ready(struct wsb_session *s)
             return;
         }
     }
-    if (evbuffer_get_length(s->out) <= WRITE_LOWAT) {
+    if (wsb_session_out_len(s) <= WRITE_LOWAT) {
         wsb_writer_drained(s);
         wsb_session_written(s);
     }
@@ -130,7 +153,7 @@ static void write_out(struct wsb_session *s)
     if (s->state == WSB_SS_DEAD || s->write_armed)
         return;
     struct evbuffer *out = s->out;
-    if (evbuffer_get_length(out) == 0)
+    if (!out || evbuffer_get_length(out) == 0)
         return;
     s->w->wr.writes++;
     /* At most one socket chunk per write, as libevent's max_single_write (conn.c): a large

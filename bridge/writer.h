@@ -50,6 +50,7 @@
 #include <stdint.h>
 
 struct event;
+struct evbuffer;
 struct wsb_session;
 struct wsb_worker;
 
@@ -68,6 +69,15 @@ struct wsb_writer {
  * when the flush event or the output callback cannot be made (out of memory). @locality
  * loop */
 bool wsb_writer_attach(struct wsb_session *s);
+
+/** A plain session's output evbuffer, made (with the callback that lists the session when
+ * output is added) if the idle tick gave it back; NULL when out of memory. @locality loop */
+struct evbuffer *wsb_writer_output(struct wsb_session *s);
+
+/** Gives back a plain session's output evbuffer when it is empty and not listed or waiting
+ * for write readiness (the idle tick: an idle connection holds none; ~200 B with its
+ * callback entry). @locality loop */
+void wsb_writer_release(struct wsb_session *s);
 
 /** Takes a session that is being freed off the dirty list (before its output is freed).
  * @locality loop */

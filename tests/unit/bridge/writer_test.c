@@ -5,7 +5,8 @@
  * order; a session
  * freed while on the dirty list is skipped; a peer that closed kills the session; a close
  * after flush still closes TCP once the close frame is out; a plain session (no
- * bufferevent) reads its socket itself and holds no input buffer while idle. */
+ * bufferevent) reads its socket itself and holds no input buffer while idle, nor an output
+ * buffer after the idle tick. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -28,7 +29,9 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "bridge/clock.h"
 #include "bridge/conn.h"
+#include "bridge/sweep.h"
 #include "bridge/writer.h"
 #include "bridge/ws/ws_frame.h"
 
@@ -389,6 +392,18 @@ static void test_plain_session_reads_its_socket(void **state)
     char msg[256];
     assert_int_equal(next_frame(&p, msg, sizeof(msg)), WSB_OP_PONG);
     assert_string_equal(msg, "hello");
+    /* Idle: the tick gives the empty output evbuffer back; output makes it again. */
+    assert_non_null(p.s->out);
+    wsb_sweep_tick(p.s, wsb_now_ms());
+    assert_null(p.s->out);
+    reply(p.s, 5, 10);
+    assert_non_null(p.s->out);
+    pass(f);
+    assert_true(peer_read(&p));
+    assert_int_equal(next_frame(&p, msg, sizeof(msg)), WSB_OP_TEXT);
+    expect_n(msg, 5);
+    wsb_sweep_tick(p.s, wsb_now_ms());
+    assert_null(p.s->out);
     /* Reading paused: a ping waits in the socket; resumed: it is answered. */
     wsb_session_read(p.s, false);
     assert_int_equal(event_pending(p.s->io, EV_READ, NULL), 0);
