@@ -92,7 +92,6 @@ struct wsb_pending_pub {
 struct wsb_session {
     struct wsb_worker *w;
     struct wsb_session *prev, *next, *reap_next, *detach_next;
-    bool detach_queued;
     uint64_t id;
     char sid[24];
     /* The socket. TLS (and the unit tests' bufferevent pairs): libevent's bufferevent. A
@@ -109,6 +108,7 @@ struct wsb_session {
     uint32_t read_max;       /* plain: no reading while `in` holds this much */
     short io_what;           /* plain: what `io` is added for (EV_READ, EV_WRITE) */
     bool read_on;            /* plain: reading is enabled (bufferevent_enable's EV_READ) */
+    bool detach_queued;      /* on the worker's detach list (fields ordered to leave no holes) */
     union wsb_peer_addr addr;
     char ip[INET6_ADDRSTRLEN];
     struct wsb_ip_ticket ip_ticket; /* what the per-IP table counted for us */
@@ -127,8 +127,8 @@ struct wsb_session {
      * partly read: conn.c makes it for a read and frees it when the input ends between
      * messages (docs/benchmarks.md, Footprint). */
     struct wsb_frame_parser *fp;
-    struct wsb_utf8 utf8;
     struct wsb_inflater *inflater;
+    struct wsb_utf8 utf8;
     bool pmd;
     bool deflate_out;   /* compress messages we send */
     bool discard_input; /* input is read and thrown away */
@@ -147,9 +147,9 @@ struct wsb_session {
     size_t nsubs; /* used slots */
     size_t cap;
     uint32_t inflight;
+    uint32_t strikes;
     struct wsb_pending_pub *pubs;
     struct wsb_bucket in_msgs, in_bytes;
-    uint32_t strikes;
 
     /* output */
     struct wsb_outq q;
@@ -160,11 +160,11 @@ struct wsb_session {
     bool read_paused;
     bool direct;           /* plaintext: written by the loop's flush (writer.h), not libevent */
     bool write_armed;      /* direct: the kernel refused part of the output; EV_WRITE is on */
+    bool tls;              /* accepted on a TLS listener */
     uint32_t dirty_slot;   /* direct: 1 + index in the loop's dirty list, 0 when not listed */
     uint64_t dropped;      /* messages dropped for this client (drop_oldest) */
     uint64_t messages_out; /* message frames handed to the socket */
     int64_t opened_us;     /* when the upgrade completed (monotonic) */
-    bool tls;              /* accepted on a TLS listener */
     json_t *tls_claims;    /* mtls_subject / mtls_cn of a verified client certificate, or NULL */
 
     /* One timer event for every deadline (monotonic ms, 0 when unset): it is armed for the
@@ -173,8 +173,8 @@ struct wsb_session {
     int64_t oneshot_ms; /* handshake deadline, pong deadline, close wait, stream end */
     int64_t ping_ms;    /* next ping (or SSE keep-alive comment) */
     int64_t expiry_ms;  /* the token's exp + leeway */
-    bool expiry_on;     /* the session has a token-expiry deadline (not HTTP) */
     int64_t ping_sent_ms;
+    bool expiry_on; /* the session has a token-expiry deadline (not HTTP) */
     bool awaiting_pong;
 };
 
