@@ -343,3 +343,11 @@ def test_publish_bounds_preflight_and_per_subject_limits(bridge_factory):
     res = [post_publish(b.port, {"channel": "mem.lim", "data": i}) for i in range(4)]
     assert [r[0] for r in res].count(429) >= 2, res
     assert all(r[1]["code"] == "rate_limited" for r in res if r[0] == 429), res
+
+
+def test_publish_body_above_the_read_mark_is_waited_for(bridge_factory):
+    """A POST /publish body larger than the 256 KiB read high-water mark (the bridge raises
+    it to the announced length, up to max_message_bytes) is read whole and published."""
+    b = bridge_factory({"limits": {"max_message_bytes": 1 << 20}})
+    st, body = post_publish(b.port, {"channel": "mem.big", "data": "x" * (400 * 1024)})
+    assert st == 200 and body["type"] == "published", (st, body)
