@@ -70,8 +70,11 @@ def drain_messages(c, into, until, timeout):
     return into
 
 
-def test_all_brokers_down_then_up_readyz_and_no_loss(kafka_mock, bridge_factory):
-    mc = kafka_mock(brokers=3, topics={"orders": 3})
+def subscribed(kafka_mock, bridge_factory, brokers):  # noqa: F811
+    """A mock cluster of `brokers` with "orders" (3 partitions), a bridge reading it through
+    CONNECTOR (info logs), ready, and one client subscribed to "orders" from latest.
+    Returns (cluster, bridge, client, the `subscribed` reply)."""
+    mc = kafka_mock(brokers=brokers, topics={"orders": 3})
     b = bridge_factory(kafka_overrides(mc.bootstrap, name=CONNECTOR,
                                        extra={"log": {"level": "info"}}))
     wait_readyz(b, 200, 15)
@@ -79,6 +82,11 @@ def test_all_brokers_down_then_up_readyz_and_no_loss(kafka_mock, bridge_factory)
     c.send_json({"op": "subscribe", "id": 1, "channel": "orders", "from": "latest"})
     sub = c.recv_json(timeout=10)
     assert sub.get("type") == "subscribed", sub
+    return mc, b, c, sub
+
+
+def test_all_brokers_down_then_up_readyz_and_no_loss(kafka_mock, bridge_factory):
+    mc, b, c, sub = subscribed(kafka_mock, bridge_factory, brokers=3)
     start = {int(p): o for p, o in sub["offsets"].items()}
     assert start == {0: 0, 1: 0, 2: 0}, sub
 
@@ -189,14 +197,7 @@ def test_a_stalled_cluster_shorter_than_two_probes_is_not_an_outage(kafka_mock, 
     1.5 s) while the brokers are not gone. A loaded host stalls like this. One late probe is
     not an outage: /readyz stays 200 and no `connector down` is logged. The record produced
     after the stall is delivered."""
-    mc = kafka_mock(brokers=1, topics={"orders": 3})
-    b = bridge_factory(kafka_overrides(mc.bootstrap, name=CONNECTOR,
-                                       extra={"log": {"level": "info"}}))
-    wait_readyz(b, 200, 15)
-    c = b.connect()
-    c.send_json({"op": "subscribe", "id": 1, "channel": "orders", "from": "latest"})
-    sub = c.recv_json(timeout=10)
-    assert sub.get("type") == "subscribed", sub
+    mc, b, c, _ = subscribed(kafka_mock, bridge_factory, brokers=1)
     time.sleep(2.0)  # a probe or two have answered: the state is known and up
 
     statuses = []
