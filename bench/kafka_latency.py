@@ -33,6 +33,7 @@ import argparse
 import bisect
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -59,6 +60,9 @@ def main():
     ap.add_argument("--memory", action="store_true",
                     help="the memory connector instead (wsb-load publishes through the bridge), "
                          "for comparison under the same conditions")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the run's files (bridge log, configs, times) and name their "
+                         "directory in the output; removed at the end otherwise")
     a = ap.parse_args()
 
     from confluent_kafka import Producer
@@ -100,6 +104,8 @@ def main():
     except RuntimeError as e:
         mock.stdin.close()
         mock.wait(10)
+        if not a.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
         sys.exit(str(e))
     load = None
     try:
@@ -224,7 +230,7 @@ def main():
         plain = times(ref_path) if ref else {}
         print(json.dumps({"connector": "memory" if a.memory else "kafka", "clients": a.clients, "rate": a.rate, "duration_s": a.duration,
                           "payload": a.payload, "properties": json.loads(a.properties),
-                          "tracer": trace, "files": tmp,
+                          "tracer": trace, "files": tmp if a.keep else None,
                           "produced": sent[0],
                           "deliveries_per_s": round(a.rate * a.clients),
                           "received_total": summary.get("received_total"),
