@@ -274,13 +274,14 @@ static void on_read(struct bufferevent *bev, void *arg)
  * head, the subscribe, the EOF) and with up to 16 KiB per call instead of its 4 KiB. Returns
  * recv's result, or -2 when `in` could not grow. Not inlined: its buffer is gone by the
  * time the input is parsed. */
-static __attribute__((noinline)) long recv_into(struct evbuffer *in, int fd, size_t room)
+static __attribute__((noinline)) long recv_into(struct evbuffer *in, int fd, size_t room, bool wipe)
 {
     char buf[READ_CHUNK];
     ssize_t n = recv(fd, buf, room < sizeof(buf) ? room : sizeof(buf), 0);
-    if (n > 0 && evbuffer_add(in, buf, (size_t)n) != 0)
-        return -2;
-    return (long)n;
+    bool added = n <= 0 || evbuffer_add(in, buf, (size_t)n) == 0;
+    if (wipe && n > 0)
+        explicit_bzero(buf, (size_t)n); /* a request head: it may carry the token */
+    return added ? (long)n : -2;
 }
 
 /* A plain session's socket is readable: one read of at most READ_MAX (a bufferevent's
@@ -298,7 +299,7 @@ static void read_socket(struct wsb_session *s)
         room = READ_MAX;
     if (room == 0)
         return;
-    long n = recv_into(s->in, s->fd, room);
+    long n = recv_into(s->in, s->fd, room, s->state == WSB_SS_HANDSHAKE);
     if (n <= 0) {
         if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
             return;

@@ -383,6 +383,8 @@ static bool authenticate(struct admission *a)
             token_error = "token_invalid";
     }
     memset(token, 0, tl > 0 ? (size_t)tl + 1 : 1);
+    if (pl)
+        memset(a->join, 0, pl + 1); /* the subprotocols may carry the token */
     if (want_cookies)
         memset(cookies, 0, JOIN_MAX); /* a failed join may have written part of it */
     if (token_error && (cfg->auth.refusal == WSB_REFUSAL_HTTP || a->kind != REQ_UPGRADE)) {
@@ -402,7 +404,9 @@ static void switch_protocols(struct admission *a)
     char accept[29];
     wsb_ws_accept_key(a->chk.key.ptr, a->chk.key.len, accept);
     size_t pl = join_headers(&a->req, "Sec-WebSocket-Protocol", ", ", a->join);
-    const char *proto = pl ? wsb_token_select_protocol(a->join, pl) : NULL;
+    const char *proto = pl ? wsb_token_select_protocol(a->join, pl) : NULL; /* a constant */
+    if (pl)
+        memset(a->join, 0, pl + 1); /* the subprotocols may carry the token */
     char ext[256] = "";
     struct wsb_pmd_params pmdp;
     if (cfg->permessage_deflate && !a->token_error) {
@@ -575,5 +579,9 @@ void wsb_upgrade_read(struct wsb_session *s, struct evbuffer *in)
     }
     p = (const char *)evbuffer_pullup(in, (ssize_t)((size_t)end + want));
     handshake(s, p, (size_t)end, (const uint8_t *)p + end, body == SIZE_MAX ? SIZE_MAX : body);
+    /* The head may carry the token (query, Authorization, subprotocol, cookie): wiped in
+     * the input's chain before the chain goes back to the allocator or is reused. The
+     * pulled-up bytes are contiguous and the buffer's own. */
+    memset((char *)p, 0, (size_t)end);
     evbuffer_drain(in, (size_t)end + want);
 }
