@@ -273,3 +273,16 @@ int wsb_format_parse(const char *name)
             return (int)i;
     return -1;
 }
+
+struct wsb_msg *wsb_msg_lost(uint64_t source_id, int32_t partition, int64_t next_offset,
+                             uint64_t *left)
+{
+    struct wsb_msg *m =
+        wsb_msg_new(source_id, partition, next_offset - 1, -1, NULL, 0, NULL, 0, NULL, 0);
+    if (!m)
+        return NULL;
+    m->flags |= WSB_MSG_LOST;
+    m->lost = *left > UINT32_MAX ? UINT32_MAX : (uint32_t)*left;
+    *left -= m->lost;
+    return m;
+}

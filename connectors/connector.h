@@ -67,6 +67,12 @@ struct wsb_msg *wsb_msg_new(uint64_t source_id, int32_t partition, int64_t offse
  * stored message handed to several sources. refs = 1, ack_token 0. NULL on allocation
  * failure. @locality any */
 struct wsb_msg *wsb_msg_share(struct wsb_msg *m, uint64_t source_id);
+/** A WSB_MSG_LOST marker for `source_id`: records of `partition` before `next_offset` that
+ * the broker no longer has. It carries as many of *left as fit its count (at most
+ * UINT32_MAX) and takes them off *left; call again while *left > 0. NULL on allocation
+ * failure (*left unchanged). @locality any */
+struct wsb_msg *wsb_msg_lost(uint64_t source_id, int32_t partition, int64_t next_offset,
+                             uint64_t *left);
 struct wsb_msg *wsb_msg_ref(struct wsb_msg *m);
 void wsb_msg_unref(struct wsb_msg *m);
 

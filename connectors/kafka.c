@@ -1065,13 +1065,9 @@ static void hand_lost(struct kc *k, const struct source *s, bool formatted,
     if (!formatted && k->sink.skip && k->sink.skip(k->sink.ctx, s->id, rkm->partition, rkm->offset))
         return; /* nobody reads the source now */
     while (lost > 0) {
-        struct wsb_msg *m =
-            wsb_msg_new(s->id, rkm->partition, rkm->offset - 1, -1, NULL, 0, NULL, 0, NULL, 0);
+        struct wsb_msg *m = wsb_msg_lost(s->id, rkm->partition, rkm->offset, &lost);
         if (!m)
             return;
-        m->flags |= WSB_MSG_LOST;
-        m->lost = lost > UINT32_MAX ? UINT32_MAX : (uint32_t)lost;
-        lost -= m->lost;
         hand_over(k, s, formatted, m);
     }
 }

@@ -666,13 +666,9 @@ static void group_lost(struct group *g, const rd_kafka_message_t *rkm, uint64_t 
             WSB_LSTR("reason", "consumer offset reset: records no longer on the broker"));
     for (struct member *m = g->members; m; m = m->next) {
         for (uint64_t left = lost; left > 0;) {
-            struct wsb_msg *d =
-                wsb_msg_new(m->id, rkm->partition, rkm->offset - 1, -1, NULL, 0, NULL, 0, NULL, 0);
+            struct wsb_msg *d = wsb_msg_lost(m->id, rkm->partition, rkm->offset, &left);
             if (!d)
                 break;
-            d->flags |= WSB_MSG_LOST;
-            d->lost = left > UINT32_MAX ? UINT32_MAX : (uint32_t)left;
-            left -= d->lost;
             g->gs->sink.message(g->gs->sink.ctx, d);
         }
     }
