@@ -13,6 +13,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "auth/filter.h"
 #include "auth/jwt.h"
 #include "bridge/metrics.h"
 #include "bridge/ops.h"
@@ -44,8 +45,9 @@ static void write_head(struct wsb_session *s, const struct wsb_http_req *req)
     evbuffer_add_printf(out, "\r\nretry: 1000\n\n");
 }
 
-static void subscribe(struct wsb_session *s, const struct wsb_sse_request *r, const char *ch)
+static void subscribe(struct wsb_session *s, struct wsb_sse_request *r, size_t i)
 {
+    const char *ch = r->channels[i];
     size_t len = strlen(ch);
     struct wsb_request req = {
         .op = WSB_REQ_SUBSCRIBE,
@@ -53,7 +55,10 @@ static void subscribe(struct wsb_session *s, const struct wsb_sse_request *r, co
         .channel_len = len,
         .from = r->from,
         .from_timestamp_ms = r->from_timestamp_ms,
+        .filter = r->filters ? r->filters[i] : NULL, /* the subscription takes it */
     };
+    if (r->filters)
+        r->filters[i] = NULL;
     if (len + 2 <= WSB_ID_MAX)
         snprintf(req.id, sizeof(req.id), "\"%s\"", ch); /* names are JSON-safe */
     const struct wsb_sse_pos *pos = wsb_sse_resume_find(&r->resume, ch, len);
@@ -63,6 +68,7 @@ static void subscribe(struct wsb_session *s, const struct wsb_sse_request *r, co
         req.nfrom_offsets = pos->n;
     }
     wsb_ops_subscribe(s, &req);
+    wsb_filter_spec_free(req.filter); /* still ours when the subscribe was refused */
 }
 
 int wsb_sse_open(struct wsb_session *s, const struct wsb_http_req *req, const char **msg)
@@ -86,7 +92,7 @@ int wsb_sse_open(struct wsb_session *s, const struct wsb_http_req *req, const ch
     wsb_session_reply(s, &b);
     wsb_buf_cleanup(&b);
     for (size_t i = 0; i < r.nchannels && s->state == WSB_SS_OPEN; i++)
-        subscribe(s, &r, r.channels[i]);
+        subscribe(s, &r, i);
     if (s->state == WSB_SS_OPEN && s->nsubs == 0)
         wsb_session_arm_timer(s, 0); /* every channel was refused: the stream ends */
     wsb_sse_request_cleanup(&r);

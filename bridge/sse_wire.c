@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth/filter.h"
 #include "bridge/outq.h"
 #include "bridge/ws/ws_http.h"
 #include "util/base64.h"
@@ -360,6 +361,79 @@ static int parse_channels(const struct wsb_http_req *req, size_t max, struct wsb
     return 0;
 }
 
+/* `filter=`: a JSON object from channel names of the request to the filter a WebSocket
+ * subscribe would carry, literal values only (subscribe.filter, issue 15). A name that is
+ * not among the `channel=`s, a malformed filter or a second `filter=` is a 400: a stream
+ * never starts wider than asked. */
+static int parse_filters(const struct wsb_http_req *req, struct wsb_sse_request *r,
+                         const char **msg)
+{
+    static _Thread_local char why_msg[384];
+    if (!req->query.ptr || !req->query.len)
+        return 0;
+    char *text = malloc(req->query.len + 1);
+    if (!text) {
+        *msg = "out of memory";
+        return -1;
+    }
+    long n = -1, seen = 0;
+    const char *p = req->query.ptr, *end = p + req->query.len;
+    while (p < end) { /* every pair: a second filter= is refused, not ignored */
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *pe = amp ? amp : end;
+        long m = wsb_http_query_param((struct wsb_slice){p, (size_t)(pe - p)}, "filter", text,
+                                      req->query.len + 1);
+        if (m != -1) {
+            seen++;
+            n = m;
+        }
+        p = amp ? amp + 1 : end;
+    }
+    int rc = -1;
+    json_t *root = NULL;
+    if (seen == 0) {
+        rc = 0;
+        goto out;
+    }
+    *msg = "filter must be a JSON object from channel names to filters";
+    if (seen > 1 || n < 0)
+        goto out;
+    root = json_loadb(text, (size_t)n, JSON_REJECT_DUPLICATES, NULL);
+    if (!root || !json_is_object(root))
+        goto out;
+    if (!(r->filters = calloc(r->nchannels, sizeof(*r->filters)))) {
+        *msg = "out of memory";
+        goto out;
+    }
+    const char *name;
+    json_t *v;
+    json_object_foreach(root, name, v)
+    {
+        size_t i = 0;
+        while (i < r->nchannels && strcmp(r->channels[i], name) != 0)
+            i++;
+        if (i == r->nchannels) {
+            *msg = "filter names a channel that is not one of the channel= of the request";
+            goto out;
+        }
+        char path[96], why[128];
+        r->filters[i] =
+            wsb_filter_spec_parse(v, WSB_FILTER_LITERAL, 0, path, sizeof(path), why, sizeof(why));
+        if (!r->filters[i]) {
+            /* The channel name is valid (checked above), so it is safe to echo. */
+            snprintf(why_msg, sizeof(why_msg), "filter of %.96s%s%s: %s", name,
+                     path[0] && path[0] != '[' ? "." : "", path, why);
+            *msg = why_msg;
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    json_decref(root);
+    free(text);
+    return rc;
+}
+
 static int parse_from(const struct wsb_http_req *req, struct wsb_sse_request *r, const char **msg)
 {
     char v[32];
@@ -417,8 +491,8 @@ int wsb_sse_request_parse(const struct wsb_http_req *req, size_t max_channels,
                           struct wsb_sse_request *r, const char **msg)
 {
     memset(r, 0, sizeof(*r));
-    if (parse_channels(req, max_channels, r, msg) < 0 || parse_from(req, r, msg) < 0 ||
-        parse_resume(req, r, msg) < 0) {
+    if (parse_channels(req, max_channels, r, msg) < 0 || parse_filters(req, r, msg) < 0 ||
+        parse_from(req, r, msg) < 0 || parse_resume(req, r, msg) < 0) {
         wsb_sse_request_cleanup(r);
         return -1;
     }
@@ -427,6 +501,10 @@ int wsb_sse_request_parse(const struct wsb_http_req *req, size_t max_channels,
 
 void wsb_sse_request_cleanup(struct wsb_sse_request *r)
 {
+    for (size_t i = 0; r->filters && i < r->nchannels; i++)
+        wsb_filter_spec_free(r->filters[i]);
+    free(r->filters);
+    r->filters = NULL;
     free(r->channels);
     r->channels = NULL;
     r->nchannels = 0;

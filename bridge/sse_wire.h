@@ -79,9 +79,16 @@ void wsb_sse_resume_cleanup(struct wsb_sse_resume *r);
 
 struct wsb_http_req;
 
-/** A stream request: `GET <sse.path>?channel=C&channel=C2&from=F&last_event_id=T`. */
+struct wsb_filter_spec;
+
+/** A stream request: `GET <sse.path>?channel=C&channel=C2&from=F&last_event_id=T&filter=F`,
+ * where the optional `filter` is a JSON object naming some of the channels, each with the
+ * filter a WebSocket `subscribe` would carry (`{"C": {"key": "k"}}`: docs/sse.md). */
 struct wsb_sse_request {
     char (*channels)[WSB_CHANNEL_MAX + 1]; /* malloc'd, owned; distinct valid names */
+    /* per channel, NULL for none; NULL when no `filter`; owned (a taker sets its entry to
+     * NULL) */
+    struct wsb_filter_spec **filters;
     size_t nchannels;
     enum wsb_from_kind from; /* latest, earliest or timestamp (`from=<ms>`) */
     int64_t from_timestamp_ms;
@@ -89,7 +96,8 @@ struct wsb_sse_request {
 };
 
 /** Parses the query and headers of a stream request (at most `max_channels` channels).
- * Returns 0, or -1 with *msg set (a 400 answer; r is then empty). Always call
+ * Returns 0, or -1 with *msg set (a 400 answer, valid until the thread's next call; r is then
+ * empty). Always call
  * wsb_sse_request_cleanup. */
 int wsb_sse_request_parse(const struct wsb_http_req *req, size_t max_channels,
                           struct wsb_sse_request *r, const char **msg);

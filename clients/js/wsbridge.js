@@ -291,6 +291,10 @@ function openSse(url, token, options, h, client) {
             const first = subs.find((s) => typeof s._from === "string" || Number.isInteger(s._from?.timestamp));
             if (first) q.push("from=" + (typeof first._from === "string" ? first._from : first._from.timestamp));
         }
+        // Each subscription's own filter (subscribe.filter), one JSON object for the stream.
+        const filters = {};
+        for (const s of subs) if (s._filter !== undefined && s._filter !== null) filters[s.channel] = s._filter;
+        if (Object.keys(filters).length) q.push("filter=" + encodeURIComponent(JSON.stringify(filters)));
         if (token) q.push("access_token=" + encodeURIComponent(token));
         const stream = new ES(base + options.ssePath + "?" + q.join("&"));
         es = stream;

@@ -1,4 +1,4 @@
-/* libFuzzer target: a stream request head (query: channel=, from=, last_event_id=; the
+/* libFuzzer target: a stream request head (query: channel=, filter=, from=, last_event_id=; the
  * Last-Event-ID header) through the SSE request parser and the resume-token decoder; a
  * decoded token is encoded again and must decode to the same positions. */
 #include <stdint.h>

@@ -11,6 +11,7 @@ import os
 import socket
 import threading
 import time
+import urllib.parse
 
 import pytest
 
@@ -351,3 +352,79 @@ def test_publish_body_above_the_read_mark_is_waited_for(bridge_factory):
     b = bridge_factory({"limits": {"max_message_bytes": 1 << 20}})
     st, body = post_publish(b.port, {"channel": "mem.big", "data": "x" * (400 * 1024)})
     assert st == 200 and body["type"] == "published", (st, body)
+
+
+def test_client_filter_narrows_the_stream_and_never_widens(bridge_factory, tmp_path):
+    """`filter=` (docs/sse.md): a JSON object from the stream's channels to the filter a
+    WebSocket subscribe would carry. It narrows as on a WebSocket; a widening asks for the
+    channel's `forbidden` error event while the other channels stream; a malformed one, or one
+    naming a channel the request does not, is a 400."""
+    keys = Keys(tmp_path)
+    over = auth_overrides(keys)
+    over["channels"] = [
+        {"match": "orders", "connector": "m", "topic": "orders", "filter": {"key": "{sub}"}},
+        {"match": "**", "connector": "m", "topic": "t-{1}"}]
+    b = bridge_factory(over, env=keys.env())
+    auth = {"Authorization": "Bearer " + mint(keys, sub="u1")}
+
+    def target(f):
+        return ("/sse?channel=all&channel=orders&filter=" +
+                urllib.parse.quote(f if isinstance(f, str) else json.dumps(f)))
+
+    for f in ("not json", "[1]", '"x"', {"nope": {"key": "a"}}, {"all": {"keys": "a"}},
+              {"all": {}}, {"all": {"key": ""}}, '{"all":{"key":"a"},"all":{"key":"b"}}'):
+        s = SSEClient.open(b.port, target(f), headers=auth)
+        assert s.status == 400, (f, s.status)
+        body = json.loads(s.read_body())
+        assert body["error"] == "invalid_request", (f, body)
+        s.close()
+    s = SSEClient.open(b.port, "/sse?channel=all&filter=%7B%7D&filter=%7B%7D", headers=auth)
+    assert s.status == 400  # two filter= would leave one of them unapplied
+    s.close()
+    # An empty object names no channel: the stream is the unfiltered one.
+    s = SSEClient.open(b.port, "/sse?channel=all&filter=%7B%7D", headers=auth)
+    assert s.status == 200
+    s.close()
+
+    # Widening the channel's own filter (key {sub} = u1) is refused for that channel only.
+    wide = SSEClient.open(b.port, target({"orders": {"key": "u2"}, "all": {"key": "k3"}}),
+                          headers=auth)
+    assert wide.status == 200
+    seen = {}
+    while len(seen) < 2:  # the refusal of orders and the start of all, in either order
+        e = wide.next_event()
+        if e["event"] in ("error", "subscribed"):
+            seen[e["event"]] = e["data"]
+    assert seen["error"]["code"] == "forbidden" and seen["error"]["id"] == "orders", seen
+    assert seen["subscribed"]["channel"] == "all", seen
+    narrow = SSEClient.open(b.port, target({
+        "orders": {"key": "u1", "headers": {"kind": "paid"}},
+        "all": [{"key": "k3"}, {"headers": {"kind": "refund"}}]}), headers=auth)
+    assert narrow.status == 200
+    assert sorted(subscribed(narrow, ["all", "orders"])) == ["all", "orders"]
+
+    want = {"wide": [], "narrow": []}
+    n = 0
+    for ch in ("orders", "all"):
+        for key in ("u1", "u2", "k3"):
+            for kind in ("paid", "refund", "new"):
+                st, body = post_publish(b.port, {"channel": ch, "data": {"n": n}, "key": key,
+                                                 "headers": {"kind": kind}}, headers=auth)
+                assert st == 200, body
+                if ch == "all" and key == "k3":
+                    want["wide"].append((ch, n))
+                if (ch == "orders" and key == "u1" and kind == "paid") or \
+                        (ch == "all" and (key == "k3" or kind == "refund")):
+                    want["narrow"].append((ch, n))
+                n += 1
+    for name, s in (("wide", wide), ("narrow", narrow)):
+        got = []
+        while len(got) < len(want[name]):
+            e = s.next_event(timeout=5)
+            if e["event"] == "message":
+                got.append((e["data"]["channel"], e["data"]["data"]["n"]))
+        with pytest.raises(socket.timeout):  # nothing beyond the narrowed records
+            e = s.next_event(timeout=0.5)
+            raise AssertionError("an extra event: %r" % (e,))
+        assert got == want[name], (name, got)
+        s.close()

@@ -416,6 +416,34 @@ test("SSE: subscribe reopens from the delivered positions, a channel error fails
     client.close();
 });
 
+test("SSE: each subscription's filter travels in the stream's filter= object", async () => {
+    const sse = fakeSse();
+    const client = connect("ws://h/ws", {
+        token: "t", transports: ["sse"], EventSource: sse.FakeES, fetch: sse.fetch,
+    });
+    client.subscribe("orders", () => {}, { filter: { key: "u1" } });
+    const s1 = await sse.next();
+    assert.deepEqual(JSON.parse(s1.query.get("filter")), { orders: { key: "u1" } });
+    s1.welcome();
+    client.subscribe("all", () => {}); // no filter of its own: not named
+    const s2 = await sse.next();
+    assert.deepEqual(s2.query.getAll("channel").sort(), ["all", "orders"]);
+    assert.deepEqual(JSON.parse(s2.query.get("filter")), { orders: { key: "u1" } });
+    s2.welcome();
+    client.subscribe("audit", () => {}, { filter: [{ key: "a" }, { headers: { kind: "x" } }] });
+    const s3 = await sse.next();
+    assert.deepEqual(JSON.parse(s3.query.get("filter")),
+        { orders: { key: "u1" }, audit: [{ key: "a" }, { headers: { kind: "x" } }] });
+    client.close();
+    const plain = connect("ws://h/ws", {
+        token: "t", transports: ["sse"], EventSource: sse.FakeES, fetch: sse.fetch,
+    });
+    plain.subscribe("orders", () => {});
+    const s4 = await sse.next();
+    assert.equal(s4.query.get("filter"), null); // no filter anywhere: no parameter
+    plain.close();
+});
+
 test("SSE: publish is a POST answered by the bridge; refusals reject with their code", async () => {
     const sse = fakeSse();
     const client = connect("ws://h/ws", { token: "tok", transports: ["sse"], EventSource: sse.FakeES, fetch: sse.fetch });

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -144,13 +145,66 @@ static void test_request(void **state)
     }
 }
 
+/* filter=: a JSON object from the request's channels to filters (docs/sse.md). */
+static void test_request_filter(void **state)
+{
+    (void)state;
+    struct wsb_sse_request r;
+    const char *msg = NULL;
+    /* {"c":{"key":"k"}} before the channel= pairs: only c has a filter. */
+    assert_int_equal(parse("GET /sse?filter=%7B%22c%22%3A%7B%22key%22%3A%22k%22%7D%7D"
+                           "&channel=a&channel=c HTTP/1.1\r\nHost: h\r\n\r\n",
+                           &r, &msg),
+                     0);
+    assert_int_equal(r.nchannels, 2);
+    assert_non_null(r.filters);
+    assert_null(r.filters[0]);
+    assert_non_null(r.filters[1]);
+    wsb_sse_request_cleanup(&r);
+    assert_null(r.filters);
+    /* No filter=, or an empty object: no filters. */
+    assert_int_equal(parse("GET /sse?channel=a HTTP/1.1\r\nHost: h\r\n\r\n", &r, &msg), 0);
+    assert_null(r.filters);
+    wsb_sse_request_cleanup(&r);
+    assert_int_equal(
+        parse("GET /sse?channel=a&filter=%7B%7D HTTP/1.1\r\nHost: h\r\n\r\n", &r, &msg), 0);
+    assert_null(r.filters[0]);
+    wsb_sse_request_cleanup(&r);
+    const char *bad[] = {
+        "filter=x",                                          /* not JSON */
+        "filter=%5B%5D",                                     /* [] */
+        "filter=%7B%22b%22%3A%7B%22key%22%3A%22k%22%7D%7D",  /* names b, not requested */
+        "filter=%7B%22a%22%3A%7B%7D%7D",                     /* {"a":{}} */
+        "filter=%7B%22a%22%3A%7B%22keys%22%3A%22k%22%7D%7D", /* unknown field */
+        "filter=%7B%7D&filter=%7B%7D",                       /* twice */
+        "filter=%zz",                                        /* bad escape */
+        "filter=%7B%22a%22%3A1%2C%22a%22%3A2%7D",            /* duplicate key */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char head[256];
+        snprintf(head, sizeof(head), "GET /sse?channel=a&%s HTTP/1.1\r\nHost: h\r\n\r\n", bad[i]);
+        msg = NULL;
+        assert_int_equal(parse(head, &r, &msg), -1);
+        assert_non_null(msg);
+        assert_int_equal(r.nchannels, 0);
+        assert_null(r.filters);
+        wsb_sse_request_cleanup(&r);
+    }
+    /* A malformed filter's answer says where. */
+    assert_int_equal(parse("GET /sse?channel=a&filter=%7B%22a%22%3A%7B%22key%22%3A5%7D%7D "
+                           "HTTP/1.1\r\nHost: h\r\n\r\n",
+                           &r, &msg),
+                     -1);
+    assert_non_null(strstr(msg, "filter of a.key"));
+    wsb_sse_request_cleanup(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_event_lines),
-        cmocka_unit_test(test_message_frame_built_once),
-        cmocka_unit_test(test_token_round_trip),
-        cmocka_unit_test(test_request),
+        cmocka_unit_test(test_event_lines),      cmocka_unit_test(test_message_frame_built_once),
+        cmocka_unit_test(test_token_round_trip), cmocka_unit_test(test_request),
+        cmocka_unit_test(test_request_filter),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
