@@ -5,7 +5,8 @@ scenario's run produces its figure — fan-out frames delivered in order with la
 percentiles and CPU seconds, RSS per idle connection, handshake rates for the raw TCP probe
 and for HS256/RS256/ES256 tokens (reused and distinct), Kafka ingest next to a plain
 librdkafka consumer (S7), fan-out through a key filter (S8) — not how good the figures are;
-and bench/kafka_latency.py's bridge-added split (the hand-over tracer loaded into the bridge).
+and bench/kafka_latency.py's bridge-added split (the hand-over tracer loaded into the bridge),
+and bench/tls_idle.py (memory per idle wss:// and ws:// connection).
 """
 
 # ctest: serial release-only cost=26  (scheduling: docs/testing.md)
@@ -78,3 +79,21 @@ def test_kafka_latency_splits_bridge_added(tmp_path):
     # the plain consumer (a process of its own, reading from its end) pairs with most
     assert r["bridge_added_ms"]["samples"] > 0 and r["handover_minus_plain_ms"]["n"] > 0, r
     assert r["plain_handover_after_fetch_ms"]["n"] > 0, r
+
+
+def test_tls_idle_measures_both_transports():
+    """bench/tls_idle.py with a few clients: each transport's clients all subscribe over
+    their transport (TLS 1.3 for wss) and a per-connection figure comes out."""
+    build = os.path.dirname(os.environ.get("WSBRIDGE_BIN",
+                                           os.path.join(REPO, "build", "wsbridge")))
+    p = subprocess.run(
+        [sys.executable, os.path.join(REPO, "bench", "tls_idle.py"), "--build", build,
+         "--clients", "50"],
+        capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = {r["transport"]: r for r in map(json.loads, p.stdout.strip().splitlines())}
+    assert set(rows) == {"tls", "plain"}, rows
+    assert rows["tls"]["clients"] == 50 and rows["tls"]["tls_version"] == "TLSv1.3", rows
+    assert rows["plain"]["clients"] == 50 and rows["plain"]["tls_version"] is None, rows
+    # a TLS session holds OpenSSL's state on top of the plain one (figures: docs/deployment.md)
+    assert rows["tls"]["rss_after_kib"] > rows["tls"]["rss_before_kib"], rows
