@@ -1123,6 +1123,22 @@ static bool buffered(amqp_connection_state_t conn)
     return amqp_data_in_buffer(conn) || amqp_frames_enqueued(conn);
 }
 
+/* True when nothing came from the broker on `conn` since `late`. The receive time is taken
+ * when poll() reports input, so a thread that was busy elsewhere (opening a link, a slow
+ * command) for longer than that has not looked: input waiting now is a sign of life, not a
+ * missed heartbeat. */
+static bool silent(amqp_connection_state_t conn, int64_t *last_rx_ms, int64_t late)
+{
+    if (*last_rx_ms >= late)
+        return false;
+    struct pollfd p = {.fd = amqp_get_sockfd(conn), .events = POLLIN};
+    if (buffered(conn) || (poll(&p, 1, 0) > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR)))) {
+        *last_rx_ms = mono_ms();
+        return false;
+    }
+    return true;
+}
+
 static void *run(void *arg)
 {
     struct amqp *a = arg;
@@ -1174,9 +1190,9 @@ static void *run(void *arg)
         /* Missed heartbeats: the broker sends one every heartbeat/2 s while idle. */
         if (a->pconn && a->heartbeat_s > 0) {
             int64_t late = mono_ms() - (int64_t)a->heartbeat_s * 2000;
-            bool missed = a->plast_rx_ms < late;
+            bool missed = silent(a->pconn, &a->plast_rx_ms, late);
             for (size_t i = 0; i < a->nlinks; i++)
-                missed = missed || a->links[i]->last_rx_ms < late;
+                missed = silent(a->links[i]->conn, &a->links[i]->last_rx_ms, late) || missed;
             if (missed)
                 lost(a, "missed heartbeats");
         }

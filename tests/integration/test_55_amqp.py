@@ -13,6 +13,8 @@ missing queue is unavailable. Loads scale down under the sanitizer pass (WSB_SAN
 
 import asyncio
 import json
+import socket
+import threading
 import time
 
 import pika
@@ -240,6 +242,99 @@ def test_heartbeats_keep_an_idle_connection(rabbitmq, bridge_factory):
     ups = [r for r in b.log_records() if r.get("msg") in ("amqp up", "amqp down")]
     assert [r["msg"] for r in ups] == ["amqp up"], ups
     assert "\t1\n" in rabbitmq.ctl("list_connections", "name", "timeout")
+
+
+class Relay:
+    """A TCP relay to the broker whose existing connections can be silenced: from then on
+    nothing the broker sends reaches the bridge, while the connection stays open and the
+    bridge's own frames (its heartbeats) still reach the broker: a broker that hangs, which
+    only missed heartbeats reveal. Connections made after silence() relay normally."""
+
+    def __init__(self, port):
+        self.port_to = port
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.port = self.srv.getsockname()[1]
+        self.silenced = set()  # ids of the connections whose broker side is dropped
+        self.pairs = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            u = socket.create_connection(("127.0.0.1", self.port_to))
+            with self.lock:
+                self.pairs.append((c, u))
+            threading.Thread(target=self._pump, args=(c, u, None), daemon=True).start()
+            threading.Thread(target=self._pump, args=(u, c, id(c)), daemon=True).start()
+
+    def _pump(self, src, dst, key):
+        while True:
+            try:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if key is not None and key in self.silenced:
+                    continue  # swallowed: the bridge hears nothing more
+                dst.sendall(data)
+            except OSError:
+                break
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def silence(self):
+        with self.lock:
+            self.silenced.update(id(c) for c, _ in self.pairs)
+
+    def close(self):
+        self.srv.close()
+        with self.lock:
+            for pair in self.pairs:
+                for s in pair:
+                    s.close()
+
+
+def test_a_silent_broker_is_found_by_missed_heartbeats(rabbitmq, bridge_factory):
+    """heartbeat_s 1 through a relay that stops passing the broker's frames (the TCP
+    connection stays up): the bridge declares the connection lost for missed heartbeats
+    about 2 s later and reconnects (a fresh relayed connection); /readyz is 200 again."""
+    relay = Relay(rabbitmq.port)
+    try:
+        url = rabbitmq.url.replace(":%d/" % rabbitmq.port, ":%d/" % relay.port)
+        b = bridge_factory(amqp_overrides(url, CHANNELS, conn={"heartbeat_s": 1}))
+        c = b.connect()
+        assert c.request({"op": "subscribe", "id": 1, "channel": "fan.hb"})["type"] == "subscribed"
+        time.sleep(1.5)  # heartbeats flow: still up
+        assert [r["msg"] for r in b.log_records() if r.get("msg") == "amqp down"] == []
+        t0 = time.monotonic()
+        relay.silence()
+
+        def downs():
+            return [r for r in b.log_records() if r.get("msg") == "amqp down"]
+
+        while not downs():
+            assert time.monotonic() - t0 < 15, "no amqp down after the broker went silent"
+            time.sleep(0.05)
+        took = time.monotonic() - t0
+        # Found by the connector's check ("missed heartbeats") or by rabbitmq-c's own while
+        # it reads ("heartbeat timeout"), whichever looks first: both after two intervals.
+        assert "heartbeat" in downs()[0]["reason"], downs()
+        assert 1.5 <= took < 6.0, took
+        # The reconnect goes through a fresh relayed connection, which is not silenced.
+        deadline = time.monotonic() + 20
+        while [r["msg"] for r in b.log_records() if r.get("msg") in ("amqp up", "amqp down")][-1] \
+                != "amqp up":
+            assert time.monotonic() < deadline, "no reconnect"
+            time.sleep(0.05)
+        assert b.readyz()[0] == 200
+    finally:
+        relay.close()
 
 
 def test_check_config_amqp_rules(run_cli, tmp_path):
