@@ -36,7 +36,7 @@ def token(sub="u1", ttl=3600, secret=SECRET):
 @pytest.fixture(scope="module")
 def mock(tmp_path_factory):
     topics = {"ticks": 1, "restart": 1, "refresh": 1, "unsub": 1, "chat-u1": 1,
-              "chat-other": 1, "sse1": 2, "sse2": 2}
+              "chat-other": 1, "sse1": 2, "sse2": 2, "sse3": 1}
     mc = MockCluster(1, topics, tmp_path_factory.mktemp("kafka") / "mock.stderr")
     yield mc
     mc.close()
@@ -294,6 +294,24 @@ def test_page_falls_back_to_sse_when_websocket_fails(browser, app_origin, shared
     st = browser.eval(p, "T.states")
     assert [s["state"] for s in st][:3] == ["connecting", "reconnecting", "connecting"], st
     assert "WebSocket blocked" in st[1].get("reason", ""), st
+    browser.close_page(p)
+
+
+def test_sse_page_gets_only_what_its_filter_asks_for(browser, app_origin, shared_bridge, mock):  # noqa: F811,E501
+    """A subscription's own filter survives the fall-back to SSE: the library sends it in the
+    stream's filter= object, the bridge narrows with it (before, the page got the channel
+    unnarrowed)."""
+    p = open_page(browser, shared_bridge, "sse-filter", app_origin)
+    start(browser, p, shared_bridge, token=token("u1"), channel="t.sse3", transports=["sse"],
+          filter={"key": "k1"})
+    browser.wait(p, "T.subscribed.length === 1", 15, "no subscribed over SSE")
+    produce(mock.bootstrap, "sse3", [{"value": json.dumps({"i": i}).encode(),
+                                      "key": b"k1" if i % 2 == 0 else b"k2"} for i in range(40)])
+    browser.wait(p, "T.msgs.length >= 20", 15, "the k1 records did not arrive over SSE")
+    time.sleep(0.5)  # any k2 record would be here by now
+    msgs = browser.eval(p, "T.msgs.map(m => [m.key, m.data.i])")
+    assert msgs == [["k1", i] for i in range(0, 40, 2)], msgs
+    assert browser.errors(p) == []
     browser.close_page(p)
 
 
