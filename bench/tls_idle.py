@@ -75,16 +75,6 @@ def open_client(port, token, ctx):
     return s
 
 
-def rss_kib(pids):
-    total = 0
-    for pid in pids:
-        with open("/proc/%d/status" % pid) as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-    return total
-
-
 def measure(a, transport, tmp):
     keys = suite.Keys(tmp)
     port, admin = free_port(), free_port()
@@ -110,14 +100,14 @@ def measure(a, transport, tmp):
     clients = []
     try:
         time.sleep(0.5)
-        before = rss_kib([bridge.pid])
+        before = suite.rss_kib([bridge.pid])
         token = keys.token("HS256")
         t0 = time.monotonic()
         for _ in range(a.clients):
             clients.append(open_client(port, token, ctx))
         connect_s = time.monotonic() - t0
         time.sleep(2)  # idle: the idle tick gives empty buffers back
-        after = rss_kib([bridge.pid])
+        after = suite.rss_kib([bridge.pid])
         return {"transport": transport, "clients": len(clients), "rss_before_kib": before,
                 "rss_after_kib": after,
                 "per_conn_kib": round((after - before) / max(1, len(clients)), 2),

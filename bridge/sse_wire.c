@@ -335,16 +335,26 @@ static int add_channel(struct wsb_sse_request *r, const char *name, size_t len, 
     return 0;
 }
 
+/* The query's next `name=value` pair from *p (advanced past it), or false at the end. */
+static bool next_pair(const char **p, const char *end, struct wsb_slice *pair)
+{
+    if (!*p || *p >= end)
+        return false;
+    const char *amp = memchr(*p, '&', (size_t)(end - *p));
+    const char *pe = amp ? amp : end;
+    *pair = (struct wsb_slice){*p, (size_t)(pe - *p)};
+    *p = amp ? amp + 1 : end;
+    return true;
+}
+
 /* Every `channel=` of the query, percent-decoded. */
 static int parse_channels(const struct wsb_http_req *req, size_t max, struct wsb_sse_request *r,
                           const char **msg)
 {
     const char *p = req->query.ptr, *end = p ? p + req->query.len : NULL;
     char name[WSB_CHANNEL_MAX + 2];
-    while (p && p < end) {
-        const char *amp = memchr(p, '&', (size_t)(end - p));
-        const char *pe = amp ? amp : end;
-        struct wsb_slice pair = {p, (size_t)(pe - p)};
+    struct wsb_slice pair;
+    while (next_pair(&p, end, &pair)) {
         long n = wsb_http_query_param(pair, "channel", name, sizeof(name));
         if (n == -2 || (n >= 0 && (size_t)n > WSB_CHANNEL_MAX)) {
             *msg = "invalid channel name (dot-separated [A-Za-z0-9_-] segments, <= 255 bytes)";
@@ -352,7 +362,6 @@ static int parse_channels(const struct wsb_http_req *req, size_t max, struct wsb
         }
         if (n >= 0 && add_channel(r, name, (size_t)n, max, msg) < 0)
             return -1;
-        p = amp ? amp + 1 : end;
     }
     if (r->nchannels == 0) {
         *msg = "at least one channel= is required";
@@ -369,34 +378,30 @@ static int parse_filters(const struct wsb_http_req *req, struct wsb_sse_request 
                          const char **msg)
 {
     static _Thread_local char why_msg[384];
-    if (!req->query.ptr || !req->query.len)
+    const char *p = req->query.ptr, *end = p ? p + req->query.len : NULL;
+    struct wsb_slice pair, found = {0};
+    size_t seen = 0;
+    char probe[1];
+    while (next_pair(&p, end, &pair)) { /* every pair: a second filter= is refused */
+        if (wsb_http_query_param(pair, "filter", probe, sizeof(probe)) != -1) {
+            seen++;
+            found = pair;
+        }
+    }
+    if (seen == 0)
         return 0;
-    char *text = malloc(req->query.len + 1);
+    *msg = "filter must be a JSON object from channel names to filters";
+    if (seen > 1)
+        return -1;
+    char *text = malloc(found.len + 1);
     if (!text) {
         *msg = "out of memory";
         return -1;
     }
-    long n = -1, seen = 0;
-    const char *p = req->query.ptr, *end = p + req->query.len;
-    while (p < end) { /* every pair: a second filter= is refused, not ignored */
-        const char *amp = memchr(p, '&', (size_t)(end - p));
-        const char *pe = amp ? amp : end;
-        long m = wsb_http_query_param((struct wsb_slice){p, (size_t)(pe - p)}, "filter", text,
-                                      req->query.len + 1);
-        if (m != -1) {
-            seen++;
-            n = m;
-        }
-        p = amp ? amp + 1 : end;
-    }
     int rc = -1;
     json_t *root = NULL;
-    if (seen == 0) {
-        rc = 0;
-        goto out;
-    }
-    *msg = "filter must be a JSON object from channel names to filters";
-    if (seen > 1 || n < 0)
+    long n = wsb_http_query_param(found, "filter", text, found.len + 1);
+    if (n < 0)
         goto out;
     root = json_loadb(text, (size_t)n, JSON_REJECT_DUPLICATES, NULL);
     if (!root || !json_is_object(root))

@@ -105,6 +105,18 @@ static int parse(const char *head, struct wsb_sse_request *r, const char **msg)
     return wsb_sse_request_parse(&req, 3, r, msg);
 }
 
+/* `head` is refused with a message, leaving an empty request. */
+static void assert_refused(const char *head)
+{
+    struct wsb_sse_request r;
+    const char *msg = NULL;
+    assert_int_equal(parse(head, &r, &msg), -1);
+    assert_non_null(msg);
+    assert_int_equal(r.nchannels, 0);
+    assert_null(r.filters);
+    wsb_sse_request_cleanup(&r);
+}
+
 static void test_request(void **state)
 {
     (void)state;
@@ -136,13 +148,8 @@ static void test_request(void **state)
         "GET /sse?channel=a&last_event_id=%zz HTTP/1.1\r\nHost: h\r\n\r\n",
         "GET /sse?channel=a HTTP/1.1\r\nHost: h\r\nLast-Event-ID: x\r\n\r\n",
     };
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        msg = NULL;
-        assert_int_equal(parse(bad[i], &r, &msg), -1);
-        assert_non_null(msg);
-        assert_int_equal(r.nchannels, 0);
-        wsb_sse_request_cleanup(&r);
-    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_refused(bad[i]);
 }
 
 /* filter=: a JSON object from the request's channels to filters (docs/sse.md). */
@@ -183,12 +190,7 @@ static void test_request_filter(void **state)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char head[256];
         snprintf(head, sizeof(head), "GET /sse?channel=a&%s HTTP/1.1\r\nHost: h\r\n\r\n", bad[i]);
-        msg = NULL;
-        assert_int_equal(parse(head, &r, &msg), -1);
-        assert_non_null(msg);
-        assert_int_equal(r.nchannels, 0);
-        assert_null(r.filters);
-        wsb_sse_request_cleanup(&r);
+        assert_refused(head);
     }
     /* A malformed filter's answer says where. */
     assert_int_equal(parse("GET /sse?channel=a&filter=%7B%22a%22%3A%7B%22key%22%3A5%7D%7D "
